@@ -1,0 +1,156 @@
+//! AdaBound and AMSBound (Luo, Xiong, Liu & Sun 2019): Adam whose per-element step is
+//! clipped into bounds that converge to a final SGD learning rate. Exactly the authors'
+//! `adabound` 0.0.5 package:
+//!
+//! ```text
+//! g ← g + λθ                                   (L2 decay)
+//! m ← β1 m + (1 − β1) g;   v ← β2 v + (1 − β2) g²;   v̄ ← max(v̄, v) (amsbound)
+//! α = γ √(1 − β2^t) / (1 − β1^t)
+//! f = final_lr · γ / γ0                         (γ0: the lr when the optimizer was built)
+//! η = clamp(α / (√v + ε),  f (1 − 1/(gamma·t + 1)),  f (1 + 1/(gamma·t)))
+//! θ ← θ − η m
+//! ```
+
+use super::rule::{check, Grad, Rule, Scalars, Slots, Sums};
+use crate::spec::{Args, Spec};
+use crate::{Real, Result};
+
+/// Hyperparameters of `adabound`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdaBoundConfig {
+    /// Learning rate (default 1e-3).
+    pub lr: f64,
+    /// (β1, β2) (default (0.9, 0.999)).
+    pub betas: (f64, f64),
+    /// The SGD learning rate the bounds converge to (default 0.1).
+    pub final_lr: f64,
+    /// Convergence speed of the bounds (default 1e-3).
+    pub gamma: f64,
+    /// ε (default 1e-8).
+    pub eps: f64,
+    /// L2 weight decay (default 0).
+    pub weight_decay: f64,
+    /// AMSBound: use the running maximum of v.
+    pub amsbound: bool,
+}
+
+/// The AdaBound rule.
+pub struct AdaBound;
+
+/// AdaBound's per-step coefficients.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AdaBoundCoef {
+    step_size: f64,
+    lower: f64,
+    upper: f64,
+    b1: f64,
+    b2: f64,
+    eps: f64,
+    weight_decay: f64,
+    amsbound: bool,
+}
+
+impl Rule for AdaBound {
+    type Config = AdaBoundConfig;
+    type Coef = AdaBoundCoef;
+    const NAME: &'static str = "adabound";
+    /// `base_lr` is the learning rate at construction, which `final_lr` is scaled against.
+    const SCALARS: &'static [&'static str] = &["step", "base_lr"];
+
+    fn parse(args: &Args) -> Result<AdaBoundConfig> {
+        Ok(AdaBoundConfig {
+            lr: check::non_negative(args, "lr", 1e-3)?,
+            betas: check::betas(args, (0.9, 0.999))?,
+            final_lr: check::non_negative(args, "final_lr", 0.1)?,
+            gamma: check::within(args, "gamma", 1e-3, 0.0, 1.0)?,
+            eps: check::non_negative(args, "eps", 1e-8)?,
+            weight_decay: check::non_negative(args, "weight_decay", 0.0)?,
+            amsbound: args.bool("amsbound", false)?,
+        })
+    }
+
+    fn to_spec(c: &AdaBoundConfig) -> Spec {
+        Spec::new(Self::NAME)
+            .with("lr", c.lr)
+            .with("betas", c.betas)
+            .with("final_lr", c.final_lr)
+            .with("gamma", c.gamma)
+            .with("eps", c.eps)
+            .with("weight_decay", c.weight_decay)
+            .with("amsbound", c.amsbound)
+    }
+
+    fn lr(c: &AdaBoundConfig) -> f64 {
+        c.lr
+    }
+    fn set_lr(c: &mut AdaBoundConfig, lr: f64) {
+        c.lr = lr;
+    }
+    fn momentum(c: &AdaBoundConfig) -> Option<f64> {
+        Some(c.betas.0)
+    }
+    fn set_momentum(c: &mut AdaBoundConfig, m: f64) -> bool {
+        c.betas.0 = m;
+        true
+    }
+    fn slots(cfgs: &[AdaBoundConfig]) -> Vec<&'static str> {
+        if cfgs.iter().any(|c| c.amsbound) {
+            vec!["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]
+        } else {
+            vec!["exp_avg", "exp_avg_sq"]
+        }
+    }
+    fn scalars_init(c: &AdaBoundConfig) -> Scalars {
+        [0.0, c.lr, 0.0, 0.0, 0.0, 0.0]
+    }
+
+    fn begin(c: &AdaBoundConfig, s: &mut Scalars) -> AdaBoundCoef {
+        s[0] += 1.0;
+        let t = s[0];
+        let (b1, b2) = c.betas;
+        let final_lr = c.final_lr * c.lr / s[1];
+        AdaBoundCoef {
+            step_size: c.lr * (1.0 - b2.powf(t)).sqrt() / (1.0 - b1.powf(t)),
+            lower: final_lr * (1.0 - 1.0 / (c.gamma * t + 1.0)),
+            upper: final_lr * (1.0 + 1.0 / (c.gamma * t)),
+            b1,
+            b2,
+            eps: c.eps,
+            weight_decay: c.weight_decay,
+            amsbound: c.amsbound,
+        }
+    }
+
+    fn kernel<T: Real>(c: &AdaBoundCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
+        let n = p.len();
+        let step = T::from_f64(c.step_size);
+        let (lower, upper) = (T::from_f64(c.lower), T::from_f64(c.upper));
+        let (b1, w1, b2, w2) = (
+            T::from_f64(c.b1),
+            T::from_f64(1.0 - c.b1),
+            T::from_f64(c.b2),
+            T::from_f64(1.0 - c.b2),
+        );
+        let eps = T::from_f64(c.eps);
+        let wd = T::from_f64(c.weight_decay);
+        let (m, v) = (&mut s.a[..n], &mut s.b[..n]);
+        for i in 0..n {
+            let mut d = g.at(i);
+            if c.weight_decay != 0.0 {
+                d = d + wd * p[i];
+            }
+            m[i] = m[i] * b1 + w1 * d;
+            v[i] = v[i] * b2 + w2 * d * d;
+            let second = if c.amsbound {
+                let vmax = s.c[i].max(v[i]);
+                s.c[i] = vmax;
+                vmax
+            } else {
+                v[i]
+            };
+            let eta = (step / (second.sqrt() + eps)).max(lower).min(upper) * m[i];
+            p[i] = p[i] - eta;
+        }
+        [0.0; 4]
+    }
+}

@@ -1,0 +1,101 @@
+//! Adagrad (Duchi, Hazan & Singer 2011), as PyTorch's `Adagrad`.
+//!
+//! ```text
+//! g ← g + λθ
+//! γ_t = γ / (1 + (t − 1)·lr_decay)
+//! s ← s + g²                         (s starts at initial_accumulator_value)
+//! θ ← θ − γ_t · g / (√s + ε)
+//! ```
+
+use super::rule::{check, Grad, Rule, Scalars, Slots, Sums};
+use crate::spec::{Args, Spec};
+use crate::{Real, Result};
+
+/// Hyperparameters of `adagrad`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdagradConfig {
+    /// Learning rate (default 1e-2).
+    pub lr: f64,
+    /// Learning-rate decay (default 0).
+    pub lr_decay: f64,
+    /// L2 weight decay (default 0).
+    pub weight_decay: f64,
+    /// Starting value of the accumulator (default 0).
+    pub initial_accumulator_value: f64,
+    /// ε outside the square root (default 1e-10).
+    pub eps: f64,
+}
+
+/// The Adagrad rule.
+pub struct Adagrad;
+
+/// Adagrad's per-step coefficients.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AdagradCoef {
+    clr: f64,
+    weight_decay: f64,
+    eps: f64,
+}
+
+impl Rule for Adagrad {
+    type Config = AdagradConfig;
+    type Coef = AdagradCoef;
+    const NAME: &'static str = "adagrad";
+
+    fn parse(args: &Args) -> Result<AdagradConfig> {
+        Ok(AdagradConfig {
+            lr: check::non_negative(args, "lr", 1e-2)?,
+            lr_decay: check::non_negative(args, "lr_decay", 0.0)?,
+            weight_decay: check::non_negative(args, "weight_decay", 0.0)?,
+            initial_accumulator_value: check::non_negative(args, "initial_accumulator_value", 0.0)?,
+            eps: check::non_negative(args, "eps", 1e-10)?,
+        })
+    }
+
+    fn to_spec(c: &AdagradConfig) -> Spec {
+        Spec::new(Self::NAME)
+            .with("lr", c.lr)
+            .with("lr_decay", c.lr_decay)
+            .with("weight_decay", c.weight_decay)
+            .with("initial_accumulator_value", c.initial_accumulator_value)
+            .with("eps", c.eps)
+    }
+
+    fn lr(c: &AdagradConfig) -> f64 {
+        c.lr
+    }
+    fn set_lr(c: &mut AdagradConfig, lr: f64) {
+        c.lr = lr;
+    }
+    fn slots(_: &[AdagradConfig]) -> Vec<&'static str> {
+        vec!["sum"]
+    }
+    fn slot_init(c: &AdagradConfig, _slot: usize) -> f64 {
+        c.initial_accumulator_value
+    }
+
+    fn begin(c: &AdagradConfig, s: &mut Scalars) -> AdagradCoef {
+        s[0] += 1.0;
+        AdagradCoef {
+            clr: c.lr / (1.0 + (s[0] - 1.0) * c.lr_decay),
+            weight_decay: c.weight_decay,
+            eps: c.eps,
+        }
+    }
+
+    fn kernel<T: Real>(c: &AdagradCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
+        let neg_clr = T::from_f64(-c.clr);
+        let wd = T::from_f64(c.weight_decay);
+        let eps = T::from_f64(c.eps);
+        let sum = &mut s.a[..p.len()];
+        for i in 0..p.len() {
+            let mut d = g.at(i);
+            if c.weight_decay != 0.0 {
+                d = d + wd * p[i];
+            }
+            sum[i] = sum[i] + d * d;
+            p[i] = p[i] + neg_clr * d / (sum[i].sqrt() + eps);
+        }
+        [0.0; 4]
+    }
+}

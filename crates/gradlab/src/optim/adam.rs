@@ -1,0 +1,166 @@
+//! Adam (Kingma & Ba 2015), AMSGrad (Reddi et al. 2018) and AdamW (Loshchilov & Hutter
+//! 2019: Adam plus decoupled weight decay), as PyTorch's `Adam` / `AdamW`.
+//!
+//! ```text
+//! θ ← θ(1 − γλ)            (decoupled: adamw, or adam with decoupled_weight_decay=true)
+//! g ← g + λθ               (otherwise: L2 decay)
+//! m ← lerp(m, g, 1 − β1)
+//! v ← β2 v + (1 − β2) g²
+//! v̄ ← max(v̄, v)            (amsgrad, on the raw v)
+//! θ ← θ − (γ / (1 − β1^t)) · m / (√v / √(1 − β2^t) + ε)      (v̄ in place of v with amsgrad)
+//! ```
+//! ε is added after the bias correction of √v, exactly as PyTorch does.
+
+use super::rule::{check, lerp, Grad, Rule, Scalars, Slots, Sums};
+use crate::spec::{Args, Spec};
+use crate::{Real, Result};
+
+/// Hyperparameters of `adam` / `adamw`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdamConfig {
+    /// Built as `adamw` (weight decay default 1e-2, always decoupled).
+    pub adamw: bool,
+    /// Learning rate γ (default 1e-3).
+    pub lr: f64,
+    /// (β1, β2) (default (0.9, 0.999)).
+    pub betas: (f64, f64),
+    /// ε (default 1e-8).
+    pub eps: f64,
+    /// Weight decay λ (adam: 0, adamw: 1e-2).
+    pub weight_decay: f64,
+    /// AMSGrad.
+    pub amsgrad: bool,
+    /// Decoupled weight decay (adamw always).
+    pub decoupled_weight_decay: bool,
+}
+
+/// The Adam rule.
+pub struct Adam;
+
+/// Adam's per-step coefficients.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AdamCoef {
+    step_size: f64,
+    bc2_sqrt: f64,
+    b1: f64,
+    b2: f64,
+    eps: f64,
+    l2: f64,
+    decay_factor: f64,
+    amsgrad: bool,
+}
+
+impl Rule for Adam {
+    type Config = AdamConfig;
+    type Coef = AdamCoef;
+    const NAME: &'static str = "adam";
+
+    fn parse(args: &Args) -> Result<AdamConfig> {
+        let adamw = args.spec().name == "adamw";
+        Ok(AdamConfig {
+            adamw,
+            lr: check::non_negative(args, "lr", 1e-3)?,
+            betas: check::betas(args, (0.9, 0.999))?,
+            eps: check::non_negative(args, "eps", 1e-8)?,
+            weight_decay: check::non_negative(args, "weight_decay", if adamw { 1e-2 } else { 0.0 })?,
+            amsgrad: args.bool("amsgrad", false)?,
+            decoupled_weight_decay: adamw || args.bool("decoupled_weight_decay", false)?,
+        })
+    }
+
+    fn name(c: &AdamConfig) -> &'static str {
+        if c.adamw {
+            "adamw"
+        } else {
+            "adam"
+        }
+    }
+
+    fn to_spec(c: &AdamConfig) -> Spec {
+        let spec = Spec::new(Self::name(c))
+            .with("lr", c.lr)
+            .with("betas", c.betas)
+            .with("eps", c.eps)
+            .with("weight_decay", c.weight_decay)
+            .with("amsgrad", c.amsgrad);
+        if c.adamw {
+            spec
+        } else {
+            spec.with("decoupled_weight_decay", c.decoupled_weight_decay)
+        }
+    }
+
+    fn lr(c: &AdamConfig) -> f64 {
+        c.lr
+    }
+    fn set_lr(c: &mut AdamConfig, lr: f64) {
+        c.lr = lr;
+    }
+    fn momentum(c: &AdamConfig) -> Option<f64> {
+        Some(c.betas.0)
+    }
+    fn set_momentum(c: &mut AdamConfig, m: f64) -> bool {
+        c.betas.0 = m;
+        true
+    }
+    fn slots(cfgs: &[AdamConfig]) -> Vec<&'static str> {
+        if cfgs.iter().any(|c| c.amsgrad) {
+            vec!["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]
+        } else {
+            vec!["exp_avg", "exp_avg_sq"]
+        }
+    }
+
+    fn begin(c: &AdamConfig, s: &mut Scalars) -> AdamCoef {
+        s[0] += 1.0;
+        let t = s[0];
+        let (b1, b2) = c.betas;
+        let decoupled = c.decoupled_weight_decay;
+        AdamCoef {
+            step_size: c.lr / (1.0 - b1.powf(t)),
+            bc2_sqrt: (1.0 - b2.powf(t)).sqrt(),
+            b1,
+            b2,
+            eps: c.eps,
+            l2: if decoupled { 0.0 } else { c.weight_decay },
+            decay_factor: if decoupled { 1.0 - c.lr * c.weight_decay } else { 1.0 },
+            amsgrad: c.amsgrad,
+        }
+    }
+
+    fn kernel<T: Real>(c: &AdamCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
+        let n = p.len();
+        let neg_step = T::from_f64(-c.step_size);
+        let bc2_sqrt = T::from_f64(c.bc2_sqrt);
+        let w1 = T::from_f64(1.0 - c.b1);
+        let b1 = T::from_f64(c.b1);
+        let b2 = T::from_f64(c.b2);
+        let w2 = T::from_f64(1.0 - c.b2);
+        let eps = T::from_f64(c.eps);
+        let l2 = T::from_f64(c.l2);
+        let decay = T::from_f64(c.decay_factor);
+        let (m, v) = (&mut s.a[..n], &mut s.b[..n]);
+        for i in 0..n {
+            let mut theta = p[i];
+            let mut d = g.at(i);
+            if c.decay_factor != 1.0 {
+                theta = theta * decay;
+            }
+            if c.l2 != 0.0 {
+                d = d + l2 * theta;
+            }
+            m[i] = lerp(m[i], d, w1, b1);
+            v[i] = v[i] * b2 + w2 * d * d;
+            let second = if c.amsgrad {
+                let vmax = s.c[i].max(v[i]);
+                s.c[i] = vmax;
+                vmax
+            } else {
+                v[i]
+            };
+            let denom = second.sqrt() / bc2_sqrt + eps;
+            p[i] = theta + neg_step * m[i] / denom;
+        }
+        [0.0; 4]
+    }
+}

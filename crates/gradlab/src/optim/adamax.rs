@@ -1,0 +1,108 @@
+//! Adamax (Kingma & Ba 2015, §7.1: Adam with the infinity norm), as PyTorch's `Adamax`.
+//!
+//! ```text
+//! g ← g + λθ
+//! m ← lerp(m, g, 1 − β1)
+//! u ← max(β2 u, |g| + ε)
+//! θ ← θ − (γ / (1 − β1^t)) · m / u
+//! ```
+
+use super::rule::{check, lerp, Grad, Rule, Scalars, Slots, Sums};
+use crate::spec::{Args, Spec};
+use crate::{Real, Result};
+
+/// Hyperparameters of `adamax`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdamaxConfig {
+    /// Learning rate (default 2e-3).
+    pub lr: f64,
+    /// (β1, β2) (default (0.9, 0.999)).
+    pub betas: (f64, f64),
+    /// ε, added to |g| inside the max (default 1e-8).
+    pub eps: f64,
+    /// L2 weight decay (default 0).
+    pub weight_decay: f64,
+}
+
+/// The Adamax rule.
+pub struct Adamax;
+
+/// Adamax's per-step coefficients.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AdamaxCoef {
+    clr: f64,
+    b1: f64,
+    b2: f64,
+    eps: f64,
+    weight_decay: f64,
+}
+
+impl Rule for Adamax {
+    type Config = AdamaxConfig;
+    type Coef = AdamaxCoef;
+    const NAME: &'static str = "adamax";
+
+    fn parse(args: &Args) -> Result<AdamaxConfig> {
+        Ok(AdamaxConfig {
+            lr: check::non_negative(args, "lr", 2e-3)?,
+            betas: check::betas(args, (0.9, 0.999))?,
+            eps: check::non_negative(args, "eps", 1e-8)?,
+            weight_decay: check::non_negative(args, "weight_decay", 0.0)?,
+        })
+    }
+
+    fn to_spec(c: &AdamaxConfig) -> Spec {
+        Spec::new(Self::NAME)
+            .with("lr", c.lr)
+            .with("betas", c.betas)
+            .with("eps", c.eps)
+            .with("weight_decay", c.weight_decay)
+    }
+
+    fn lr(c: &AdamaxConfig) -> f64 {
+        c.lr
+    }
+    fn set_lr(c: &mut AdamaxConfig, lr: f64) {
+        c.lr = lr;
+    }
+    fn momentum(c: &AdamaxConfig) -> Option<f64> {
+        Some(c.betas.0)
+    }
+    fn set_momentum(c: &mut AdamaxConfig, m: f64) -> bool {
+        c.betas.0 = m;
+        true
+    }
+    fn slots(_: &[AdamaxConfig]) -> Vec<&'static str> {
+        vec!["exp_avg", "exp_inf"]
+    }
+
+    fn begin(c: &AdamaxConfig, s: &mut Scalars) -> AdamaxCoef {
+        s[0] += 1.0;
+        AdamaxCoef {
+            clr: c.lr / (1.0 - c.betas.0.powf(s[0])),
+            b1: c.betas.0,
+            b2: c.betas.1,
+            eps: c.eps,
+            weight_decay: c.weight_decay,
+        }
+    }
+
+    fn kernel<T: Real>(c: &AdamaxCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
+        let n = p.len();
+        let neg_clr = T::from_f64(-c.clr);
+        let (w1, b1, b2) = (T::from_f64(1.0 - c.b1), T::from_f64(c.b1), T::from_f64(c.b2));
+        let eps = T::from_f64(c.eps);
+        let wd = T::from_f64(c.weight_decay);
+        let (m, u) = (&mut s.a[..n], &mut s.b[..n]);
+        for i in 0..n {
+            let mut d = g.at(i);
+            if c.weight_decay != 0.0 {
+                d = d + wd * p[i];
+            }
+            m[i] = lerp(m[i], d, w1, b1);
+            u[i] = (u[i] * b2).max(d.abs() + eps);
+            p[i] = p[i] + neg_clr * m[i] / u[i];
+        }
+        [0.0; 4]
+    }
+}

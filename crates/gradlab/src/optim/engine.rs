@@ -1,0 +1,415 @@
+//! The generic engine that runs any [`Rule`] over a layout: argument checks, the gradient
+//! pass (non-finite detection, global norm, clipping), the fused update passes over chunks
+//! on the thread pool, and state save/restore.
+
+use super::plan::{Plan, Shared};
+use super::rule::{Grad, Rule, Scalars, Slots, Sums};
+use super::state::{state_error, StateDict, StateMeta, STATE_VERSION};
+use super::{NonFinitePolicy, Optimizer, Options, StepOutcome};
+use crate::optim::layout::Layout;
+use crate::spec::{Args, Spec};
+use crate::{Error, Real, Result};
+use std::collections::BTreeMap;
+
+/// One optimizer: a rule, its group configurations and its state over a layout.
+pub struct Engine<T: Real, R: Rule> {
+    layout: Layout,
+    configs: Vec<R::Config>,
+    seg_group: Vec<usize>,
+    options: Options,
+    plan: Plan,
+    slot_names: Vec<&'static str>,
+    slots: Vec<Vec<T>>,
+    scalars: Vec<Scalars>,
+    coefs: Vec<R::Coef>,
+    partials: Vec<Sums>,
+    seg_sums: Vec<Sums>,
+    param_ptrs: Vec<(usize, usize)>,
+    step: u64,
+}
+
+impl<T: Real, R: Rule> Engine<T, R> {
+    /// Builds the engine: `configs[0]` is the base group; `seg_group[i]` picks segment i's.
+    pub fn new(layout: Layout, configs: Vec<R::Config>, seg_group: Vec<usize>, options: Options) -> Self {
+        let lens: Vec<usize> = layout.segments().iter().map(|s| s.len).collect();
+        let plan = Plan::new(&lens);
+        let slot_names = R::slots(&configs);
+        let total = layout.total();
+        let slots = (0..slot_names.len())
+            .map(|k| {
+                let mut buf = vec![T::ZERO; total];
+                for (seg, &g) in layout.segments().iter().zip(&seg_group) {
+                    let init = T::from_f64(R::slot_init(&configs[g], k));
+                    buf[seg.offset..seg.offset + seg.len].fill(init);
+                }
+                buf
+            })
+            .collect();
+        let n = layout.segments().len();
+        let scalars = seg_group.iter().map(|&g| R::scalars_init(&configs[g])).collect();
+        Engine {
+            configs,
+            options,
+            slot_names,
+            slots,
+            scalars,
+            coefs: vec![R::Coef::default(); n],
+            partials: vec![[0.0; 4]; plan.chunks.len()],
+            seg_sums: vec![[0.0; 4]; n],
+            param_ptrs: Vec::with_capacity(n),
+            plan,
+            seg_group,
+            layout,
+            step: 0,
+        }
+    }
+
+    /// Parses a spec (and group overrides) into an engine.
+    pub fn from_spec(
+        spec: &Spec,
+        layout: Layout,
+        groups: &[super::ParamGroup],
+        options: Options,
+    ) -> Result<Self> {
+        let base = parse_config::<R>(spec)?;
+        let mut configs = vec![base];
+        for group in groups {
+            let mut merged = spec.clone();
+            for (k, v) in &group.overrides {
+                merged.args.retain(|(key, _)| key.as_deref() != Some(k.as_str()));
+                merged.args.push((Some(k.clone()), v.clone()));
+            }
+            configs.push(parse_config::<R>(&merged)?);
+        }
+        let seg_group = super::assign_groups(&layout, groups)?;
+        Ok(Self::new(layout, configs, seg_group, options))
+    }
+
+    fn check_inputs(&self, params: &[&mut [T]], grads: &[&[T]]) -> Result<()> {
+        let segs = self.layout.segments();
+        if params.len() != segs.len() || grads.len() != segs.len() {
+            return Err(Error::Layout(format!(
+                "{}: expected {} parameter and gradient tensors, got {} and {}",
+                self.name(),
+                segs.len(),
+                params.len(),
+                grads.len()
+            )));
+        }
+        for ((seg, p), g) in segs.iter().zip(params).zip(grads) {
+            if p.len() != seg.len || g.len() != seg.len {
+                return Err(Error::Layout(format!(
+                    "tensor '{}': expected {} elements, got {} parameters and {} gradients",
+                    seg.name,
+                    seg.len,
+                    p.len(),
+                    g.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sum of squares of every gradient chunk and its first non-finite element.
+    fn gradient_pass(&mut self, grads: &[&[T]]) -> (f64, Option<(usize, usize, f64)>) {
+        let chunks = &self.plan.chunks;
+        let partials = Shared::new(&mut self.partials);
+        let bad_any = std::sync::atomic::AtomicBool::new(false);
+        self.plan.for_each(|ci| {
+            let c = chunks[ci];
+            let g = &grads[c.seg][c.start..c.end];
+            let mut sum = 0.0f64;
+            let mut finite = true;
+            for &x in g {
+                let x = x.to_f64();
+                sum += x * x;
+                finite &= x.is_finite();
+            }
+            if !finite {
+                bad_any.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            // SAFETY: chunk `ci` is written by this call only.
+            unsafe { partials.slice(ci..ci + 1)[0] = [sum, 0.0, 0.0, 0.0] };
+        });
+        if bad_any.into_inner() {
+            for c in chunks {
+                let g = &grads[c.seg][c.start..c.end];
+                if let Some(i) = g.iter().position(|x| !x.is_finite()) {
+                    return (f64::NAN, Some((c.seg, c.start + i, g[i].to_f64())));
+                }
+            }
+        }
+        let total = self.partials.iter().map(|s| s[0]).sum::<f64>();
+        (total, None)
+    }
+
+    /// Runs one pass of `kernel` over every chunk and sums its results per segment.
+    fn pass<F>(&mut self, params: &[(usize, usize)], grads: &[&[T]], scale: T, bound: T, kernel: F)
+    where
+        F: Fn(&R::Coef, &mut [T], Grad<T>, &mut Slots<T>) -> Sums + Sync,
+    {
+        let chunks = &self.plan.chunks;
+        let segs = self.layout.segments();
+        let coefs = &self.coefs;
+        let partials = Shared::new(&mut self.partials);
+        let mut slot_bufs = self.slots.iter_mut();
+        let slot_views: [Shared<T>; 3] =
+            std::array::from_fn(|_| slot_bufs.next().map_or_else(Shared::empty, |b| Shared::new(b)));
+        let slot_views = &slot_views;
+        self.plan.for_each(|ci| {
+            let c = chunks[ci];
+            let seg = &segs[c.seg];
+            let (ptr, _) = params[c.seg];
+            let global = seg.offset + c.start..seg.offset + c.end;
+            // SAFETY: chunks are disjoint ranges of their segment and of the flat state; each
+            // is visited by exactly one thread, and the caller's parameter borrow outlives
+            // the pass.
+            unsafe {
+                let p = std::slice::from_raw_parts_mut((ptr as *mut T).add(c.start), c.end - c.start);
+                let mut slots = Slots {
+                    a: slot_views[0].slice(global.clone()),
+                    b: slot_views[1].slice(global.clone()),
+                    c: slot_views[2].slice(global),
+                };
+                let grad = Grad {
+                    raw: &grads[c.seg][c.start..c.end],
+                    scale,
+                    bound,
+                };
+                partials.slice(ci..ci + 1)[0] = kernel(&coefs[c.seg], p, grad, &mut slots);
+            }
+        });
+        drop(partials);
+        for (seg, range) in self.plan.seg_chunks.iter().enumerate() {
+            let mut sums = [0.0; 4];
+            for part in &self.partials[range.clone()] {
+                for k in 0..4 {
+                    sums[k] += part[k];
+                }
+            }
+            self.seg_sums[seg] = sums;
+        }
+    }
+}
+
+fn parse_config<R: Rule>(spec: &Spec) -> Result<R::Config> {
+    let args = Args::new(spec, 0);
+    let cfg = R::parse(&args)?;
+    args.finish()?;
+    Ok(cfg)
+}
+
+impl<T: Real, R: Rule> Optimizer<T> for Engine<T, R> {
+    fn name(&self) -> &'static str {
+        R::name(&self.configs[0])
+    }
+
+    fn spec(&self) -> Spec {
+        R::to_spec(&self.configs[0])
+    }
+
+    fn group_specs(&self) -> Vec<Spec> {
+        self.configs.iter().map(R::to_spec).collect()
+    }
+
+    fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    fn options(&self) -> &Options {
+        &self.options
+    }
+
+    fn steps(&self) -> u64 {
+        self.step
+    }
+
+    fn num_groups(&self) -> usize {
+        self.configs.len()
+    }
+
+    fn lr(&self, group: usize) -> f64 {
+        R::lr(&self.configs[group])
+    }
+
+    fn set_lr(&mut self, group: usize, lr: f64) {
+        R::set_lr(&mut self.configs[group], lr)
+    }
+
+    fn momentum(&self, group: usize) -> Option<f64> {
+        R::momentum(&self.configs[group])
+    }
+
+    fn set_momentum(&mut self, group: usize, momentum: f64) -> Result<()> {
+        if R::set_momentum(&mut self.configs[group], momentum) {
+            Ok(())
+        } else {
+            Err(Error::Layout(format!(
+                "optimizer '{}' has no momentum or beta1 to set",
+                self.name()
+            )))
+        }
+    }
+
+    fn step(&mut self, params: &mut [&mut [T]], grads: &[&[T]]) -> Result<StepOutcome> {
+        self.check_inputs(params, grads)?;
+        let (sumsq, bad) = self.gradient_pass(grads);
+        if let Some((seg, index, value)) = bad {
+            return match self.options.nonfinite {
+                NonFinitePolicy::Error => Err(Error::NonFiniteGradient {
+                    step: self.step + 1,
+                    tensor: self.layout.segments()[seg].name.clone(),
+                    index,
+                    value,
+                }),
+                NonFinitePolicy::Skip => Ok(StepOutcome {
+                    skipped: true,
+                    grad_norm: f64::NAN,
+                    clip_coef: 1.0,
+                }),
+            };
+        }
+        let grad_norm = sumsq.sqrt();
+        let clip_coef = match self.options.clip_norm {
+            Some(max_norm) => (max_norm / (grad_norm + 1e-6)).min(1.0),
+            None => 1.0,
+        };
+        let scale = T::from_f64(clip_coef);
+        let bound = T::from_f64(self.options.clip_value.unwrap_or(f64::INFINITY));
+
+        self.param_ptrs.clear();
+        self.param_ptrs
+            .extend(params.iter_mut().map(|p| (p.as_mut_ptr() as usize, p.len())));
+        let ptrs = std::mem::take(&mut self.param_ptrs);
+        for (seg, &g) in self.seg_group.iter().enumerate() {
+            self.coefs[seg] = R::begin(&self.configs[g], &mut self.scalars[seg]);
+        }
+        if R::PRE_PASS {
+            self.pass(&ptrs, grads, scale, bound, |c, p, g, s| R::pre_kernel(c, p, g, s));
+            for (seg, &g) in self.seg_group.iter().enumerate() {
+                R::mid(&self.configs[g], &mut self.coefs[seg], self.seg_sums[seg]);
+            }
+        }
+        self.pass(&ptrs, grads, scale, bound, |c, p, g, s| R::kernel(c, p, g, s));
+        for (seg, &g) in self.seg_group.iter().enumerate() {
+            R::end(&self.configs[g], &mut self.scalars[seg], &self.coefs[seg], self.seg_sums[seg]);
+        }
+        self.param_ptrs = ptrs;
+        self.step += 1;
+        Ok(StepOutcome {
+            skipped: false,
+            grad_norm,
+            clip_coef,
+        })
+    }
+
+    fn scalar_state(&self) -> Vec<(String, Vec<(&'static str, f64)>)> {
+        self.layout
+            .segments()
+            .iter()
+            .zip(&self.scalars)
+            .map(|(seg, s)| {
+                let named = R::SCALARS.iter().zip(s.iter()).map(|(k, v)| (*k, *v)).collect();
+                (seg.name.clone(), named)
+            })
+            .collect()
+    }
+
+    fn state_dict(&self) -> StateDict<T> {
+        let mut tensors = BTreeMap::new();
+        let mut scalars = BTreeMap::new();
+        for (i, seg) in self.layout.segments().iter().enumerate() {
+            for (slot, name) in self.slot_names.iter().enumerate() {
+                let values = self.slots[slot][seg.offset..seg.offset + seg.len].to_vec();
+                tensors.insert(format!("{}/{}", seg.name, name), (seg.shape.clone(), values));
+            }
+            let named = R::SCALARS
+                .iter()
+                .zip(self.scalars[i].iter())
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect();
+            scalars.insert(seg.name.clone(), named);
+        }
+        StateDict {
+            meta: StateMeta {
+                version: STATE_VERSION,
+                optimizer: self.name().to_string(),
+                groups: self.group_specs().iter().map(|s| s.to_string()).collect(),
+                step: self.step,
+                scalars,
+                extra: BTreeMap::new(),
+            },
+            tensors,
+        }
+    }
+
+    fn load_state_dict(&mut self, state: &StateDict<T>) -> Result<()> {
+        let meta = &state.meta;
+        if meta.version != STATE_VERSION {
+            return Err(state_error(None, format!("format version {} is not supported", meta.version)));
+        }
+        if meta.optimizer != self.name() {
+            return Err(state_error(
+                None,
+                format!("was saved by optimizer '{}', cannot load into '{}'", meta.optimizer, self.name()),
+            ));
+        }
+        if meta.groups.len() != self.configs.len() {
+            return Err(state_error(
+                None,
+                format!("has {} parameter groups, the optimizer has {}", meta.groups.len(), self.configs.len()),
+            ));
+        }
+        // Check everything before changing anything.
+        let mut expected = std::collections::BTreeSet::new();
+        for seg in self.layout.segments() {
+            for name in &self.slot_names {
+                let key = format!("{}/{}", seg.name, name);
+                match state.tensors.get(&key) {
+                    None => return Err(state_error(None, format!("tensor '{key}' is missing"))),
+                    Some((shape, values)) if *shape != seg.shape || values.len() != seg.len => {
+                        return Err(state_error(
+                            None,
+                            format!("tensor '{key}' has shape {shape:?}, the parameter has shape {:?}", seg.shape),
+                        ))
+                    }
+                    Some(_) => {}
+                }
+                expected.insert(key);
+            }
+            let s = meta
+                .scalars
+                .get(&seg.name)
+                .ok_or_else(|| state_error(None, format!("scalars of tensor '{}' are missing", seg.name)))?;
+            for k in R::SCALARS {
+                if !s.contains_key(*k) {
+                    return Err(state_error(None, format!("scalar '{k}' of tensor '{}' is missing", seg.name)));
+                }
+            }
+        }
+        if let Some(extra) = state.tensors.keys().find(|k| !expected.contains(*k)) {
+            return Err(state_error(None, format!("tensor '{extra}' does not belong to this optimizer's parameters")));
+        }
+        if let Some(extra) = meta.scalars.keys().find(|k| self.layout.index_of(k).is_none()) {
+            return Err(state_error(None, format!("scalars for unknown tensor '{extra}'")));
+        }
+        let configs = meta
+            .groups
+            .iter()
+            .map(|g| crate::spec::parse(g).and_then(|s| parse_config::<R>(&s)))
+            .collect::<Result<Vec<_>>>()?;
+        for (i, seg) in self.layout.segments().iter().enumerate() {
+            for (slot, name) in self.slot_names.iter().enumerate() {
+                let (_, values) = &state.tensors[&format!("{}/{}", seg.name, name)];
+                self.slots[slot][seg.offset..seg.offset + seg.len].copy_from_slice(values);
+            }
+            let s = &meta.scalars[&seg.name];
+            for (k, name) in R::SCALARS.iter().enumerate() {
+                self.scalars[i][k] = s[*name];
+            }
+        }
+        self.configs = configs;
+        self.step = meta.step;
+        Ok(())
+    }
+}

@@ -1,0 +1,168 @@
+//! LAMB (You et al. 2019, arXiv:1904.00962): Adam directions rescaled per tensor by a trust
+//! ratio. Exactly torch-optimizer 0.3.0's `Lamb`:
+//!
+//! ```text
+//! m ← β1 m + (1 − β1) g;   v ← β2 v + (1 − β2) g²
+//! r = m / (√v + ε) + λθ
+//! τ = min(‖θ‖, clamp_value) / ‖r‖      (1 if either norm is 0, or when adam=true)
+//! s = γ √(1 − β2^t)/(1 − β1^t) if debias else γ
+//! θ ← θ − s τ r
+//! ```
+
+use super::rule::{check, Grad, Rule, Scalars, Slots, Sums};
+use crate::spec::{Args, Spec};
+use crate::{Real, Result};
+
+/// Hyperparameters of `lamb`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LambConfig {
+    /// Learning rate (default 1e-3).
+    pub lr: f64,
+    /// (β1, β2) (default (0.9, 0.999)).
+    pub betas: (f64, f64),
+    /// ε (default 1e-6).
+    pub eps: f64,
+    /// Weight decay added to the Adam direction (default 0).
+    pub weight_decay: f64,
+    /// Upper clamp of ‖θ‖ in the trust ratio (default 10).
+    pub clamp_value: f64,
+    /// Plain Adam direction (trust ratio 1).
+    pub adam: bool,
+    /// Bias-correct the step size.
+    pub debias: bool,
+}
+
+/// The LAMB rule.
+pub struct Lamb;
+
+/// LAMB's per-step coefficients.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LambCoef {
+    step_size: f64,
+    trust: f64,
+    b1: f64,
+    b2: f64,
+    eps: f64,
+    weight_decay: f64,
+}
+
+impl LambCoef {
+    #[inline(always)]
+    fn direction<T: Real>(&self, m: T, v: T, theta: T) -> T {
+        let r = m / (v.sqrt() + T::from_f64(self.eps));
+        if self.weight_decay != 0.0 {
+            r + T::from_f64(self.weight_decay) * theta
+        } else {
+            r
+        }
+    }
+}
+
+impl Rule for Lamb {
+    type Config = LambConfig;
+    type Coef = LambCoef;
+    const NAME: &'static str = "lamb";
+    const PRE_PASS: bool = true;
+
+    fn parse(args: &Args) -> Result<LambConfig> {
+        Ok(LambConfig {
+            lr: check::non_negative(args, "lr", 1e-3)?,
+            betas: check::betas(args, (0.9, 0.999))?,
+            eps: check::non_negative(args, "eps", 1e-6)?,
+            weight_decay: check::non_negative(args, "weight_decay", 0.0)?,
+            clamp_value: check::non_negative(args, "clamp_value", 10.0)?,
+            adam: args.bool("adam", false)?,
+            debias: args.bool("debias", false)?,
+        })
+    }
+
+    fn to_spec(c: &LambConfig) -> Spec {
+        Spec::new(Self::NAME)
+            .with("lr", c.lr)
+            .with("betas", c.betas)
+            .with("eps", c.eps)
+            .with("weight_decay", c.weight_decay)
+            .with("clamp_value", c.clamp_value)
+            .with("adam", c.adam)
+            .with("debias", c.debias)
+    }
+
+    fn lr(c: &LambConfig) -> f64 {
+        c.lr
+    }
+    fn set_lr(c: &mut LambConfig, lr: f64) {
+        c.lr = lr;
+    }
+    fn momentum(c: &LambConfig) -> Option<f64> {
+        Some(c.betas.0)
+    }
+    fn set_momentum(c: &mut LambConfig, m: f64) -> bool {
+        c.betas.0 = m;
+        true
+    }
+    fn slots(_: &[LambConfig]) -> Vec<&'static str> {
+        vec!["exp_avg", "exp_avg_sq"]
+    }
+
+    fn begin(c: &LambConfig, s: &mut Scalars) -> LambCoef {
+        s[0] += 1.0;
+        let t = s[0];
+        let (b1, b2) = c.betas;
+        let correction = if c.debias {
+            (1.0 - b2.powf(t)).sqrt() / (1.0 - b1.powf(t))
+        } else {
+            1.0
+        };
+        LambCoef {
+            step_size: c.lr * correction,
+            trust: 1.0,
+            b1,
+            b2,
+            eps: c.eps,
+            weight_decay: c.weight_decay,
+        }
+    }
+
+    /// Updates the moments and sums ‖θ‖² and ‖r‖².
+    fn pre_kernel<T: Real>(c: &LambCoef, p: &[T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
+        let n = p.len();
+        let (b1, w1, b2, w2) = (
+            T::from_f64(c.b1),
+            T::from_f64(1.0 - c.b1),
+            T::from_f64(c.b2),
+            T::from_f64(1.0 - c.b2),
+        );
+        let (m, v) = (&mut s.a[..n], &mut s.b[..n]);
+        let (mut pp, mut rr) = (0.0, 0.0);
+        for i in 0..n {
+            let d = g.at(i);
+            m[i] = m[i] * b1 + w1 * d;
+            v[i] = v[i] * b2 + w2 * d * d;
+            let r = c.direction(m[i], v[i], p[i]).to_f64();
+            let x = p[i].to_f64();
+            pp += x * x;
+            rr += r * r;
+        }
+        [pp, rr, 0.0, 0.0]
+    }
+
+    fn mid(cfg: &LambConfig, c: &mut LambCoef, sums: Sums) {
+        let weight_norm = sums[0].sqrt().min(cfg.clamp_value);
+        let adam_norm = sums[1].sqrt();
+        c.trust = if cfg.adam || weight_norm == 0.0 || adam_norm == 0.0 {
+            1.0
+        } else {
+            weight_norm / adam_norm
+        };
+    }
+
+    fn kernel<T: Real>(c: &LambCoef, p: &mut [T], _g: Grad<T>, s: &mut Slots<T>) -> Sums {
+        let n = p.len();
+        let neg = T::from_f64(-c.step_size * c.trust);
+        let (m, v) = (&s.a[..n], &s.b[..n]);
+        for i in 0..n {
+            p[i] = p[i] + neg * c.direction(m[i], v[i], p[i]);
+        }
+        [0.0; 4]
+    }
+}

@@ -1,0 +1,131 @@
+//! LARS: layer-wise adaptive rate scaling (You, Gitman & Ginsburg 2017, arXiv:1708.03888),
+//! with PyTorch SGD conventions.
+//!
+//! Per tensor, with `‖·‖` the L2 norm over that tensor:
+//! ```text
+//! d ← g + λθ
+//! d ← d · η‖θ‖ / (‖g‖ + λ‖θ‖ + ε)      (only when ‖θ‖ > 0 and ‖g‖ > 0; η = trust_coefficient)
+//! then SGD momentum on d: b ← d (first step) or μb + (1 − τ)d; d ← d + μb (nesterov) or b
+//! θ ← θ − γd
+//! ```
+//! Unlike torch-optimizer 0.3.0, the trust ratio is applied whatever the weight decay.
+
+use super::rule::{check, Grad, Rule, Scalars, Slots, Sums};
+use super::sgd::{momentum_kernel, MomentumCoef};
+use crate::spec::{Args, Spec};
+use crate::{Real, Result};
+
+/// Hyperparameters of `lars`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LarsConfig {
+    /// Learning rate (default 1e-2).
+    pub lr: f64,
+    /// Momentum (default 0).
+    pub momentum: f64,
+    /// Dampening (default 0).
+    pub dampening: f64,
+    /// Weight decay λ (default 0).
+    pub weight_decay: f64,
+    /// Nesterov momentum.
+    pub nesterov: bool,
+    /// Trust coefficient η (default 0.01).
+    pub trust_coefficient: f64,
+    /// ε in the trust ratio's denominator (default 1e-8).
+    pub eps: f64,
+}
+
+/// The LARS rule.
+pub struct Lars;
+
+/// LARS coefficients: SGD's plus what the trust ratio needs.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LarsCoef {
+    sgd: MomentumCoef,
+    weight_decay: f64,
+}
+
+impl Rule for Lars {
+    type Config = LarsConfig;
+    type Coef = LarsCoef;
+    const NAME: &'static str = "lars";
+    const SCALARS: &'static [&'static str] = &["step", "has_buffer"];
+    const PRE_PASS: bool = true;
+
+    fn parse(args: &Args) -> Result<LarsConfig> {
+        let cfg = LarsConfig {
+            lr: check::non_negative(args, "lr", 1e-2)?,
+            momentum: check::non_negative(args, "momentum", 0.0)?,
+            dampening: args.f64("dampening", 0.0)?,
+            weight_decay: check::non_negative(args, "weight_decay", 0.0)?,
+            nesterov: args.bool("nesterov", false)?,
+            trust_coefficient: check::non_negative(args, "trust_coefficient", 0.01)?,
+            eps: check::non_negative(args, "eps", 1e-8)?,
+        };
+        if cfg.nesterov && (cfg.momentum <= 0.0 || cfg.dampening != 0.0) {
+            return Err(args.invalid("nesterov", "Nesterov momentum requires momentum > 0 and dampening = 0"));
+        }
+        Ok(cfg)
+    }
+
+    fn to_spec(c: &LarsConfig) -> Spec {
+        Spec::new(Self::NAME)
+            .with("lr", c.lr)
+            .with("momentum", c.momentum)
+            .with("dampening", c.dampening)
+            .with("weight_decay", c.weight_decay)
+            .with("nesterov", c.nesterov)
+            .with("trust_coefficient", c.trust_coefficient)
+            .with("eps", c.eps)
+    }
+
+    fn lr(c: &LarsConfig) -> f64 {
+        c.lr
+    }
+    fn set_lr(c: &mut LarsConfig, lr: f64) {
+        c.lr = lr;
+    }
+    fn momentum(c: &LarsConfig) -> Option<f64> {
+        Some(c.momentum)
+    }
+    fn set_momentum(c: &mut LarsConfig, m: f64) -> bool {
+        c.momentum = m;
+        true
+    }
+    fn slots(_: &[LarsConfig]) -> Vec<&'static str> {
+        vec!["momentum_buffer"]
+    }
+
+    fn begin(c: &LarsConfig, s: &mut Scalars) -> LarsCoef {
+        let mut sgd = MomentumCoef::begin(s, c.lr, c.momentum, c.dampening, c.nesterov);
+        sgd.l2 = c.weight_decay;
+        LarsCoef {
+            sgd,
+            weight_decay: c.weight_decay,
+        }
+    }
+
+    fn pre_kernel<T: Real>(_: &LarsCoef, p: &[T], g: Grad<T>, _: &mut Slots<T>) -> Sums {
+        let (mut pp, mut gg) = (0.0, 0.0);
+        for (i, &x) in p.iter().enumerate() {
+            let x = x.to_f64();
+            let gi = g.at(i).to_f64();
+            pp += x * x;
+            gg += gi * gi;
+        }
+        [pp, gg, 0.0, 0.0]
+    }
+
+    fn mid(cfg: &LarsConfig, c: &mut LarsCoef, sums: Sums) {
+        let (p_norm, g_norm) = (sums[0].sqrt(), sums[1].sqrt());
+        c.sgd.trust = if p_norm > 0.0 && g_norm > 0.0 {
+            cfg.trust_coefficient * p_norm / (g_norm + c.weight_decay * p_norm + cfg.eps)
+        } else {
+            1.0
+        };
+    }
+
+    fn kernel<T: Real>(c: &LarsCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
+        momentum_kernel(&c.sgd, p, g, s.a);
+        [0.0; 4]
+    }
+}

@@ -1,0 +1,103 @@
+//! Lion (Chen et al. 2023, arXiv:2302.06675, "Symbolic Discovery of Optimization
+//! Algorithms"), as google/automl's `lion_pytorch.py`:
+//!
+//! ```text
+//! θ ← θ(1 − γλ)
+//! θ ← θ − γ sign(β1 m + (1 − β1) g)        (sign(0) = 0)
+//! m ← β2 m + (1 − β2) g
+//! ```
+
+use super::rule::{check, Grad, Rule, Scalars, Slots, Sums};
+use crate::spec::{Args, Spec};
+use crate::{Real, Result};
+
+/// Hyperparameters of `lion`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LionConfig {
+    /// Learning rate (default 1e-4).
+    pub lr: f64,
+    /// (β1, β2) (default (0.9, 0.99)).
+    pub betas: (f64, f64),
+    /// Decoupled weight decay (default 0).
+    pub weight_decay: f64,
+}
+
+/// The Lion rule.
+pub struct Lion;
+
+/// Lion's per-step coefficients.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LionCoef {
+    lr: f64,
+    decay_factor: f64,
+    b1: f64,
+    b2: f64,
+}
+
+impl Rule for Lion {
+    type Config = LionConfig;
+    type Coef = LionCoef;
+    const NAME: &'static str = "lion";
+
+    fn parse(args: &Args) -> Result<LionConfig> {
+        Ok(LionConfig {
+            lr: check::non_negative(args, "lr", 1e-4)?,
+            betas: check::betas(args, (0.9, 0.99))?,
+            weight_decay: check::non_negative(args, "weight_decay", 0.0)?,
+        })
+    }
+
+    fn to_spec(c: &LionConfig) -> Spec {
+        Spec::new(Self::NAME)
+            .with("lr", c.lr)
+            .with("betas", c.betas)
+            .with("weight_decay", c.weight_decay)
+    }
+
+    fn lr(c: &LionConfig) -> f64 {
+        c.lr
+    }
+    fn set_lr(c: &mut LionConfig, lr: f64) {
+        c.lr = lr;
+    }
+    fn momentum(c: &LionConfig) -> Option<f64> {
+        Some(c.betas.0)
+    }
+    fn set_momentum(c: &mut LionConfig, m: f64) -> bool {
+        c.betas.0 = m;
+        true
+    }
+    fn slots(_: &[LionConfig]) -> Vec<&'static str> {
+        vec!["exp_avg"]
+    }
+
+    fn begin(c: &LionConfig, s: &mut Scalars) -> LionCoef {
+        s[0] += 1.0;
+        LionCoef {
+            lr: c.lr,
+            decay_factor: 1.0 - c.lr * c.weight_decay,
+            b1: c.betas.0,
+            b2: c.betas.1,
+        }
+    }
+
+    fn kernel<T: Real>(c: &LionCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
+        let n = p.len();
+        let neg_lr = T::from_f64(-c.lr);
+        let decay = T::from_f64(c.decay_factor);
+        let (b1, w1, b2, w2) = (
+            T::from_f64(c.b1),
+            T::from_f64(1.0 - c.b1),
+            T::from_f64(c.b2),
+            T::from_f64(1.0 - c.b2),
+        );
+        let m = &mut s.a[..n];
+        for i in 0..n {
+            let d = g.at(i);
+            let update = (m[i] * b1 + w1 * d).sign();
+            p[i] = p[i] * decay + neg_lr * update;
+            m[i] = m[i] * b2 + w2 * d;
+        }
+        [0.0; 4]
+    }
+}

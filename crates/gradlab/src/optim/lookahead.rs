@@ -1,0 +1,214 @@
+//! Lookahead (Zhang, Lucas, Hinton & Ba 2019, arXiv:1907.08610, Algorithm 1): k steps
+//! forward with any inner optimizer, one step back.
+//!
+//! ```text
+//! φ ← θ0                                    (slow weights start at the initial point)
+//! every k inner steps:  φ ← φ + α(θ − φ);  θ ← φ
+//! ```
+//! The inner optimizer keeps its state across synchronisations. Skipped inner steps
+//! (non-finite gradients) do not count towards k.
+
+use super::state::{state_error, StateDict};
+use super::{build_from_spec, Layout, Optimizer, Options, ParamGroup, StepOutcome};
+use crate::spec::{Args, Spec, Value};
+use crate::{Real, Result};
+
+/// Lookahead around any optimizer.
+pub struct Lookahead<T: Real> {
+    inner: Box<dyn Optimizer<T>>,
+    k: u64,
+    alpha: f64,
+    slow: Vec<T>,
+    counter: u64,
+    initialized: bool,
+}
+
+impl<T: Real> Lookahead<T> {
+    /// Wraps `inner` with sync period `k >= 1` and slow step size `alpha` in [0, 1].
+    pub fn new(inner: Box<dyn Optimizer<T>>, k: u64, alpha: f64) -> Self {
+        let total = inner.layout().total();
+        Lookahead {
+            inner,
+            k,
+            alpha,
+            slow: vec![T::ZERO; total],
+            counter: 0,
+            initialized: false,
+        }
+    }
+
+    /// Parses `lookahead(INNER, k=5, alpha=0.5)`.
+    pub fn from_spec(spec: &Spec, layout: Layout, groups: &[ParamGroup], options: Options) -> Result<Self> {
+        let args = Args::new(spec, 1);
+        let inner_spec = match args.positional(0) {
+            Some(Value::Spec(s)) => s.clone(),
+            Some(Value::Word(w)) => Spec::new(w.clone()),
+            Some(other) => {
+                return Err(args.invalid("(inner)", format!("the first argument must be an optimizer spec, got {other}")))
+            }
+            None => {
+                return Err(args.invalid(
+                    "(inner)",
+                    "lookahead needs the inner optimizer as first argument, e.g. lookahead(adam(lr=0.001), k=5)",
+                ))
+            }
+        };
+        if inner_spec.name == "lookahead" {
+            return Err(args.invalid("(inner)", "lookahead cannot wrap another lookahead"));
+        }
+        let k = args.count("k", 5)?;
+        if k == 0 {
+            return Err(args.invalid("k", "must be at least 1"));
+        }
+        let alpha = super::rule::check::within(&args, "alpha", 0.5, 0.0, 1.0)?;
+        args.finish()?;
+        let inner = build_from_spec(&inner_spec, layout, groups, options)?;
+        Ok(Self::new(inner, k, alpha))
+    }
+
+    fn sync(&mut self, params: &mut [&mut [T]]) {
+        let alpha = T::from_f64(self.alpha);
+        for (seg, p) in self.inner.layout().segments().iter().zip(params.iter_mut()) {
+            let slow = &mut self.slow[seg.offset..seg.offset + seg.len];
+            for (s, x) in slow.iter_mut().zip(p.iter_mut()) {
+                *s = *s + alpha * (*x - *s);
+                *x = *s;
+            }
+        }
+    }
+}
+
+const SLOW: &str = "lookahead_slow";
+
+impl<T: Real> Optimizer<T> for Lookahead<T> {
+    fn name(&self) -> &'static str {
+        "lookahead"
+    }
+    fn spec(&self) -> Spec {
+        Spec::new("lookahead")
+            .with_positional(self.inner.spec())
+            .with("k", self.k as f64)
+            .with("alpha", self.alpha)
+    }
+    fn group_specs(&self) -> Vec<Spec> {
+        self.inner.group_specs()
+    }
+    fn layout(&self) -> &Layout {
+        self.inner.layout()
+    }
+    fn options(&self) -> &Options {
+        self.inner.options()
+    }
+    fn steps(&self) -> u64 {
+        self.inner.steps()
+    }
+    fn num_groups(&self) -> usize {
+        self.inner.num_groups()
+    }
+    fn lr(&self, group: usize) -> f64 {
+        self.inner.lr(group)
+    }
+    fn set_lr(&mut self, group: usize, lr: f64) {
+        self.inner.set_lr(group, lr)
+    }
+    fn momentum(&self, group: usize) -> Option<f64> {
+        self.inner.momentum(group)
+    }
+    fn set_momentum(&mut self, group: usize, m: f64) -> Result<()> {
+        self.inner.set_momentum(group, m)
+    }
+
+    fn step(&mut self, params: &mut [&mut [T]], grads: &[&[T]]) -> Result<StepOutcome> {
+        if !self.initialized && params.len() == self.layout().segments().len() {
+            for (seg, p) in self.inner.layout().segments().iter().zip(params.iter()) {
+                if p.len() == seg.len {
+                    self.slow[seg.offset..seg.offset + seg.len].copy_from_slice(p);
+                }
+            }
+        }
+        let outcome = self.inner.step(params, grads)?;
+        if outcome.skipped {
+            return Ok(outcome);
+        }
+        self.initialized = true;
+        self.counter += 1;
+        if self.counter >= self.k {
+            self.counter = 0;
+            self.sync(params);
+        }
+        Ok(outcome)
+    }
+
+    fn scalar_state(&self) -> Vec<(String, Vec<(&'static str, f64)>)> {
+        self.inner.scalar_state()
+    }
+
+    fn state_dict(&self) -> StateDict<T> {
+        let mut state = self.inner.state_dict();
+        state.meta.extra.insert("lookahead_counter".into(), self.counter as f64);
+        state
+            .meta
+            .extra
+            .insert("lookahead_initialized".into(), if self.initialized { 1.0 } else { 0.0 });
+        state.meta.extra.insert("lookahead_inner".into(), 0.0);
+        state.meta.optimizer = format!("lookahead({})", state.meta.optimizer);
+        for seg in self.layout().segments() {
+            state.tensors.insert(
+                format!("{}/{SLOW}", seg.name),
+                (seg.shape.clone(), self.slow[seg.offset..seg.offset + seg.len].to_vec()),
+            );
+        }
+        state
+    }
+
+    fn load_state_dict(&mut self, state: &StateDict<T>) -> Result<()> {
+        let expected = format!("lookahead({})", self.inner.name());
+        if state.meta.optimizer != expected {
+            return Err(state_error(
+                None,
+                format!("was saved by optimizer '{}', cannot load into '{expected}'", state.meta.optimizer),
+            ));
+        }
+        let get = |k: &str| {
+            state
+                .meta
+                .extra
+                .get(k)
+                .copied()
+                .ok_or_else(|| state_error(None, format!("scalar '{k}' is missing")))
+        };
+        let counter = get("lookahead_counter")?;
+        let initialized = get("lookahead_initialized")? != 0.0;
+        let mut inner = state.clone();
+        inner.meta.optimizer = self.inner.name().to_string();
+        for k in ["lookahead_counter", "lookahead_initialized", "lookahead_inner"] {
+            inner.meta.extra.remove(k);
+        }
+        let mut slow = Vec::with_capacity(self.slow.len());
+        for seg in self.layout().segments() {
+            let key = format!("{}/{SLOW}", seg.name);
+            match inner.tensors.remove(&key) {
+                Some((shape, values)) if shape == seg.shape && values.len() == seg.len => slow.extend(values),
+                Some((shape, _)) => {
+                    return Err(state_error(
+                        None,
+                        format!("tensor '{key}' has shape {shape:?}, the parameter has shape {:?}", seg.shape),
+                    ))
+                }
+                None => return Err(state_error(None, format!("tensor '{key}' is missing"))),
+            }
+        }
+        self.inner.load_state_dict(&inner)?;
+        self.slow = slow;
+        self.counter = counter as u64;
+        self.initialized = initialized;
+        Ok(())
+    }
+}
+
+impl<T: Real> std::fmt::Debug for Lookahead<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", Optimizer::spec(self))
+    }
+}
+

@@ -1,0 +1,304 @@
+//! Optimizers on named parameter segments.
+//!
+//! Every optimizer of the lecture is a [`Rule`](rule::Rule) (its update formula, written once,
+//! in its own module) run by one generic [`Engine`](engine::Engine) that owns the state, the
+//! thread pool plan, gradient clipping, non-finite handling and save/restore. Wrappers compose
+//! ([`Lookahead`](lookahead::Lookahead) wraps any optimizer; AdamW is Adam with decoupled
+//! decay; SGDW is SGD with decoupled decay).
+//!
+//! ```
+//! use gradlab::optim::{self, Layout, Options};
+//! let layout = Layout::new([("w", vec![2])]).unwrap();
+//! let mut opt = optim::build::<f64>("adam(lr=0.1)", layout, &[], Options::default()).unwrap();
+//! let mut w = vec![1.0, -2.0];
+//! let g = vec![2.0, -4.0];
+//! opt.step(&mut [&mut w], &[&g]).unwrap();
+//! assert!((w[0] - 0.9).abs() < 1e-6 && (w[1] + 1.9).abs() < 1e-6);
+//! ```
+//!
+//! | spec | update rule | reference |
+//! |---|---|---|
+//! | `sgd` | momentum / Nesterov, L2 decay | PyTorch `SGD` |
+//! | `sgdw` | SGD with decoupled decay | Loshchilov & Hutter 2019 |
+//! | `adagrad` | `θ -= lr g/(√Σg² + ε)` | PyTorch `Adagrad` |
+//! | `rmsprop` | `θ -= lr g/(√E[g²] + ε)` (centered, momentum) | PyTorch `RMSprop` |
+//! | `adam`, `adamw` | Adam / AMSGrad, L2 or decoupled decay | PyTorch `Adam`, `AdamW` |
+//! | `adamax` | infinity-norm Adam | PyTorch `Adamax` |
+//! | `nadam` | Nesterov Adam with momentum decay | PyTorch `NAdam` |
+//! | `radam` | rectified Adam | PyTorch `RAdam` |
+//! | `adadelta` | unit-corrected Adagrad | PyTorch `Adadelta` |
+//! | `adabound` | Adam with dynamic bounds (AMSBound) | Luo et al. 2019 |
+//! | `lamb` | layer-wise trust ratio on Adam | You et al. 2019 |
+//! | `lars` | layer-wise trust ratio on SGD | You et al. 2017 |
+//! | `lion` | sign of interpolated momentum | Chen et al. 2023 |
+//! | `swats` | Adam that switches to SGD | Keskar & Socher 2017 |
+//! | `lookahead(INNER)` | k fast steps, 1 slow step back | Zhang et al. 2019 |
+
+pub mod adabound;
+pub mod adadelta;
+pub mod adagrad;
+pub mod adam;
+pub mod adamax;
+pub mod engine;
+pub mod lamb;
+pub mod lars;
+pub mod layout;
+pub mod lion;
+pub mod lookahead;
+pub mod nadam;
+pub mod plan;
+pub mod radam;
+pub mod rmsprop;
+pub mod rule;
+pub mod sgd;
+pub mod state;
+pub mod swats;
+
+pub use layout::{Layout, Segment};
+pub use state::{StateDict, StateMeta};
+
+use crate::spec::{Spec, Value};
+use crate::{Error, Real, Result};
+use engine::Engine;
+
+/// The names every optimizer spec may start with.
+pub const OPTIMIZERS: &[&str] = &[
+    "sgd", "sgdw", "adagrad", "rmsprop", "adam", "adamw", "adamax", "nadam", "radam", "adadelta",
+    "adabound", "lamb", "lars", "lion", "swats", "lookahead",
+];
+
+/// What to do with a step whose gradients hold NaN or infinity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NonFinitePolicy {
+    /// Fail with an error naming the step and the tensor (the default).
+    #[default]
+    Error,
+    /// Skip the step: parameters, state and every counter stay as they were.
+    Skip,
+}
+
+impl std::str::FromStr for NonFinitePolicy {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "error" => Ok(NonFinitePolicy::Error),
+            "skip" => Ok(NonFinitePolicy::Skip),
+            other => Err(format!("unknown non-finite policy '{other}' (expected error or skip)")),
+        }
+    }
+}
+
+/// Gradient handling shared by all optimizers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Options {
+    /// Clip by global L2 norm as PyTorch's `clip_grad_norm_`: every gradient is multiplied by
+    /// `min(1, max_norm / (norm + 1e-6))`.
+    pub clip_norm: Option<f64>,
+    /// Clip every element to `[-v, v]` (`clip_grad_value_`), after norm clipping.
+    pub clip_value: Option<f64>,
+    /// Non-finite gradients.
+    pub nonfinite: NonFinitePolicy,
+}
+
+/// A parameter group: the tensors whose names match any of `params` (`*` is a wildcard)
+/// get the base spec with `overrides` applied, e.g. `weight_decay=0` for `*.bias`.
+/// Tensors that no group matches form group 0 with the base spec; a tensor matched by
+/// several groups belongs to the first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamGroup {
+    /// Name patterns.
+    pub params: Vec<String>,
+    /// Hyperparameters that differ from the base spec.
+    pub overrides: Vec<(String, Value)>,
+}
+
+impl ParamGroup {
+    /// A group from name patterns and an override string such as `"weight_decay=0, lr=0.1"`.
+    pub fn parse(params: &[&str], overrides: &str) -> Result<Self> {
+        let spec = crate::spec::parse(&format!("group({overrides})"))?;
+        let mut out = Vec::new();
+        for (k, v) in spec.args {
+            let Some(k) = k else {
+                return Err(Error::InvalidArgument {
+                    spec: overrides.to_string(),
+                    key: "(positional)".into(),
+                    message: "group overrides must be key=value pairs".into(),
+                });
+            };
+            out.push((k, v));
+        }
+        Ok(ParamGroup {
+            params: params.iter().map(|s| s.to_string()).collect(),
+            overrides: out,
+        })
+    }
+}
+
+/// What a step did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepOutcome {
+    /// True when the step was skipped for non-finite gradients.
+    pub skipped: bool,
+    /// Global L2 norm of the gradients before clipping (NaN when skipped).
+    pub grad_norm: f64,
+    /// The factor global-norm clipping applied (1 when not clipping).
+    pub clip_coef: f64,
+}
+
+/// An optimizer over a fixed [`Layout`] of named tensors.
+pub trait Optimizer<T: Real>: Send {
+    /// Spec name (`adam`, `lookahead`, ...).
+    fn name(&self) -> &'static str;
+    /// Canonical spec of the base group with every hyperparameter, as it stands now.
+    fn spec(&self) -> Spec;
+    /// Canonical specs of every group (group 0 first).
+    fn group_specs(&self) -> Vec<Spec>;
+    /// The parameter layout.
+    fn layout(&self) -> &Layout;
+    /// Gradient handling options.
+    fn options(&self) -> &Options;
+    /// Steps taken (skipped steps do not count).
+    fn steps(&self) -> u64;
+    /// Number of parameter groups.
+    fn num_groups(&self) -> usize;
+    /// Learning rate of a group.
+    fn lr(&self, group: usize) -> f64;
+    /// Sets a group's learning rate (schedules call this before each step).
+    fn set_lr(&mut self, group: usize, lr: f64);
+    /// Momentum (SGD family) or beta1 (Adam family) of a group, if any.
+    fn momentum(&self, group: usize) -> Option<f64>;
+    /// Sets momentum / beta1; an error for optimizers without one.
+    fn set_momentum(&mut self, group: usize, momentum: f64) -> Result<()>;
+    /// One step: `params[i]` and `grads[i]` are the tensors of the layout, in order.
+    /// Allocation-free.
+    fn step(&mut self, params: &mut [&mut [T]], grads: &[&[T]]) -> Result<StepOutcome>;
+    /// Per-tensor scalar state (`step`, SWATS's `switched_at` and `sgd_lr`, ...).
+    fn scalar_state(&self) -> Vec<(String, Vec<(&'static str, f64)>)>;
+    /// A copy of the full state.
+    fn state_dict(&self) -> StateDict<T>;
+    /// Restores a state; every tensor is checked first, nothing changes on error.
+    fn load_state_dict(&mut self, state: &StateDict<T>) -> Result<()>;
+
+    /// Sets every group's learning rate.
+    fn set_lr_all(&mut self, lr: f64) {
+        for g in 0..self.num_groups() {
+            self.set_lr(g, lr);
+        }
+    }
+
+    /// One step on a single flat buffer holding every tensor of the layout back to back.
+    fn step_flat(&mut self, params: &mut [T], grads: &[T]) -> Result<StepOutcome> {
+        let layout = self.layout().clone();
+        if params.len() != layout.total() || grads.len() != layout.total() {
+            return Err(Error::Layout(format!(
+                "expected {} parameters and gradients, got {} and {}",
+                layout.total(),
+                params.len(),
+                grads.len()
+            )));
+        }
+        let mut ps: Vec<&mut [T]> = Vec::with_capacity(layout.segments().len());
+        let mut rest = params;
+        for seg in layout.segments() {
+            let (head, tail) = rest.split_at_mut(seg.len);
+            ps.push(head);
+            rest = tail;
+        }
+        let gs: Vec<&[T]> = layout
+            .segments()
+            .iter()
+            .map(|s| &grads[s.offset..s.offset + s.len])
+            .collect();
+        self.step(&mut ps, &gs)
+    }
+
+    /// Saves the state atomically to a safetensors file.
+    fn save_state(&self, path: &std::path::Path) -> Result<()> {
+        self.state_dict().save(path)
+    }
+
+    /// Loads a state saved with [`Optimizer::save_state`]; errors name the file and tensor.
+    fn load_state(&mut self, path: &std::path::Path) -> Result<()> {
+        let state = StateDict::load(path)?;
+        self.load_state_dict(&state).map_err(|e| match e {
+            Error::State { message, .. } => Error::State {
+                source_name: Some(path.display().to_string()),
+                message,
+            },
+            other => other,
+        })
+    }
+}
+
+/// Builds an optimizer from a spec string such as `"adamw(lr=1e-3, weight_decay=0.05)"`.
+pub fn build<T: Real>(
+    spec: &str,
+    layout: Layout,
+    groups: &[ParamGroup],
+    options: Options,
+) -> Result<Box<dyn Optimizer<T>>> {
+    build_from_spec(&crate::spec::parse(spec)?, layout, groups, options)
+}
+
+/// Builds an optimizer from a parsed spec.
+pub fn build_from_spec<T: Real>(
+    spec: &Spec,
+    layout: Layout,
+    groups: &[ParamGroup],
+    options: Options,
+) -> Result<Box<dyn Optimizer<T>>> {
+    fn engine<T: Real, R: rule::Rule>(
+        spec: &Spec,
+        layout: Layout,
+        groups: &[ParamGroup],
+        options: Options,
+    ) -> Result<Box<dyn Optimizer<T>>> {
+        Ok(Box::new(Engine::<T, R>::from_spec(spec, layout, groups, options)?))
+    }
+    match spec.name.as_str() {
+        "sgd" | "sgdw" => engine::<T, sgd::Sgd>(spec, layout, groups, options),
+        "adagrad" => engine::<T, adagrad::Adagrad>(spec, layout, groups, options),
+        "rmsprop" => engine::<T, rmsprop::RmsProp>(spec, layout, groups, options),
+        "adam" | "adamw" => engine::<T, adam::Adam>(spec, layout, groups, options),
+        "adamax" => engine::<T, adamax::Adamax>(spec, layout, groups, options),
+        "nadam" => engine::<T, nadam::NAdam>(spec, layout, groups, options),
+        "radam" => engine::<T, radam::RAdam>(spec, layout, groups, options),
+        "adadelta" => engine::<T, adadelta::Adadelta>(spec, layout, groups, options),
+        "adabound" => engine::<T, adabound::AdaBound>(spec, layout, groups, options),
+        "lamb" => engine::<T, lamb::Lamb>(spec, layout, groups, options),
+        "lars" => engine::<T, lars::Lars>(spec, layout, groups, options),
+        "lion" => engine::<T, lion::Lion>(spec, layout, groups, options),
+        "swats" => engine::<T, swats::Swats>(spec, layout, groups, options),
+        "lookahead" => Ok(Box::new(lookahead::Lookahead::from_spec(spec, layout, groups, options)?)),
+        other => Err(Error::UnknownName {
+            what: "optimizer",
+            name: other.to_string(),
+            spec: spec.to_string(),
+            known: OPTIMIZERS.join(", "),
+        }),
+    }
+}
+
+/// Group index of every segment (0 when no group matches).
+pub(crate) fn assign_groups(layout: &Layout, groups: &[ParamGroup]) -> Result<Vec<usize>> {
+    for group in groups {
+        for pattern in &group.params {
+            if !layout.segments().iter().any(|s| layout::glob_match(pattern, &s.name)) {
+                return Err(Error::Layout(format!(
+                    "parameter group pattern '{pattern}' matches no tensor (tensors: {})",
+                    layout.segments().iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
+    }
+    Ok(layout
+        .segments()
+        .iter()
+        .map(|s| {
+            groups
+                .iter()
+                .position(|g| g.params.iter().any(|p| layout::glob_match(p, &s.name)))
+                .map_or(0, |i| i + 1)
+        })
+        .collect())
+}

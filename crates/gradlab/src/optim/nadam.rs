@@ -1,0 +1,149 @@
+//! NAdam (Dozat 2016: Adam with Nesterov momentum and momentum decay), as PyTorch's `NAdam`.
+//!
+//! ```text
+//! θ ← θ(1 − γλ) (decoupled) or g ← g + λθ (L2)
+//! μ_t = β1 (1 − ½·0.96^(tψ)),  μ_{t+1} = β1 (1 − ½·0.96^((t+1)ψ)),  Π_t = Π_{t−1} μ_t
+//! m ← lerp(m, g, 1 − β1);  v ← β2 v + (1 − β2) g²
+//! d = √(v / (1 − β2^t)) + ε
+//! θ ← θ − γ(1 − μ_t)/(1 − Π_t) · g/d − γ μ_{t+1}/(1 − Π_t μ_{t+1}) · m/d
+//! ```
+//! ψ is `momentum_decay`. Π_t is kept per tensor in `f64` (PyTorch keeps it in the default
+//! float type).
+
+use super::rule::{check, lerp, Grad, Rule, Scalars, Slots, Sums};
+use crate::spec::{Args, Spec};
+use crate::{Real, Result};
+
+/// Hyperparameters of `nadam`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NAdamConfig {
+    /// Learning rate (default 2e-3).
+    pub lr: f64,
+    /// (β1, β2) (default (0.9, 0.999)).
+    pub betas: (f64, f64),
+    /// ε (default 1e-8).
+    pub eps: f64,
+    /// Weight decay (default 0).
+    pub weight_decay: f64,
+    /// ψ (default 4e-3).
+    pub momentum_decay: f64,
+    /// Decoupled weight decay (default false).
+    pub decoupled_weight_decay: bool,
+}
+
+/// The NAdam rule.
+pub struct NAdam;
+
+/// NAdam's per-step coefficients.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NAdamCoef {
+    grad_coef: f64,
+    avg_coef: f64,
+    bc2: f64,
+    b1: f64,
+    b2: f64,
+    eps: f64,
+    l2: f64,
+    decay_factor: f64,
+}
+
+impl Rule for NAdam {
+    type Config = NAdamConfig;
+    type Coef = NAdamCoef;
+    const NAME: &'static str = "nadam";
+    const SCALARS: &'static [&'static str] = &["step", "mu_product"];
+
+    fn parse(args: &Args) -> Result<NAdamConfig> {
+        Ok(NAdamConfig {
+            lr: check::non_negative(args, "lr", 2e-3)?,
+            betas: check::betas(args, (0.9, 0.999))?,
+            eps: check::non_negative(args, "eps", 1e-8)?,
+            weight_decay: check::non_negative(args, "weight_decay", 0.0)?,
+            momentum_decay: check::non_negative(args, "momentum_decay", 4e-3)?,
+            decoupled_weight_decay: args.bool("decoupled_weight_decay", false)?,
+        })
+    }
+
+    fn to_spec(c: &NAdamConfig) -> Spec {
+        Spec::new(Self::NAME)
+            .with("lr", c.lr)
+            .with("betas", c.betas)
+            .with("eps", c.eps)
+            .with("weight_decay", c.weight_decay)
+            .with("momentum_decay", c.momentum_decay)
+            .with("decoupled_weight_decay", c.decoupled_weight_decay)
+    }
+
+    fn lr(c: &NAdamConfig) -> f64 {
+        c.lr
+    }
+    fn set_lr(c: &mut NAdamConfig, lr: f64) {
+        c.lr = lr;
+    }
+    fn momentum(c: &NAdamConfig) -> Option<f64> {
+        Some(c.betas.0)
+    }
+    fn set_momentum(c: &mut NAdamConfig, m: f64) -> bool {
+        c.betas.0 = m;
+        true
+    }
+    fn slots(_: &[NAdamConfig]) -> Vec<&'static str> {
+        vec!["exp_avg", "exp_avg_sq"]
+    }
+    fn scalars_init(_: &NAdamConfig) -> Scalars {
+        [0.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+    }
+
+    fn begin(c: &NAdamConfig, s: &mut Scalars) -> NAdamCoef {
+        s[0] += 1.0;
+        let t = s[0];
+        let (b1, b2) = c.betas;
+        let mu = b1 * (1.0 - 0.5 * 0.96f64.powf(t * c.momentum_decay));
+        let mu_next = b1 * (1.0 - 0.5 * 0.96f64.powf((t + 1.0) * c.momentum_decay));
+        s[1] *= mu;
+        let mu_product = s[1];
+        let decoupled = c.decoupled_weight_decay;
+        NAdamCoef {
+            grad_coef: -c.lr * (1.0 - mu) / (1.0 - mu_product),
+            avg_coef: (-c.lr * mu_next) / (1.0 - mu_product * mu_next),
+            bc2: 1.0 - b2.powf(t),
+            b1,
+            b2,
+            eps: c.eps,
+            l2: if decoupled { 0.0 } else { c.weight_decay },
+            decay_factor: if decoupled { 1.0 - c.lr * c.weight_decay } else { 1.0 },
+        }
+    }
+
+    fn kernel<T: Real>(c: &NAdamCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
+        let n = p.len();
+        let (gc, ac) = (T::from_f64(c.grad_coef), T::from_f64(c.avg_coef));
+        let bc2 = T::from_f64(c.bc2);
+        let (w1, b1, b2, w2) = (
+            T::from_f64(1.0 - c.b1),
+            T::from_f64(c.b1),
+            T::from_f64(c.b2),
+            T::from_f64(1.0 - c.b2),
+        );
+        let eps = T::from_f64(c.eps);
+        let l2 = T::from_f64(c.l2);
+        let decay = T::from_f64(c.decay_factor);
+        let (m, v) = (&mut s.a[..n], &mut s.b[..n]);
+        for i in 0..n {
+            let mut theta = p[i];
+            let mut d = g.at(i);
+            if c.decay_factor != 1.0 {
+                theta = theta * decay;
+            }
+            if c.l2 != 0.0 {
+                d = d + l2 * theta;
+            }
+            m[i] = lerp(m[i], d, w1, b1);
+            v[i] = v[i] * b2 + w2 * d * d;
+            let denom = (v[i] / bc2).sqrt() + eps;
+            theta = theta + gc * d / denom;
+            p[i] = theta + ac * m[i] / denom;
+        }
+        [0.0; 4]
+    }
+}

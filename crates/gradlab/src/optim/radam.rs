@@ -1,0 +1,151 @@
+//! RAdam (Liu et al. 2020: Adam with a rectified adaptive learning rate), as PyTorch's
+//! `RAdam`.
+//!
+//! ```text
+//! θ ← θ(1 − γλ) (decoupled) or g ← g + λθ (L2)
+//! m ← lerp(m, g, 1 − β1);  v ← β2 v + (1 − β2) g²;  m̂ = m / (1 − β1^t)
+//! ρ∞ = 2/(1 − β2) − 1,  ρ_t = ρ∞ − 2tβ2^t/(1 − β2^t)
+//! ρ_t > 5:  r = √((ρ_t − 4)(ρ_t − 2)ρ∞ / ((ρ∞ − 4)(ρ∞ − 2)ρ_t)),
+//!           θ ← θ − γ m̂ · √(1 − β2^t)/(√v + ε) · r
+//! else:     θ ← θ − γ m̂
+//! ```
+
+use super::rule::{check, lerp, Grad, Rule, Scalars, Slots, Sums};
+use crate::spec::{Args, Spec};
+use crate::{Real, Result};
+
+/// Hyperparameters of `radam`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RAdamConfig {
+    /// Learning rate (default 1e-3).
+    pub lr: f64,
+    /// (β1, β2) (default (0.9, 0.999)).
+    pub betas: (f64, f64),
+    /// ε (default 1e-8).
+    pub eps: f64,
+    /// Weight decay (default 0).
+    pub weight_decay: f64,
+    /// Decoupled weight decay (default false).
+    pub decoupled_weight_decay: bool,
+}
+
+/// The RAdam rule.
+pub struct RAdam;
+
+/// RAdam's per-step coefficients.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RAdamCoef {
+    lr: f64,
+    bc1: f64,
+    bc2_sqrt: f64,
+    rect: Option<f64>,
+    b1: f64,
+    b2: f64,
+    eps: f64,
+    l2: f64,
+    decay_factor: f64,
+}
+
+impl Rule for RAdam {
+    type Config = RAdamConfig;
+    type Coef = RAdamCoef;
+    const NAME: &'static str = "radam";
+
+    fn parse(args: &Args) -> Result<RAdamConfig> {
+        Ok(RAdamConfig {
+            lr: check::non_negative(args, "lr", 1e-3)?,
+            betas: check::betas(args, (0.9, 0.999))?,
+            eps: check::non_negative(args, "eps", 1e-8)?,
+            weight_decay: check::non_negative(args, "weight_decay", 0.0)?,
+            decoupled_weight_decay: args.bool("decoupled_weight_decay", false)?,
+        })
+    }
+
+    fn to_spec(c: &RAdamConfig) -> Spec {
+        Spec::new(Self::NAME)
+            .with("lr", c.lr)
+            .with("betas", c.betas)
+            .with("eps", c.eps)
+            .with("weight_decay", c.weight_decay)
+            .with("decoupled_weight_decay", c.decoupled_weight_decay)
+    }
+
+    fn lr(c: &RAdamConfig) -> f64 {
+        c.lr
+    }
+    fn set_lr(c: &mut RAdamConfig, lr: f64) {
+        c.lr = lr;
+    }
+    fn momentum(c: &RAdamConfig) -> Option<f64> {
+        Some(c.betas.0)
+    }
+    fn set_momentum(c: &mut RAdamConfig, m: f64) -> bool {
+        c.betas.0 = m;
+        true
+    }
+    fn slots(_: &[RAdamConfig]) -> Vec<&'static str> {
+        vec!["exp_avg", "exp_avg_sq"]
+    }
+
+    fn begin(c: &RAdamConfig, s: &mut Scalars) -> RAdamCoef {
+        s[0] += 1.0;
+        let t = s[0];
+        let (b1, b2) = c.betas;
+        let bc2 = 1.0 - b2.powf(t);
+        let rho_inf = 2.0 / (1.0 - b2) - 1.0;
+        let rho_t = rho_inf - 2.0 * t * b2.powf(t) / bc2;
+        let rect = (rho_t > 5.0).then(|| {
+            ((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t)).sqrt()
+        });
+        let decoupled = c.decoupled_weight_decay;
+        RAdamCoef {
+            lr: c.lr,
+            bc1: 1.0 - b1.powf(t),
+            bc2_sqrt: bc2.sqrt(),
+            rect,
+            b1,
+            b2,
+            eps: c.eps,
+            l2: if decoupled { 0.0 } else { c.weight_decay },
+            decay_factor: if decoupled { 1.0 - c.lr * c.weight_decay } else { 1.0 },
+        }
+    }
+
+    fn kernel<T: Real>(c: &RAdamCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
+        let n = p.len();
+        let lr = T::from_f64(c.lr);
+        let bc1 = T::from_f64(c.bc1);
+        let bc2_sqrt = T::from_f64(c.bc2_sqrt);
+        let (w1, b1, b2, w2) = (
+            T::from_f64(1.0 - c.b1),
+            T::from_f64(c.b1),
+            T::from_f64(c.b2),
+            T::from_f64(1.0 - c.b2),
+        );
+        let eps = T::from_f64(c.eps);
+        let l2 = T::from_f64(c.l2);
+        let decay = T::from_f64(c.decay_factor);
+        let r = T::from_f64(c.rect.unwrap_or(1.0));
+        let (m, v) = (&mut s.a[..n], &mut s.b[..n]);
+        for i in 0..n {
+            let mut theta = p[i];
+            let mut d = g.at(i);
+            if c.decay_factor != 1.0 {
+                theta = theta * decay;
+            }
+            if c.l2 != 0.0 {
+                d = d + l2 * theta;
+            }
+            m[i] = lerp(m[i], d, w1, b1);
+            v[i] = v[i] * b2 + w2 * d * d;
+            let m_hat = m[i] / bc1;
+            let update = if c.rect.is_some() {
+                m_hat * lr * (bc2_sqrt / (v[i].sqrt() + eps)) * r
+            } else {
+                m_hat * lr
+            };
+            p[i] = theta - update;
+        }
+        [0.0; 4]
+    }
+}

@@ -1,0 +1,136 @@
+//! RMSProp (Hinton's lecture 6e), as PyTorch's `RMSprop`.
+//!
+//! ```text
+//! g ← g + λθ
+//! v ← αv + (1 − α)g²
+//! centered: ḡ ← lerp(ḡ, g, 1 − α);  a = √(v − ḡ²) + ε,  else a = √v + ε
+//! momentum μ > 0: b ← μb + g/a;  θ ← θ − γb,   else θ ← θ − γ g/a
+//! ```
+
+use super::rule::{check, lerp, Grad, Rule, Scalars, Slots, Sums};
+use crate::spec::{Args, Spec};
+use crate::{Real, Result};
+
+/// Hyperparameters of `rmsprop`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RmsPropConfig {
+    /// Learning rate (default 1e-2).
+    pub lr: f64,
+    /// Smoothing constant α (default 0.99).
+    pub alpha: f64,
+    /// ε outside the square root (default 1e-8).
+    pub eps: f64,
+    /// L2 weight decay (default 0).
+    pub weight_decay: f64,
+    /// Momentum (default 0).
+    pub momentum: f64,
+    /// Divide by the estimated variance instead of the second moment.
+    pub centered: bool,
+}
+
+/// The RMSProp rule.
+pub struct RmsProp;
+
+/// RMSProp's per-step coefficients.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RmsPropCoef {
+    cfg_lr: f64,
+    alpha: f64,
+    eps: f64,
+    weight_decay: f64,
+    momentum: f64,
+    centered: bool,
+}
+
+impl Rule for RmsProp {
+    type Config = RmsPropConfig;
+    type Coef = RmsPropCoef;
+    const NAME: &'static str = "rmsprop";
+
+    fn parse(args: &Args) -> Result<RmsPropConfig> {
+        Ok(RmsPropConfig {
+            lr: check::non_negative(args, "lr", 1e-2)?,
+            alpha: check::non_negative(args, "alpha", 0.99)?,
+            eps: check::non_negative(args, "eps", 1e-8)?,
+            weight_decay: check::non_negative(args, "weight_decay", 0.0)?,
+            momentum: check::non_negative(args, "momentum", 0.0)?,
+            centered: args.bool("centered", false)?,
+        })
+    }
+
+    fn to_spec(c: &RmsPropConfig) -> Spec {
+        Spec::new(Self::NAME)
+            .with("lr", c.lr)
+            .with("alpha", c.alpha)
+            .with("eps", c.eps)
+            .with("weight_decay", c.weight_decay)
+            .with("momentum", c.momentum)
+            .with("centered", c.centered)
+    }
+
+    fn lr(c: &RmsPropConfig) -> f64 {
+        c.lr
+    }
+    fn set_lr(c: &mut RmsPropConfig, lr: f64) {
+        c.lr = lr;
+    }
+    fn momentum(c: &RmsPropConfig) -> Option<f64> {
+        Some(c.momentum)
+    }
+    fn set_momentum(c: &mut RmsPropConfig, m: f64) -> bool {
+        c.momentum = m;
+        true
+    }
+    fn slots(cfgs: &[RmsPropConfig]) -> Vec<&'static str> {
+        if cfgs.iter().any(|c| c.centered) {
+            vec!["square_avg", "momentum_buffer", "grad_avg"]
+        } else {
+            vec!["square_avg", "momentum_buffer"]
+        }
+    }
+
+    fn begin(c: &RmsPropConfig, s: &mut Scalars) -> RmsPropCoef {
+        s[0] += 1.0;
+        RmsPropCoef {
+            cfg_lr: c.lr,
+            alpha: c.alpha,
+            eps: c.eps,
+            weight_decay: c.weight_decay,
+            momentum: c.momentum,
+            centered: c.centered,
+        }
+    }
+
+    fn kernel<T: Real>(c: &RmsPropCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
+        let n = p.len();
+        let lr = T::from_f64(c.cfg_lr);
+        let alpha = T::from_f64(c.alpha);
+        let one_minus_alpha = T::from_f64(1.0 - c.alpha);
+        let eps = T::from_f64(c.eps);
+        let wd = T::from_f64(c.weight_decay);
+        let mu = T::from_f64(c.momentum);
+        let sq = &mut s.a[..n];
+        for i in 0..n {
+            let mut d = g.at(i);
+            if c.weight_decay != 0.0 {
+                d = d + wd * p[i];
+            }
+            sq[i] = sq[i] * alpha + one_minus_alpha * d * d;
+            let avg = if c.centered {
+                let ga = lerp(s.c[i], d, one_minus_alpha, alpha);
+                s.c[i] = ga;
+                (sq[i] - ga * ga).sqrt() + eps
+            } else {
+                sq[i].sqrt() + eps
+            };
+            if c.momentum > 0.0 {
+                let b = s.b[i] * mu + d / avg;
+                s.b[i] = b;
+                p[i] = p[i] + (-lr) * b;
+            } else {
+                p[i] = p[i] + (-lr) * d / avg;
+            }
+        }
+        [0.0; 4]
+    }
+}

@@ -1,0 +1,161 @@
+//! The interface between the generic engine and one update rule.
+//!
+//! A rule says which per-element state buffers ("slots") and per-tensor scalars it keeps,
+//! computes its per-tensor coefficients once per step in `f64` ([`Rule::begin`]), and
+//! updates one contiguous chunk of one tensor in a single fused pass ([`Rule::kernel`]).
+//! Rules that need per-tensor norms first (LARS, LAMB) run [`Rule::pre_kernel`] over the
+//! whole tensor, then [`Rule::mid`] turns the norms into coefficients.
+
+use crate::spec::{Args, Spec};
+use crate::{Real, Result};
+
+/// Reductions a kernel returns for its chunk (summed per tensor in a fixed order).
+pub type Sums = [f64; 4];
+
+/// Per-tensor scalar state (`step` and rule-specific values), named by [`Rule::SCALARS`].
+pub type Scalars = [f64; 6];
+
+/// The gradient as the kernel sees it: already scaled by global-norm clipping and clamped by
+/// value clipping, both applied on the fly so the caller's gradient is never copied.
+#[derive(Clone, Copy)]
+pub struct Grad<'a, T> {
+    /// The raw gradient chunk.
+    pub raw: &'a [T],
+    /// Multiplier from global-norm clipping (1 when not clipping).
+    pub scale: T,
+    /// Bound from value clipping (+inf when not clipping).
+    pub bound: T,
+}
+
+impl<T: Real> Grad<'_, T> {
+    /// The processed gradient element `i`.
+    #[inline(always)]
+    pub fn at(&self, i: usize) -> T {
+        (self.raw[i] * self.scale).max(-self.bound).min(self.bound)
+    }
+
+    /// Number of elements.
+    #[inline(always)]
+    pub fn len(&self) -> usize {
+        self.raw.len()
+    }
+}
+
+/// Up to three per-element state buffers of one chunk (unused ones are empty).
+pub struct Slots<'a, T> {
+    /// First slot (e.g. `exp_avg`).
+    pub a: &'a mut [T],
+    /// Second slot (e.g. `exp_avg_sq`).
+    pub b: &'a mut [T],
+    /// Third slot (e.g. `max_exp_avg_sq`).
+    pub c: &'a mut [T],
+}
+
+/// One optimizer's update rule; see the module documentation.
+pub trait Rule: Sized + Send + Sync + 'static {
+    /// Hyperparameters of one parameter group.
+    type Config: Clone + Send + Sync + std::fmt::Debug;
+    /// Coefficients of one tensor's step, computed once per step.
+    type Coef: Default + Copy + Send + Sync;
+
+    /// Spec name.
+    const NAME: &'static str;
+    /// Names of the per-tensor scalars (the first is always `step`).
+    const SCALARS: &'static [&'static str] = &["step"];
+    /// Whether [`Rule::pre_kernel`] must run over the tensor before the update.
+    const PRE_PASS: bool = false;
+
+    /// Reads and validates the hyperparameters.
+    fn parse(args: &Args) -> Result<Self::Config>;
+    /// The canonical spec with every hyperparameter.
+    fn to_spec(cfg: &Self::Config) -> Spec;
+    /// Learning rate.
+    fn lr(cfg: &Self::Config) -> f64;
+    /// Sets the learning rate.
+    fn set_lr(cfg: &mut Self::Config, lr: f64);
+    /// Momentum (SGD family) or beta1 (Adam family), if the rule has one.
+    fn momentum(_cfg: &Self::Config) -> Option<f64> {
+        None
+    }
+    /// Sets momentum / beta1; false when the rule has none.
+    fn set_momentum(_cfg: &mut Self::Config, _m: f64) -> bool {
+        false
+    }
+    /// Names of the element buffers this rule keeps for these group configurations.
+    fn slots(cfgs: &[Self::Config]) -> Vec<&'static str>;
+    /// Initial value of element buffer `slot`.
+    fn slot_init(_cfg: &Self::Config, _slot: usize) -> f64 {
+        0.0
+    }
+    /// Initial per-tensor scalars.
+    fn scalars_init(_cfg: &Self::Config) -> Scalars {
+        [0.0; 6]
+    }
+    /// The spec name this configuration was built from (`adam` or `adamw`, ...).
+    fn name(_cfg: &Self::Config) -> &'static str {
+        Self::NAME
+    }
+    /// Advances the per-tensor scalars for a new step and computes its coefficients.
+    fn begin(cfg: &Self::Config, s: &mut Scalars) -> Self::Coef;
+    /// Optional first pass (norms); may update slots.
+    fn pre_kernel<T: Real>(_c: &Self::Coef, _p: &[T], _g: Grad<T>, _s: &mut Slots<T>) -> Sums {
+        [0.0; 4]
+    }
+    /// Turns the first pass's sums into coefficients.
+    fn mid(_cfg: &Self::Config, _c: &mut Self::Coef, _sums: Sums) {}
+    /// The fused update of one chunk.
+    fn kernel<T: Real>(c: &Self::Coef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums;
+    /// Consumes the update pass's sums (e.g. SWATS's switch test).
+    fn end(_cfg: &Self::Config, _s: &mut Scalars, _c: &Self::Coef, _sums: Sums) {}
+}
+
+/// `m + w (x - m)` as PyTorch's `lerp_` computes it (the form depends on `|w| < 0.5`).
+#[inline(always)]
+pub fn lerp<T: Real>(m: T, x: T, w: T, one_minus_w: T) -> T {
+    if w.abs() < T::from_f64(0.5) {
+        m + w * (x - m)
+    } else {
+        x - (x - m) * one_minus_w
+    }
+}
+
+/// Validation helpers shared by the rules, with PyTorch's ranges.
+pub mod check {
+    use crate::spec::Args;
+    use crate::Result;
+
+    /// A number `>= 0` (PyTorch: "Invalid learning rate", "Invalid epsilon value", ...).
+    pub fn non_negative(args: &Args, key: &'static str, default: f64) -> Result<f64> {
+        let x = args.f64(key, default)?;
+        if x < 0.0 {
+            return Err(args.invalid(key, format!("must be >= 0, got {}", crate::spec::format_number(x))));
+        }
+        Ok(x)
+    }
+
+    /// A number in `[lo, hi]`.
+    pub fn within(args: &Args, key: &'static str, default: f64, lo: f64, hi: f64) -> Result<f64> {
+        let x = args.f64(key, default)?;
+        if !(lo..=hi).contains(&x) {
+            return Err(args.invalid(
+                key,
+                format!("must be in [{lo}, {hi}], got {}", crate::spec::format_number(x)),
+            ));
+        }
+        Ok(x)
+    }
+
+    /// `betas=(b1, b2)` with both in `[0, 1)`.
+    pub fn betas(args: &Args, default: (f64, f64)) -> Result<(f64, f64)> {
+        let (b1, b2) = args.pair("betas", default)?;
+        for (i, b) in [b1, b2].into_iter().enumerate() {
+            if !(0.0..1.0).contains(&b) {
+                return Err(args.invalid(
+                    "betas",
+                    format!("beta at index {i} must be in [0, 1), got {}", crate::spec::format_number(b)),
+                ));
+            }
+        }
+        Ok((b1, b2))
+    }
+}

@@ -1,0 +1,181 @@
+//! Stochastic gradient descent with momentum, Nesterov momentum, and L2 (`sgd`) or
+//! decoupled (`sgdw`) weight decay.
+//!
+//! PyTorch's `SGD` (torch 2.x, single-tensor path), with `g` the gradient:
+//! ```text
+//! g ← g + λθ                                   (sgd: L2 decay)
+//! θ ← θ(1 − γλ)                                (sgdw: decoupled decay, Loshchilov & Hutter)
+//! b ← g on the first step, else μb + (1 − τ)g  (momentum μ, dampening τ)
+//! g ← g + μb (nesterov) or b
+//! θ ← θ − γg
+//! ```
+//! The learning rate multiplies the whole buffer (PyTorch's convention, not Sutskever's
+//! `v = μv + γg`), which matters when a schedule changes γ.
+
+use super::rule::{check, Grad, Rule, Scalars, Slots, Sums};
+use crate::spec::{Args, Spec};
+use crate::{Real, Result};
+
+/// Hyperparameters of `sgd` / `sgdw`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SgdConfig {
+    /// `sgdw`: decoupled weight decay.
+    pub decoupled: bool,
+    /// Learning rate γ (default 1e-3).
+    pub lr: f64,
+    /// Momentum μ (default 0).
+    pub momentum: f64,
+    /// Dampening τ (default 0).
+    pub dampening: f64,
+    /// Weight decay λ (default 0).
+    pub weight_decay: f64,
+    /// Nesterov momentum (requires μ > 0 and τ = 0).
+    pub nesterov: bool,
+}
+
+/// The SGD rule.
+pub struct Sgd;
+
+/// Per-step coefficients shared with LARS.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MomentumCoef {
+    /// Learning rate.
+    pub lr: f64,
+    /// Momentum.
+    pub momentum: f64,
+    /// Dampening.
+    pub dampening: f64,
+    /// Coupled (L2) decay added to the gradient.
+    pub l2: f64,
+    /// Factor applied to θ before the update (1 − γλ for decoupled decay, else 1).
+    pub decay_factor: f64,
+    /// Multiplier on the decayed gradient (LARS's trust ratio; 1 for SGD).
+    pub trust: f64,
+    /// Nesterov.
+    pub nesterov: bool,
+    /// First step with a momentum buffer: the buffer starts as the gradient.
+    pub first: bool,
+}
+
+impl MomentumCoef {
+    /// Advances `step` and the `has_buffer` flag of `s`, and fills the common fields.
+    pub fn begin(s: &mut Scalars, lr: f64, momentum: f64, dampening: f64, nesterov: bool) -> Self {
+        s[0] += 1.0;
+        let first = momentum != 0.0 && s[1] == 0.0;
+        if momentum != 0.0 {
+            s[1] = 1.0;
+        }
+        MomentumCoef {
+            lr,
+            momentum,
+            dampening,
+            l2: 0.0,
+            decay_factor: 1.0,
+            trust: 1.0,
+            nesterov,
+            first,
+        }
+    }
+}
+
+/// The momentum update shared by SGD, SGDW and LARS: `p` params, `buf` the momentum buffer.
+#[inline]
+pub fn momentum_kernel<T: Real>(c: &MomentumCoef, p: &mut [T], g: Grad<T>, buf: &mut [T]) {
+    let lr = T::from_f64(c.lr);
+    let mu = T::from_f64(c.momentum);
+    let keep = T::from_f64(1.0 - c.dampening);
+    let l2 = T::from_f64(c.l2);
+    let decay = T::from_f64(c.decay_factor);
+    let trust = T::from_f64(c.trust);
+    let n = p.len();
+    for i in 0..n {
+        let mut theta = p[i];
+        let mut d = g.at(i);
+        if c.l2 != 0.0 {
+            d = d + l2 * theta;
+        }
+        if c.trust != 1.0 {
+            d = d * trust;
+        }
+        if c.decay_factor != 1.0 {
+            theta = theta * decay;
+        }
+        if c.momentum != 0.0 {
+            let b = if c.first { d } else { mu * buf[i] + keep * d };
+            buf[i] = b;
+            d = if c.nesterov { d + mu * b } else { b };
+        }
+        p[i] = theta + (-lr) * d;
+    }
+}
+
+impl Rule for Sgd {
+    type Config = SgdConfig;
+    type Coef = MomentumCoef;
+    const NAME: &'static str = "sgd";
+    const SCALARS: &'static [&'static str] = &["step", "has_buffer"];
+
+    fn parse(args: &Args) -> Result<SgdConfig> {
+        let cfg = SgdConfig {
+            decoupled: args.spec().name == "sgdw",
+            lr: check::non_negative(args, "lr", 1e-3)?,
+            momentum: check::non_negative(args, "momentum", 0.0)?,
+            dampening: args.f64("dampening", 0.0)?,
+            weight_decay: check::non_negative(args, "weight_decay", 0.0)?,
+            nesterov: args.bool("nesterov", false)?,
+        };
+        if cfg.nesterov && (cfg.momentum <= 0.0 || cfg.dampening != 0.0) {
+            return Err(args.invalid("nesterov", "Nesterov momentum requires momentum > 0 and dampening = 0"));
+        }
+        Ok(cfg)
+    }
+
+    fn name(cfg: &SgdConfig) -> &'static str {
+        if cfg.decoupled {
+            "sgdw"
+        } else {
+            "sgd"
+        }
+    }
+
+    fn to_spec(c: &SgdConfig) -> Spec {
+        Spec::new(Self::name(c))
+            .with("lr", c.lr)
+            .with("momentum", c.momentum)
+            .with("dampening", c.dampening)
+            .with("weight_decay", c.weight_decay)
+            .with("nesterov", c.nesterov)
+    }
+
+    fn lr(c: &SgdConfig) -> f64 {
+        c.lr
+    }
+    fn set_lr(c: &mut SgdConfig, lr: f64) {
+        c.lr = lr;
+    }
+    fn momentum(c: &SgdConfig) -> Option<f64> {
+        Some(c.momentum)
+    }
+    fn set_momentum(c: &mut SgdConfig, m: f64) -> bool {
+        c.momentum = m;
+        true
+    }
+    fn slots(_: &[SgdConfig]) -> Vec<&'static str> {
+        vec!["momentum_buffer"]
+    }
+
+    fn begin(c: &SgdConfig, s: &mut Scalars) -> MomentumCoef {
+        let mut coef = MomentumCoef::begin(s, c.lr, c.momentum, c.dampening, c.nesterov);
+        if c.decoupled {
+            coef.decay_factor = 1.0 - c.lr * c.weight_decay;
+        } else {
+            coef.l2 = c.weight_decay;
+        }
+        coef
+    }
+
+    fn kernel<T: Real>(c: &MomentumCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
+        momentum_kernel(c, p, g, s.a);
+        [0.0; 4]
+    }
+}

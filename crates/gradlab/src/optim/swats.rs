@@ -1,0 +1,191 @@
+//! SWATS (Keskar & Socher 2017, arXiv:1712.07628, Algorithm 1): Adam that switches to SGD
+//! once the SGD learning rate implied by Adam's steps has settled. Per tensor:
+//!
+//! ```text
+//! Adam phase:  m, v as Adam;  p_k = −γ √(1 − β2^k)/(1 − β1^k) · m/(√v + ε);  θ ← θ + p_k
+//!              if p_k·g ≠ 0:  γ_k = (p_k·p_k)/(−p_k·g),  λ ← β2 λ + (1 − β2) γ_k
+//!              switch when k > 1 and |λ/(1 − β2^k) − γ_k| < ε:  Λ = λ/(1 − β2^k), v_sgd = 0
+//! SGD phase:   v_sgd ← β1 v_sgd + g;  θ ← θ − (1 − β1) Λ v_sgd
+//! ```
+//! ε (default 1e-9) serves both in Adam's denominator and in the switch test. The switch and
+//! the learned rate Λ are visible in [`Optimizer::scalar_state`](super::Optimizer::scalar_state)
+//! (`switched_at`, the step of the switch or 0, and `sgd_lr`) and through [`switch_status`].
+
+use super::rule::{check, Grad, Rule, Scalars, Slots, Sums};
+use super::Optimizer;
+use crate::spec::{Args, Spec};
+use crate::{Real, Result};
+
+/// Hyperparameters of `swats`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SwatsConfig {
+    /// Adam learning rate (default 1e-3).
+    pub lr: f64,
+    /// (β1, β2) (default (0.9, 0.999)).
+    pub betas: (f64, f64),
+    /// ε (default 1e-9).
+    pub eps: f64,
+}
+
+/// The SWATS rule.
+pub struct Swats;
+
+/// SWATS's per-step coefficients.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SwatsCoef {
+    sgd: bool,
+    step_size: f64,
+    sgd_lr: f64,
+    first_sgd: bool,
+    b1: f64,
+    b2: f64,
+    eps: f64,
+}
+
+const STEP: usize = 0;
+const PHASE: usize = 1;
+const LAMBDA: usize = 2;
+const SGD_LR: usize = 3;
+const SWITCHED_AT: usize = 4;
+const SGD_STARTED: usize = 5;
+
+impl Rule for Swats {
+    type Config = SwatsConfig;
+    type Coef = SwatsCoef;
+    const NAME: &'static str = "swats";
+    const SCALARS: &'static [&'static str] =
+        &["step", "phase_sgd", "lambda", "sgd_lr", "switched_at", "sgd_started"];
+
+    fn parse(args: &Args) -> Result<SwatsConfig> {
+        Ok(SwatsConfig {
+            lr: check::non_negative(args, "lr", 1e-3)?,
+            betas: check::betas(args, (0.9, 0.999))?,
+            eps: check::non_negative(args, "eps", 1e-9)?,
+        })
+    }
+
+    fn to_spec(c: &SwatsConfig) -> Spec {
+        Spec::new(Self::NAME)
+            .with("lr", c.lr)
+            .with("betas", c.betas)
+            .with("eps", c.eps)
+    }
+
+    fn lr(c: &SwatsConfig) -> f64 {
+        c.lr
+    }
+    fn set_lr(c: &mut SwatsConfig, lr: f64) {
+        c.lr = lr;
+    }
+    fn momentum(c: &SwatsConfig) -> Option<f64> {
+        Some(c.betas.0)
+    }
+    fn set_momentum(c: &mut SwatsConfig, m: f64) -> bool {
+        c.betas.0 = m;
+        true
+    }
+    fn slots(_: &[SwatsConfig]) -> Vec<&'static str> {
+        vec!["exp_avg", "exp_avg_sq", "momentum_buffer"]
+    }
+
+    fn begin(c: &SwatsConfig, s: &mut Scalars) -> SwatsCoef {
+        s[STEP] += 1.0;
+        let t = s[STEP];
+        let (b1, b2) = c.betas;
+        let sgd = s[PHASE] != 0.0;
+        let first_sgd = sgd && s[SGD_STARTED] == 0.0;
+        if sgd {
+            s[SGD_STARTED] = 1.0;
+        }
+        SwatsCoef {
+            sgd,
+            step_size: c.lr * (1.0 - b2.powf(t)).sqrt() / (1.0 - b1.powf(t)),
+            sgd_lr: s[SGD_LR],
+            first_sgd,
+            b1,
+            b2,
+            eps: c.eps,
+        }
+    }
+
+    /// Returns `[p_k·p_k, p_k·g, 0, 0]` in the Adam phase.
+    fn kernel<T: Real>(c: &SwatsCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
+        let n = p.len();
+        let (b1, w1, b2, w2) = (
+            T::from_f64(c.b1),
+            T::from_f64(1.0 - c.b1),
+            T::from_f64(c.b2),
+            T::from_f64(1.0 - c.b2),
+        );
+        if c.sgd {
+            let rate = T::from_f64((1.0 - c.b1) * c.sgd_lr);
+            let buf = &mut s.c[..n];
+            for i in 0..n {
+                let d = g.at(i);
+                buf[i] = if c.first_sgd { d } else { b1 * buf[i] + d };
+                p[i] = p[i] - rate * buf[i];
+            }
+            return [0.0; 4];
+        }
+        let neg_step = T::from_f64(-c.step_size);
+        let eps = T::from_f64(c.eps);
+        let (m, v) = (&mut s.a[..n], &mut s.b[..n]);
+        let (mut pp, mut pg) = (0.0, 0.0);
+        for i in 0..n {
+            let d = g.at(i);
+            m[i] = m[i] * b1 + w1 * d;
+            v[i] = v[i] * b2 + w2 * d * d;
+            let step = neg_step * m[i] / (v[i].sqrt() + eps);
+            p[i] = p[i] + step;
+            let (x, y) = (step.to_f64(), d.to_f64());
+            pp += x * x;
+            pg += x * y;
+        }
+        [pp, pg, 0.0, 0.0]
+    }
+
+    fn end(_cfg: &SwatsConfig, s: &mut Scalars, c: &SwatsCoef, sums: Sums) {
+        let (pp, pg) = (sums[0], sums[1]);
+        if c.sgd || pg == 0.0 {
+            return;
+        }
+        let k = s[STEP];
+        let gamma = pp / -pg;
+        s[LAMBDA] = c.b2 * s[LAMBDA] + (1.0 - c.b2) * gamma;
+        let corrected = s[LAMBDA] / (1.0 - c.b2.powf(k));
+        if k > 1.0 && (corrected - gamma).abs() < c.eps {
+            s[PHASE] = 1.0;
+            s[SGD_LR] = corrected;
+            s[SWITCHED_AT] = k;
+        }
+    }
+}
+
+/// Whether and when one tensor switched from Adam to SGD.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SwitchStatus {
+    /// Tensor name.
+    pub tensor: String,
+    /// The step at which it switched, if it did.
+    pub switched_at: Option<u64>,
+    /// The learned SGD learning rate Λ (valid once switched).
+    pub sgd_lr: f64,
+}
+
+/// SWATS's switch status of every tensor; `None` when `opt` is not (or does not wrap) SWATS.
+pub fn switch_status<T: Real>(opt: &dyn Optimizer<T>) -> Option<Vec<SwitchStatus>> {
+    let state = opt.scalar_state();
+    let mut out = Vec::new();
+    for (tensor, scalars) in state {
+        let get = |k: &str| scalars.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
+        let (Some(at), Some(lr)) = (get("switched_at"), get("sgd_lr")) else {
+            return None;
+        };
+        out.push(SwitchStatus {
+            tensor,
+            switched_at: (at > 0.0).then_some(at as u64),
+            sgd_lr: lr,
+        });
+    }
+    Some(out)
+}
