@@ -1,0 +1,89 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use gradlab::optim::{Layout, StateDict};
+use gradlab::Real;
+
+/// Every optimizer with hyperparameters that exercise its branches.
+pub const SPECS: &[&str] = &[
+    "sgd(lr=0.01)",
+    "sgd(lr=0.01, momentum=0.9, dampening=0.1, weight_decay=0.01)",
+    "sgd(lr=0.01, momentum=0.9, nesterov=true)",
+    "sgdw(lr=0.01, momentum=0.9, weight_decay=0.1)",
+    "adagrad(lr=0.05, lr_decay=0.01, weight_decay=0.01, initial_accumulator_value=0.1)",
+    "rmsprop(lr=0.01, weight_decay=0.01)",
+    "rmsprop(lr=0.01, momentum=0.9, centered=true)",
+    "adam(lr=0.01, weight_decay=0.01)",
+    "adam(lr=0.01, amsgrad=true, decoupled_weight_decay=true, weight_decay=0.1)",
+    "adamw(lr=0.01)",
+    "adamax(lr=0.01, weight_decay=0.01)",
+    "nadam(lr=0.01, weight_decay=0.01)",
+    "nadam(lr=0.01, weight_decay=0.01, decoupled_weight_decay=true)",
+    "radam(lr=0.01, weight_decay=0.01)",
+    "adadelta(lr=1.0, weight_decay=0.01)",
+    "adabound(lr=0.01, final_lr=0.1, weight_decay=0.01)",
+    "adabound(lr=0.01, amsbound=true)",
+    "lamb(lr=0.01, weight_decay=0.01, debias=true)",
+    "lamb(lr=0.01, adam=true)",
+    "lars(lr=0.1, momentum=0.9, weight_decay=0.001)",
+    "lars(lr=0.1, momentum=0.9, nesterov=true)",
+    "lion(lr=0.001, weight_decay=0.1)",
+    "swats(lr=0.01)",
+    "lookahead(adam(lr=0.01), k=3, alpha=0.5)",
+    "lookahead(sgd(lr=0.01, momentum=0.9), k=2, alpha=0.8)",
+];
+
+/// A small deterministic random generator (xorshift64*).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_f64(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let x = self.0.wrapping_mul(0x2545F4914F6CDD1D);
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform in [-1, 1).
+    pub fn symmetric(&mut self) -> f64 {
+        2.0 * self.next_f64() - 1.0
+    }
+
+    pub fn vec(&mut self, n: usize) -> Vec<f64> {
+        (0..n).map(|_| self.symmetric()).collect()
+    }
+}
+
+/// A layout with a matrix, a bias and a scalar.
+pub fn small_layout() -> Layout {
+    Layout::new([("fc.weight", vec![4, 3]), ("fc.bias", vec![4]), ("scale", vec![1])]).unwrap()
+}
+
+/// Splits a flat buffer into the layout's tensors.
+pub fn split<'a, T>(layout: &Layout, flat: &'a mut [T]) -> Vec<&'a mut [T]> {
+    let mut out = Vec::new();
+    let mut rest = flat;
+    for seg in layout.segments() {
+        let (head, tail) = rest.split_at_mut(seg.len);
+        out.push(head);
+        rest = tail;
+    }
+    out
+}
+
+pub fn split_ref<'a, T>(layout: &Layout, flat: &'a [T]) -> Vec<&'a [T]> {
+    layout.segments().iter().map(|s| &flat[s.offset..s.offset + s.len]).collect()
+}
+
+/// Converts a state between float types.
+pub fn convert<T: Real, U: Real>(s: &StateDict<T>) -> StateDict<U> {
+    StateDict {
+        meta: s.meta.clone(),
+        tensors: s
+            .tensors
+            .iter()
+            .map(|(k, (shape, v))| (k.clone(), (shape.clone(), v.iter().map(|x| U::from_f64(x.to_f64())).collect())))
+            .collect(),
+    }
+}

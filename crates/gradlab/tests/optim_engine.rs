@@ -1,0 +1,315 @@
+//! Engine guarantees: f32 agrees with f64, bit-identical resume, checked state files,
+//! non-finite policies, clipping, parameter groups, thread-count independence.
+
+mod common;
+
+use common::*;
+use gradlab::optim::{self, Layout, NonFinitePolicy, Optimizer, Options, ParamGroup, StateDict};
+use gradlab::Error;
+
+fn build<T: gradlab::Real>(spec: &str, layout: &Layout, options: Options) -> Box<dyn Optimizer<T>> {
+    optim::build::<T>(spec, layout.clone(), &[], options).unwrap()
+}
+
+fn rel_close(a: f64, b: f64, tol: f64) -> bool {
+    (a - b).abs() <= tol * (1.0 + b.abs())
+}
+
+#[test]
+fn f32_kernels_agree_with_f64_step_by_step() {
+    let layout = small_layout();
+    let n = layout.total();
+    for spec in SPECS {
+        let mut rng = Rng(42);
+        let mut o32 = build::<f32>(spec, &layout, Options::default());
+        let mut o64 = build::<f64>(spec, &layout, Options::default());
+        let mut p32: Vec<f32> = rng.vec(n).iter().map(|&x| x as f32).collect();
+        for step in 0..30 {
+            // Start both from the f32 run's exact state.
+            o64.load_state_dict(&convert(&o32.state_dict())).unwrap();
+            let mut p64: Vec<f64> = p32.iter().map(|&x| x as f64).collect();
+            let g32: Vec<f32> = rng.vec(n).iter().map(|&x| x as f32).collect();
+            let g64: Vec<f64> = g32.iter().map(|&x| x as f64).collect();
+            o32.step(&mut split(&layout, &mut p32), &split_ref(&layout, &g32)).unwrap();
+            o64.step(&mut split(&layout, &mut p64), &split_ref(&layout, &g64)).unwrap();
+            for (i, (a, b)) in p32.iter().zip(&p64).enumerate() {
+                assert!(rel_close(*a as f64, *b, 1e-6), "{spec} step {step} param {i}: f32 {a} vs f64 {b}");
+            }
+            let s32 = o32.state_dict();
+            let s64 = o64.state_dict();
+            for (key, (_, v64)) in &s64.tensors {
+                let v32 = &s32.tensors[key].1;
+                for (a, b) in v32.iter().zip(v64) {
+                    assert!(rel_close(*a as f64, *b, 1e-6),
+                        "{spec} step {step} state {key}: f32 {a} vs f64 {b}");
+                }
+            }
+        }
+    }
+}
+
+fn run_steps(opt: &mut dyn Optimizer<f64>, layout: &Layout, params: &mut [f64], rng: &mut Rng, steps: usize) {
+    for k in 0..steps {
+        let g = rng.vec(layout.total());
+        // A changing learning rate, as a schedule would set it.
+        let lr = opt.lr(0);
+        opt.set_lr(0, lr * (1.0 - 0.01 * (k % 3) as f64));
+        opt.step(&mut split(layout, params), &split_ref(layout, &g)).unwrap();
+    }
+}
+
+#[test]
+fn resume_from_a_saved_state_is_bit_identical() {
+    let layout = small_layout();
+    let dir = std::env::temp_dir().join(format!("gradlab-resume-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for spec in SPECS {
+        let groups = [ParamGroup::parse(&["*.bias"], "lr=0.003").unwrap()];
+        let make = || optim::build::<f64>(spec, layout.clone(), &groups, Options::default()).unwrap();
+        let mut rng = Rng(7);
+        let mut params = rng.vec(layout.total());
+        let mut a = make();
+        run_steps(a.as_mut(), &layout, &mut params, &mut rng, 11);
+        let path = dir.join("state.safetensors");
+        a.save_state(&path).unwrap();
+        let saved_params = params.clone();
+        let rng_state = rng.0;
+        run_steps(a.as_mut(), &layout, &mut params, &mut rng, 12);
+
+        let mut b = make();
+        b.load_state(&path).unwrap();
+        let mut params_b = saved_params;
+        let mut rng_b = Rng(rng_state);
+        run_steps(b.as_mut(), &layout, &mut params_b, &mut rng_b, 12);
+        assert_eq!(
+            params.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            params_b.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            "{spec}: resumed parameters differ"
+        );
+        assert_eq!(a.state_dict(), b.state_dict(), "{spec}: resumed state differs");
+        assert_eq!(a.steps(), 23);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn state_files_are_checked_on_load() {
+    let layout = small_layout();
+    let mut opt = build::<f64>("adam(lr=0.01)", &layout, Options::default());
+    let mut p = vec![0.5; layout.total()];
+    let g = vec![0.1; layout.total()];
+    opt.step(&mut split(&layout, &mut p), &split_ref(&layout, &g)).unwrap();
+    let good = opt.state_dict();
+
+    let expect_err = |state: &StateDict<f64>, needle: &str| {
+        let mut fresh = build::<f64>("adam(lr=0.01)", &layout, Options::default());
+        let before = fresh.state_dict();
+        match fresh.load_state_dict(state) {
+            Err(Error::State { message, .. }) => assert!(message.contains(needle), "{message} lacks {needle}"),
+            other => panic!("expected a state error containing {needle}, got {other:?}"),
+        }
+        assert_eq!(fresh.state_dict(), before, "a failed load changed the optimizer");
+    };
+
+    let mut missing = good.clone();
+    missing.tensors.remove("fc.bias/exp_avg_sq");
+    expect_err(&missing, "'fc.bias/exp_avg_sq' is missing");
+
+    let mut extra = good.clone();
+    extra.tensors.insert("fc2.weight/exp_avg".into(), (vec![1], vec![0.0]));
+    expect_err(&extra, "'fc2.weight/exp_avg'");
+
+    let mut shaped = good.clone();
+    shaped.tensors.insert("fc.weight/exp_avg".into(), (vec![3, 4], vec![0.0; 12]));
+    expect_err(&shaped, "'fc.weight/exp_avg' has shape [3, 4]");
+
+    let mut version = good.clone();
+    version.meta.version = 99;
+    expect_err(&version, "version 99");
+
+    let mut other = good.clone();
+    other.meta.optimizer = "sgd".into();
+    expect_err(&other, "'sgd'");
+
+    let mut no_scalars = good.clone();
+    no_scalars.meta.scalars.remove("scale");
+    expect_err(&no_scalars, "'scale'");
+
+    // Through a file: the error names the file.
+    let path = std::env::temp_dir().join(format!("gradlab-bad-{}.safetensors", std::process::id()));
+    missing.save(&path).unwrap();
+    let mut fresh = build::<f64>("adam(lr=0.01)", &layout, Options::default());
+    let err = fresh.load_state(&path).unwrap_err().to_string();
+    assert!(err.contains(&path.display().to_string()) && err.contains("exp_avg_sq"), "{err}");
+    std::fs::write(&path, b"not a state file").unwrap();
+    let err = fresh.load_state(&path).unwrap_err().to_string();
+    assert!(err.contains(&path.display().to_string()), "{err}");
+    std::fs::remove_file(&path).unwrap();
+
+    // f32 state loads into an f64 optimizer (converted) and vice versa.
+    let state32: StateDict<f32> = StateDict::from_bytes(&good.to_bytes().unwrap()).unwrap();
+    let mut o32 = build::<f32>("adam(lr=0.01)", &layout, Options::default());
+    o32.load_state_dict(&state32).unwrap();
+    assert_eq!(o32.steps(), 1);
+}
+
+#[test]
+fn non_finite_gradients_error_or_skip() {
+    let layout = small_layout();
+    let n = layout.total();
+    for spec in SPECS {
+        let mut p = vec![0.3; n];
+        let mut g = vec![0.1; n];
+        let mut opt = build::<f64>(spec, &layout, Options::default());
+        opt.step(&mut split(&layout, &mut p), &split_ref(&layout, &g)).unwrap();
+        g[13] = f64::NAN; // fc.bias[1]
+        let err = opt.step(&mut split(&layout, &mut p), &split_ref(&layout, &g)).unwrap_err();
+        match &err {
+            Error::NonFiniteGradient { step, tensor, index, .. } => {
+                assert_eq!((*step, tensor.as_str(), *index), (2, "fc.bias", 1), "{spec}");
+            }
+            other => panic!("{spec}: {other:?}"),
+        }
+        assert!(err.to_string().contains("step 2") && err.to_string().contains("fc.bias"));
+
+        let skip = Options {
+            nonfinite: NonFinitePolicy::Skip,
+            ..Options::default()
+        };
+        let mut opt = build::<f64>(spec, &layout, skip);
+        let mut clean = vec![0.1; n];
+        opt.step(&mut split(&layout, &mut p), &split_ref(&layout, &clean)).unwrap();
+        let (state, params) = (opt.state_dict(), p.clone());
+        clean[0] = f64::INFINITY;
+        let outcome = opt.step(&mut split(&layout, &mut p), &split_ref(&layout, &clean)).unwrap();
+        assert!(outcome.skipped);
+        assert_eq!(opt.state_dict(), state, "{spec}: a skipped step changed the state");
+        assert_eq!(p, params, "{spec}: a skipped step changed the parameters");
+        assert_eq!(opt.steps(), 1);
+    }
+}
+
+#[test]
+fn clipping_follows_pytorch() {
+    let layout = small_layout();
+    let n = layout.total();
+    let mut rng = Rng(3);
+    let g = rng.vec(n);
+    let norm = g.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let max_norm = 0.5;
+    let clipped = Options {
+        clip_norm: Some(max_norm),
+        ..Options::default()
+    };
+    let mut a = build::<f64>("sgd(lr=0.1)", &layout, clipped);
+    let mut pa = vec![0.0; n];
+    let outcome = a.step(&mut split(&layout, &mut pa), &split_ref(&layout, &g)).unwrap();
+    assert!((outcome.grad_norm - norm).abs() < 1e-12);
+    let coef = max_norm / (norm + 1e-6);
+    assert!((outcome.clip_coef - coef).abs() < 1e-15);
+    for (p, gi) in pa.iter().zip(&g) {
+        assert!((p + 0.1 * gi * coef).abs() < 1e-15);
+    }
+    // Below the threshold the gradient is untouched.
+    let mut b = build::<f64>("sgd(lr=0.1)", &layout, Options { clip_norm: Some(100.0), ..Options::default() });
+    let mut pb = vec![0.0; n];
+    assert_eq!(b.step(&mut split(&layout, &mut pb), &split_ref(&layout, &g)).unwrap().clip_coef, 1.0);
+    // Clip by value clamps each element.
+    let mut c = build::<f64>("sgd(lr=1.0)", &layout, Options { clip_value: Some(0.25), ..Options::default() });
+    let mut pc = vec![0.0; n];
+    c.step(&mut split(&layout, &mut pc), &split_ref(&layout, &g)).unwrap();
+    for (p, gi) in pc.iter().zip(&g) {
+        assert_eq!(*p, -gi.clamp(-0.25, 0.25));
+    }
+}
+
+#[test]
+fn parameter_groups_have_their_own_hyperparameters() {
+    let layout = small_layout();
+    let n = layout.total();
+    let groups = [ParamGroup::parse(&["*.bias", "scale"], "weight_decay=0").unwrap()];
+    let mut grouped = optim::build::<f64>("adamw(lr=0.1, weight_decay=0.5)", layout.clone(), &groups, Options::default()).unwrap();
+    let mut decayed = build::<f64>("adamw(lr=0.1, weight_decay=0.5)", &layout, Options::default());
+    let mut plain = build::<f64>("adamw(lr=0.1, weight_decay=0)", &layout, Options::default());
+    let mut rng = Rng(11);
+    let start = rng.vec(n);
+    let (mut a, mut b, mut c) = (start.clone(), start.clone(), start.clone());
+    for _ in 0..5 {
+        let g = rng.vec(n);
+        grouped.step(&mut split(&layout, &mut a), &split_ref(&layout, &g)).unwrap();
+        decayed.step(&mut split(&layout, &mut b), &split_ref(&layout, &g)).unwrap();
+        plain.step(&mut split(&layout, &mut c), &split_ref(&layout, &g)).unwrap();
+    }
+    assert_eq!(&a[..12], &b[..12], "weights use the base group's decay");
+    assert_eq!(&a[12..], &c[12..], "biases and scale use the group without decay");
+    assert_eq!(grouped.num_groups(), 2);
+    grouped.set_lr(1, 0.5);
+    assert_eq!((grouped.lr(0), grouped.lr(1)), (0.1, 0.5));
+    assert_eq!(grouped.momentum(0), Some(0.9));
+    // A pattern that matches nothing is an error naming it.
+    let bad = [ParamGroup::parse(&["*.gamma"], "weight_decay=0").unwrap()];
+    let err = optim::build::<f64>("adam", layout.clone(), &bad, Options::default()).err().unwrap();
+    assert!(err.to_string().contains("'*.gamma'"), "{err}");
+    // A bad override is reported like a bad spec.
+    let bad = [ParamGroup::parse(&["*.bias"], "betas=(0.9, 1.5)").unwrap()];
+    let err = optim::build::<f64>("adam", layout, &bad, Options::default()).err().unwrap();
+    assert!(err.to_string().contains("betas"), "{err}");
+}
+
+#[test]
+fn results_do_not_depend_on_the_thread_count() {
+    // Large enough to be split into chunks and run in parallel.
+    let layout = Layout::new([("a", vec![300_000]), ("b", vec![17]), ("c", vec![70_001])]).unwrap();
+    let n = layout.total();
+    let mut rng = Rng(5);
+    let start = rng.vec(n);
+    let grads: Vec<Vec<f64>> = (0..3).map(|_| rng.vec(n)).collect();
+    for spec in ["adam(lr=0.01)", "lamb(lr=0.01, weight_decay=0.01)", "lars(lr=0.1, momentum=0.9)", "swats(lr=0.01)"] {
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let mut opt = optim::build::<f32>(spec, layout.clone(), &[], Options { clip_norm: Some(1.0), ..Options::default() }).unwrap();
+                let mut p: Vec<f32> = start.iter().map(|&x| x as f32).collect();
+                for g in &grads {
+                    let g: Vec<f32> = g.iter().map(|&x| x as f32).collect();
+                    opt.step(&mut split(&layout, &mut p), &split_ref(&layout, &g)).unwrap();
+                }
+                p.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(run(1), run(2), "{spec}");
+        assert_eq!(run(1), run(3), "{spec}");
+    }
+}
+
+#[test]
+fn wrong_tensor_sizes_are_errors_naming_the_tensor() {
+    let layout = small_layout();
+    let mut opt = build::<f64>("sgd", &layout, Options::default());
+    let mut w = vec![0.0; 12];
+    let mut b = vec![0.0; 5];
+    let mut s = vec![0.0; 1];
+    let err = opt
+        .step(&mut [&mut w, &mut b, &mut s], &[&[0.0; 12], &[0.0; 5], &[0.0; 1]])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("'fc.bias'") && err.contains("expected 4"), "{err}");
+    let err = opt.step(&mut [&mut w], &[&[0.0; 12]]).unwrap_err().to_string();
+    assert!(err.contains("expected 3"), "{err}");
+}
+
+#[test]
+fn swats_reports_its_switch() {
+    use gradlab::surface::{replay, Surface};
+    let spec = gradlab::spec::parse("swats(lr=0.001)").unwrap();
+    let mut opt = replay::optimizer_for_surface(&spec, Options::default()).unwrap();
+    let before = optim::swats::switch_status(opt.as_ref()).unwrap();
+    assert_eq!(before[0].switched_at, None);
+    replay::run(Surface::Himmelblau, [-4.0, 3.0], opt.as_mut(), 600, |_, _| Ok(())).unwrap();
+    let status = optim::swats::switch_status(opt.as_ref()).unwrap();
+    let at = status[0].switched_at.expect("SWATS switches to SGD on this case");
+    assert!(at > 1 && at < 600);
+    assert!(status[0].sgd_lr > 0.0);
+    let adam = build::<f64>("adam", &small_layout(), Options::default());
+    assert!(optim::swats::switch_status(adam.as_ref()).is_none());
+}

@@ -1,0 +1,140 @@
+//! Bad optimizer specs get errors that name the problem; specs round-trip canonically.
+
+use gradlab::optim::{self, Layout, Options, OPTIMIZERS};
+use gradlab::spec::{self, Spec, Value};
+use proptest::prelude::*;
+
+fn error_of(spec: &str) -> String {
+    match optim::build::<f64>(spec, Layout::single("w", 2), &[], Options::default()) {
+        Ok(_) => panic!("'{spec}' was accepted"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn unknown_names_and_keys_list_the_valid_ones() {
+    let e = error_of("adamm(lr=0.1)");
+    assert!(e.contains("unknown optimizer 'adamm'") && e.contains("adamw") && e.contains("lookahead"), "{e}");
+    let e = error_of("adam(lr=0.1, beta1=0.9)");
+    assert!(e.contains("unknown key 'beta1'") && e.contains("betas") && e.contains("amsgrad"), "{e}");
+    let e = error_of("adamw(lr=0.1, decoupled_weight_decay=true)");
+    assert!(e.contains("unknown key 'decoupled_weight_decay'"), "{e}");
+    let e = error_of("lookahead(adam(lr=0.1), kk=3)");
+    assert!(e.contains("unknown key 'kk'") && e.contains("alpha"), "{e}");
+    let e = error_of("lookahead(adam(lr=0.1, foo=1))");
+    assert!(e.contains("unknown key 'foo'"), "{e}");
+    let e = error_of("lookahead(k=3)");
+    assert!(e.contains("inner optimizer"), "{e}");
+    let e = error_of("sgd(0.1)");
+    assert!(e.contains("positional"), "{e}");
+}
+
+#[test]
+fn wrong_types_are_named() {
+    for (spec, needle) in [
+        ("adam(lr=fast)", "'lr'"),
+        ("adam(amsgrad=1)", "true or false"),
+        ("adam(betas=0.9)", "pair of numbers"),
+        ("adam(betas=(0.9, 0.99, 0.999))", "pair of numbers"),
+        ("sgd(momentum=(0.9, 0.1))", "must be a number"),
+        ("lookahead(adam, k=2.5)", "whole number"),
+    ] {
+        let e = error_of(spec);
+        assert!(e.contains(needle), "{spec}: {e}");
+    }
+}
+
+#[test]
+fn out_of_range_values_are_rejected_as_pytorch_does() {
+    for (spec, needle) in [
+        ("sgd(lr=-0.1)", "'lr'"),
+        ("adam(eps=-1e-8)", "'eps'"),
+        ("adam(betas=(1.0, 0.999))", "index 0"),
+        ("adam(betas=(0.9, -0.1))", "index 1"),
+        ("nadam(betas=(0.9, 1.5))", "index 1"),
+        ("sgd(lr=0.1, nesterov=true)", "Nesterov"),
+        ("sgd(lr=0.1, momentum=0.9, dampening=0.1, nesterov=true)", "Nesterov"),
+        ("sgd(momentum=-0.5)", "'momentum'"),
+        ("adam(weight_decay=-1)", "'weight_decay'"),
+        ("adadelta(rho=1.5)", "'rho'"),
+        ("rmsprop(alpha=-0.1)", "'alpha'"),
+        ("adagrad(lr_decay=-1)", "'lr_decay'"),
+        ("lookahead(sgd, k=0)", "'k'"),
+        ("lookahead(sgd, alpha=2)", "'alpha'"),
+        ("lookahead(lookahead(sgd))", "another lookahead"),
+        ("lars(trust_coefficient=-1)", "'trust_coefficient'"),
+    ] {
+        let e = error_of(spec);
+        assert!(e.contains(needle), "{spec}: {e}");
+        assert!(e.contains(&spec::parse(spec).unwrap().to_string()), "{spec}: the error should quote the spec: {e}");
+    }
+}
+
+#[test]
+fn syntax_errors_name_the_column() {
+    let e = error_of("adam(lr=0.1,, eps=1)");
+    assert!(e.contains("column 13"), "{e}");
+}
+
+#[test]
+fn canonical_specs_of_every_optimizer_rebuild_the_same_optimizer() {
+    for name in OPTIMIZERS {
+        let text = if *name == "lookahead" { "lookahead(adam)".to_string() } else { name.to_string() };
+        let opt = optim::build::<f64>(&text, Layout::single("w", 3), &[], Options::default()).unwrap();
+        let canonical = opt.spec().to_string();
+        let again = optim::build::<f64>(&canonical, Layout::single("w", 3), &[], Options::default()).unwrap();
+        assert_eq!(again.spec().to_string(), canonical);
+        assert_eq!(opt.name(), *name);
+    }
+}
+
+fn value_strategy() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        (-1e6f64..1e6).prop_map(Value::Num),
+        (1e-12f64..1e-4).prop_map(Value::Num),
+        any::<bool>().prop_map(Value::Bool),
+        "[a-z][a-z0-9_]{0,8}"
+            .prop_filter("reserved words", |w| !matches!(w.as_str(), "true" | "false" | "inf"))
+            .prop_map(Value::Word),
+    ];
+    leaf.prop_recursive(3, 12, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 1..4).prop_map(Value::Tuple),
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::List),
+            ("[a-z]{1,6}", prop::collection::vec(("[a-z_]{1,6}", inner), 0..3)).prop_map(|(name, args)| {
+                let mut spec = Spec::new(name);
+                for (k, v) in args {
+                    if spec.get(&k).is_none() {
+                        spec.args.push((Some(k), v));
+                    }
+                }
+                Value::Spec(spec)
+            }),
+        ]
+    })
+}
+
+proptest! {
+    #[test]
+    fn printing_then_parsing_gives_the_same_spec(
+        name in "[a-z][a-z0-9_]{0,8}",
+        args in prop::collection::vec(("[a-z_][a-z0-9_]{0,6}", value_strategy()), 0..5),
+    ) {
+        let mut spec = Spec::new(name);
+        for (k, v) in args {
+            if spec.get(&k).is_none() {
+                spec.args.push((Some(k), v));
+            }
+        }
+        let printed = spec.to_string();
+        let parsed = spec::parse(&printed).unwrap();
+        prop_assert_eq!(&parsed, &spec);
+        prop_assert_eq!(parsed.to_string(), printed);
+    }
+
+    #[test]
+    fn arbitrary_text_never_panics(text in "\\PC{0,40}") {
+        let _ = spec::parse(&text);
+        let _ = optim::build::<f32>(&text, Layout::single("w", 1), &[], Options::default());
+    }
+}
