@@ -1,1 +1,33 @@
-fn main() {}
+//! `gradlab`: every gradlab feature from a shell.
+
+mod csv;
+mod plot;
+mod surface_cmd;
+
+use clap::{Parser, Subcommand};
+
+/// Optimizers, learning-rate schedules and loss-landscape diagnostics.
+#[derive(Parser)]
+#[command(name = "gradlab", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run optimizers on an analytic 2-D surface; write the trajectories (CSV) and the
+    /// contour plot with every path (SVG).
+    Surface(surface_cmd::SurfaceArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Surface(args) => surface_cmd::run(args),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -30,31 +30,45 @@ fn f32_kernels_agree_with_f64_step_by_step() {
             let mut p64: Vec<f64> = p32.iter().map(|&x| x as f64).collect();
             let g32: Vec<f32> = rng.vec(n).iter().map(|&x| x as f32).collect();
             let g64: Vec<f64> = g32.iter().map(|&x| x as f64).collect();
-            o32.step(&mut split(&layout, &mut p32), &split_ref(&layout, &g32)).unwrap();
-            o64.step(&mut split(&layout, &mut p64), &split_ref(&layout, &g64)).unwrap();
+            o32.step(&mut split(&layout, &mut p32), &split_ref(&layout, &g32))
+                .unwrap();
+            o64.step(&mut split(&layout, &mut p64), &split_ref(&layout, &g64))
+                .unwrap();
             for (i, (a, b)) in p32.iter().zip(&p64).enumerate() {
-                assert!(rel_close(*a as f64, *b, 1e-6), "{spec} step {step} param {i}: f32 {a} vs f64 {b}");
+                assert!(
+                    rel_close(*a as f64, *b, 1e-6),
+                    "{spec} step {step} param {i}: f32 {a} vs f64 {b}"
+                );
             }
             let s32 = o32.state_dict();
             let s64 = o64.state_dict();
             for (key, (_, v64)) in &s64.tensors {
                 let v32 = &s32.tensors[key].1;
                 for (a, b) in v32.iter().zip(v64) {
-                    assert!(rel_close(*a as f64, *b, 1e-6),
-                        "{spec} step {step} state {key}: f32 {a} vs f64 {b}");
+                    assert!(
+                        rel_close(*a as f64, *b, 1e-6),
+                        "{spec} step {step} state {key}: f32 {a} vs f64 {b}"
+                    );
                 }
             }
         }
     }
 }
 
-fn run_steps(opt: &mut dyn Optimizer<f64>, layout: &Layout, params: &mut [f64], rng: &mut Rng, steps: usize) {
+fn run_steps(
+    opt: &mut dyn Optimizer<f64>,
+    layout: &Layout,
+    params: &mut [f64],
+    rng: &mut Rng,
+    steps: usize,
+) {
     for k in 0..steps {
         let g = rng.vec(layout.total());
         // A changing learning rate, as a schedule would set it.
         let lr = opt.lr(0);
         opt.set_lr(0, lr * (1.0 - 0.01 * (k % 3) as f64));
-        opt.step(&mut split(layout, params), &split_ref(layout, &g)).unwrap();
+        opt.step(&mut split(layout, params), &split_ref(layout, &g))
+            .unwrap();
     }
 }
 
@@ -65,7 +79,8 @@ fn resume_from_a_saved_state_is_bit_identical() {
     std::fs::create_dir_all(&dir).unwrap();
     for spec in SPECS {
         let groups = [ParamGroup::parse(&["*.bias"], "lr=0.003").unwrap()];
-        let make = || optim::build::<f64>(spec, layout.clone(), &groups, Options::default()).unwrap();
+        let make =
+            || optim::build::<f64>(spec, layout.clone(), &groups, Options::default()).unwrap();
         let mut rng = Rng(7);
         let mut params = rng.vec(layout.total());
         let mut a = make();
@@ -86,7 +101,11 @@ fn resume_from_a_saved_state_is_bit_identical() {
             params_b.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
             "{spec}: resumed parameters differ"
         );
-        assert_eq!(a.state_dict(), b.state_dict(), "{spec}: resumed state differs");
+        assert_eq!(
+            a.state_dict(),
+            b.state_dict(),
+            "{spec}: resumed state differs"
+        );
         assert_eq!(a.steps(), 23);
     }
     std::fs::remove_dir_all(&dir).unwrap();
@@ -98,17 +117,24 @@ fn state_files_are_checked_on_load() {
     let mut opt = build::<f64>("adam(lr=0.01)", &layout, Options::default());
     let mut p = vec![0.5; layout.total()];
     let g = vec![0.1; layout.total()];
-    opt.step(&mut split(&layout, &mut p), &split_ref(&layout, &g)).unwrap();
+    opt.step(&mut split(&layout, &mut p), &split_ref(&layout, &g))
+        .unwrap();
     let good = opt.state_dict();
 
     let expect_err = |state: &StateDict<f64>, needle: &str| {
         let mut fresh = build::<f64>("adam(lr=0.01)", &layout, Options::default());
         let before = fresh.state_dict();
         match fresh.load_state_dict(state) {
-            Err(Error::State { message, .. }) => assert!(message.contains(needle), "{message} lacks {needle}"),
+            Err(Error::State { message, .. }) => {
+                assert!(message.contains(needle), "{message} lacks {needle}")
+            }
             other => panic!("expected a state error containing {needle}, got {other:?}"),
         }
-        assert_eq!(fresh.state_dict(), before, "a failed load changed the optimizer");
+        assert_eq!(
+            fresh.state_dict(),
+            before,
+            "a failed load changed the optimizer"
+        );
     };
 
     let mut missing = good.clone();
@@ -116,11 +142,15 @@ fn state_files_are_checked_on_load() {
     expect_err(&missing, "'fc.bias/exp_avg_sq' is missing");
 
     let mut extra = good.clone();
-    extra.tensors.insert("fc2.weight/exp_avg".into(), (vec![1], vec![0.0]));
+    extra
+        .tensors
+        .insert("fc2.weight/exp_avg".into(), (vec![1], vec![0.0]));
     expect_err(&extra, "'fc2.weight/exp_avg'");
 
     let mut shaped = good.clone();
-    shaped.tensors.insert("fc.weight/exp_avg".into(), (vec![3, 4], vec![0.0; 12]));
+    shaped
+        .tensors
+        .insert("fc.weight/exp_avg".into(), (vec![3, 4], vec![0.0; 12]));
     expect_err(&shaped, "'fc.weight/exp_avg' has shape [3, 4]");
 
     let mut version = good.clone();
@@ -140,7 +170,10 @@ fn state_files_are_checked_on_load() {
     missing.save(&path).unwrap();
     let mut fresh = build::<f64>("adam(lr=0.01)", &layout, Options::default());
     let err = fresh.load_state(&path).unwrap_err().to_string();
-    assert!(err.contains(&path.display().to_string()) && err.contains("exp_avg_sq"), "{err}");
+    assert!(
+        err.contains(&path.display().to_string()) && err.contains("exp_avg_sq"),
+        "{err}"
+    );
     std::fs::write(&path, b"not a state file").unwrap();
     let err = fresh.load_state(&path).unwrap_err().to_string();
     assert!(err.contains(&path.display().to_string()), "{err}");
@@ -161,12 +194,24 @@ fn non_finite_gradients_error_or_skip() {
         let mut p = vec![0.3; n];
         let mut g = vec![0.1; n];
         let mut opt = build::<f64>(spec, &layout, Options::default());
-        opt.step(&mut split(&layout, &mut p), &split_ref(&layout, &g)).unwrap();
+        opt.step(&mut split(&layout, &mut p), &split_ref(&layout, &g))
+            .unwrap();
         g[13] = f64::NAN; // fc.bias[1]
-        let err = opt.step(&mut split(&layout, &mut p), &split_ref(&layout, &g)).unwrap_err();
+        let err = opt
+            .step(&mut split(&layout, &mut p), &split_ref(&layout, &g))
+            .unwrap_err();
         match &err {
-            Error::NonFiniteGradient { step, tensor, index, .. } => {
-                assert_eq!((*step, tensor.as_str(), *index), (2, "fc.bias", 1), "{spec}");
+            Error::NonFiniteGradient {
+                step,
+                tensor,
+                index,
+                ..
+            } => {
+                assert_eq!(
+                    (*step, tensor.as_str(), *index),
+                    (2, "fc.bias", 1),
+                    "{spec}"
+                );
             }
             other => panic!("{spec}: {other:?}"),
         }
@@ -178,12 +223,19 @@ fn non_finite_gradients_error_or_skip() {
         };
         let mut opt = build::<f64>(spec, &layout, skip);
         let mut clean = vec![0.1; n];
-        opt.step(&mut split(&layout, &mut p), &split_ref(&layout, &clean)).unwrap();
+        opt.step(&mut split(&layout, &mut p), &split_ref(&layout, &clean))
+            .unwrap();
         let (state, params) = (opt.state_dict(), p.clone());
         clean[0] = f64::INFINITY;
-        let outcome = opt.step(&mut split(&layout, &mut p), &split_ref(&layout, &clean)).unwrap();
+        let outcome = opt
+            .step(&mut split(&layout, &mut p), &split_ref(&layout, &clean))
+            .unwrap();
         assert!(outcome.skipped);
-        assert_eq!(opt.state_dict(), state, "{spec}: a skipped step changed the state");
+        assert_eq!(
+            opt.state_dict(),
+            state,
+            "{spec}: a skipped step changed the state"
+        );
         assert_eq!(p, params, "{spec}: a skipped step changed the parameters");
         assert_eq!(opt.steps(), 1);
     }
@@ -203,7 +255,9 @@ fn clipping_follows_pytorch() {
     };
     let mut a = build::<f64>("sgd(lr=0.1)", &layout, clipped);
     let mut pa = vec![0.0; n];
-    let outcome = a.step(&mut split(&layout, &mut pa), &split_ref(&layout, &g)).unwrap();
+    let outcome = a
+        .step(&mut split(&layout, &mut pa), &split_ref(&layout, &g))
+        .unwrap();
     assert!((outcome.grad_norm - norm).abs() < 1e-12);
     let coef = max_norm / (norm + 1e-6);
     assert!((outcome.clip_coef - coef).abs() < 1e-15);
@@ -211,13 +265,33 @@ fn clipping_follows_pytorch() {
         assert!((p + 0.1 * gi * coef).abs() < 1e-15);
     }
     // Below the threshold the gradient is untouched.
-    let mut b = build::<f64>("sgd(lr=0.1)", &layout, Options { clip_norm: Some(100.0), ..Options::default() });
+    let mut b = build::<f64>(
+        "sgd(lr=0.1)",
+        &layout,
+        Options {
+            clip_norm: Some(100.0),
+            ..Options::default()
+        },
+    );
     let mut pb = vec![0.0; n];
-    assert_eq!(b.step(&mut split(&layout, &mut pb), &split_ref(&layout, &g)).unwrap().clip_coef, 1.0);
+    assert_eq!(
+        b.step(&mut split(&layout, &mut pb), &split_ref(&layout, &g))
+            .unwrap()
+            .clip_coef,
+        1.0
+    );
     // Clip by value clamps each element.
-    let mut c = build::<f64>("sgd(lr=1.0)", &layout, Options { clip_value: Some(0.25), ..Options::default() });
+    let mut c = build::<f64>(
+        "sgd(lr=1.0)",
+        &layout,
+        Options {
+            clip_value: Some(0.25),
+            ..Options::default()
+        },
+    );
     let mut pc = vec![0.0; n];
-    c.step(&mut split(&layout, &mut pc), &split_ref(&layout, &g)).unwrap();
+    c.step(&mut split(&layout, &mut pc), &split_ref(&layout, &g))
+        .unwrap();
     for (p, gi) in pc.iter().zip(&g) {
         assert_eq!(*p, -gi.clamp(-0.25, 0.25));
     }
@@ -228,31 +302,55 @@ fn parameter_groups_have_their_own_hyperparameters() {
     let layout = small_layout();
     let n = layout.total();
     let groups = [ParamGroup::parse(&["*.bias", "scale"], "weight_decay=0").unwrap()];
-    let mut grouped = optim::build::<f64>("adamw(lr=0.1, weight_decay=0.5)", layout.clone(), &groups, Options::default()).unwrap();
-    let mut decayed = build::<f64>("adamw(lr=0.1, weight_decay=0.5)", &layout, Options::default());
+    let mut grouped = optim::build::<f64>(
+        "adamw(lr=0.1, weight_decay=0.5)",
+        layout.clone(),
+        &groups,
+        Options::default(),
+    )
+    .unwrap();
+    let mut decayed = build::<f64>(
+        "adamw(lr=0.1, weight_decay=0.5)",
+        &layout,
+        Options::default(),
+    );
     let mut plain = build::<f64>("adamw(lr=0.1, weight_decay=0)", &layout, Options::default());
     let mut rng = Rng(11);
     let start = rng.vec(n);
     let (mut a, mut b, mut c) = (start.clone(), start.clone(), start.clone());
     for _ in 0..5 {
         let g = rng.vec(n);
-        grouped.step(&mut split(&layout, &mut a), &split_ref(&layout, &g)).unwrap();
-        decayed.step(&mut split(&layout, &mut b), &split_ref(&layout, &g)).unwrap();
-        plain.step(&mut split(&layout, &mut c), &split_ref(&layout, &g)).unwrap();
+        grouped
+            .step(&mut split(&layout, &mut a), &split_ref(&layout, &g))
+            .unwrap();
+        decayed
+            .step(&mut split(&layout, &mut b), &split_ref(&layout, &g))
+            .unwrap();
+        plain
+            .step(&mut split(&layout, &mut c), &split_ref(&layout, &g))
+            .unwrap();
     }
     assert_eq!(&a[..12], &b[..12], "weights use the base group's decay");
-    assert_eq!(&a[12..], &c[12..], "biases and scale use the group without decay");
+    assert_eq!(
+        &a[12..],
+        &c[12..],
+        "biases and scale use the group without decay"
+    );
     assert_eq!(grouped.num_groups(), 2);
     grouped.set_lr(1, 0.5);
     assert_eq!((grouped.lr(0), grouped.lr(1)), (0.1, 0.5));
     assert_eq!(grouped.momentum(0), Some(0.9));
     // A pattern that matches nothing is an error naming it.
     let bad = [ParamGroup::parse(&["*.gamma"], "weight_decay=0").unwrap()];
-    let err = optim::build::<f64>("adam", layout.clone(), &bad, Options::default()).err().unwrap();
+    let err = optim::build::<f64>("adam", layout.clone(), &bad, Options::default())
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("'*.gamma'"), "{err}");
     // A bad override is reported like a bad spec.
     let bad = [ParamGroup::parse(&["*.bias"], "betas=(0.9, 1.5)").unwrap()];
-    let err = optim::build::<f64>("adam", layout, &bad, Options::default()).err().unwrap();
+    let err = optim::build::<f64>("adam", layout, &bad, Options::default())
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("betas"), "{err}");
 }
 
@@ -264,15 +362,33 @@ fn results_do_not_depend_on_the_thread_count() {
     let mut rng = Rng(5);
     let start = rng.vec(n);
     let grads: Vec<Vec<f64>> = (0..3).map(|_| rng.vec(n)).collect();
-    for spec in ["adam(lr=0.01)", "lamb(lr=0.01, weight_decay=0.01)", "lars(lr=0.1, momentum=0.9)", "swats(lr=0.01)"] {
+    for spec in [
+        "adam(lr=0.01)",
+        "lamb(lr=0.01, weight_decay=0.01)",
+        "lars(lr=0.1, momentum=0.9)",
+        "swats(lr=0.01)",
+    ] {
         let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
             pool.install(|| {
-                let mut opt = optim::build::<f32>(spec, layout.clone(), &[], Options { clip_norm: Some(1.0), ..Options::default() }).unwrap();
+                let mut opt = optim::build::<f32>(
+                    spec,
+                    layout.clone(),
+                    &[],
+                    Options {
+                        clip_norm: Some(1.0),
+                        ..Options::default()
+                    },
+                )
+                .unwrap();
                 let mut p: Vec<f32> = start.iter().map(|&x| x as f32).collect();
                 for g in &grads {
                     let g: Vec<f32> = g.iter().map(|&x| x as f32).collect();
-                    opt.step(&mut split(&layout, &mut p), &split_ref(&layout, &g)).unwrap();
+                    opt.step(&mut split(&layout, &mut p), &split_ref(&layout, &g))
+                        .unwrap();
                 }
                 p.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
             })
@@ -290,11 +406,20 @@ fn wrong_tensor_sizes_are_errors_naming_the_tensor() {
     let mut b = vec![0.0; 5];
     let mut s = vec![0.0; 1];
     let err = opt
-        .step(&mut [&mut w, &mut b, &mut s], &[&[0.0; 12], &[0.0; 5], &[0.0; 1]])
+        .step(
+            &mut [&mut w, &mut b, &mut s],
+            &[&[0.0; 12], &[0.0; 5], &[0.0; 1]],
+        )
         .unwrap_err()
         .to_string();
-    assert!(err.contains("'fc.bias'") && err.contains("expected 4"), "{err}");
-    let err = opt.step(&mut [&mut w], &[&[0.0; 12]]).unwrap_err().to_string();
+    assert!(
+        err.contains("'fc.bias'") && err.contains("expected 4"),
+        "{err}"
+    );
+    let err = opt
+        .step(&mut [&mut w], &[&[0.0; 12]])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("expected 3"), "{err}");
 }
 
@@ -305,9 +430,19 @@ fn swats_reports_its_switch() {
     let mut opt = replay::optimizer_for_surface(&spec, Options::default()).unwrap();
     let before = optim::swats::switch_status(opt.as_ref()).unwrap();
     assert_eq!(before[0].switched_at, None);
-    replay::run(Surface::Himmelblau, [-4.0, 3.0], opt.as_mut(), 600, |_, _| Ok(())).unwrap();
+    assert!(replay::run(
+        Surface::Himmelblau,
+        [-4.0, 3.0],
+        opt.as_mut(),
+        600,
+        |_, _| Ok(())
+    )
+    .stopped
+    .is_none());
     let status = optim::swats::switch_status(opt.as_ref()).unwrap();
-    let at = status[0].switched_at.expect("SWATS switches to SGD on this case");
+    let at = status[0]
+        .switched_at
+        .expect("SWATS switches to SGD on this case");
     assert!(at > 1 && at < 600);
     assert!(status[0].sgd_lr > 0.0);
     let adam = build::<f64>("adam", &small_layout(), Options::default());

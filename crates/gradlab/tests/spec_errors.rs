@@ -14,9 +14,15 @@ fn error_of(spec: &str) -> String {
 #[test]
 fn unknown_names_and_keys_list_the_valid_ones() {
     let e = error_of("adamm(lr=0.1)");
-    assert!(e.contains("unknown optimizer 'adamm'") && e.contains("adamw") && e.contains("lookahead"), "{e}");
+    assert!(
+        e.contains("unknown optimizer 'adamm'") && e.contains("adamw") && e.contains("lookahead"),
+        "{e}"
+    );
     let e = error_of("adam(lr=0.1, beta1=0.9)");
-    assert!(e.contains("unknown key 'beta1'") && e.contains("betas") && e.contains("amsgrad"), "{e}");
+    assert!(
+        e.contains("unknown key 'beta1'") && e.contains("betas") && e.contains("amsgrad"),
+        "{e}"
+    );
     let e = error_of("adamw(lr=0.1, decoupled_weight_decay=true)");
     assert!(e.contains("unknown key 'decoupled_weight_decay'"), "{e}");
     let e = error_of("lookahead(adam(lr=0.1), kk=3)");
@@ -53,7 +59,10 @@ fn out_of_range_values_are_rejected_as_pytorch_does() {
         ("adam(betas=(0.9, -0.1))", "index 1"),
         ("nadam(betas=(0.9, 1.5))", "index 1"),
         ("sgd(lr=0.1, nesterov=true)", "Nesterov"),
-        ("sgd(lr=0.1, momentum=0.9, dampening=0.1, nesterov=true)", "Nesterov"),
+        (
+            "sgd(lr=0.1, momentum=0.9, dampening=0.1, nesterov=true)",
+            "Nesterov",
+        ),
         ("sgd(momentum=-0.5)", "'momentum'"),
         ("adam(weight_decay=-1)", "'weight_decay'"),
         ("adadelta(rho=1.5)", "'rho'"),
@@ -66,7 +75,10 @@ fn out_of_range_values_are_rejected_as_pytorch_does() {
     ] {
         let e = error_of(spec);
         assert!(e.contains(needle), "{spec}: {e}");
-        assert!(e.contains(&spec::parse(spec).unwrap().to_string()), "{spec}: the error should quote the spec: {e}");
+        assert!(
+            e.contains(&spec::parse(spec).unwrap().to_string()),
+            "{spec}: the error should quote the spec: {e}"
+        );
     }
 }
 
@@ -79,10 +91,17 @@ fn syntax_errors_name_the_column() {
 #[test]
 fn canonical_specs_of_every_optimizer_rebuild_the_same_optimizer() {
     for name in OPTIMIZERS {
-        let text = if *name == "lookahead" { "lookahead(adam)".to_string() } else { name.to_string() };
-        let opt = optim::build::<f64>(&text, Layout::single("w", 3), &[], Options::default()).unwrap();
+        let text = if *name == "lookahead" {
+            "lookahead(adam)".to_string()
+        } else {
+            name.to_string()
+        };
+        let opt =
+            optim::build::<f64>(&text, Layout::single("w", 3), &[], Options::default()).unwrap();
         let canonical = opt.spec().to_string();
-        let again = optim::build::<f64>(&canonical, Layout::single("w", 3), &[], Options::default()).unwrap();
+        let again =
+            optim::build::<f64>(&canonical, Layout::single("w", 3), &[], Options::default())
+                .unwrap();
         assert_eq!(again.spec().to_string(), canonical);
         assert_eq!(opt.name(), *name);
     }
@@ -94,22 +113,29 @@ fn value_strategy() -> impl Strategy<Value = Value> {
         (1e-12f64..1e-4).prop_map(Value::Num),
         any::<bool>().prop_map(Value::Bool),
         "[a-z][a-z0-9_]{0,8}"
-            .prop_filter("reserved words", |w| !matches!(w.as_str(), "true" | "false" | "inf"))
+            .prop_filter("reserved words", |w| !matches!(
+                w.as_str(),
+                "true" | "false" | "inf"
+            ))
             .prop_map(Value::Word),
     ];
     leaf.prop_recursive(3, 12, 4, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 1..4).prop_map(Value::Tuple),
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::List),
-            ("[a-z]{1,6}", prop::collection::vec(("[a-z_]{1,6}", inner), 0..3)).prop_map(|(name, args)| {
-                let mut spec = Spec::new(name);
-                for (k, v) in args {
-                    if spec.get(&k).is_none() {
-                        spec.args.push((Some(k), v));
+            (
+                "[a-z]{1,6}",
+                prop::collection::vec(("[a-z_]{1,6}", inner), 0..3)
+            )
+                .prop_map(|(name, args)| {
+                    let mut spec = Spec::new(name);
+                    for (k, v) in args {
+                        if spec.get(&k).is_none() {
+                            spec.args.push((Some(k), v));
+                        }
                     }
-                }
-                Value::Spec(spec)
-            }),
+                    Value::Spec(spec)
+                }),
         ]
     })
 }

@@ -62,7 +62,11 @@ impl Rule for Adam {
             lr: check::non_negative(args, "lr", 1e-3)?,
             betas: check::betas(args, (0.9, 0.999))?,
             eps: check::non_negative(args, "eps", 1e-8)?,
-            weight_decay: check::non_negative(args, "weight_decay", if adamw { 1e-2 } else { 0.0 })?,
+            weight_decay: check::non_negative(
+                args,
+                "weight_decay",
+                if adamw { 1e-2 } else { 0.0 },
+            )?,
             amsgrad: args.bool("amsgrad", false)?,
             decoupled_weight_decay: adamw || args.bool("decoupled_weight_decay", false)?,
         })
@@ -123,7 +127,11 @@ impl Rule for Adam {
             b2,
             eps: c.eps,
             l2: if decoupled { 0.0 } else { c.weight_decay },
-            decay_factor: if decoupled { 1.0 - c.lr * c.weight_decay } else { 1.0 },
+            decay_factor: if decoupled {
+                1.0 - c.lr * c.weight_decay
+            } else {
+                1.0
+            },
             amsgrad: c.amsgrad,
         }
     }

@@ -90,7 +90,11 @@ impl Rule for Adamax {
     fn kernel<T: Real>(c: &AdamaxCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
         let n = p.len();
         let neg_clr = T::from_f64(-c.clr);
-        let (w1, b1, b2) = (T::from_f64(1.0 - c.b1), T::from_f64(c.b1), T::from_f64(c.b2));
+        let (w1, b1, b2) = (
+            T::from_f64(1.0 - c.b1),
+            T::from_f64(c.b1),
+            T::from_f64(c.b2),
+        );
         let eps = T::from_f64(c.eps);
         let wd = T::from_f64(c.weight_decay);
         let (m, u) = (&mut s.a[..n], &mut s.b[..n]);

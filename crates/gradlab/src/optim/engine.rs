@@ -30,7 +30,12 @@ pub struct Engine<T: Real, R: Rule> {
 
 impl<T: Real, R: Rule> Engine<T, R> {
     /// Builds the engine: `configs[0]` is the base group; `seg_group[i]` picks segment i's.
-    pub fn new(layout: Layout, configs: Vec<R::Config>, seg_group: Vec<usize>, options: Options) -> Self {
+    pub fn new(
+        layout: Layout,
+        configs: Vec<R::Config>,
+        seg_group: Vec<usize>,
+        options: Options,
+    ) -> Self {
         let lens: Vec<usize> = layout.segments().iter().map(|s| s.len).collect();
         let plan = Plan::new(&lens);
         let slot_names = R::slots(&configs);
@@ -46,7 +51,10 @@ impl<T: Real, R: Rule> Engine<T, R> {
             })
             .collect();
         let n = layout.segments().len();
-        let scalars = seg_group.iter().map(|&g| R::scalars_init(&configs[g])).collect();
+        let scalars = seg_group
+            .iter()
+            .map(|&g| R::scalars_init(&configs[g]))
+            .collect();
         Engine {
             configs,
             options,
@@ -76,7 +84,9 @@ impl<T: Real, R: Rule> Engine<T, R> {
         for group in groups {
             let mut merged = spec.clone();
             for (k, v) in &group.overrides {
-                merged.args.retain(|(key, _)| key.as_deref() != Some(k.as_str()));
+                merged
+                    .args
+                    .retain(|(key, _)| key.as_deref() != Some(k.as_str()));
                 merged.args.push((Some(k.clone()), v.clone()));
             }
             configs.push(parse_config::<R>(&merged)?);
@@ -153,8 +163,11 @@ impl<T: Real, R: Rule> Engine<T, R> {
         let coefs = &self.coefs;
         let partials = Shared::new(&mut self.partials);
         let mut slot_bufs = self.slots.iter_mut();
-        let slot_views: [Shared<T>; 3] =
-            std::array::from_fn(|_| slot_bufs.next().map_or_else(Shared::empty, |b| Shared::new(b)));
+        let slot_views: [Shared<T>; 3] = std::array::from_fn(|_| {
+            slot_bufs
+                .next()
+                .map_or_else(Shared::empty, |b| Shared::new(b))
+        });
         let slot_views = &slot_views;
         self.plan.for_each(|ci| {
             let c = chunks[ci];
@@ -165,7 +178,8 @@ impl<T: Real, R: Rule> Engine<T, R> {
             // is visited by exactly one thread, and the caller's parameter borrow outlives
             // the pass.
             unsafe {
-                let p = std::slice::from_raw_parts_mut((ptr as *mut T).add(c.start), c.end - c.start);
+                let p =
+                    std::slice::from_raw_parts_mut((ptr as *mut T).add(c.start), c.end - c.start);
                 let mut slots = Slots {
                     a: slot_views[0].slice(global.clone()),
                     b: slot_views[1].slice(global.clone()),
@@ -179,7 +193,6 @@ impl<T: Real, R: Rule> Engine<T, R> {
                 partials.slice(ci..ci + 1)[0] = kernel(&coefs[c.seg], p, grad, &mut slots);
             }
         });
-        drop(partials);
         for (seg, range) in self.plan.seg_chunks.iter().enumerate() {
             let mut sums = [0.0; 4];
             for part in &self.partials[range.clone()] {
@@ -278,21 +291,33 @@ impl<T: Real, R: Rule> Optimizer<T> for Engine<T, R> {
         let bound = T::from_f64(self.options.clip_value.unwrap_or(f64::INFINITY));
 
         self.param_ptrs.clear();
-        self.param_ptrs
-            .extend(params.iter_mut().map(|p| (p.as_mut_ptr() as usize, p.len())));
+        self.param_ptrs.extend(
+            params
+                .iter_mut()
+                .map(|p| (p.as_mut_ptr() as usize, p.len())),
+        );
         let ptrs = std::mem::take(&mut self.param_ptrs);
         for (seg, &g) in self.seg_group.iter().enumerate() {
             self.coefs[seg] = R::begin(&self.configs[g], &mut self.scalars[seg]);
         }
         if R::PRE_PASS {
-            self.pass(&ptrs, grads, scale, bound, |c, p, g, s| R::pre_kernel(c, p, g, s));
+            self.pass(&ptrs, grads, scale, bound, |c, p, g, s| {
+                R::pre_kernel(c, p, g, s)
+            });
             for (seg, &g) in self.seg_group.iter().enumerate() {
                 R::mid(&self.configs[g], &mut self.coefs[seg], self.seg_sums[seg]);
             }
         }
-        self.pass(&ptrs, grads, scale, bound, |c, p, g, s| R::kernel(c, p, g, s));
+        self.pass(&ptrs, grads, scale, bound, |c, p, g, s| {
+            R::kernel(c, p, g, s)
+        });
         for (seg, &g) in self.seg_group.iter().enumerate() {
-            R::end(&self.configs[g], &mut self.scalars[seg], &self.coefs[seg], self.seg_sums[seg]);
+            R::end(
+                &self.configs[g],
+                &mut self.scalars[seg],
+                &self.coefs[seg],
+                self.seg_sums[seg],
+            );
         }
         self.param_ptrs = ptrs;
         self.step += 1;
@@ -309,7 +334,11 @@ impl<T: Real, R: Rule> Optimizer<T> for Engine<T, R> {
             .iter()
             .zip(&self.scalars)
             .map(|(seg, s)| {
-                let named = R::SCALARS.iter().zip(s.iter()).map(|(k, v)| (*k, *v)).collect();
+                let named = R::SCALARS
+                    .iter()
+                    .zip(s.iter())
+                    .map(|(k, v)| (*k, *v))
+                    .collect();
                 (seg.name.clone(), named)
             })
             .collect()
@@ -321,7 +350,10 @@ impl<T: Real, R: Rule> Optimizer<T> for Engine<T, R> {
         for (i, seg) in self.layout.segments().iter().enumerate() {
             for (slot, name) in self.slot_names.iter().enumerate() {
                 let values = self.slots[slot][seg.offset..seg.offset + seg.len].to_vec();
-                tensors.insert(format!("{}/{}", seg.name, name), (seg.shape.clone(), values));
+                tensors.insert(
+                    format!("{}/{}", seg.name, name),
+                    (seg.shape.clone(), values),
+                );
             }
             let named = R::SCALARS
                 .iter()
@@ -346,18 +378,29 @@ impl<T: Real, R: Rule> Optimizer<T> for Engine<T, R> {
     fn load_state_dict(&mut self, state: &StateDict<T>) -> Result<()> {
         let meta = &state.meta;
         if meta.version != STATE_VERSION {
-            return Err(state_error(None, format!("format version {} is not supported", meta.version)));
+            return Err(state_error(
+                None,
+                format!("format version {} is not supported", meta.version),
+            ));
         }
         if meta.optimizer != self.name() {
             return Err(state_error(
                 None,
-                format!("was saved by optimizer '{}', cannot load into '{}'", meta.optimizer, self.name()),
+                format!(
+                    "was saved by optimizer '{}', cannot load into '{}'",
+                    meta.optimizer,
+                    self.name()
+                ),
             ));
         }
         if meta.groups.len() != self.configs.len() {
             return Err(state_error(
                 None,
-                format!("has {} parameter groups, the optimizer has {}", meta.groups.len(), self.configs.len()),
+                format!(
+                    "has {} parameter groups, the optimizer has {}",
+                    meta.groups.len(),
+                    self.configs.len()
+                ),
             ));
         }
         // Check everything before changing anything.
@@ -370,28 +413,46 @@ impl<T: Real, R: Rule> Optimizer<T> for Engine<T, R> {
                     Some((shape, values)) if *shape != seg.shape || values.len() != seg.len => {
                         return Err(state_error(
                             None,
-                            format!("tensor '{key}' has shape {shape:?}, the parameter has shape {:?}", seg.shape),
+                            format!(
+                                "tensor '{key}' has shape {shape:?}, the parameter has shape {:?}",
+                                seg.shape
+                            ),
                         ))
                     }
                     Some(_) => {}
                 }
                 expected.insert(key);
             }
-            let s = meta
-                .scalars
-                .get(&seg.name)
-                .ok_or_else(|| state_error(None, format!("scalars of tensor '{}' are missing", seg.name)))?;
+            let s = meta.scalars.get(&seg.name).ok_or_else(|| {
+                state_error(
+                    None,
+                    format!("scalars of tensor '{}' are missing", seg.name),
+                )
+            })?;
             for k in R::SCALARS {
                 if !s.contains_key(*k) {
-                    return Err(state_error(None, format!("scalar '{k}' of tensor '{}' is missing", seg.name)));
+                    return Err(state_error(
+                        None,
+                        format!("scalar '{k}' of tensor '{}' is missing", seg.name),
+                    ));
                 }
             }
         }
         if let Some(extra) = state.tensors.keys().find(|k| !expected.contains(*k)) {
-            return Err(state_error(None, format!("tensor '{extra}' does not belong to this optimizer's parameters")));
+            return Err(state_error(
+                None,
+                format!("tensor '{extra}' does not belong to this optimizer's parameters"),
+            ));
         }
-        if let Some(extra) = meta.scalars.keys().find(|k| self.layout.index_of(k).is_none()) {
-            return Err(state_error(None, format!("scalars for unknown tensor '{extra}'")));
+        if let Some(extra) = meta
+            .scalars
+            .keys()
+            .find(|k| self.layout.index_of(k).is_none())
+        {
+            return Err(state_error(
+                None,
+                format!("scalars for unknown tensor '{extra}'"),
+            ));
         }
         let configs = meta
             .groups

@@ -62,7 +62,10 @@ impl Rule for Lars {
             eps: check::non_negative(args, "eps", 1e-8)?,
         };
         if cfg.nesterov && (cfg.momentum <= 0.0 || cfg.dampening != 0.0) {
-            return Err(args.invalid("nesterov", "Nesterov momentum requires momentum > 0 and dampening = 0"));
+            return Err(args.invalid(
+                "nesterov",
+                "Nesterov momentum requires momentum > 0 and dampening = 0",
+            ));
         }
         Ok(cfg)
     }

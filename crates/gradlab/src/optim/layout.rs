@@ -27,7 +27,9 @@ impl Layout {
     /// Builds a layout from `(name, shape)` pairs, in that order.
     ///
     /// Names must be unique and non-empty.
-    pub fn new<S: Into<String>>(tensors: impl IntoIterator<Item = (S, Vec<usize>)>) -> Result<Self> {
+    pub fn new<S: Into<String>>(
+        tensors: impl IntoIterator<Item = (S, Vec<usize>)>,
+    ) -> Result<Self> {
         let mut layout = Layout::default();
         for (name, shape) in tensors {
             let name = name.into();
@@ -35,7 +37,9 @@ impl Layout {
                 return Err(Error::Layout("a parameter tensor has an empty name".into()));
             }
             if layout.segments.iter().any(|s| s.name == name) {
-                return Err(Error::Layout(format!("parameter name '{name}' appears twice")));
+                return Err(Error::Layout(format!(
+                    "parameter name '{name}' appears twice"
+                )));
             }
             let len = shape.iter().product();
             layout.segments.push(Segment {

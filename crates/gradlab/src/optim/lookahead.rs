@@ -38,7 +38,12 @@ impl<T: Real> Lookahead<T> {
     }
 
     /// Parses `lookahead(INNER, k=5, alpha=0.5)`.
-    pub fn from_spec(spec: &Spec, layout: Layout, groups: &[ParamGroup], options: Options) -> Result<Self> {
+    pub fn from_spec(
+        spec: &Spec,
+        layout: Layout,
+        groups: &[ParamGroup],
+        options: Options,
+    ) -> Result<Self> {
         let args = Args::new(spec, 1);
         let inner_spec = match args.positional(0) {
             Some(Value::Spec(s)) => s.clone(),
@@ -145,17 +150,23 @@ impl<T: Real> Optimizer<T> for Lookahead<T> {
 
     fn state_dict(&self) -> StateDict<T> {
         let mut state = self.inner.state_dict();
-        state.meta.extra.insert("lookahead_counter".into(), self.counter as f64);
         state
             .meta
             .extra
-            .insert("lookahead_initialized".into(), if self.initialized { 1.0 } else { 0.0 });
+            .insert("lookahead_counter".into(), self.counter as f64);
+        state.meta.extra.insert(
+            "lookahead_initialized".into(),
+            if self.initialized { 1.0 } else { 0.0 },
+        );
         state.meta.extra.insert("lookahead_inner".into(), 0.0);
         state.meta.optimizer = format!("lookahead({})", state.meta.optimizer);
         for seg in self.layout().segments() {
             state.tensors.insert(
                 format!("{}/{SLOW}", seg.name),
-                (seg.shape.clone(), self.slow[seg.offset..seg.offset + seg.len].to_vec()),
+                (
+                    seg.shape.clone(),
+                    self.slow[seg.offset..seg.offset + seg.len].to_vec(),
+                ),
             );
         }
         state
@@ -166,7 +177,10 @@ impl<T: Real> Optimizer<T> for Lookahead<T> {
         if state.meta.optimizer != expected {
             return Err(state_error(
                 None,
-                format!("was saved by optimizer '{}', cannot load into '{expected}'", state.meta.optimizer),
+                format!(
+                    "was saved by optimizer '{}', cannot load into '{expected}'",
+                    state.meta.optimizer
+                ),
             ));
         }
         let get = |k: &str| {
@@ -181,18 +195,27 @@ impl<T: Real> Optimizer<T> for Lookahead<T> {
         let initialized = get("lookahead_initialized")? != 0.0;
         let mut inner = state.clone();
         inner.meta.optimizer = self.inner.name().to_string();
-        for k in ["lookahead_counter", "lookahead_initialized", "lookahead_inner"] {
+        for k in [
+            "lookahead_counter",
+            "lookahead_initialized",
+            "lookahead_inner",
+        ] {
             inner.meta.extra.remove(k);
         }
         let mut slow = Vec::with_capacity(self.slow.len());
         for seg in self.layout().segments() {
             let key = format!("{}/{SLOW}", seg.name);
             match inner.tensors.remove(&key) {
-                Some((shape, values)) if shape == seg.shape && values.len() == seg.len => slow.extend(values),
+                Some((shape, values)) if shape == seg.shape && values.len() == seg.len => {
+                    slow.extend(values)
+                }
                 Some((shape, _)) => {
                     return Err(state_error(
                         None,
-                        format!("tensor '{key}' has shape {shape:?}, the parameter has shape {:?}", seg.shape),
+                        format!(
+                            "tensor '{key}' has shape {shape:?}, the parameter has shape {:?}",
+                            seg.shape
+                        ),
                     ))
                 }
                 None => return Err(state_error(None, format!("tensor '{key}' is missing"))),
@@ -211,4 +234,3 @@ impl<T: Real> std::fmt::Debug for Lookahead<T> {
         write!(f, "{}", Optimizer::spec(self))
     }
 }
-

@@ -34,6 +34,9 @@
 //! | `swats` | Adam that switches to SGD | Keskar & Socher 2017 |
 //! | `lookahead(INNER)` | k fast steps, 1 slow step back | Zhang et al. 2019 |
 
+// Kernels spell each update as `x = x + ...`, the order PyTorch evaluates it in.
+#![allow(clippy::assign_op_pattern)]
+
 pub mod adabound;
 pub mod adadelta;
 pub mod adagrad;
@@ -63,8 +66,22 @@ use engine::Engine;
 
 /// The names every optimizer spec may start with.
 pub const OPTIMIZERS: &[&str] = &[
-    "sgd", "sgdw", "adagrad", "rmsprop", "adam", "adamw", "adamax", "nadam", "radam", "adadelta",
-    "adabound", "lamb", "lars", "lion", "swats", "lookahead",
+    "sgd",
+    "sgdw",
+    "adagrad",
+    "rmsprop",
+    "adam",
+    "adamw",
+    "adamax",
+    "nadam",
+    "radam",
+    "adadelta",
+    "adabound",
+    "lamb",
+    "lars",
+    "lion",
+    "swats",
+    "lookahead",
 ];
 
 /// What to do with a step whose gradients hold NaN or infinity.
@@ -83,7 +100,9 @@ impl std::str::FromStr for NonFinitePolicy {
         match s {
             "error" => Ok(NonFinitePolicy::Error),
             "skip" => Ok(NonFinitePolicy::Skip),
-            other => Err(format!("unknown non-finite policy '{other}' (expected error or skip)")),
+            other => Err(format!(
+                "unknown non-finite policy '{other}' (expected error or skip)"
+            )),
         }
     }
 }
@@ -253,7 +272,9 @@ pub fn build_from_spec<T: Real>(
         groups: &[ParamGroup],
         options: Options,
     ) -> Result<Box<dyn Optimizer<T>>> {
-        Ok(Box::new(Engine::<T, R>::from_spec(spec, layout, groups, options)?))
+        Ok(Box::new(Engine::<T, R>::from_spec(
+            spec, layout, groups, options,
+        )?))
     }
     match spec.name.as_str() {
         "sgd" | "sgdw" => engine::<T, sgd::Sgd>(spec, layout, groups, options),
@@ -269,7 +290,9 @@ pub fn build_from_spec<T: Real>(
         "lars" => engine::<T, lars::Lars>(spec, layout, groups, options),
         "lion" => engine::<T, lion::Lion>(spec, layout, groups, options),
         "swats" => engine::<T, swats::Swats>(spec, layout, groups, options),
-        "lookahead" => Ok(Box::new(lookahead::Lookahead::from_spec(spec, layout, groups, options)?)),
+        "lookahead" => Ok(Box::new(lookahead::Lookahead::from_spec(
+            spec, layout, groups, options,
+        )?)),
         other => Err(Error::UnknownName {
             what: "optimizer",
             name: other.to_string(),
@@ -283,10 +306,19 @@ pub fn build_from_spec<T: Real>(
 pub(crate) fn assign_groups(layout: &Layout, groups: &[ParamGroup]) -> Result<Vec<usize>> {
     for group in groups {
         for pattern in &group.params {
-            if !layout.segments().iter().any(|s| layout::glob_match(pattern, &s.name)) {
+            if !layout
+                .segments()
+                .iter()
+                .any(|s| layout::glob_match(pattern, &s.name))
+            {
                 return Err(Error::Layout(format!(
                     "parameter group pattern '{pattern}' matches no tensor (tensors: {})",
-                    layout.segments().iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+                    layout
+                        .segments()
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )));
             }
         }

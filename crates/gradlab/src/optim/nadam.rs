@@ -111,7 +111,11 @@ impl Rule for NAdam {
             b2,
             eps: c.eps,
             l2: if decoupled { 0.0 } else { c.weight_decay },
-            decay_factor: if decoupled { 1.0 - c.lr * c.weight_decay } else { 1.0 },
+            decay_factor: if decoupled {
+                1.0 - c.lr * c.weight_decay
+            } else {
+                1.0
+            },
         }
     }
 

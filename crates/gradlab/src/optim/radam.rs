@@ -95,7 +95,8 @@ impl Rule for RAdam {
         let rho_inf = 2.0 / (1.0 - b2) - 1.0;
         let rho_t = rho_inf - 2.0 * t * b2.powf(t) / bc2;
         let rect = (rho_t > 5.0).then(|| {
-            ((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t)).sqrt()
+            ((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
+                .sqrt()
         });
         let decoupled = c.decoupled_weight_decay;
         RAdamCoef {
@@ -107,7 +108,11 @@ impl Rule for RAdam {
             b2,
             eps: c.eps,
             l2: if decoupled { 0.0 } else { c.weight_decay },
-            decay_factor: if decoupled { 1.0 - c.lr * c.weight_decay } else { 1.0 },
+            decay_factor: if decoupled {
+                1.0 - c.lr * c.weight_decay
+            } else {
+                1.0
+            },
         }
     }
 

@@ -33,12 +33,6 @@ impl<T: Real> Grad<'_, T> {
     pub fn at(&self, i: usize) -> T {
         (self.raw[i] * self.scale).max(-self.bound).min(self.bound)
     }
-
-    /// Number of elements.
-    #[inline(always)]
-    pub fn len(&self) -> usize {
-        self.raw.len()
-    }
 }
 
 /// Up to three per-element state buffers of one chunk (unused ones are empty).
@@ -128,7 +122,10 @@ pub mod check {
     pub fn non_negative(args: &Args, key: &'static str, default: f64) -> Result<f64> {
         let x = args.f64(key, default)?;
         if x < 0.0 {
-            return Err(args.invalid(key, format!("must be >= 0, got {}", crate::spec::format_number(x))));
+            return Err(args.invalid(
+                key,
+                format!("must be >= 0, got {}", crate::spec::format_number(x)),
+            ));
         }
         Ok(x)
     }
@@ -139,7 +136,10 @@ pub mod check {
         if !(lo..=hi).contains(&x) {
             return Err(args.invalid(
                 key,
-                format!("must be in [{lo}, {hi}], got {}", crate::spec::format_number(x)),
+                format!(
+                    "must be in [{lo}, {hi}], got {}",
+                    crate::spec::format_number(x)
+                ),
             ));
         }
         Ok(x)
@@ -152,7 +152,10 @@ pub mod check {
             if !(0.0..1.0).contains(&b) {
                 return Err(args.invalid(
                     "betas",
-                    format!("beta at index {i} must be in [0, 1), got {}", crate::spec::format_number(b)),
+                    format!(
+                        "beta at index {i} must be in [0, 1), got {}",
+                        crate::spec::format_number(b)
+                    ),
                 ));
             }
         }

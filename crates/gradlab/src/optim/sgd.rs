@@ -125,7 +125,10 @@ impl Rule for Sgd {
             nesterov: args.bool("nesterov", false)?,
         };
         if cfg.nesterov && (cfg.momentum <= 0.0 || cfg.dampening != 0.0) {
-            return Err(args.invalid("nesterov", "Nesterov momentum requires momentum > 0 and dampening = 0"));
+            return Err(args.invalid(
+                "nesterov",
+                "Nesterov momentum requires momentum > 0 and dampening = 0",
+            ));
         }
         Ok(cfg)
     }

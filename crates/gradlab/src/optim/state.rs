@@ -56,8 +56,12 @@ impl<T: Real> StateDict<T> {
         let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = raw
             .iter()
             .map(|(name, shape, bytes)| {
-                let view = safetensors::tensor::TensorView::new(T::safetensors_dtype(), shape.clone(), bytes)
-                    .map_err(|e| state_error(None, format!("tensor '{name}': {e}")))?;
+                let view = safetensors::tensor::TensorView::new(
+                    T::safetensors_dtype(),
+                    shape.clone(),
+                    bytes,
+                )
+                .map_err(|e| state_error(None, format!("tensor '{name}': {e}")))?;
                 Ok((name.clone(), view))
             })
             .collect::<Result<_>>()?;
@@ -88,22 +92,39 @@ impl<T: Real> StateDict<T> {
             .metadata()
             .as_ref()
             .and_then(|m| m.get("gradlab_optimizer_state"))
-            .ok_or_else(|| state_error(None, "no gradlab optimizer state in this file".to_string()))?;
+            .ok_or_else(|| {
+                state_error(None, "no gradlab optimizer state in this file".to_string())
+            })?;
         let meta: StateMeta = serde_json::from_str(meta_json)
             .map_err(|e| state_error(None, format!("malformed metadata: {e}")))?;
         if meta.version != STATE_VERSION {
             return Err(state_error(
                 None,
-                format!("format version {} is not supported (expected {STATE_VERSION})", meta.version),
+                format!(
+                    "format version {} is not supported (expected {STATE_VERSION})",
+                    meta.version
+                ),
             ));
         }
-        let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| state_error(None, e.to_string()))?;
+        let st = safetensors::SafeTensors::deserialize(bytes)
+            .map_err(|e| state_error(None, e.to_string()))?;
         let mut tensors = BTreeMap::new();
         for (name, view) in st.tensors() {
             let values: Vec<T> = match view.dtype() {
-                safetensors::Dtype::F32 => <f32 as Real>::from_le_bytes(view.data()).into_iter().map(|x| T::from_f64(x as f64)).collect(),
-                safetensors::Dtype::F64 => <f64 as Real>::from_le_bytes(view.data()).into_iter().map(T::from_f64).collect(),
-                other => return Err(state_error(None, format!("tensor '{name}' has unsupported dtype {other:?}"))),
+                safetensors::Dtype::F32 => <f32 as Real>::from_le_bytes(view.data())
+                    .into_iter()
+                    .map(|x| T::from_f64(x as f64))
+                    .collect(),
+                safetensors::Dtype::F64 => <f64 as Real>::from_le_bytes(view.data())
+                    .into_iter()
+                    .map(T::from_f64)
+                    .collect(),
+                other => {
+                    return Err(state_error(
+                        None,
+                        format!("tensor '{name}' has unsupported dtype {other:?}"),
+                    ))
+                }
             };
             tensors.insert(name, (view.shape().to_vec(), values));
         }

@@ -53,8 +53,14 @@ impl Rule for Swats {
     type Config = SwatsConfig;
     type Coef = SwatsCoef;
     const NAME: &'static str = "swats";
-    const SCALARS: &'static [&'static str] =
-        &["step", "phase_sgd", "lambda", "sgd_lr", "switched_at", "sgd_started"];
+    const SCALARS: &'static [&'static str] = &[
+        "step",
+        "phase_sgd",
+        "lambda",
+        "sgd_lr",
+        "switched_at",
+        "sgd_started",
+    ];
 
     fn parse(args: &Args) -> Result<SwatsConfig> {
         Ok(SwatsConfig {

@@ -64,7 +64,9 @@ impl<'a> Args<'a> {
     pub fn opt_f64(&self, key: &'static str) -> Result<Option<f64>, Error> {
         match self.raw(key) {
             None => Ok(None),
-            Some(Value::Num(x)) if x.is_nan() => Err(self.invalid(key, "must be a number, got NaN")),
+            Some(Value::Num(x)) if x.is_nan() => {
+                Err(self.invalid(key, "must be a number, got NaN"))
+            }
             Some(Value::Num(x)) => Ok(Some(*x)),
             Some(v) => Err(self.invalid(key, format!("must be a number, got {} ({v})", v.kind()))),
         }
@@ -94,7 +96,10 @@ impl<'a> Args<'a> {
         match self.raw(key) {
             None => Ok(default),
             Some(Value::Bool(b)) => Ok(*b),
-            Some(v) => Err(self.invalid(key, format!("must be true or false, got {} ({v})", v.kind()))),
+            Some(v) => Err(self.invalid(
+                key,
+                format!("must be true or false, got {} ({v})", v.kind()),
+            )),
         }
     }
 
@@ -123,7 +128,9 @@ impl<'a> Args<'a> {
                 .iter()
                 .map(|v| match v {
                     Value::Num(x) => to_count(*x).map_err(|m| self.invalid(key, m)),
-                    other => Err(self.invalid(key, format!("must hold whole numbers, got {other}"))),
+                    other => {
+                        Err(self.invalid(key, format!("must hold whole numbers, got {other}")))
+                    }
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map(Some),
@@ -152,7 +159,12 @@ impl<'a> Args<'a> {
             .iter()
             .find(|c| **c == given)
             .copied()
-            .ok_or_else(|| self.invalid(key, format!("must be one of {}, got '{given}'", choices.join(", "))))
+            .ok_or_else(|| {
+                self.invalid(
+                    key,
+                    format!("must be one of {}, got '{given}'", choices.join(", ")),
+                )
+            })
     }
 
     /// Checks that every keyword argument was a known key and that no more positional
@@ -191,6 +203,9 @@ fn to_count(x: f64) -> Result<u64, String> {
     if x >= 0.0 && x.fract() == 0.0 && x < 9.0e15 {
         Ok(x as u64)
     } else {
-        Err(format!("must be a non-negative whole number, got {}", super::format_number(x)))
+        Err(format!(
+            "must be a non-negative whole number, got {}",
+            super::format_number(x)
+        ))
     }
 }

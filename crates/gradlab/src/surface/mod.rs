@@ -52,12 +52,15 @@ pub const ALL: [Surface; 8] = [
 impl std::str::FromStr for Surface {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        ALL.iter().copied().find(|f| f.name() == s).ok_or_else(|| Error::UnknownName {
-            what: "function",
-            name: s.to_string(),
-            spec: s.to_string(),
-            known: ALL.iter().map(|f| f.name()).collect::<Vec<_>>().join(", "),
-        })
+        ALL.iter()
+            .copied()
+            .find(|f| f.name() == s)
+            .ok_or_else(|| Error::UnknownName {
+                what: "function",
+                name: s.to_string(),
+                spec: s.to_string(),
+                known: ALL.iter().map(|f| f.name()).collect::<Vec<_>>().join(", "),
+            })
     }
 }
 
@@ -81,7 +84,9 @@ impl Surface {
         match self {
             Surface::Rosenbrock => (1.0 - x).powi(2) + 100.0 * (y - x * x).powi(2),
             Surface::Beale => {
-                (1.5 - x + x * y).powi(2) + (2.25 - x + x * y * y).powi(2) + (2.625 - x + x * y.powi(3)).powi(2)
+                (1.5 - x + x * y).powi(2)
+                    + (2.25 - x + x * y * y).powi(2)
+                    + (2.625 - x + x * y.powi(3)).powi(2)
             }
             Surface::Himmelblau => (x * x + y - 11.0).powi(2) + (x + y * y - 7.0).powi(2),
             Surface::Booth => (x + 2.0 * y - 7.0).powi(2) + (2.0 * x + y - 5.0).powi(2),
@@ -146,7 +151,11 @@ impl Surface {
             }
             Surface::Himmelblau => {
                 let (a, b) = (x * x + y - 11.0, x + y * y - 7.0);
-                (4.0 * a + 8.0 * x * x + 2.0, 4.0 * x + 4.0 * y, 2.0 + 4.0 * b + 8.0 * y * y)
+                (
+                    4.0 * a + 8.0 * x * x + 2.0,
+                    4.0 * x + 4.0 * y,
+                    2.0 + 4.0 * b + 8.0 * y * y,
+                )
             }
             Surface::Booth => (10.0, 8.0, 10.0),
             Surface::Product => (2.0 * y * y, -2.0 + 4.0 * x * y, 2.0 * x * x),
@@ -196,7 +205,11 @@ impl Surface {
 }
 
 fn beale_terms(x: f64, y: f64) -> (f64, f64, f64) {
-    (1.5 - x + x * y, 2.25 - x + x * y * y, 2.625 - x + x * y.powi(3))
+    (
+        1.5 - x + x * y,
+        2.25 - x + x * y * y,
+        2.625 - x + x * y.powi(3),
+    )
 }
 
 #[cfg(test)]
@@ -226,9 +239,15 @@ mod tests {
                     ],
                 ];
                 for i in 0..2 {
-                    assert!((g[i] - fd[i]).abs() <= 1e-5 * (1.0 + fd[i].abs()), "{f:?} grad {i}");
+                    assert!(
+                        (g[i] - fd[i]).abs() <= 1e-5 * (1.0 + fd[i].abs()),
+                        "{f:?} grad {i}"
+                    );
                     for j in 0..2 {
-                        assert!((hs[i][j] - hfd[i][j]).abs() <= 1e-4 * (1.0 + hfd[i][j].abs()), "{f:?} hess {i}{j}");
+                        assert!(
+                            (hs[i][j] - hfd[i][j]).abs() <= 1e-4 * (1.0 + hfd[i][j].abs()),
+                            "{f:?} hess {i}{j}"
+                        );
                     }
                 }
             }

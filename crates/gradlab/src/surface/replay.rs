@@ -26,15 +26,25 @@ pub fn optimizer_for_surface(spec: &Spec, options: Options) -> Result<Box<dyn Op
     build_from_spec(spec, Layout::new([("xy", vec![2])])?, &[], options)
 }
 
+/// A trajectory, and why it stopped early if it did (a diverging optimizer reaches a
+/// non-finite gradient; a schedule may refuse to step past its end).
+#[derive(Debug)]
+pub struct Trajectory {
+    /// Row 0 is the start, row k the point after k steps.
+    pub rows: Vec<Row>,
+    /// The error that ended the run before the requested number of steps.
+    pub stopped: Option<crate::Error>,
+}
+
 /// Runs `steps` steps from `start`; `before_step(k, opt)` runs before step `k` (1-based) and
-/// may set the learning rate (schedules); it returns the learning rate the step will use.
+/// may set the learning rate and momentum (schedules).
 pub fn run<F>(
     surface: Surface,
     start: [f64; 2],
     opt: &mut dyn Optimizer<f64>,
     steps: u64,
     mut before_step: F,
-) -> Result<Vec<Row>>
+) -> Trajectory
 where
     F: FnMut(u64, &mut dyn Optimizer<f64>) -> Result<()>,
 {
@@ -48,14 +58,21 @@ where
         lr: f64::NAN,
     };
     rows.push(row(xy, 0));
+    let mut stopped = None;
     for k in 1..=steps {
-        before_step(k, opt)?;
+        if let Err(e) = before_step(k, opt) {
+            stopped = Some(e);
+            break;
+        }
         rows.last_mut().expect("row 0 exists").lr = opt.lr(0);
         let g = surface.gradient(xy[0], xy[1]);
-        opt.step(&mut [&mut xy], &[&g])?;
+        if let Err(e) = opt.step(&mut [&mut xy], &[&g]) {
+            stopped = Some(e);
+            break;
+        }
         rows.push(row(xy, k));
     }
     let last_lr = opt.lr(0);
     rows.last_mut().expect("row 0 exists").lr = last_lr;
-    Ok(rows)
+    Trajectory { rows, stopped }
 }

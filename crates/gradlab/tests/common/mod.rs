@@ -57,7 +57,12 @@ impl Rng {
 
 /// A layout with a matrix, a bias and a scalar.
 pub fn small_layout() -> Layout {
-    Layout::new([("fc.weight", vec![4, 3]), ("fc.bias", vec![4]), ("scale", vec![1])]).unwrap()
+    Layout::new([
+        ("fc.weight", vec![4, 3]),
+        ("fc.bias", vec![4]),
+        ("scale", vec![1]),
+    ])
+    .unwrap()
 }
 
 /// Splits a flat buffer into the layout's tensors.
@@ -73,7 +78,11 @@ pub fn split<'a, T>(layout: &Layout, flat: &'a mut [T]) -> Vec<&'a mut [T]> {
 }
 
 pub fn split_ref<'a, T>(layout: &Layout, flat: &'a [T]) -> Vec<&'a [T]> {
-    layout.segments().iter().map(|s| &flat[s.offset..s.offset + s.len]).collect()
+    layout
+        .segments()
+        .iter()
+        .map(|s| &flat[s.offset..s.offset + s.len])
+        .collect()
 }
 
 /// Converts a state between float types.
@@ -83,7 +92,15 @@ pub fn convert<T: Real, U: Real>(s: &StateDict<T>) -> StateDict<U> {
         tensors: s
             .tensors
             .iter()
-            .map(|(k, (shape, v))| (k.clone(), (shape.clone(), v.iter().map(|x| U::from_f64(x.to_f64())).collect())))
+            .map(|(k, (shape, v))| {
+                (
+                    k.clone(),
+                    (
+                        shape.clone(),
+                        v.iter().map(|x| U::from_f64(x.to_f64())).collect(),
+                    ),
+                )
+            })
             .collect(),
     }
 }

@@ -1,0 +1,122 @@
+//! `gradlab surface`: optimizers on an analytic surface.
+
+use crate::csv::{num, Table};
+use crate::plot::{self, Path2};
+use anyhow::{bail, Context, Result};
+use gradlab::optim::Options;
+use gradlab::spec;
+use gradlab::surface::{replay, Surface};
+use std::path::PathBuf;
+
+/// Arguments of `gradlab surface`.
+#[derive(clap::Args, Debug)]
+pub struct SurfaceArgs {
+    /// The surface: rosenbrock, beale, himmelblau, booth, product, monkey, bowl, rastrigin.
+    #[arg(long)]
+    function: String,
+    /// Start point as X,Y (write --start=-1.5,2 when X is negative).
+    #[arg(long, allow_hyphen_values = true)]
+    start: String,
+    /// An optimizer spec such as 'adam(lr=0.02)'; repeat to compare several.
+    #[arg(long = "optimizer", required = true)]
+    optimizers: Vec<String>,
+    /// Number of optimizer steps.
+    #[arg(long)]
+    steps: u64,
+    /// Write the trajectories here (columns step,x,y,loss,lr; with several optimizers an
+    /// extra first column optimizer).
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Write the contour plot with every path here (SVG).
+    #[arg(long)]
+    plot: Option<PathBuf>,
+}
+
+/// Parses `X,Y`.
+pub fn parse_point(text: &str, what: &str) -> Result<[f64; 2]> {
+    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+    if parts.len() != 2 {
+        bail!("{what} '{text}' must be two numbers X,Y");
+    }
+    let mut out = [0.0; 2];
+    for (o, p) in out.iter_mut().zip(&parts) {
+        *o = p
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .with_context(|| format!("{what} '{text}': '{p}' is not a finite number"))?;
+    }
+    Ok(out)
+}
+
+/// Runs the command.
+pub fn run(args: SurfaceArgs) -> Result<()> {
+    let surface: Surface = args.function.parse()?;
+    let start = parse_point(&args.start, "--start")?;
+    let specs = args
+        .optimizers
+        .iter()
+        .map(|s| spec::parse(s).with_context(|| format!("--optimizer '{s}'")))
+        .collect::<Result<Vec<_>>>()?;
+    let mut runs = Vec::new();
+    for (text, spec) in args.optimizers.iter().zip(&specs) {
+        let mut opt = replay::optimizer_for_surface(spec, Options::default())
+            .with_context(|| format!("--optimizer '{text}'"))?;
+        let traj = replay::run(surface, start, opt.as_mut(), args.steps, |_, _| Ok(()));
+        if let Some(e) = &traj.stopped {
+            eprintln!(
+                "warning: {text} stopped after {} of {} steps: {e}",
+                traj.rows.len() - 1,
+                args.steps
+            );
+        }
+        let last = traj.rows.last().expect("a trajectory has its start row");
+        println!(
+            "{:<40} step {:>6}  x {:>12.6}  y {:>12.6}  loss {:.6e}",
+            text, last.step, last.x, last.y, last.loss
+        );
+        runs.push((text.clone(), traj));
+    }
+    if let Some(path) = &args.csv {
+        let several = runs.len() > 1;
+        let mut header = vec!["step", "x", "y", "loss", "lr"];
+        if several {
+            header.insert(0, "optimizer");
+        }
+        let mut table = Table::new(&header);
+        for (text, traj) in &runs {
+            for r in &traj.rows {
+                let mut cells = vec![
+                    r.step.to_string(),
+                    num(r.x),
+                    num(r.y),
+                    num(r.loss),
+                    num(r.lr),
+                ];
+                if several {
+                    cells.insert(0, text.clone());
+                }
+                table.row(cells.iter().map(String::as_str));
+            }
+        }
+        table.save(path)?;
+    }
+    if let Some(path) = &args.plot {
+        let paths: Vec<Path2> = runs
+            .iter()
+            .map(|(label, t)| Path2 {
+                label: label.clone(),
+                points: t.rows.iter().map(|r| (r.x, r.y)).collect(),
+            })
+            .collect();
+        let title = format!(
+            "{} from ({}, {}), {} steps",
+            surface.name(),
+            start[0],
+            start[1],
+            args.steps
+        );
+        plot::surface_plot(path, surface, &title, &paths, &[])?;
+    }
+    Ok(())
+}
