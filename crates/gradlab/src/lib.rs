@@ -12,6 +12,7 @@ pub mod error;
 pub mod io;
 pub mod optim;
 pub mod real;
+pub mod schedule;
 pub mod spec;
 pub mod surface;
 

@@ -2,6 +2,7 @@
 
 use super::Surface;
 use crate::optim::{build_from_spec, Layout, Optimizer, Options};
+use crate::schedule::Scheduler;
 use crate::spec::Spec;
 use crate::Result;
 
@@ -75,4 +76,28 @@ where
     let last_lr = opt.lr(0);
     rows.last_mut().expect("row 0 exists").lr = last_lr;
     Trajectory { rows, stopped }
+}
+
+/// Runs `steps` steps with an optional schedule stepped after every optimizer step, as
+/// PyTorch does (the schedule's first values are set when it is attached).
+pub fn run_scheduled(
+    surface: Surface,
+    start: [f64; 2],
+    opt: &mut dyn Optimizer<f64>,
+    steps: u64,
+    schedule: Option<&Spec>,
+) -> Result<Trajectory> {
+    let mut scheduler = match schedule {
+        Some(spec) => Some(Scheduler::from_schedule(
+            crate::schedule::build_from_spec(spec)?,
+            opt,
+        )?),
+        None => None,
+    };
+    Ok(run(surface, start, opt, steps, |k, opt| {
+        match scheduler.as_mut() {
+            Some(s) if k > 1 => s.step(opt),
+            _ => Ok(()),
+        }
+    }))
 }
