@@ -166,7 +166,7 @@ impl Decay {
     fn recursive(&self, e: u64, lr: f64, base: f64) -> f64 {
         match &self.kind {
             Kind::Step { step_size, gamma } => {
-                if e == 0 || e % step_size != 0 {
+                if e == 0 || !e.is_multiple_of(*step_size) {
                     lr
                 } else {
                     lr * gamma
