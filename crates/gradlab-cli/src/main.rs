@@ -1,7 +1,9 @@
 //! `gradlab`: every gradlab feature from a shell.
 
 mod csv;
+mod lr_find_cmd;
 mod plot;
+mod schedule_cmd;
 mod surface_cmd;
 
 use clap::{Parser, Subcommand};
@@ -19,12 +21,18 @@ enum Command {
     /// Run optimizers on an analytic 2-D surface; write the trajectories (CSV) and the
     /// contour plot with every path (SVG).
     Surface(surface_cmd::SurfaceArgs),
+    /// Print or plot a schedule's learning rate and momentum, step by step.
+    Schedule(schedule_cmd::ScheduleArgs),
+    /// Run the learning-rate range test and suggest a learning rate.
+    LrFind(lr_find_cmd::LrFindArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Surface(args) => surface_cmd::run(args),
+        Command::Schedule(args) => schedule_cmd::run(args),
+        Command::LrFind(args) => lr_find_cmd::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -222,3 +222,202 @@ pub fn surface_plot(
     gradlab::io::write_atomic(path, svg.as_bytes())
         .with_context(|| format!("writing the plot {}", path.display()))
 }
+
+/// A line chart: `series` on the left axis, an optional series on a right axis, and
+/// labelled vertical markers (e.g. a suggested learning rate).
+pub struct LineChart<'a> {
+    /// Title.
+    pub title: &'a str,
+    /// x-axis label.
+    pub x_label: &'a str,
+    /// Left y-axis label.
+    pub y_label: &'a str,
+    /// Series on the left axis.
+    pub series: Vec<Path2>,
+    /// Logarithmic x axis.
+    pub log_x: bool,
+    /// A series on the right axis, with its axis label.
+    pub secondary: Option<(String, Path2)>,
+    /// Vertical markers `(x, label)`.
+    pub markers: Vec<(f64, String)>,
+    /// Loss curves that blow up at the end: cap the y axis at twice the first value.
+    pub cap_blowup: bool,
+}
+
+fn finite_range(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
+    let (lo, hi) = values
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+    if lo > hi {
+        return None;
+    }
+    let pad = if hi > lo {
+        (hi - lo) * 0.05
+    } else {
+        lo.abs().max(1.0) * 0.05
+    };
+    Some((lo - pad, hi + pad))
+}
+
+type Chart<'a, 'b, X, Y> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<X, Y>>;
+
+/// Draws the left-axis series and the markers.
+fn draw_lines<X, Y>(
+    chart: &mut Chart<'_, '_, X, Y>,
+    spec: &LineChart,
+    y_range: (f64, f64),
+) -> Result<()>
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    for (i, s) in spec.series.iter().enumerate() {
+        let color = PALETTE[i % (PALETTE.len() - 1)];
+        let pts: Vec<(f64, f64)> = s
+            .points
+            .iter()
+            .copied()
+            .filter(|(x, y)| x.is_finite() && y.is_finite() && (!spec.log_x || *x > 0.0))
+            .map(|(x, y)| (x, y.clamp(y_range.0, y_range.1)))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(pts, color.stroke_width(2)))?
+            .label(s.label.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
+            });
+    }
+    for (x, label) in &spec.markers {
+        chart
+            .draw_series(std::iter::once(PathElement::new(
+                vec![(*x, y_range.0), (*x, y_range.1)],
+                RED.stroke_width(2),
+            )))?
+            .label(label.clone())
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
+    }
+    Ok(())
+}
+
+fn tick(v: &f64) -> String {
+    let a = v.abs();
+    if a != 0.0 && !(1e-3..1e4).contains(&a) {
+        format!("{v:.0e}")
+    } else {
+        format!("{}", (v * 1e6).round() / 1e6)
+    }
+}
+
+/// Draws a [`LineChart`] to `path` (SVG, written atomically).
+pub fn line_chart(path: &Path, spec: &LineChart) -> Result<()> {
+    let xs = || {
+        spec.series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.0))
+    };
+    let (mut x0, mut x1) = finite_range(xs()).context("nothing to plot: no finite x values")?;
+    if spec.log_x {
+        x0 = xs().filter(|x| *x > 0.0).fold(f64::INFINITY, f64::min);
+        x1 = xs().fold(f64::NEG_INFINITY, f64::max);
+    }
+    let first = spec
+        .series
+        .first()
+        .and_then(|s| s.points.first())
+        .map(|p| p.1);
+    let cap = match first {
+        Some(f) if spec.cap_blowup && f.is_finite() && f > 0.0 => 2.0 * f,
+        _ => f64::INFINITY,
+    };
+    let (y0, y1) = finite_range(
+        spec.series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.1.min(cap))),
+    )
+    .context("nothing to plot: no finite y values")?;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (900, 560)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut builder = ChartBuilder::on(&root);
+        builder
+            .caption(spec.title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .right_y_label_area_size(if spec.secondary.is_some() { 70 } else { 0 });
+        if spec.log_x {
+            let mut chart = builder.build_cartesian_2d((x0..x1).log_scale(), y0..y1)?;
+            chart
+                .configure_mesh()
+                .x_desc(spec.x_label)
+                .y_desc(spec.y_label)
+                .x_label_formatter(&tick)
+                .y_label_formatter(&tick)
+                .draw()?;
+            draw_lines(&mut chart, spec, (y0, y1))?;
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .position(SeriesLabelPosition::UpperRight)
+                .draw()?;
+        } else if let Some((axis_label, s)) = &spec.secondary {
+            let (m0, m1) = finite_range(s.points.iter().map(|p| p.1)).unwrap_or((0.0, 1.0));
+            let mut chart = builder
+                .build_cartesian_2d(x0..x1, y0..y1)?
+                .set_secondary_coord(x0..x1, m0..m1);
+            chart
+                .configure_mesh()
+                .x_desc(spec.x_label)
+                .y_desc(spec.y_label)
+                .y_label_formatter(&tick)
+                .draw()?;
+            chart
+                .configure_secondary_axes()
+                .y_desc(axis_label.as_str())
+                .y_label_formatter(&tick)
+                .draw()?;
+            draw_lines(&mut chart, spec, (y0, y1))?;
+            let color = RGBColor(120, 120, 120);
+            chart
+                .draw_secondary_series(LineSeries::new(
+                    s.points
+                        .iter()
+                        .copied()
+                        .filter(|(x, y)| x.is_finite() && y.is_finite()),
+                    color.stroke_width(2),
+                ))?
+                .label(s.label.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
+                });
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .position(SeriesLabelPosition::UpperRight)
+                .draw()?;
+        } else {
+            let mut chart = builder.build_cartesian_2d(x0..x1, y0..y1)?;
+            chart
+                .configure_mesh()
+                .x_desc(spec.x_label)
+                .y_desc(spec.y_label)
+                .y_label_formatter(&tick)
+                .draw()?;
+            draw_lines(&mut chart, spec, (y0, y1))?;
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .position(SeriesLabelPosition::UpperRight)
+                .draw()?;
+        }
+        root.present()?;
+    }
+    gradlab::io::write_atomic(path, svg.as_bytes())
+        .with_context(|| format!("writing the plot {}", path.display()))
+}

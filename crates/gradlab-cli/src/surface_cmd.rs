@@ -23,6 +23,9 @@ pub struct SurfaceArgs {
     /// Number of optimizer steps.
     #[arg(long)]
     steps: u64,
+    /// A schedule spec such as 'cosine(t_max=200)', stepped after every optimizer step.
+    #[arg(long)]
+    schedule: Option<String>,
     /// Write the trajectories here (columns step,x,y,loss,lr; with several optimizers an
     /// extra first column optimizer).
     #[arg(long)]
@@ -58,11 +61,23 @@ pub fn run(args: SurfaceArgs) -> Result<()> {
         .iter()
         .map(|s| spec::parse(s).with_context(|| format!("--optimizer '{s}'")))
         .collect::<Result<Vec<_>>>()?;
+    let schedule = args
+        .schedule
+        .as_deref()
+        .map(|s| spec::parse(s).with_context(|| format!("--schedule '{s}'")))
+        .transpose()?;
     let mut runs = Vec::new();
     for (text, spec) in args.optimizers.iter().zip(&specs) {
         let mut opt = replay::optimizer_for_surface(spec, Options::default())
             .with_context(|| format!("--optimizer '{text}'"))?;
-        let traj = replay::run(surface, start, opt.as_mut(), args.steps, |_, _| Ok(()));
+        let traj =
+            replay::run_scheduled(surface, start, opt.as_mut(), args.steps, schedule.as_ref())
+                .with_context(|| {
+                    format!(
+                        "--schedule '{}'",
+                        args.schedule.as_deref().unwrap_or_default()
+                    )
+                })?;
         if let Some(e) = &traj.stopped {
             eprintln!(
                 "warning: {text} stopped after {} of {} steps: {e}",

@@ -11,6 +11,7 @@
 pub mod error;
 pub mod io;
 pub mod optim;
+pub mod pool;
 pub mod real;
 pub mod schedule;
 pub mod spec;

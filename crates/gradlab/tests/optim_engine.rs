@@ -369,10 +369,7 @@ fn results_do_not_depend_on_the_thread_count() {
         "swats(lr=0.01)",
     ] {
         let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
+            let pool = gradlab::pool::Pool::new(threads);
             pool.install(|| {
                 let mut opt = optim::build::<f32>(
                     spec,

@@ -6,7 +6,6 @@
 //! reduction is summed chunk by chunk in a fixed order: results are bitwise identical
 //! whatever the number of threads.
 
-use rayon::prelude::*;
 use std::ops::Range;
 
 /// Elements per chunk.
@@ -77,10 +76,10 @@ impl Plan {
 
     /// Runs `f(chunk_index)` for every chunk, in parallel for large layouts.
     pub fn for_each<F: Fn(usize) + Sync + Send>(&self, f: F) {
-        if self.total < PARALLEL_THRESHOLD || rayon::current_num_threads() == 1 {
+        if self.total < PARALLEL_THRESHOLD || crate::pool::current_threads() == 1 {
             (0..self.chunks.len()).for_each(f);
         } else {
-            self.tasks.par_iter().for_each(|t| t.clone().for_each(&f));
+            crate::pool::run(self.tasks.len(), &|t| self.tasks[t].clone().for_each(&f));
         }
     }
 }

@@ -166,7 +166,7 @@ pub fn valley(lrs: &[f64], losses: &[f64]) -> Option<f64> {
     let (lrs, losses) = (&lrs[from..to], &losses[from..to]);
     let n = losses.len();
     let mut lds = vec![1usize; n];
-    let (mut max_start, mut max_end) = (0usize, 0usize);
+    let (mut max_start, mut max_end) = (0i64, 0usize);
     for i in 1..n {
         for j in 0..i {
             if losses[i] < losses[j] && lds[i] < lds[j] + 1 {
@@ -174,11 +174,12 @@ pub fn valley(lrs: &[f64], losses: &[f64]) -> Option<f64> {
             }
             if lds[max_end] < lds[i] {
                 max_end = i;
-                max_start = max_end - lds[max_end];
+                // As fastai: one before the run's first index (may be -1).
+                max_start = max_end as i64 - lds[max_end] as i64;
             }
         }
     }
-    let sections = (max_end - max_start) as f64 / 3.0;
-    let idx = max_start + sections as usize + (sections / 2.0) as usize;
-    Some(lrs[idx.min(n - 1)])
+    let sections = (max_end as i64 - max_start) as f64 / 3.0;
+    let idx = max_start + sections as i64 + (sections / 2.0) as i64;
+    Some(lrs[idx.clamp(0, n as i64 - 1) as usize])
 }

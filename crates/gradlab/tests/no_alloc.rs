@@ -1,0 +1,66 @@
+//! A step allocates nothing: counted with a global allocator.
+
+mod common;
+
+use common::*;
+use gradlab::optim::{self, Layout, Options};
+use std::alloc::{GlobalAlloc, Layout as AllocLayout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+struct Counting;
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: AllocLayout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: AllocLayout) {
+        System.dealloc(ptr, layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: AllocLayout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn count_step_allocations(layout: &Layout, spec: &str) -> usize {
+    let options = Options {
+        clip_norm: Some(1.0),
+        ..Options::default()
+    };
+    let mut opt = optim::build::<f32>(spec, layout.clone(), &[], options).unwrap();
+    let mut rng = Rng(1);
+    let mut p: Vec<f32> = rng.vec(layout.total()).iter().map(|&x| x as f32).collect();
+    let g: Vec<f32> = rng.vec(layout.total()).iter().map(|&x| x as f32).collect();
+    let mut params = split(layout, &mut p);
+    let grads = split_ref(layout, &g);
+    // Warm-up: the thread pool starts on first use.
+    opt.step(&mut params, &grads).unwrap();
+    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    for _ in 0..5 {
+        opt.step(&mut params, &grads).unwrap();
+    }
+    ALLOCATIONS.load(Ordering::SeqCst) - before
+}
+
+#[test]
+fn steps_do_not_allocate() {
+    let small = small_layout();
+    let large = Layout::new((0..40).map(|i| (format!("t{i}"), vec![5_000 + i]))).unwrap();
+    for spec in SPECS {
+        assert_eq!(
+            count_step_allocations(&small, spec),
+            0,
+            "{spec} (small, on the calling thread)"
+        );
+        assert_eq!(
+            count_step_allocations(&large, spec),
+            0,
+            "{spec} (large, on the thread pool)"
+        );
+    }
+}
