@@ -1,5 +1,6 @@
 //! `gradlab`: every gradlab feature from a shell.
 
+mod critical_cmd;
 mod csv;
 mod lr_find_cmd;
 mod plot;
@@ -25,6 +26,9 @@ enum Command {
     Schedule(schedule_cmd::ScheduleArgs),
     /// Run the learning-rate range test and suggest a learning rate.
     LrFind(lr_find_cmd::LrFindArgs),
+    /// Classify a point of a surface by its Hessian (minimum, maximum, saddle, degenerate),
+    /// or find every critical point in a box.
+    Critical(critical_cmd::CriticalArgs),
 }
 
 fn main() {
@@ -33,6 +37,7 @@ fn main() {
         Command::Surface(args) => surface_cmd::run(args),
         Command::Schedule(args) => schedule_cmd::run(args),
         Command::LrFind(args) => lr_find_cmd::run(args),
+        Command::Critical(args) => critical_cmd::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

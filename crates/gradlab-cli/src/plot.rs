@@ -113,13 +113,15 @@ fn keyhole(poly: &geo_types::Polygon<f64>) -> Vec<(f64, f64)> {
     ring
 }
 
-/// Draws filled contours of `surface`, the paths, their start and the known minima.
+/// Draws filled contours of `surface`, the paths (their common start marked when
+/// `mark_start`), the known minima, and the markers on top.
 pub fn surface_plot(
     path: &Path,
     surface: Surface,
     title: &str,
     paths: &[Path2],
     markers: &[Marker],
+    mark_start: bool,
 ) -> Result<()> {
     let [x0, x1, y0, y1] = plot_box(surface, paths);
     let (nx, ny) = (160usize, 140usize);
@@ -183,7 +185,11 @@ pub fn surface_plot(
                 chart.draw_series(std::iter::once(Circle::new(*end, 4, color.filled())))?;
             }
         }
-        if let Some(start) = paths.first().and_then(|p| p.points.first()) {
+        if let Some(start) = paths
+            .first()
+            .and_then(|p| p.points.first())
+            .filter(|_| mark_start)
+        {
             chart
                 .draw_series(std::iter::once(Circle::new(*start, 6, BLACK.filled())))?
                 .label("start")

@@ -131,7 +131,7 @@ pub fn run(args: SurfaceArgs) -> Result<()> {
             start[1],
             args.steps
         );
-        plot::surface_plot(path, surface, &title, &paths, &[])?;
+        plot::surface_plot(path, surface, &title, &paths, &[], true)?;
     }
     Ok(())
 }

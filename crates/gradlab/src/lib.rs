@@ -10,6 +10,7 @@
 
 pub mod error;
 pub mod io;
+pub mod landscape;
 pub mod optim;
 pub mod pool;
 pub mod real;

@@ -11,6 +11,7 @@
 //! | `bowl` | 0.05x² + 5y² | convex, condition number 100 |
 //! | `rastrigin` | 20 + x² − 10cos 2πx + y² − 10cos 2πy | many local minima, global at 0 |
 
+pub mod critical_points;
 pub mod replay;
 
 use crate::{Error, Result};
