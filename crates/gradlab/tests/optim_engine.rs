@@ -445,3 +445,58 @@ fn swats_reports_its_switch() {
     let adam = build::<f64>("adam", &small_layout(), Options::default());
     assert!(optim::swats::switch_status(adam.as_ref()).is_none());
 }
+
+/// Lends one tensor at a time, as the candle bridge does.
+struct OneAtATime(Vec<Vec<f32>>);
+
+impl gradlab::optim::ParamAccess<f32> for OneAtATime {
+    fn count(&self) -> usize {
+        self.0.len()
+    }
+    fn read(&mut self, seg: usize, f: &mut dyn FnMut(&[f32])) -> gradlab::Result<()> {
+        f(&self.0[seg]);
+        Ok(())
+    }
+    fn update(&mut self, seg: usize, f: &mut dyn FnMut(&mut [f32])) -> gradlab::Result<()> {
+        f(&mut self.0[seg]);
+        Ok(())
+    }
+}
+
+#[test]
+fn lending_tensors_one_at_a_time_gives_the_same_result() {
+    let layout = Layout::new([("a", vec![70_000]), ("b", vec![3, 5]), ("c", vec![1])]).unwrap();
+    let n = layout.total();
+    for spec in SPECS {
+        let mut rng = Rng(21);
+        let start: Vec<f32> = rng.vec(n).iter().map(|&x| x as f32).collect();
+        let grads: Vec<Vec<f32>> = (0..4)
+            .map(|_| rng.vec(n).iter().map(|&x| x as f32).collect())
+            .collect();
+        let options = Options {
+            clip_norm: Some(2.0),
+            ..Options::default()
+        };
+        let mut a = optim::build::<f32>(spec, layout.clone(), &[], options.clone()).unwrap();
+        let mut b = optim::build::<f32>(spec, layout.clone(), &[], options).unwrap();
+        let mut flat = start.clone();
+        let mut lent = OneAtATime(
+            split_ref(&layout, &start)
+                .iter()
+                .map(|s| s.to_vec())
+                .collect(),
+        );
+        for g in &grads {
+            let gs = split_ref(&layout, g);
+            a.step(&mut split(&layout, &mut flat), &gs).unwrap();
+            b.step_with(&gs, &mut lent).unwrap();
+        }
+        let joined: Vec<f32> = lent.0.concat();
+        assert_eq!(
+            flat.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            joined.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            "{spec}"
+        );
+        assert_eq!(a.state_dict(), b.state_dict(), "{spec}");
+    }
+}

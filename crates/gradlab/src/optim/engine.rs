@@ -5,7 +5,7 @@
 use super::plan::{Plan, Shared};
 use super::rule::{Grad, Rule, Scalars, Slots, Sums};
 use super::state::{state_error, StateDict, StateMeta, STATE_VERSION};
-use super::{NonFinitePolicy, Optimizer, Options, StepOutcome};
+use super::{NonFinitePolicy, Optimizer, Options, ParamAccess, StepOutcome};
 use crate::optim::layout::Layout;
 use crate::spec::{Args, Spec};
 use crate::{Error, Real, Result};
@@ -64,7 +64,7 @@ impl<T: Real, R: Rule> Engine<T, R> {
             coefs: vec![R::Coef::default(); n],
             partials: vec![[0.0; 4]; plan.chunks.len()],
             seg_sums: vec![[0.0; 4]; n],
-            param_ptrs: Vec::with_capacity(n),
+            param_ptrs: vec![(0, 0); n],
             plan,
             seg_group,
             layout,
@@ -93,31 +93,6 @@ impl<T: Real, R: Rule> Engine<T, R> {
         }
         let seg_group = super::assign_groups(&layout, groups)?;
         Ok(Self::new(layout, configs, seg_group, options))
-    }
-
-    fn check_inputs(&self, params: &[&mut [T]], grads: &[&[T]]) -> Result<()> {
-        let segs = self.layout.segments();
-        if params.len() != segs.len() || grads.len() != segs.len() {
-            return Err(Error::Layout(format!(
-                "{}: expected {} parameter and gradient tensors, got {} and {}",
-                self.name(),
-                segs.len(),
-                params.len(),
-                grads.len()
-            )));
-        }
-        for ((seg, p), g) in segs.iter().zip(params).zip(grads) {
-            if p.len() != seg.len || g.len() != seg.len {
-                return Err(Error::Layout(format!(
-                    "tensor '{}': expected {} elements, got {} parameters and {} gradients",
-                    seg.name,
-                    seg.len,
-                    p.len(),
-                    g.len()
-                )));
-            }
-        }
-        Ok(())
     }
 
     /// Sum of squares of every gradient chunk and its first non-finite element.
@@ -153,14 +128,16 @@ impl<T: Real, R: Rule> Engine<T, R> {
         (total, None)
     }
 
-    /// Runs one pass of `kernel` over every chunk and sums its results per segment.
-    fn pass<F>(&mut self, params: &[(usize, usize)], grads: &[&[T]], scale: T, bound: T, kernel: F)
+    /// Runs one pass of `kernel` over the chunks of every segment (`only == None`) or of one
+    /// segment, with parameters at `self.param_ptrs`, and sums its results per segment.
+    fn pass<F>(&mut self, only: Option<usize>, grads: &[&[T]], scale: T, bound: T, kernel: F)
     where
-        F: Fn(&R::Coef, &mut [T], Grad<T>, &mut Slots<T>) -> Sums + Sync,
+        F: Fn(&R::Coef, *mut T, usize, Grad<T>, &mut Slots<T>) -> Sums + Sync,
     {
         let chunks = &self.plan.chunks;
         let segs = self.layout.segments();
         let coefs = &self.coefs;
+        let params = &self.param_ptrs;
         let partials = Shared::new(&mut self.partials);
         let mut slot_bufs = self.slots.iter_mut();
         let slot_views: [Shared<T>; 3] = std::array::from_fn(|_| {
@@ -169,17 +146,14 @@ impl<T: Real, R: Rule> Engine<T, R> {
                 .map_or_else(Shared::empty, |b| Shared::new(b))
         });
         let slot_views = &slot_views;
-        self.plan.for_each(|ci| {
+        let body = |ci: usize| {
             let c = chunks[ci];
             let seg = &segs[c.seg];
             let (ptr, _) = params[c.seg];
             let global = seg.offset + c.start..seg.offset + c.end;
             // SAFETY: chunks are disjoint ranges of their segment and of the flat state; each
-            // is visited by exactly one thread, and the caller's parameter borrow outlives
-            // the pass.
+            // is visited by exactly one thread, and the parameter borrow outlives the pass.
             unsafe {
-                let p =
-                    std::slice::from_raw_parts_mut((ptr as *mut T).add(c.start), c.end - c.start);
                 let mut slots = Slots {
                     a: slot_views[0].slice(global.clone()),
                     b: slot_views[1].slice(global.clone()),
@@ -190,12 +164,24 @@ impl<T: Real, R: Rule> Engine<T, R> {
                     scale,
                     bound,
                 };
-                partials.slice(ci..ci + 1)[0] = kernel(&coefs[c.seg], p, grad, &mut slots);
+                let p = (ptr as *mut T).add(c.start);
+                partials.slice(ci..ci + 1)[0] =
+                    kernel(&coefs[c.seg], p, c.end - c.start, grad, &mut slots);
             }
-        });
-        for (seg, range) in self.plan.seg_chunks.iter().enumerate() {
+        };
+        match only {
+            None => self.plan.for_each(body),
+            Some(seg) => self
+                .plan
+                .for_each_in(self.plan.seg_chunks[seg].clone(), body),
+        }
+        let segments = match only {
+            None => 0..self.plan.seg_chunks.len(),
+            Some(seg) => seg..seg + 1,
+        };
+        for seg in segments {
             let mut sums = [0.0; 4];
-            for part in &self.partials[range.clone()] {
+            for part in &self.partials[self.plan.seg_chunks[seg].clone()] {
                 for k in 0..4 {
                     sums[k] += part[k];
                 }
@@ -203,6 +189,57 @@ impl<T: Real, R: Rule> Engine<T, R> {
             self.seg_sums[seg] = sums;
         }
     }
+
+    fn check_param_len(&self, seg: usize, len: usize) -> Result<()> {
+        let s = &self.layout.segments()[seg];
+        if len != s.len {
+            return Err(Error::Layout(format!(
+                "tensor '{}': expected {} parameters, got {len}",
+                s.name, s.len
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_grads(&self, grads: &[&[T]]) -> Result<()> {
+        let segs = self.layout.segments();
+        if grads.len() != segs.len() {
+            return Err(Error::Layout(format!(
+                "{}: expected {} gradient tensors, got {}",
+                self.name(),
+                segs.len(),
+                grads.len()
+            )));
+        }
+        for (seg, g) in segs.iter().zip(grads) {
+            if g.len() != seg.len {
+                return Err(Error::Layout(format!(
+                    "tensor '{}': expected {} gradients, got {}",
+                    seg.name,
+                    seg.len,
+                    g.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Kernel adapters: the pre-pass reads parameters, the update writes them.
+fn pre<R: Rule, T: Real>(c: &R::Coef, p: *mut T, n: usize, g: Grad<T>, s: &mut Slots<T>) -> Sums {
+    // SAFETY: `p` points to `n` parameters that nobody writes during the pre-pass.
+    R::pre_kernel(c, unsafe { std::slice::from_raw_parts(p, n) }, g, s)
+}
+
+fn update<R: Rule, T: Real>(
+    c: &R::Coef,
+    p: *mut T,
+    n: usize,
+    g: Grad<T>,
+    s: &mut Slots<T>,
+) -> Sums {
+    // SAFETY: `p` points to `n` parameters this chunk alone writes.
+    R::kernel(c, unsafe { std::slice::from_raw_parts_mut(p, n) }, g, s)
 }
 
 fn parse_config<R: Rule>(spec: &Spec) -> Result<R::Config> {
@@ -264,8 +301,26 @@ impl<T: Real, R: Rule> Optimizer<T> for Engine<T, R> {
         }
     }
 
-    fn step(&mut self, params: &mut [&mut [T]], grads: &[&[T]]) -> Result<StepOutcome> {
-        self.check_inputs(params, grads)?;
+    fn step_with(
+        &mut self,
+        grads: &[&[T]],
+        params: &mut dyn ParamAccess<T>,
+    ) -> Result<StepOutcome> {
+        self.check_grads(grads)?;
+        if params.count() != self.layout.segments().len() {
+            return Err(Error::Layout(format!(
+                "{}: expected {} parameter tensors, got {}",
+                self.name(),
+                self.layout.segments().len(),
+                params.count()
+            )));
+        }
+        let held = params.pointers(&mut self.param_ptrs);
+        if held {
+            for seg in 0..self.param_ptrs.len() {
+                self.check_param_len(seg, self.param_ptrs[seg].1)?;
+            }
+        }
         let (sumsq, bad) = self.gradient_pass(grads);
         if let Some((seg, index, value)) = bad {
             return match self.options.nonfinite {
@@ -289,28 +344,51 @@ impl<T: Real, R: Rule> Optimizer<T> for Engine<T, R> {
         };
         let scale = T::from_f64(clip_coef);
         let bound = T::from_f64(self.options.clip_value.unwrap_or(f64::INFINITY));
-
-        self.param_ptrs.clear();
-        self.param_ptrs.extend(
-            params
-                .iter_mut()
-                .map(|p| (p.as_mut_ptr() as usize, p.len())),
-        );
-        let ptrs = std::mem::take(&mut self.param_ptrs);
         for (seg, &g) in self.seg_group.iter().enumerate() {
             self.coefs[seg] = R::begin(&self.configs[g], &mut self.scalars[seg]);
         }
-        if R::PRE_PASS {
-            self.pass(&ptrs, grads, scale, bound, |c, p, g, s| {
-                R::pre_kernel(c, p, g, s)
-            });
-            for (seg, &g) in self.seg_group.iter().enumerate() {
-                R::mid(&self.configs[g], &mut self.coefs[seg], self.seg_sums[seg]);
+        if held {
+            // Every tensor at hand: one pass over all chunks at once.
+            if R::PRE_PASS {
+                self.pass(None, grads, scale, bound, pre::<R, T>);
+                for (seg, &g) in self.seg_group.iter().enumerate() {
+                    R::mid(&self.configs[g], &mut self.coefs[seg], self.seg_sums[seg]);
+                }
+            }
+            self.pass(None, grads, scale, bound, update::<R, T>);
+        } else {
+            // Tensors lent one at a time (e.g. by candle's in-place ops).
+            for seg in 0..self.layout.segments().len() {
+                if R::PRE_PASS {
+                    let mut failed = None;
+                    params.read(seg, &mut |p: &[T]| {
+                        if let Err(e) = self.check_param_len(seg, p.len()) {
+                            failed = Some(e);
+                            return;
+                        }
+                        self.param_ptrs[seg] = (p.as_ptr() as usize, p.len());
+                        self.pass(Some(seg), grads, scale, bound, pre::<R, T>);
+                    })?;
+                    if let Some(e) = failed {
+                        return Err(e);
+                    }
+                    let g = self.seg_group[seg];
+                    R::mid(&self.configs[g], &mut self.coefs[seg], self.seg_sums[seg]);
+                }
+                let mut failed = None;
+                params.update(seg, &mut |p: &mut [T]| {
+                    if let Err(e) = self.check_param_len(seg, p.len()) {
+                        failed = Some(e);
+                        return;
+                    }
+                    self.param_ptrs[seg] = (p.as_mut_ptr() as usize, p.len());
+                    self.pass(Some(seg), grads, scale, bound, update::<R, T>);
+                })?;
+                if let Some(e) = failed {
+                    return Err(e);
+                }
             }
         }
-        self.pass(&ptrs, grads, scale, bound, |c, p, g, s| {
-            R::kernel(c, p, g, s)
-        });
         for (seg, &g) in self.seg_group.iter().enumerate() {
             R::end(
                 &self.configs[g],
@@ -319,7 +397,6 @@ impl<T: Real, R: Rule> Optimizer<T> for Engine<T, R> {
                 self.seg_sums[seg],
             );
         }
-        self.param_ptrs = ptrs;
         self.step += 1;
         Ok(StepOutcome {
             skipped: false,

@@ -9,7 +9,7 @@
 //! (non-finite gradients) do not count towards k.
 
 use super::state::{state_error, StateDict};
-use super::{build_from_spec, Layout, Optimizer, Options, ParamGroup, StepOutcome};
+use super::{build_from_spec, Layout, Optimizer, Options, ParamAccess, ParamGroup, StepOutcome};
 use crate::spec::{Args, Spec, Value};
 use crate::{Real, Result};
 
@@ -71,15 +71,23 @@ impl<T: Real> Lookahead<T> {
         Ok(Self::new(inner, k, alpha))
     }
 
-    fn sync(&mut self, params: &mut [&mut [T]]) {
+    fn sync(&mut self, params: &mut dyn ParamAccess<T>) -> Result<()> {
         let alpha = T::from_f64(self.alpha);
-        for (seg, p) in self.inner.layout().segments().iter().zip(params.iter_mut()) {
-            let slow = &mut self.slow[seg.offset..seg.offset + seg.len];
-            for (s, x) in slow.iter_mut().zip(p.iter_mut()) {
-                *s = *s + alpha * (*x - *s);
-                *x = *s;
-            }
+        let Lookahead {
+            inner,
+            slow: all_slow,
+            ..
+        } = self;
+        for (i, seg) in inner.layout().segments().iter().enumerate() {
+            let slow = &mut all_slow[seg.offset..seg.offset + seg.len];
+            params.update(i, &mut |p: &mut [T]| {
+                for (s, x) in slow.iter_mut().zip(p.iter_mut()) {
+                    *s = *s + alpha * (*x - *s);
+                    *x = *s;
+                }
+            })?;
         }
+        Ok(())
     }
 }
 
@@ -123,15 +131,27 @@ impl<T: Real> Optimizer<T> for Lookahead<T> {
         self.inner.set_momentum(group, m)
     }
 
-    fn step(&mut self, params: &mut [&mut [T]], grads: &[&[T]]) -> Result<StepOutcome> {
-        if !self.initialized && params.len() == self.layout().segments().len() {
-            for (seg, p) in self.inner.layout().segments().iter().zip(params.iter()) {
-                if p.len() == seg.len {
-                    self.slow[seg.offset..seg.offset + seg.len].copy_from_slice(p);
-                }
+    fn step_with(
+        &mut self,
+        grads: &[&[T]],
+        params: &mut dyn ParamAccess<T>,
+    ) -> Result<StepOutcome> {
+        if !self.initialized && params.count() == self.layout().segments().len() {
+            let Lookahead {
+                inner,
+                slow: all_slow,
+                ..
+            } = self;
+            for (i, seg) in inner.layout().segments().iter().enumerate() {
+                let slow = &mut all_slow[seg.offset..seg.offset + seg.len];
+                params.read(i, &mut |p: &[T]| {
+                    if p.len() == slow.len() {
+                        slow.copy_from_slice(p);
+                    }
+                })?;
             }
         }
-        let outcome = self.inner.step(params, grads)?;
+        let outcome = self.inner.step_with(grads, params)?;
         if outcome.skipped {
             return Ok(outcome);
         }
@@ -139,7 +159,7 @@ impl<T: Real> Optimizer<T> for Lookahead<T> {
         self.counter += 1;
         if self.counter >= self.k {
             self.counter = 0;
-            self.sync(params);
+            self.sync(params)?;
         }
         Ok(outcome)
     }

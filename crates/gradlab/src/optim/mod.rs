@@ -164,6 +164,43 @@ pub struct StepOutcome {
     pub clip_coef: f64,
 }
 
+/// How an optimizer reaches the parameters during a step: as slices held by the caller, or
+/// one tensor at a time (candle lends a tensor's storage only inside an in-place op).
+pub trait ParamAccess<T> {
+    /// Number of tensors.
+    fn count(&self) -> usize;
+    /// The fast path, when the caller holds every tensor as a slice: writes each tensor's
+    /// `(address, length)` to `out` and returns true. The addresses must stay valid and
+    /// unaliased while the step that asked runs.
+    fn pointers(&mut self, _out: &mut [(usize, usize)]) -> bool {
+        false
+    }
+    /// Calls `f` with tensor `seg`'s values, read-only.
+    fn read(&mut self, seg: usize, f: &mut dyn FnMut(&[T])) -> Result<()>;
+    /// Calls `f` with tensor `seg`'s values, to update in place.
+    fn update(&mut self, seg: usize, f: &mut dyn FnMut(&mut [T])) -> Result<()>;
+}
+
+impl<T> ParamAccess<T> for &mut [&mut [T]] {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn pointers(&mut self, out: &mut [(usize, usize)]) -> bool {
+        for (o, p) in out.iter_mut().zip(self.iter_mut()) {
+            *o = (p.as_mut_ptr() as usize, p.len());
+        }
+        true
+    }
+    fn read(&mut self, seg: usize, f: &mut dyn FnMut(&[T])) -> Result<()> {
+        f(self[seg]);
+        Ok(())
+    }
+    fn update(&mut self, seg: usize, f: &mut dyn FnMut(&mut [T])) -> Result<()> {
+        f(self[seg]);
+        Ok(())
+    }
+}
+
 /// An optimizer over a fixed [`Layout`] of named tensors.
 pub trait Optimizer<T: Real>: Send {
     /// Spec name (`adam`, `lookahead`, ...).
@@ -188,9 +225,16 @@ pub trait Optimizer<T: Real>: Send {
     fn momentum(&self, group: usize) -> Option<f64>;
     /// Sets momentum / beta1; an error for optimizers without one.
     fn set_momentum(&mut self, group: usize, momentum: f64) -> Result<()>;
+    /// One step with the parameters lent through `params` (see [`ParamAccess`]).
+    /// Allocation-free.
+    fn step_with(&mut self, grads: &[&[T]], params: &mut dyn ParamAccess<T>)
+        -> Result<StepOutcome>;
+
     /// One step: `params[i]` and `grads[i]` are the tensors of the layout, in order.
     /// Allocation-free.
-    fn step(&mut self, params: &mut [&mut [T]], grads: &[&[T]]) -> Result<StepOutcome>;
+    fn step(&mut self, mut params: &mut [&mut [T]], grads: &[&[T]]) -> Result<StepOutcome> {
+        self.step_with(grads, &mut params)
+    }
     /// Per-tensor scalar state (`step`, SWATS's `switched_at` and `sgd_lr`, ...).
     fn scalar_state(&self) -> Vec<(String, Vec<(&'static str, f64)>)>;
     /// A copy of the full state.

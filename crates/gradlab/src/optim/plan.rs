@@ -74,6 +74,20 @@ impl Plan {
         }
     }
 
+    /// Runs `f(chunk_index)` for the chunks in `range`, in parallel when they are many.
+    pub fn for_each_in<F: Fn(usize) + Sync + Send>(&self, range: Range<usize>, f: F) {
+        let total: usize = self.chunks[range.clone()]
+            .iter()
+            .map(|c| c.end - c.start)
+            .sum();
+        if total < PARALLEL_THRESHOLD || crate::pool::current_threads() == 1 {
+            range.for_each(f);
+        } else {
+            let start = range.start;
+            crate::pool::run(range.len(), &|i| f(start + i));
+        }
+    }
+
     /// Runs `f(chunk_index)` for every chunk, in parallel for large layouts.
     pub fn for_each<F: Fn(usize) + Sync + Send>(&self, f: F) {
         if self.total < PARALLEL_THRESHOLD || crate::pool::current_threads() == 1 {
