@@ -1,0 +1,382 @@
+//! Every gradlab optimizer as a [`candle_nn::Optimizer`] that updates candle [`Var`]s in
+//! place.
+//!
+//! gradlab's engine owns the optimizer state; each parameter is updated inside one of
+//! candle's in-place custom ops ([`InplaceOp1`]), so parameters are never copied. Gradients
+//! are read straight from their storage. Parameters are named and kept in sorted name order,
+//! so saved states are reproducible and keyed by name.
+
+use crate::{Error, Result};
+use candle_core::backprop::GradStore;
+use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Storage, Tensor, Var};
+use gradlab::optim::{self, Layout as ParamLayout, Options, ParamAccess, ParamGroup, StepOutcome};
+use std::cell::RefCell;
+
+/// What [`GradlabOptimizer::new`] takes as `candle_nn::Optimizer::Config`.
+#[derive(Debug, Clone)]
+pub struct OptimizerConfig {
+    /// The optimizer spec, e.g. `adamw(lr=1e-3)`.
+    pub spec: String,
+    /// Parameter groups by name pattern.
+    pub groups: Vec<ParamGroup>,
+    /// Clipping and non-finite policy.
+    pub options: Options,
+}
+
+impl OptimizerConfig {
+    /// A config with no groups and default options.
+    pub fn new(spec: impl Into<String>) -> Self {
+        OptimizerConfig {
+            spec: spec.into(),
+            groups: Vec::new(),
+            options: Options::default(),
+        }
+    }
+}
+
+enum Inner {
+    F32(Box<dyn optim::Optimizer<f32>>),
+    F64(Box<dyn optim::Optimizer<f64>>),
+}
+
+/// A gradlab optimizer over named candle variables.
+pub struct GradlabOptimizer {
+    names: Vec<String>,
+    vars: Vec<Var>,
+    inner: Inner,
+    last: Option<StepOutcome>,
+}
+
+/// Applies a closure to a tensor's storage in place.
+struct InPlace<'a, T> {
+    f: RefCell<&'a mut dyn FnMut(&mut [T])>,
+}
+
+macro_rules! in_place {
+    ($t:ty, $variant:ident) => {
+        impl InplaceOp1 for InPlace<'_, $t> {
+            fn name(&self) -> &'static str {
+                "gradlab-step"
+            }
+            fn cpu_fwd(
+                &self,
+                storage: &mut CpuStorage,
+                layout: &Layout,
+            ) -> candle_core::Result<()> {
+                let CpuStorage::$variant(values) = storage else {
+                    candle_core::bail!("gradlab: parameter storage is not {}", stringify!($t));
+                };
+                let Some((start, end)) = layout.contiguous_offsets() else {
+                    candle_core::bail!("gradlab: parameter is not contiguous");
+                };
+                (self.f.borrow_mut())(&mut values[start..end]);
+                Ok(())
+            }
+        }
+    };
+}
+in_place!(f32, F32);
+in_place!(f64, F64);
+
+/// Lends candle variables to the engine one at a time.
+struct VarAccess<'a> {
+    vars: &'a [Var],
+}
+
+macro_rules! var_access {
+    ($t:ty, $variant:ident) => {
+        impl ParamAccess<$t> for VarAccess<'_> {
+            fn count(&self) -> usize {
+                self.vars.len()
+            }
+            fn read(&mut self, seg: usize, f: &mut dyn FnMut(&[$t])) -> gradlab::Result<()> {
+                let (storage, layout) = self.vars[seg].as_tensor().storage_and_layout();
+                let Storage::Cpu(CpuStorage::$variant(values)) = &*storage else {
+                    return Err(lend_error(
+                        seg,
+                        "is not a CPU tensor of the optimizer's float type",
+                    ));
+                };
+                let (start, end) = layout
+                    .contiguous_offsets()
+                    .ok_or_else(|| lend_error(seg, "is not contiguous"))?;
+                f(&values[start..end]);
+                Ok(())
+            }
+            fn update(&mut self, seg: usize, f: &mut dyn FnMut(&mut [$t])) -> gradlab::Result<()> {
+                let op = InPlace { f: RefCell::new(f) };
+                self.vars[seg]
+                    .as_tensor()
+                    .inplace_op1(&op)
+                    .map_err(|e| lend_error(seg, &e.to_string()))
+            }
+        }
+    };
+}
+var_access!(f32, F32);
+var_access!(f64, F64);
+
+fn lend_error(seg: usize, what: &str) -> gradlab::Error {
+    gradlab::Error::Layout(format!("parameter {seg} {what}"))
+}
+
+/// Reads gradient slices of every variable (in order) and calls `f` with them.
+fn with_grads<T, R>(
+    names: &[String],
+    vars: &[Var],
+    grads: &GradStore,
+    extract: impl Fn(&CpuStorage) -> Option<&[T]>,
+    f: impl FnOnce(&[&[T]]) -> Result<R>,
+) -> Result<R> {
+    let tensors: Vec<&Tensor> = names
+        .iter()
+        .zip(vars)
+        .map(|(name, v)| {
+            grads.get(v.as_tensor()).ok_or_else(|| {
+                Error::Msg(format!(
+                    "no gradient for parameter '{name}': is it used by the loss?"
+                ))
+            })
+        })
+        .collect::<Result<_>>()?;
+    let guards: Vec<_> = tensors.iter().map(|t| t.storage_and_layout()).collect();
+    let mut slices = Vec::with_capacity(guards.len());
+    for ((storage, layout), name) in guards.iter().zip(names) {
+        let Storage::Cpu(cpu) = &**storage else {
+            return Err(Error::Msg(format!(
+                "gradient of '{name}' is not on the CPU"
+            )));
+        };
+        let values = extract(cpu).ok_or_else(|| {
+            Error::Msg(format!(
+                "gradient of '{name}' has another float type than the parameter"
+            ))
+        })?;
+        let (start, end) = layout
+            .contiguous_offsets()
+            .ok_or_else(|| Error::Msg(format!("gradient of '{name}' is not contiguous")))?;
+        slices.push(&values[start..end]);
+    }
+    f(&slices)
+}
+
+impl GradlabOptimizer {
+    /// An optimizer over `named` variables (sorted by name here), all f32 or all f64.
+    pub fn with_names(named: Vec<(String, Var)>, config: &OptimizerConfig) -> Result<Self> {
+        let mut named = named;
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        if named.is_empty() {
+            return Err(Error::Msg(
+                "an optimizer needs at least one parameter".into(),
+            ));
+        }
+        let dtype = named[0].1.dtype();
+        if let Some((name, _)) = named.iter().find(|(_, v)| v.dtype() != dtype) {
+            return Err(Error::Msg(format!(
+                "parameter '{name}' is not {dtype:?} like the others"
+            )));
+        }
+        let layout = ParamLayout::new(named.iter().map(|(n, v)| (n.clone(), v.dims().to_vec())))?;
+        let inner = match dtype {
+            DType::F32 => Inner::F32(optim::build::<f32>(
+                &config.spec,
+                layout,
+                &config.groups,
+                config.options.clone(),
+            )?),
+            DType::F64 => Inner::F64(optim::build::<f64>(
+                &config.spec,
+                layout,
+                &config.groups,
+                config.options.clone(),
+            )?),
+            other => {
+                return Err(Error::Msg(format!(
+                    "parameters of type {other:?} are not supported (f32 or f64)"
+                )))
+            }
+        };
+        let (names, vars) = named.into_iter().unzip();
+        Ok(GradlabOptimizer {
+            names,
+            vars,
+            inner,
+            last: None,
+        })
+    }
+
+    /// The parameter names, in the optimizer's order.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// The variables, in the optimizer's order.
+    pub fn vars(&self) -> &[Var] {
+        &self.vars
+    }
+
+    /// The outcome of the last step (gradient norm, clipping, skipped).
+    pub fn last_outcome(&self) -> Option<StepOutcome> {
+        self.last
+    }
+
+    /// The f32 engine (most models), if that is the parameters' type.
+    pub fn engine_f32(&mut self) -> Option<&mut dyn optim::Optimizer<f32>> {
+        match &mut self.inner {
+            Inner::F32(o) => Some(o.as_mut()),
+            Inner::F64(_) => None,
+        }
+    }
+
+    /// Runs `f` on the engine whatever its float type.
+    pub fn with_engine<R>(&mut self, f: impl FnOnce(&mut dyn EngineView) -> R) -> R {
+        match &mut self.inner {
+            Inner::F32(o) => f(o),
+            Inner::F64(o) => f(o),
+        }
+    }
+
+    /// One step from a gradient store.
+    pub fn step_grads(&mut self, grads: &GradStore) -> Result<StepOutcome> {
+        let (names, vars) = (&self.names, &self.vars);
+        let outcome = match &mut self.inner {
+            Inner::F32(o) => with_grads(
+                names,
+                vars,
+                grads,
+                |s| {
+                    if let CpuStorage::F32(v) = s {
+                        Some(v.as_slice())
+                    } else {
+                        None
+                    }
+                },
+                |g| Ok(o.step_with(g, &mut VarAccess { vars })?),
+            )?,
+            Inner::F64(o) => with_grads(
+                names,
+                vars,
+                grads,
+                |s| {
+                    if let CpuStorage::F64(v) = s {
+                        Some(v.as_slice())
+                    } else {
+                        None
+                    }
+                },
+                |g| Ok(o.step_with(g, &mut VarAccess { vars })?),
+            )?,
+        };
+        self.last = Some(outcome);
+        Ok(outcome)
+    }
+}
+
+/// The float-type-independent part of an engine (learning rate, momentum, state files).
+pub trait EngineView {
+    /// Number of groups.
+    fn groups(&self) -> usize;
+    /// A group's learning rate.
+    fn lr_of(&self, group: usize) -> f64;
+    /// Sets every group's learning rate.
+    fn set_lr_of(&mut self, group: usize, lr: f64);
+    /// Momentum/beta1 of group 0.
+    fn momentum0(&self) -> Option<f64>;
+    /// Saves the state atomically.
+    fn save(&self, path: &std::path::Path) -> gradlab::Result<()>;
+    /// Loads a saved state.
+    fn load(&mut self, path: &std::path::Path) -> gradlab::Result<()>;
+    /// Canonical spec.
+    fn spec_string(&self) -> String;
+    /// Steps taken.
+    fn steps_taken(&self) -> u64;
+    /// SWATS status, if applicable.
+    fn swats(&self) -> Option<Vec<gradlab::optim::swats::SwitchStatus>>;
+    /// Attaches a schedule.
+    fn scheduler(&mut self, spec: &str) -> gradlab::Result<gradlab::schedule::Scheduler>;
+    /// Steps a schedule.
+    fn step_schedule(
+        &mut self,
+        s: &mut gradlab::schedule::Scheduler,
+        metric: Option<f64>,
+    ) -> gradlab::Result<()>;
+}
+
+impl<T: gradlab::Real> EngineView for Box<dyn optim::Optimizer<T>> {
+    fn groups(&self) -> usize {
+        self.num_groups()
+    }
+    fn lr_of(&self, group: usize) -> f64 {
+        self.lr(group)
+    }
+    fn set_lr_of(&mut self, group: usize, lr: f64) {
+        self.set_lr(group, lr)
+    }
+    fn momentum0(&self) -> Option<f64> {
+        self.momentum(0)
+    }
+    fn save(&self, path: &std::path::Path) -> gradlab::Result<()> {
+        self.save_state(path)
+    }
+    fn load(&mut self, path: &std::path::Path) -> gradlab::Result<()> {
+        self.load_state(path)
+    }
+    fn spec_string(&self) -> String {
+        self.spec().to_string()
+    }
+    fn steps_taken(&self) -> u64 {
+        self.steps()
+    }
+    fn swats(&self) -> Option<Vec<gradlab::optim::swats::SwitchStatus>> {
+        gradlab::optim::swats::switch_status(self.as_ref())
+    }
+    fn scheduler(&mut self, spec: &str) -> gradlab::Result<gradlab::schedule::Scheduler> {
+        gradlab::schedule::Scheduler::new(spec, self.as_mut())
+    }
+    fn step_schedule(
+        &mut self,
+        s: &mut gradlab::schedule::Scheduler,
+        metric: Option<f64>,
+    ) -> gradlab::Result<()> {
+        match metric {
+            Some(m) => s.step_with_metric(self.as_mut(), m),
+            None => s.step(self.as_mut()),
+        }
+    }
+}
+
+impl candle_nn::Optimizer for GradlabOptimizer {
+    type Config = OptimizerConfig;
+
+    /// Variables without names are called `param0`, `param1`, ... in the order given.
+    fn new(vars: Vec<Var>, config: OptimizerConfig) -> candle_core::Result<Self> {
+        let width = vars.len().to_string().len();
+        let named = vars
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| (format!("param{i:0width$}"), v))
+            .collect();
+        GradlabOptimizer::with_names(named, &config)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))
+    }
+
+    fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
+        self.step_grads(grads)
+            .map(|_| ())
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))
+    }
+
+    fn learning_rate(&self) -> f64 {
+        match &self.inner {
+            Inner::F32(o) => o.lr(0),
+            Inner::F64(o) => o.lr(0),
+        }
+    }
+
+    fn set_learning_rate(&mut self, lr: f64) {
+        match &mut self.inner {
+            Inner::F32(o) => o.set_lr_all(lr),
+            Inner::F64(o) => o.set_lr_all(lr),
+        }
+    }
+}
