@@ -47,9 +47,12 @@ pub struct GradlabOptimizer {
     last: Option<StepOutcome>,
 }
 
+/// The engine's per-tensor update, lent to candle.
+type Update<'a, T> = &'a mut dyn FnMut(&mut [T]);
+
 /// Applies a closure to a tensor's storage in place.
 struct InPlace<'a, T> {
-    f: RefCell<&'a mut dyn FnMut(&mut [T])>,
+    f: RefCell<Update<'a, T>>,
 }
 
 macro_rules! in_place {
