@@ -2,7 +2,11 @@
 //! place, models (logistic regression, MLP, LeNet-style CNN), MNIST-format data, the
 //! training loop with checkpoints, and Hessian-vector products of real networks.
 
+pub mod checkpoint;
+pub mod data;
+pub mod models;
 pub mod optim;
+pub mod train;
 
 pub use optim::{GradlabOptimizer, OptimizerConfig};
 

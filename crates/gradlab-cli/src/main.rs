@@ -6,6 +6,7 @@ mod lr_find_cmd;
 mod plot;
 mod schedule_cmd;
 mod surface_cmd;
+mod train_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -29,6 +30,9 @@ enum Command {
     /// Classify a point of a surface by its Hessian (minimum, maximum, saddle, degenerate),
     /// or find every critical point in a box.
     Critical(critical_cmd::CriticalArgs),
+    /// Train a network (logreg, mlp, cnn) on MNIST-format data, with metrics, checkpoints
+    /// and exact resume.
+    Train(train_cmd::TrainArgs),
 }
 
 fn main() {
@@ -38,6 +42,7 @@ fn main() {
         Command::Schedule(args) => schedule_cmd::run(args),
         Command::LrFind(args) => lr_find_cmd::run(args),
         Command::Critical(args) => critical_cmd::run(args),
+        Command::Train(args) => train_cmd::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

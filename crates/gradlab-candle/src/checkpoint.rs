@@ -1,0 +1,257 @@
+//! Training checkpoints: written to a fresh folder and swapped into place, so a crash
+//! never leaves a half-written checkpoint; loaded with every piece checked.
+
+use crate::models::Model;
+use crate::optim::GradlabOptimizer;
+use crate::train::{model_tensors, TrainConfig};
+use crate::{Error, Result};
+use candle_core::{Device, Tensor};
+use gradlab::schedule::Scheduler;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Version of the checkpoint layout.
+pub const CHECKPOINT_VERSION: u64 = 1;
+
+/// Where a checkpoint leaves off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resumed {
+    /// Optimizer steps taken.
+    pub step: u64,
+    /// Epochs completed.
+    pub epoch: usize,
+}
+
+/// The configuration keys that must match for a resume.
+const MUST_MATCH: &[&str] = &[
+    "model",
+    "widths",
+    "activation",
+    "batch_norm",
+    "dropout",
+    "optimizer",
+    "schedule",
+    "schedule_unit",
+    "batch_size",
+    "seed",
+    "clip_norm",
+    "grad_noise",
+    "ema",
+    "swa_start",
+    "swa_lr",
+    "data",
+    "train_limit",
+];
+
+#[allow(clippy::too_many_arguments)]
+/// Writes `out/checkpoint/` atomically.
+pub fn save(
+    out: &Path,
+    config: &TrainConfig,
+    model: &Model,
+    opt: &mut GradlabOptimizer,
+    scheduler: Option<&Scheduler>,
+    ema: &Option<Vec<Tensor>>,
+    swa: &Option<(Vec<Tensor>, usize)>,
+    step: u64,
+    epoch: usize,
+) -> Result<()> {
+    let tmp = out.join("checkpoint.tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::Msg(format!("{}: {e}", tmp.display())))?;
+    let mut tensors = model_tensors(model);
+    let names: Vec<String> = model.params().iter().map(|(n, _)| n.clone()).collect();
+    if let Some(ema) = ema {
+        tensors.extend(
+            names
+                .iter()
+                .zip(ema)
+                .map(|(n, t)| (format!("ema/{n}"), t.clone())),
+        );
+    }
+    if let Some((swa, _)) = swa {
+        tensors.extend(
+            names
+                .iter()
+                .zip(swa)
+                .map(|(n, t)| (format!("swa/{n}"), t.clone())),
+        );
+    }
+    candle_core::safetensors::save(&tensors, tmp.join("model.safetensors"))?;
+    opt.with_engine(|e| e.save(&tmp.join("optimizer.safetensors")))?;
+    let state = json!({
+        "version": CHECKPOINT_VERSION,
+        "step": step,
+        "epoch": epoch,
+        "config": config.to_json(),
+        "schedule": scheduler.map(|s| s.state()),
+        "swa_count": swa.as_ref().map(|s| s.1),
+        "rng": {"seed": config.seed, "next_step": step, "next_epoch": epoch},
+    });
+    gradlab::io::write_atomic(
+        &tmp.join("state.json"),
+        serde_json::to_string_pretty(&state)
+            .expect("json")
+            .as_bytes(),
+    )?;
+    let dest = out.join("checkpoint");
+    let old = out.join("checkpoint.old");
+    let _ = std::fs::remove_dir_all(&old);
+    if dest.exists() {
+        std::fs::rename(&dest, &old).map_err(|e| Error::Msg(format!("{}: {e}", dest.display())))?;
+    }
+    std::fs::rename(&tmp, &dest).map_err(|e| Error::Msg(format!("{}: {e}", dest.display())))?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+/// Reads `dir/checkpoint` (or `dir` itself if it holds the files) into the model,
+/// optimizer, schedule and averages.
+#[allow(clippy::too_many_arguments)]
+pub fn load(
+    dir: &Path,
+    config: &TrainConfig,
+    model: &Model,
+    opt: &mut GradlabOptimizer,
+    scheduler: Option<&mut Scheduler>,
+    ema: &mut Option<Vec<Tensor>>,
+    swa: &mut Option<(Vec<Tensor>, usize)>,
+) -> Result<Resumed> {
+    let ck = checkpoint_dir(dir)?;
+    let state_path = ck.join("state.json");
+    let text = std::fs::read_to_string(&state_path)
+        .map_err(|e| Error::Msg(format!("{}: {e}", state_path.display())))?;
+    let state: Value = serde_json::from_str(&text)
+        .map_err(|e| Error::Msg(format!("{}: not valid JSON: {e}", state_path.display())))?;
+    if state["version"].as_u64() != Some(CHECKPOINT_VERSION) {
+        return Err(Error::Msg(format!(
+            "{}: checkpoint version {} is not supported",
+            state_path.display(),
+            state["version"]
+        )));
+    }
+    let saved = &state["config"];
+    let now = config.to_json();
+    for key in MUST_MATCH {
+        if saved[key] != now[key] {
+            return Err(Error::Msg(format!(
+                "{}: the checkpoint was trained with {key} = {}, this run has {key} = {}",
+                state_path.display(),
+                saved[key],
+                now[key]
+            )));
+        }
+    }
+    let tensors = load_tensors(&ck.join("model.safetensors"))?;
+    restore_model(model, &tensors, &ck.join("model.safetensors"))?;
+    let names: Vec<String> = model.params().iter().map(|(n, _)| n.clone()).collect();
+    let averaged = |prefix: &str| -> Result<Vec<Tensor>> {
+        names
+            .iter()
+            .map(|n| {
+                tensors
+                    .get(&format!("{prefix}/{n}"))
+                    .cloned()
+                    .ok_or_else(|| {
+                        Error::Msg(format!(
+                            "{}: tensor '{prefix}/{n}' is missing",
+                            ck.display()
+                        ))
+                    })
+            })
+            .collect()
+    };
+    if ema.is_some() {
+        *ema = Some(averaged("ema")?);
+    }
+    if let Some(count) = state["swa_count"].as_u64() {
+        *swa = Some((averaged("swa")?, count as usize));
+    }
+    opt.with_engine(|e| e.load(&ck.join("optimizer.safetensors")))?;
+    if let Some(s) = scheduler {
+        s.load_state(&state["schedule"])?;
+    }
+    let step = state["step"]
+        .as_u64()
+        .ok_or_else(|| Error::Msg(format!("{}: no step", state_path.display())))?;
+    let epoch = state["epoch"]
+        .as_u64()
+        .ok_or_else(|| Error::Msg(format!("{}: no epoch", state_path.display())))?
+        as usize;
+    Ok(Resumed { step, epoch })
+}
+
+/// The folder holding the checkpoint files inside `dir`.
+pub fn checkpoint_dir(dir: &Path) -> Result<std::path::PathBuf> {
+    let ck = if dir.join("state.json").is_file() {
+        dir.to_path_buf()
+    } else {
+        dir.join("checkpoint")
+    };
+    if !ck.join("state.json").is_file() {
+        return Err(Error::Msg(format!(
+            "{}: no checkpoint here (expected checkpoint/state.json)",
+            dir.display()
+        )));
+    }
+    Ok(ck)
+}
+
+/// Reads a safetensors file.
+pub fn load_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
+    candle_core::safetensors::load(path, &Device::Cpu)
+        .map_err(|e| Error::Msg(format!("{}: {e}", path.display())))
+}
+
+/// Sets a model's parameters and buffers from named tensors, checking names and shapes.
+pub fn restore_model(
+    model: &Model,
+    tensors: &HashMap<String, Tensor>,
+    source: &Path,
+) -> Result<()> {
+    for (name, var) in model.params() {
+        let t = tensors.get(name).ok_or_else(|| {
+            Error::Msg(format!(
+                "{}: parameter '{name}' is missing",
+                source.display()
+            ))
+        })?;
+        if t.dims() != var.dims() {
+            return Err(Error::Msg(format!(
+                "{}: parameter '{name}' has shape {:?}, the model has {:?}",
+                source.display(),
+                t.dims(),
+                var.dims()
+            )));
+        }
+        var.set(t)?;
+    }
+    for (name, _) in model.buffers() {
+        let t = tensors.get(&name).ok_or_else(|| {
+            Error::Msg(format!("{}: buffer '{name}' is missing", source.display()))
+        })?;
+        model.set_buffer(&name, t.clone())?;
+    }
+    Ok(())
+}
+
+/// Keeps the metrics of steps up to `step` and epochs before `epoch` (what the checkpoint
+/// covers), rewriting the file atomically.
+pub fn truncate_metrics(path: &Path, step: u64, epoch: usize) -> Result<()> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            let v: Value = serde_json::from_str(l).unwrap_or(Value::Null);
+            match v["kind"].as_str() {
+                Some("step") => v["step"].as_u64().is_some_and(|s| s <= step),
+                Some("epoch") => v["epoch"].as_u64().is_some_and(|e| (e as usize) < epoch),
+                _ => false,
+            }
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    gradlab::io::write_atomic(path, kept.as_bytes())?;
+    Ok(())
+}

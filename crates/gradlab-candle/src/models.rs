@@ -1,0 +1,478 @@
+//! The lecture's models: logistic regression (the convex baseline), an MLP (widths,
+//! activation, optional batch norm and dropout) and a LeNet-5-like CNN (optional batch
+//! norm). Initialisation is seeded and deterministic (PyTorch's default for linear and
+//! convolution layers: weights and biases uniform in ±1/√fan_in).
+
+use crate::{Error, Result};
+use candle_core::{DType, Device, Tensor, Var, D};
+use gradlab::landscape::Rng;
+use std::cell::RefCell;
+
+/// Which model, with its settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSpec {
+    /// `logreg`, `mlp` or `cnn`.
+    pub kind: ModelKind,
+    /// Hidden widths of the MLP (default 256, 128).
+    pub widths: Vec<usize>,
+    /// `relu`, `tanh` or `gelu`.
+    pub activation: Activation,
+    /// Batch normalisation after each hidden linear / convolution layer.
+    pub batch_norm: bool,
+    /// Dropout probability after each hidden activation of the MLP (0 = none).
+    pub dropout: f64,
+}
+
+/// The model families.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    /// Softmax regression on the pixels.
+    LogReg,
+    /// Fully connected network.
+    Mlp,
+    /// LeNet-5-like convolutional network.
+    Cnn,
+}
+
+/// Hidden activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// max(0, x).
+    Relu,
+    /// tanh.
+    Tanh,
+    /// GELU (erf form, PyTorch's default).
+    Gelu,
+}
+
+impl std::str::FromStr for ModelKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "logreg" => Ok(ModelKind::LogReg),
+            "mlp" => Ok(ModelKind::Mlp),
+            "cnn" => Ok(ModelKind::Cnn),
+            other => Err(Error::Msg(format!(
+                "unknown model '{other}'; known: logreg, mlp, cnn"
+            ))),
+        }
+    }
+}
+
+impl std::str::FromStr for Activation {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "relu" => Ok(Activation::Relu),
+            "tanh" => Ok(Activation::Tanh),
+            "gelu" => Ok(Activation::Gelu),
+            other => Err(Error::Msg(format!(
+                "unknown activation '{other}'; known: relu, tanh, gelu"
+            ))),
+        }
+    }
+}
+
+impl ModelKind {
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::LogReg => "logreg",
+            ModelKind::Mlp => "mlp",
+            ModelKind::Cnn => "cnn",
+        }
+    }
+}
+
+impl Activation {
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::Relu => "relu",
+            Activation::Tanh => "tanh",
+            Activation::Gelu => "gelu",
+        }
+    }
+
+    fn apply(self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Activation::Relu => x.relu()?,
+            Activation::Tanh => x.tanh()?,
+            Activation::Gelu => x.gelu_erf()?,
+        })
+    }
+}
+
+impl ModelSpec {
+    /// A model of `kind` with the default settings.
+    pub fn new(kind: ModelKind) -> Self {
+        ModelSpec {
+            kind,
+            widths: vec![256, 128],
+            activation: Activation::Relu,
+            batch_norm: false,
+            dropout: 0.0,
+        }
+    }
+}
+
+enum Layer {
+    Flatten,
+    Linear { w: usize, b: usize },
+    Conv { w: usize, b: usize, padding: usize },
+    MaxPool(usize),
+    Act(Activation),
+    BatchNorm(BatchNorm),
+    Dropout(f64),
+}
+
+/// Batch normalisation with running statistics (momentum 0.1, eps 1e-5, as PyTorch).
+struct BatchNorm {
+    gamma: usize,
+    beta: usize,
+    /// Channel axis: 1 for both (N, C) and (N, C, H, W).
+    spatial: bool,
+    running_mean: RefCell<Tensor>,
+    running_var: RefCell<Tensor>,
+    /// None: exponential average with momentum 0.1; Some(n): cumulative average of n batches
+    /// (used to recompute statistics for averaged weights).
+    cumulative: RefCell<Option<usize>>,
+}
+
+/// A model: named parameters and the layers that use them.
+pub struct Model {
+    spec: ModelSpec,
+    params: Vec<(String, Var)>,
+    layers: Vec<Layer>,
+}
+
+fn uniform(rng: &mut Rng, n: usize, bound: f64) -> Vec<f32> {
+    (0..n)
+        .map(|_| ((2.0 * rng.uniform() - 1.0) * bound) as f32)
+        .collect()
+}
+
+impl Model {
+    /// Builds the model for `rows×cols` single-channel images and 10 classes, initialised
+    /// from `seed`.
+    pub fn new(spec: &ModelSpec, rows: usize, cols: usize, seed: u64) -> Result<Self> {
+        if spec.kind == ModelKind::Mlp && spec.widths.is_empty() {
+            return Err(Error::Msg("an MLP needs at least one hidden width".into()));
+        }
+        if !(0.0..1.0).contains(&spec.dropout) {
+            return Err(Error::Msg(format!(
+                "dropout {} must be in [0, 1)",
+                spec.dropout
+            )));
+        }
+        let mut m = Model {
+            spec: spec.clone(),
+            params: Vec::new(),
+            layers: Vec::new(),
+        };
+        let mut rng = Rng::new(seed);
+        let inputs = rows * cols;
+        match spec.kind {
+            ModelKind::LogReg => {
+                m.layers.push(Layer::Flatten);
+                m.linear("fc", inputs, 10, &mut rng)?;
+            }
+            ModelKind::Mlp => {
+                m.layers.push(Layer::Flatten);
+                let mut fan_in = inputs;
+                for (i, &w) in spec.widths.iter().enumerate() {
+                    m.linear(&format!("fc{}", i + 1), fan_in, w, &mut rng)?;
+                    if spec.batch_norm {
+                        m.batch_norm(&format!("bn{}", i + 1), w, false)?;
+                    }
+                    m.layers.push(Layer::Act(spec.activation));
+                    if spec.dropout > 0.0 {
+                        m.layers.push(Layer::Dropout(spec.dropout));
+                    }
+                    fan_in = w;
+                }
+                m.linear(
+                    &format!("fc{}", spec.widths.len() + 1),
+                    fan_in,
+                    10,
+                    &mut rng,
+                )?;
+            }
+            ModelKind::Cnn => {
+                if rows < 8 || cols < 8 {
+                    return Err(Error::Msg(format!(
+                        "the CNN needs images of at least 8×8, got {rows}×{cols}"
+                    )));
+                }
+                m.conv("conv1", 1, 6, 5, 2, &mut rng)?;
+                if spec.batch_norm {
+                    m.batch_norm("bn1", 6, true)?;
+                }
+                m.layers.push(Layer::Act(spec.activation));
+                m.layers.push(Layer::MaxPool(2));
+                m.conv("conv2", 6, 16, 5, 0, &mut rng)?;
+                if spec.batch_norm {
+                    m.batch_norm("bn2", 16, true)?;
+                }
+                m.layers.push(Layer::Act(spec.activation));
+                m.layers.push(Layer::MaxPool(2));
+                m.layers.push(Layer::Flatten);
+                let (h, w) = (((rows / 2) - 4) / 2, ((cols / 2) - 4) / 2);
+                m.linear("fc1", 16 * h * w, 120, &mut rng)?;
+                m.layers.push(Layer::Act(spec.activation));
+                m.linear("fc2", 120, 84, &mut rng)?;
+                m.layers.push(Layer::Act(spec.activation));
+                m.linear("fc3", 84, 10, &mut rng)?;
+            }
+        }
+        Ok(m)
+    }
+
+    fn add(&mut self, name: String, values: Vec<f32>, shape: &[usize]) -> Result<usize> {
+        let t = Tensor::from_vec(values, shape, &Device::Cpu)?;
+        self.params.push((name, Var::from_tensor(&t)?));
+        Ok(self.params.len() - 1)
+    }
+
+    fn linear(&mut self, name: &str, fan_in: usize, out: usize, rng: &mut Rng) -> Result<()> {
+        let bound = 1.0 / (fan_in as f64).sqrt();
+        let w = self.add(
+            format!("{name}.weight"),
+            uniform(rng, out * fan_in, bound),
+            &[out, fan_in],
+        )?;
+        let b = self.add(format!("{name}.bias"), uniform(rng, out, bound), &[out])?;
+        self.layers.push(Layer::Linear { w, b });
+        Ok(())
+    }
+
+    fn conv(
+        &mut self,
+        name: &str,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        padding: usize,
+        rng: &mut Rng,
+    ) -> Result<()> {
+        let bound = 1.0 / ((cin * k * k) as f64).sqrt();
+        let w = self.add(
+            format!("{name}.weight"),
+            uniform(rng, cout * cin * k * k, bound),
+            &[cout, cin, k, k],
+        )?;
+        let b = self.add(format!("{name}.bias"), uniform(rng, cout, bound), &[cout])?;
+        self.layers.push(Layer::Conv { w, b, padding });
+        Ok(())
+    }
+
+    fn batch_norm(&mut self, name: &str, channels: usize, spatial: bool) -> Result<()> {
+        let gamma = self.add(format!("{name}.weight"), vec![1.0; channels], &[channels])?;
+        let beta = self.add(format!("{name}.bias"), vec![0.0; channels], &[channels])?;
+        self.layers.push(Layer::BatchNorm(BatchNorm {
+            gamma,
+            beta,
+            spatial,
+            running_mean: RefCell::new(Tensor::zeros(channels, DType::F32, &Device::Cpu)?),
+            running_var: RefCell::new(Tensor::ones(channels, DType::F32, &Device::Cpu)?),
+            cumulative: RefCell::new(None),
+        }));
+        Ok(())
+    }
+
+    /// The model's settings.
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// Named parameters, in construction order.
+    pub fn params(&self) -> &[(String, Var)] {
+        &self.params
+    }
+
+    /// Number of scalar parameters.
+    pub fn num_parameters(&self) -> usize {
+        self.params.iter().map(|(_, v)| v.elem_count()).sum()
+    }
+
+    /// Batch-norm running statistics, named `{bn}.running_mean` / `{bn}.running_var`.
+    pub fn buffers(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        for layer in &self.layers {
+            if let Layer::BatchNorm(bn) = layer {
+                let base = self.params[bn.gamma]
+                    .0
+                    .trim_end_matches(".weight")
+                    .to_string();
+                out.push((
+                    format!("{base}.running_mean"),
+                    bn.running_mean.borrow().clone(),
+                ));
+                out.push((
+                    format!("{base}.running_var"),
+                    bn.running_var.borrow().clone(),
+                ));
+            }
+        }
+        out
+    }
+
+    /// Restores buffers saved with [`Model::buffers`].
+    pub fn set_buffer(&self, name: &str, value: Tensor) -> Result<()> {
+        for layer in &self.layers {
+            if let Layer::BatchNorm(bn) = layer {
+                let base = self.params[bn.gamma].0.trim_end_matches(".weight");
+                let slot = if name == format!("{base}.running_mean") {
+                    &bn.running_mean
+                } else if name == format!("{base}.running_var") {
+                    &bn.running_var
+                } else {
+                    continue;
+                };
+                if slot.borrow().dims() != value.dims() {
+                    return Err(Error::Msg(format!(
+                        "buffer '{name}' has shape {:?}, expected {:?}",
+                        value.dims(),
+                        slot.borrow().dims()
+                    )));
+                }
+                *slot.borrow_mut() = value;
+                return Ok(());
+            }
+        }
+        Err(Error::Msg(format!("the model has no buffer '{name}'")))
+    }
+
+    /// Switches batch norm to a cumulative average of the next batches' statistics
+    /// (`Some` resets the statistics), or back to the running average (`None`).
+    pub fn set_cumulative_batch_norm(&self, on: bool) -> Result<()> {
+        for layer in &self.layers {
+            if let Layer::BatchNorm(bn) = layer {
+                if on {
+                    let c = bn.running_mean.borrow().dims()[0];
+                    *bn.running_mean.borrow_mut() = Tensor::zeros(c, DType::F32, &Device::Cpu)?;
+                    *bn.running_var.borrow_mut() = Tensor::ones(c, DType::F32, &Device::Cpu)?;
+                    *bn.cumulative.borrow_mut() = Some(0);
+                } else {
+                    *bn.cumulative.borrow_mut() = None;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// True when the model has batch norm.
+    pub fn has_batch_norm(&self) -> bool {
+        self.layers.iter().any(|l| matches!(l, Layer::BatchNorm(_)))
+    }
+
+    /// Logits for a batch `(N, rows, cols)`; `train` uses batch statistics (and updates the
+    /// running ones) and dropout drawn from `rng`.
+    pub fn forward(&self, x: &Tensor, train: bool, rng: &mut Rng) -> Result<Tensor> {
+        let (n, rows, cols) = x.dims3()?;
+        let mut h = if self.spec.kind == ModelKind::Cnn {
+            x.reshape((n, 1, rows, cols))?
+        } else {
+            x.clone()
+        };
+        for layer in &self.layers {
+            h = match layer {
+                Layer::Flatten => h.flatten_from(1)?,
+                Layer::Linear { w, b } => h
+                    .matmul(&self.params[*w].1.t()?)?
+                    .broadcast_add(self.params[*b].1.as_tensor())?,
+                Layer::Conv { w, b, padding } => {
+                    let y = h.conv2d(self.params[*w].1.as_tensor(), *padding, 1, 1, 1)?;
+                    let c = self.params[*b].1.dims()[0];
+                    y.broadcast_add(&self.params[*b].1.reshape((1, c, 1, 1))?)?
+                }
+                Layer::MaxPool(k) => h.max_pool2d(*k)?,
+                Layer::Act(a) => a.apply(&h)?,
+                Layer::Dropout(p) => {
+                    if train {
+                        let keep: Vec<f32> = (0..h.elem_count())
+                            .map(|_| {
+                                if rng.uniform() < *p {
+                                    0.0
+                                } else {
+                                    (1.0 / (1.0 - p)) as f32
+                                }
+                            })
+                            .collect();
+                        (h.clone() * Tensor::from_vec(keep, h.shape(), h.device())?)?
+                    } else {
+                        h
+                    }
+                }
+                Layer::BatchNorm(bn) => self.batch_norm_forward(bn, &h, train)?,
+            };
+        }
+        Ok(h)
+    }
+
+    fn batch_norm_forward(&self, bn: &BatchNorm, x: &Tensor, train: bool) -> Result<Tensor> {
+        let c = bn.running_mean.borrow().dims()[0];
+        let shape: Vec<usize> = if bn.spatial {
+            vec![1, c, 1, 1]
+        } else {
+            vec![1, c]
+        };
+        let (mean, var) = if train {
+            // Statistics over every axis but the channels.
+            let xt = if bn.spatial {
+                x.transpose(0, 1)?.flatten_from(1)?
+            } else {
+                x.t()?
+            };
+            let mean = xt.mean(D::Minus1)?;
+            let centered = xt.broadcast_sub(&mean.unsqueeze(1)?)?;
+            let var = centered.sqr()?.mean(D::Minus1)?;
+            let count = xt.dims()[1] as f64;
+            let unbiased = (var.detach() * (count / (count - 1.0).max(1.0)))?;
+            let mut cumulative = bn.cumulative.borrow_mut();
+            let (new_mean, new_var) = match cumulative.as_mut() {
+                None => (
+                    ((bn.running_mean.borrow().clone() * 0.9)? + (mean.detach() * 0.1)?)?,
+                    ((bn.running_var.borrow().clone() * 0.9)? + (unbiased * 0.1)?)?,
+                ),
+                Some(k) => {
+                    *k += 1;
+                    let w = 1.0 / *k as f64;
+                    (
+                        ((bn.running_mean.borrow().clone() * (1.0 - w))? + (mean.detach() * w)?)?,
+                        ((bn.running_var.borrow().clone() * (1.0 - w))? + (unbiased * w)?)?,
+                    )
+                }
+            };
+            *bn.running_mean.borrow_mut() = new_mean;
+            *bn.running_var.borrow_mut() = new_var;
+            (mean, var)
+        } else {
+            (
+                bn.running_mean.borrow().clone(),
+                bn.running_var.borrow().clone(),
+            )
+        };
+        let normed = x
+            .broadcast_sub(&mean.reshape(shape.as_slice())?)?
+            .broadcast_div(&(var + 1e-5)?.sqrt()?.reshape(shape.as_slice())?)?;
+        Ok(normed
+            .broadcast_mul(&self.params[bn.gamma].1.reshape(shape.as_slice())?)?
+            .broadcast_add(&self.params[bn.beta].1.reshape(shape.as_slice())?)?)
+    }
+}
+
+/// Mean cross-entropy of logits against labels.
+pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    Ok(candle_nn::loss::cross_entropy(logits, labels)?)
+}
+
+/// Number of correct predictions.
+pub fn correct(logits: &Tensor, labels: &Tensor) -> Result<usize> {
+    let pred = logits.argmax(D::Minus1)?;
+    Ok(pred
+        .eq(labels)?
+        .to_dtype(DType::F32)?
+        .sum_all()?
+        .to_scalar::<f32>()? as usize)
+}

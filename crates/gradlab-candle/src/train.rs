@@ -1,0 +1,601 @@
+//! The training loop: seeded shuffling, any optimizer and schedule, clipping, gradient
+//! noise, weight averaging (EMA, SWA), metrics, checkpoints and exact resume.
+//!
+//! Files in the output folder:
+//! - `metrics.jsonl`: one line per step (`kind: "step"`: step, epoch, loss, grad_norm, lr,
+//!   momentum, seconds) and per epoch (`kind: "epoch"`: train and test loss and accuracy,
+//!   EMA/SWA test accuracy, and per tensor its gradient norm, weight norm and
+//!   update-to-weight ratio at the epoch's last step);
+//! - `summary.json`: the final figures and the full configuration;
+//! - `checkpoint/`: parameters, batch-norm statistics, EMA/SWA weights (`model.safetensors`),
+//!   optimizer state (`optimizer.safetensors`) and `state.json` (step, epoch, schedule state,
+//!   the seeds that fix every random draw, the configuration), replaced atomically each epoch.
+//!
+//! Random draws are functions of (seed, epoch) for shuffling and (seed, step) for dropout and
+//! gradient noise, so a resumed run repeats exactly what the uninterrupted run would do.
+
+use crate::data::{self, Dataset, Split};
+use crate::models::{correct, cross_entropy, Model, ModelSpec};
+use crate::optim::{GradlabOptimizer, OptimizerConfig};
+use crate::{Error, Result};
+use candle_core::{Device, Tensor};
+use gradlab::landscape::Rng;
+use gradlab::optim::{NonFinitePolicy, Options};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// When a (non-plateau) schedule is stepped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduleUnit {
+    /// After every optimizer step.
+    Step,
+    /// After every epoch.
+    Epoch,
+}
+
+/// Everything a training run depends on.
+#[derive(Debug, Clone)]
+pub struct TrainConfig {
+    /// The model.
+    pub model: ModelSpec,
+    /// Optimizer spec.
+    pub optimizer: String,
+    /// Schedule spec (`plateau` is stepped with the test loss each epoch).
+    pub schedule: Option<String>,
+    /// When the schedule is stepped.
+    pub schedule_unit: ScheduleUnit,
+    /// Examples per batch.
+    pub batch_size: usize,
+    /// Epochs to reach.
+    pub epochs: usize,
+    /// Seed of initialisation, shuffling, dropout and noise.
+    pub seed: u64,
+    /// Global-norm gradient clipping.
+    pub clip_norm: Option<f64>,
+    /// Gradient noise η (variance η/(1+t)^0.55, Neelakantan et al. 2015).
+    pub grad_noise: Option<f64>,
+    /// EMA of the weights with this decay.
+    pub ema: Option<f64>,
+    /// SWA from this epoch (0-based) on.
+    pub swa_start: Option<usize>,
+    /// Learning rate during SWA.
+    pub swa_lr: Option<f64>,
+    /// Non-finite gradients.
+    pub nonfinite: NonFinitePolicy,
+    /// Full MNIST-format folder instead of the bundled digits.
+    pub data_dir: Option<PathBuf>,
+    /// Use only the first N training examples (quick runs).
+    pub train_limit: Option<usize>,
+    /// Output folder.
+    pub out: PathBuf,
+}
+
+impl TrainConfig {
+    /// A configuration with the defaults of `gradlab train`.
+    pub fn new(model: ModelSpec, optimizer: &str, out: &Path) -> Self {
+        TrainConfig {
+            model,
+            optimizer: optimizer.to_string(),
+            schedule: None,
+            schedule_unit: ScheduleUnit::Step,
+            batch_size: 64,
+            epochs: 5,
+            seed: 0,
+            clip_norm: None,
+            grad_noise: None,
+            ema: None,
+            swa_start: None,
+            swa_lr: None,
+            nonfinite: NonFinitePolicy::Error,
+            data_dir: None,
+            train_limit: None,
+            out: out.to_path_buf(),
+        }
+    }
+
+    /// The configuration as JSON (in summaries and checkpoints).
+    pub fn to_json(&self) -> Value {
+        json!({
+            "model": self.model.kind.name(),
+            "widths": self.model.widths,
+            "activation": self.model.activation.name(),
+            "batch_norm": self.model.batch_norm,
+            "dropout": self.model.dropout,
+            "optimizer": self.optimizer,
+            "schedule": self.schedule,
+            "schedule_unit": match self.schedule_unit { ScheduleUnit::Step => "step", ScheduleUnit::Epoch => "epoch" },
+            "batch_size": self.batch_size,
+            "epochs": self.epochs,
+            "seed": self.seed,
+            "clip_norm": self.clip_norm,
+            "grad_noise": self.grad_noise,
+            "ema": self.ema,
+            "swa_start": self.swa_start,
+            "swa_lr": self.swa_lr,
+            "nonfinite": match self.nonfinite { NonFinitePolicy::Error => "error", NonFinitePolicy::Skip => "skip" },
+            "data": self.data_dir.as_ref().map(|p| p.display().to_string()),
+            "train_limit": self.train_limit,
+        })
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.batch_size == 0 {
+            return Err(Error::Msg("--batch-size must be at least 1".into()));
+        }
+        if let Some(d) = self.ema {
+            if !(0.0..1.0).contains(&d) {
+                return Err(Error::Msg(format!("--ema {d} must be in [0, 1)")));
+            }
+        }
+        if self.swa_start.is_some() != self.swa_lr.is_some() {
+            return Err(Error::Msg("--swa-start and --swa-lr go together".into()));
+        }
+        if let Some(eta) = self.grad_noise {
+            if eta < 0.0 {
+                return Err(Error::Msg(format!("--grad-noise {eta} must be >= 0")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the trainer reports while it runs.
+pub enum Event<'a> {
+    /// A step finished.
+    Step {
+        /// Step number (1-based).
+        step: u64,
+        /// Steps in the whole run.
+        total: u64,
+        /// Batch loss.
+        loss: f64,
+    },
+    /// An epoch finished; its metrics line.
+    Epoch(&'a Value),
+}
+
+/// The final figures.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// `summary.json`'s content.
+    pub json: Value,
+}
+
+/// Loads the configured data.
+pub fn load_data(config: &TrainConfig) -> Result<Split> {
+    let mut split = match &config.data_dir {
+        Some(dir) => data::load_dir(dir)?,
+        None => data::bundled()?,
+    };
+    if let Some(n) = config.train_limit {
+        let n = n.min(split.train.len());
+        split.train = split.train.slice(0..n);
+    }
+    Ok(split)
+}
+
+/// A batch as tensors.
+pub fn batch(data: &Dataset, indices: &[usize]) -> Result<(Tensor, Tensor)> {
+    let p = data.pixels();
+    let mut x = Vec::with_capacity(indices.len() * p);
+    for &i in indices {
+        x.extend_from_slice(&data.images[i * p..(i + 1) * p]);
+    }
+    let y: Vec<u32> = indices.iter().map(|&i| data.labels[i] as u32).collect();
+    Ok((
+        Tensor::from_vec(x, (indices.len(), data.rows, data.cols), &Device::Cpu)?,
+        Tensor::from_vec(y, indices.len(), &Device::Cpu)?,
+    ))
+}
+
+/// Mean loss and accuracy of `model` (evaluation mode) on `data`.
+pub fn evaluate(model: &Model, data: &Dataset) -> Result<(f64, f64)> {
+    let (mut loss, mut right) = (0.0, 0usize);
+    let mut rng = Rng::new(0);
+    let idx: Vec<usize> = (0..data.len()).collect();
+    for chunk in idx.chunks(1000) {
+        let (x, y) = batch(data, chunk)?;
+        let logits = model.forward(&x, false, &mut rng)?;
+        loss += cross_entropy(&logits, &y)?.to_scalar::<f32>()? as f64 * chunk.len() as f64;
+        right += correct(&logits, &y)?;
+    }
+    Ok((loss / data.len() as f64, right as f64 / data.len() as f64))
+}
+
+fn shuffle(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut rng = Rng::new(seed ^ ((epoch as u64 + 1).wrapping_mul(0xA076_1D64_78BD_642F)));
+    let mut idx: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        idx.swap(i, j);
+    }
+    idx
+}
+
+fn step_rng(seed: u64, step: u64) -> Rng {
+    Rng::new(
+        seed.wrapping_mul(0x9E37_79B9)
+            .wrapping_add(step.wrapping_mul(0xD1B5_4A32_D192_ED03)),
+    )
+}
+
+fn flat(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.flatten_all()?.to_vec1::<f32>()?)
+}
+
+fn norm(v: &[f32]) -> f64 {
+    v.iter()
+        .map(|x| (*x as f64) * (*x as f64))
+        .sum::<f64>()
+        .sqrt()
+}
+
+/// Weight averages kept beside the raw weights.
+struct Averages {
+    ema: Option<Vec<Tensor>>,
+    swa: Option<(Vec<Tensor>, usize)>,
+}
+
+/// Swaps `weights` into the model, runs `f`, and puts the raw weights back.
+fn with_weights<R>(model: &Model, weights: &[Tensor], f: impl FnOnce() -> Result<R>) -> Result<R> {
+    let raw: Vec<Tensor> = model
+        .params()
+        .iter()
+        .map(|(_, v)| v.as_tensor().copy())
+        .collect::<candle_core::Result<_>>()?;
+    for ((_, v), w) in model.params().iter().zip(weights) {
+        v.set(w)?;
+    }
+    let result = f();
+    for ((_, v), w) in model.params().iter().zip(&raw) {
+        v.set(w)?;
+    }
+    result
+}
+
+/// Trains, writing metrics, checkpoints and the summary to `config.out`; `resume` names a
+/// folder with a checkpoint to continue from.
+pub fn train(
+    config: &TrainConfig,
+    resume: Option<&Path>,
+    mut on_event: impl FnMut(Event),
+) -> Result<Summary> {
+    config.check()?;
+    std::fs::create_dir_all(&config.out)
+        .map_err(|e| Error::Msg(format!("{}: cannot create: {e}", config.out.display())))?;
+    let split = load_data(config)?;
+    let model = Model::new(
+        &config.model,
+        split.train.rows,
+        split.train.cols,
+        config.seed,
+    )?;
+    let options = Options {
+        clip_norm: config.clip_norm,
+        clip_value: None,
+        nonfinite: config.nonfinite,
+    };
+    let opt_config = OptimizerConfig {
+        spec: config.optimizer.clone(),
+        groups: Vec::new(),
+        options,
+    };
+    let mut opt = GradlabOptimizer::with_names(model.params().to_vec(), &opt_config)?;
+    let mut scheduler = match &config.schedule {
+        Some(s) => Some(opt.with_engine(|e| e.scheduler(s))?),
+        None => None,
+    };
+    let copies = |m: &Model| -> Result<Vec<Tensor>> {
+        Ok(m.params()
+            .iter()
+            .map(|(_, v)| v.as_tensor().copy())
+            .collect::<candle_core::Result<_>>()?)
+    };
+    let mut avg = Averages {
+        ema: config.ema.map(|_| copies(&model)).transpose()?,
+        swa: None,
+    };
+    let batches_per_epoch = split.train.len().div_ceil(config.batch_size) as u64;
+    let total_steps = batches_per_epoch * config.epochs as u64;
+    let metrics_path = config.out.join("metrics.jsonl");
+    let (mut step, mut start_epoch) = (0u64, 0usize);
+    if let Some(dir) = resume {
+        let resumed = crate::checkpoint::load(
+            dir,
+            config,
+            &model,
+            &mut opt,
+            scheduler.as_mut(),
+            &mut avg.ema,
+            &mut avg.swa,
+        )?;
+        step = resumed.step;
+        start_epoch = resumed.epoch;
+        crate::checkpoint::truncate_metrics(&metrics_path, step, start_epoch)?;
+    } else {
+        gradlab::io::write_atomic(&metrics_path, b"")?;
+    }
+    let mut metrics = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&metrics_path)
+        .map_err(|e| Error::Msg(format!("{}: {e}", metrics_path.display())))?;
+    let mut write_line = |v: &Value| -> Result<()> {
+        writeln!(metrics, "{v}").map_err(|e| Error::Msg(format!("{}: {e}", metrics_path.display())))
+    };
+    let started = Instant::now();
+    let plateau = scheduler.as_ref().is_some_and(|s| s.needs_metric());
+    let mut last_epoch_line = Value::Null;
+    for epoch in start_epoch..config.epochs {
+        if let (Some(start), Some(lr)) = (config.swa_start, config.swa_lr) {
+            if epoch >= start {
+                opt.with_engine(|e| (0..e.groups()).for_each(|g| e.set_lr_of(g, lr)));
+            }
+        }
+        let order = shuffle(split.train.len(), config.seed, epoch);
+        let (mut loss_sum, mut right, mut seen) = (0.0, 0usize, 0usize);
+        let mut health = Vec::new();
+        let batches: Vec<&[usize]> = order.chunks(config.batch_size).collect();
+        for (b, idx) in batches.iter().enumerate() {
+            let (x, y) = batch(&split.train, idx)?;
+            let mut rng = step_rng(config.seed, step);
+            let logits = model.forward(&x, true, &mut rng)?;
+            let loss = cross_entropy(&logits, &y)?;
+            let loss_value = loss.to_scalar::<f32>()? as f64;
+            right += correct(&logits, &y)?;
+            let mut grads = loss.backward()?;
+            if let Some(eta) = config.grad_noise {
+                let std = (eta / (1.0 + step as f64).powf(0.55)).sqrt();
+                for (_, v) in model.params() {
+                    if let Some(g) = grads.get(v.as_tensor()) {
+                        let noise: Vec<f32> = (0..g.elem_count())
+                            .map(|_| (rng.normal() * std) as f32)
+                            .collect();
+                        let noisy = (g + Tensor::from_vec(noise, g.shape(), g.device())?)?;
+                        grads.insert(v.as_tensor(), noisy);
+                    }
+                }
+            }
+            let last_of_epoch = b + 1 == batches.len();
+            let before = if last_of_epoch {
+                Some(
+                    model
+                        .params()
+                        .iter()
+                        .map(|(_, v)| flat(v.as_tensor()))
+                        .collect::<Result<Vec<_>>>()?,
+                )
+            } else {
+                None
+            };
+            let (lr, momentum) = opt.with_engine(|e| (e.lr_of(0), e.momentum0()));
+            let outcome = opt
+                .step_grads(&grads)
+                .map_err(|e| Error::Msg(format!("step {}: {e}", step + 1)))?;
+            if let Some(before) = before {
+                for (((name, v), w0), _) in model.params().iter().zip(&before).zip(0..) {
+                    let w1 = flat(v.as_tensor())?;
+                    let g = grads
+                        .get(v.as_tensor())
+                        .map(flat)
+                        .transpose()?
+                        .unwrap_or_default();
+                    let delta: Vec<f32> = w1.iter().zip(w0).map(|(a, b)| a - b).collect();
+                    let w_norm = norm(w0);
+                    health.push(json!({
+                        "name": name,
+                        "grad_norm": norm(&g),
+                        "weight_norm": norm(&w1),
+                        "update_ratio": if w_norm > 0.0 { norm(&delta) / w_norm } else { 0.0 },
+                    }));
+                }
+            }
+            if let (Some(d), Some(ema)) = (config.ema, avg.ema.as_mut()) {
+                for (e, (_, v)) in ema.iter_mut().zip(model.params()) {
+                    *e = ((&*e * d)? + (v.as_tensor() * (1.0 - d))?)?;
+                }
+            }
+            step += 1;
+            if let (Some(s), ScheduleUnit::Step, false) =
+                (scheduler.as_mut(), config.schedule_unit, plateau)
+            {
+                opt.with_engine(|e| e.step_schedule(s, None))?;
+            }
+            loss_sum += loss_value * idx.len() as f64;
+            seen += idx.len();
+            write_line(&json!({
+                "kind": "step",
+                "step": step,
+                "epoch": epoch,
+                "loss": loss_value,
+                "grad_norm": outcome.grad_norm,
+                "skipped": outcome.skipped,
+                "lr": lr,
+                "momentum": momentum,
+                "seconds": started.elapsed().as_secs_f64(),
+            }))?;
+            on_event(Event::Step {
+                step,
+                total: total_steps,
+                loss: loss_value,
+            });
+        }
+        let (test_loss, test_accuracy) = evaluate(&model, &split.test)?;
+        if let Some(s) = scheduler.as_mut() {
+            if plateau {
+                opt.with_engine(|e| e.step_schedule(s, Some(test_loss)))?;
+            } else if config.schedule_unit == ScheduleUnit::Epoch {
+                opt.with_engine(|e| e.step_schedule(s, None))?;
+            }
+        }
+        if config.swa_start.is_some_and(|s| epoch >= s) {
+            let current = copies(&model)?;
+            avg.swa = Some(match avg.swa.take() {
+                None => (current, 1),
+                Some((mean, n)) => {
+                    let w = 1.0 / (n as f64 + 1.0);
+                    let mixed = mean
+                        .iter()
+                        .zip(&current)
+                        .map(|(m, c)| Ok(((m * (1.0 - w))? + (c * w)?)?))
+                        .collect::<Result<Vec<_>>>()?;
+                    (mixed, n + 1)
+                }
+            });
+        }
+        let ema_accuracy = match &avg.ema {
+            Some(ema) => Some(with_weights(&model, ema, || evaluate(&model, &split.test))?.1),
+            None => None,
+        };
+        let line = json!({
+            "kind": "epoch",
+            "epoch": epoch,
+            "step": step,
+            "train_loss": loss_sum / seen.max(1) as f64,
+            "train_accuracy": right as f64 / seen.max(1) as f64,
+            "test_loss": test_loss,
+            "test_accuracy": test_accuracy,
+            "ema_test_accuracy": ema_accuracy,
+            "lr": opt.with_engine(|e| e.lr_of(0)),
+            "tensors": health,
+            "seconds": started.elapsed().as_secs_f64(),
+        });
+        write_line(&line)?;
+        on_event(Event::Epoch(&line));
+        last_epoch_line = line;
+        crate::checkpoint::save(
+            &config.out,
+            config,
+            &model,
+            &mut opt,
+            scheduler.as_ref(),
+            &avg.ema,
+            &avg.swa,
+            step,
+            epoch + 1,
+        )?;
+    }
+    if last_epoch_line.is_null() {
+        return Err(Error::Msg(format!(
+            "nothing to do: the checkpoint already has {start_epoch} epochs and --epochs is {}",
+            config.epochs
+        )));
+    }
+    let swa_accuracy = match &avg.swa {
+        Some((weights, _)) => Some(with_weights(&model, weights, || {
+            if model.has_batch_norm() {
+                recompute_batch_norm(&model, &split.train, config.batch_size)?;
+            }
+            let r = evaluate(&model, &split.test);
+            model.set_cumulative_batch_norm(false)?;
+            r
+        })?),
+        None => None,
+    };
+    let swats = opt.with_engine(|e| e.swats());
+    let json = json!({
+        "test_accuracy": last_epoch_line["test_accuracy"],
+        "test_loss": last_epoch_line["test_loss"],
+        "train_loss": last_epoch_line["train_loss"],
+        "train_accuracy": last_epoch_line["train_accuracy"],
+        "ema_test_accuracy": last_epoch_line["ema_test_accuracy"],
+        "swa_test_accuracy": swa_accuracy.map(|r| r.1),
+        "swats_switched_at": swats.map(|s| s.iter().map(|t| json!({"tensor": t.tensor, "step": t.switched_at, "sgd_lr": t.sgd_lr})).collect::<Vec<_>>()),
+        "epochs": config.epochs,
+        "steps": step,
+        "parameters": model.num_parameters(),
+        "wall_seconds": started.elapsed().as_secs_f64(),
+        "data": split.source,
+        "config": config.to_json(),
+        "optimizer_spec": opt.with_engine(|e| e.spec_string()),
+    });
+    gradlab::io::write_atomic(
+        &config.out.join("summary.json"),
+        serde_json::to_string_pretty(&json)
+            .expect("json")
+            .as_bytes(),
+    )?;
+    Ok(Summary { json })
+}
+
+/// Recomputes batch-norm statistics for the current weights with one pass over the
+/// training data (torch.optim.swa_utils.update_bn).
+fn recompute_batch_norm(model: &Model, data: &Dataset, batch_size: usize) -> Result<()> {
+    model.set_cumulative_batch_norm(true)?;
+    let idx: Vec<usize> = (0..data.len()).collect();
+    let mut rng = Rng::new(0);
+    for chunk in idx.chunks(batch_size.max(1)) {
+        let (x, _) = batch(data, chunk)?;
+        model.forward(&x, true, &mut rng)?;
+    }
+    Ok(())
+}
+
+/// Runs the LR range test on the network: one training step per iteration on successive
+/// batches, with a fresh model and optimizer.
+pub fn lr_find(
+    config: &TrainConfig,
+    test: &gradlab::schedule::range_test::RangeTest,
+) -> Result<gradlab::schedule::range_test::RangeTestResult> {
+    config.check()?;
+    let split = load_data(config)?;
+    let model = Model::new(
+        &config.model,
+        split.train.rows,
+        split.train.cols,
+        config.seed,
+    )?;
+    let mut opt = GradlabOptimizer::with_names(
+        model.params().to_vec(),
+        &OptimizerConfig::new(config.optimizer.clone()),
+    )?;
+    let mut epoch = 0;
+    let mut order = shuffle(split.train.len(), config.seed, epoch);
+    let mut pos = 0;
+    let mut step = 0u64;
+    let result = test.run(|lr| {
+        if pos + config.batch_size > order.len() {
+            epoch += 1;
+            order = shuffle(split.train.len(), config.seed, epoch);
+            pos = 0;
+        }
+        let idx = &order[pos..(pos + config.batch_size).min(order.len())];
+        pos += config.batch_size;
+        let (x, y) = batch(&split.train, idx).map_err(to_core)?;
+        let mut rng = step_rng(config.seed, step);
+        step += 1;
+        let logits = model.forward(&x, true, &mut rng).map_err(to_core)?;
+        let loss = cross_entropy(&logits, &y).map_err(to_core)?;
+        let value = loss.to_scalar::<f32>().map_err(|e| to_core(e.into()))? as f64;
+        if !value.is_finite() {
+            return Ok(value);
+        }
+        opt.with_engine(|e| (0..e.groups()).for_each(|g| e.set_lr_of(g, lr)));
+        let grads = loss.backward().map_err(|e| to_core(e.into()))?;
+        if let Err(e) = opt.step_grads(&grads) {
+            if let Error::Gradlab(gradlab::Error::NonFiniteGradient { .. }) = e {
+                return Ok(f64::INFINITY);
+            }
+            return Err(to_core(e));
+        }
+        Ok(value)
+    })?;
+    Ok(result)
+}
+
+fn to_core(e: Error) -> gradlab::Error {
+    gradlab::Error::Layout(e.to_string())
+}
+
+/// Named tensors of a model (parameters and buffers) for safetensors.
+pub fn model_tensors(model: &Model) -> HashMap<String, Tensor> {
+    let mut map: HashMap<String, Tensor> = model
+        .params()
+        .iter()
+        .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+        .collect();
+    map.extend(model.buffers());
+    map
+}

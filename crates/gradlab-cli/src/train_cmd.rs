@@ -1,0 +1,185 @@
+//! `gradlab train` and `gradlab lr-find --model`: networks on MNIST-format data.
+
+use anyhow::{bail, Context, Result};
+use gradlab::optim::NonFinitePolicy;
+use gradlab_candle::models::{ModelKind, ModelSpec};
+use gradlab_candle::train::{self, Event, ScheduleUnit, TrainConfig};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+/// The model and data flags shared by the network commands.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// logreg, mlp or cnn.
+    #[arg(long, default_value = "mlp")]
+    pub model: String,
+    /// Hidden widths of the MLP, e.g. 256,128.
+    #[arg(long, default_value = "256,128", value_delimiter = ',')]
+    pub widths: Vec<usize>,
+    /// relu, tanh or gelu.
+    #[arg(long, default_value = "relu")]
+    pub activation: String,
+    /// Batch normalisation.
+    #[arg(long)]
+    pub batch_norm: bool,
+    /// Dropout probability (MLP).
+    #[arg(long, default_value_t = 0.0)]
+    pub dropout: f64,
+    /// Examples per batch.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Seed of initialisation, shuffling, dropout and noise.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// A folder with full MNIST / Fashion-MNIST / KMNIST files (default: the bundled digits).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Train on the first N training examples only.
+    #[arg(long)]
+    pub train_limit: Option<usize>,
+}
+
+impl ModelArgs {
+    /// The model spec.
+    pub fn spec(&self) -> Result<ModelSpec> {
+        let kind: ModelKind = self.model.parse()?;
+        Ok(ModelSpec {
+            kind,
+            widths: self.widths.clone(),
+            activation: self.activation.parse()?,
+            batch_norm: self.batch_norm,
+            dropout: self.dropout,
+        })
+    }
+}
+
+/// Arguments of `gradlab train`.
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Optimizer spec.
+    #[arg(long, default_value = "adamw(lr=0.001)")]
+    optimizer: String,
+    /// Schedule spec (plateau is stepped with the test loss each epoch).
+    #[arg(long)]
+    schedule: Option<String>,
+    /// step or epoch.
+    #[arg(long, default_value = "step")]
+    schedule_unit: String,
+    /// Epochs.
+    #[arg(long, default_value_t = 5)]
+    epochs: usize,
+    /// Clip gradients to this global L2 norm.
+    #[arg(long)]
+    clip_norm: Option<f64>,
+    /// Gradient noise η: variance η/(1+t)^0.55.
+    #[arg(long)]
+    grad_noise: Option<f64>,
+    /// Keep an exponential moving average of the weights with this decay.
+    #[arg(long)]
+    ema: Option<f64>,
+    /// Start stochastic weight averaging at this epoch (0-based).
+    #[arg(long)]
+    swa_start: Option<usize>,
+    /// Learning rate during SWA.
+    #[arg(long)]
+    swa_lr: Option<f64>,
+    /// error or skip: what to do with non-finite gradients.
+    #[arg(long, default_value = "error")]
+    nonfinite: String,
+    /// Output folder (metrics.jsonl, summary.json, checkpoint/).
+    #[arg(long)]
+    out: PathBuf,
+    /// Continue from the checkpoint in this folder.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+}
+
+impl TrainArgs {
+    /// The trainer configuration.
+    pub fn config(&self) -> Result<TrainConfig> {
+        let mut c = TrainConfig::new(self.model.spec()?, &self.optimizer, &self.out);
+        c.schedule = self.schedule.clone();
+        c.schedule_unit = match self.schedule_unit.as_str() {
+            "step" => ScheduleUnit::Step,
+            "epoch" => ScheduleUnit::Epoch,
+            other => bail!("--schedule-unit '{other}' must be step or epoch"),
+        };
+        c.batch_size = self.model.batch_size;
+        c.epochs = self.epochs;
+        c.seed = self.model.seed;
+        c.clip_norm = self.clip_norm;
+        c.grad_noise = self.grad_noise;
+        c.ema = self.ema;
+        c.swa_start = self.swa_start;
+        c.swa_lr = self.swa_lr;
+        c.nonfinite = self
+            .nonfinite
+            .parse::<NonFinitePolicy>()
+            .map_err(anyhow::Error::msg)?;
+        c.data_dir = self.model.data.clone();
+        c.train_limit = self.model.train_limit;
+        Ok(c)
+    }
+}
+
+/// A progress bar on a terminal, plain lines otherwise.
+pub fn reporter(label: String) -> impl FnMut(Event) {
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let b = ProgressBar::new(0);
+        b.set_style(
+            ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {pos}/{len} steps, {msg} ({eta} left)",
+            )
+            .expect("template")
+            .progress_chars("=> "),
+        );
+        b.set_prefix(label.clone());
+        b
+    });
+    move |event| match event {
+        Event::Step { step, total, loss } => {
+            if let Some(b) = &bar {
+                b.set_length(total);
+                b.set_position(step);
+                b.set_message(format!("loss {loss:.4}"));
+            }
+        }
+        Event::Epoch(line) => {
+            let msg = format!(
+                "{label} epoch {}: train loss {:.4}, test loss {:.4}, test accuracy {:.2}%",
+                line["epoch"].as_u64().unwrap_or(0) + 1,
+                line["train_loss"].as_f64().unwrap_or(f64::NAN),
+                line["test_loss"].as_f64().unwrap_or(f64::NAN),
+                100.0 * line["test_accuracy"].as_f64().unwrap_or(f64::NAN)
+            );
+            match &bar {
+                Some(b) => b.println(msg),
+                None => eprintln!("{msg}"),
+            }
+        }
+    }
+}
+
+/// Runs `gradlab train`.
+pub fn run(args: TrainArgs) -> Result<()> {
+    let config = args.config()?;
+    let summary = train::train(
+        &config,
+        args.resume.as_deref(),
+        reporter(config.model.kind.name().to_string()),
+    )
+    .context("training")?;
+    let s = &summary.json;
+    println!(
+        "test accuracy {:.2}%  train loss {:.4}  {} steps in {:.1} s  -> {}",
+        100.0 * s["test_accuracy"].as_f64().unwrap_or(f64::NAN),
+        s["train_loss"].as_f64().unwrap_or(f64::NAN),
+        s["steps"],
+        s["wall_seconds"].as_f64().unwrap_or(f64::NAN),
+        config.out.display()
+    );
+    Ok(())
+}
