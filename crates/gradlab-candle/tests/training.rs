@@ -1,0 +1,202 @@
+//! The trainer: determinism, exact resume, weight averaging, and clear errors for bad data.
+
+use gradlab_candle::data;
+use gradlab_candle::models::{ModelKind, ModelSpec};
+use gradlab_candle::train::{self, ScheduleUnit, TrainConfig};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("gradlab-train-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn small(out: &Path, epochs: usize) -> TrainConfig {
+    let mut spec = ModelSpec::new(ModelKind::Mlp);
+    spec.widths = vec![32];
+    spec.batch_norm = true;
+    spec.dropout = 0.1;
+    let mut c = TrainConfig::new(spec, "sgd(lr=0.05, momentum=0.9)", out);
+    c.epochs = epochs;
+    c.batch_size = 50;
+    c.train_limit = Some(600);
+    c.schedule = Some("cosine(t_max=30)".into());
+    c.grad_noise = Some(0.01);
+    c.ema = Some(0.9);
+    c.seed = 3;
+    c
+}
+
+/// Metrics without wall-clock times.
+fn metrics(dir: &Path) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().remove("seconds");
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn same_seed_same_results_and_resume_is_exact() {
+    let (a, b, c) = (scratch("a"), scratch("b"), scratch("c"));
+    let full = train::train(&small(&a, 2), None, |_| {}).unwrap();
+    train::train(&small(&b, 2), None, |_| {}).unwrap();
+    assert_eq!(
+        metrics(&a),
+        metrics(&b),
+        "two runs with the same seed differ"
+    );
+    // One epoch, then resume to two.
+    train::train(&small(&c, 1), None, |_| {}).unwrap();
+    let resumed = train::train(&small(&c, 2), Some(&c), |_| {}).unwrap();
+    assert_eq!(
+        metrics(&a),
+        metrics(&c),
+        "1 epoch + resume differs from 2 epochs"
+    );
+    assert_eq!(full.json["test_accuracy"], resumed.json["test_accuracy"]);
+    assert_eq!(full.json["steps"], 24);
+    for key in [
+        "test_accuracy",
+        "train_loss",
+        "epochs",
+        "steps",
+        "wall_seconds",
+        "config",
+    ] {
+        assert!(!full.json[key].is_null(), "summary lacks {key}");
+    }
+    let epoch_line = metrics(&a)
+        .into_iter()
+        .find(|v| v["kind"] == "epoch")
+        .unwrap();
+    assert!(epoch_line["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["update_ratio"].as_f64().unwrap() > 0.0));
+    assert!(epoch_line["ema_test_accuracy"].as_f64().is_some());
+    // A different configuration cannot resume this checkpoint.
+    let mut other = small(&c, 3);
+    other.seed = 4;
+    let err = train::train(&other, Some(&c), |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("seed"), "{err}");
+    for d in [a, b, c] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+#[test]
+fn swa_and_plateau_and_epoch_schedules_run() {
+    let out = scratch("swa");
+    let mut c = small(&out, 3);
+    c.ema = None;
+    c.grad_noise = None;
+    c.schedule = Some("plateau(patience=0, factor=0.5)".into());
+    c.swa_start = Some(1);
+    c.swa_lr = Some(0.01);
+    let s = train::train(&c, None, |_| {}).unwrap();
+    assert!(s.json["swa_test_accuracy"].as_f64().unwrap() > 0.5);
+    let mut c = small(&out, 2);
+    c.schedule = Some("step(step_size=1, gamma=0.5)".into());
+    c.schedule_unit = ScheduleUnit::Epoch;
+    train::train(&c, None, |_| {}).unwrap();
+    let lrs: Vec<f64> = metrics(&out)
+        .iter()
+        .filter(|v| v["kind"] == "step")
+        .map(|v| v["lr"].as_f64().unwrap())
+        .collect();
+    assert_eq!((lrs[0], lrs[11], lrs[12]), (0.05, 0.05, 0.025));
+    std::fs::remove_dir_all(out).unwrap();
+}
+
+fn write(path: &Path, bytes: &[u8]) {
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn idx_images(n: u32, rows: u32, cols: u32, body: usize) -> Vec<u8> {
+    let mut v = Vec::new();
+    for x in [2051u32, n, rows, cols] {
+        v.extend_from_slice(&x.to_be_bytes());
+    }
+    v.extend(std::iter::repeat_n(7u8, body));
+    v
+}
+
+fn idx_labels(n: u32, body: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    for x in [2049u32, n] {
+        v.extend_from_slice(&x.to_be_bytes());
+    }
+    v.extend_from_slice(body);
+    v
+}
+
+#[test]
+fn bad_files_name_the_file_and_the_problem() {
+    let d = scratch("bad");
+    let img = d.join("img");
+    let lab = d.join("lab");
+    let expect = |needle: &str| {
+        let e = data::read_pair(&img, &lab).unwrap_err().to_string();
+        assert!(e.contains(needle), "expected '{needle}' in: {e}");
+    };
+    write(&lab, &idx_labels(2, &[1, 2]));
+    write(&img, &idx_images(2, 3, 3, 18));
+    assert_eq!(data::read_pair(&img, &lab).unwrap().len(), 2);
+    write(&img, &idx_images(2, 3, 3, 17));
+    expect("truncated");
+    expect(&img.display().to_string());
+    write(&img, &{
+        let mut v = idx_images(2, 3, 3, 18);
+        v[3] = 1;
+        v
+    });
+    expect("wrong magic number");
+    write(&img, &idx_images(3, 3, 3, 27));
+    expect("holds 3 images but");
+    write(&img, &idx_images(2, 3, 3, 18));
+    write(&lab, &idx_labels(2, &[1, 12]));
+    expect("not a digit class");
+    write(&img, &[1, 2, 3]);
+    expect("too short");
+    std::fs::remove_file(&img).unwrap();
+    expect("cannot read");
+    // gzip files are read too; a corrupt gzip stream is named.
+    write(&img, &[0x1f, 0x8b, 0, 1, 2]);
+    expect("broken gzip");
+    // A folder without the standard names.
+    let e = data::load_dir(&d).unwrap_err().to_string();
+    assert!(e.contains("train-images-idx3-ubyte"), "{e}");
+    std::fs::remove_dir_all(d).unwrap();
+}
+
+#[test]
+fn a_standard_mnist_folder_loads() {
+    let d = scratch("dir");
+    let bundled = data::bundled_dir();
+    for (from, to) in [
+        ("images-idx3-ubyte.gz", "train-images-idx3-ubyte.gz"),
+        ("labels-idx1-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+        ("images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz"),
+        ("labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+    ] {
+        std::fs::copy(bundled.join(from), d.join(to)).unwrap();
+    }
+    let split = data::load_dir(&d).unwrap();
+    assert_eq!(
+        (split.train.len(), split.test.len(), split.train.rows),
+        (10_000, 10_000, 28)
+    );
+    let b = data::bundled().unwrap();
+    assert_eq!((b.train.len(), b.test.len()), (8_000, 2_000));
+    std::fs::remove_dir_all(d).unwrap();
+}
