@@ -32,7 +32,7 @@ enum Command {
     Critical(critical_cmd::CriticalArgs),
     /// Train a network (logreg, mlp, cnn) on MNIST-format data, with metrics, checkpoints
     /// and exact resume.
-    Train(train_cmd::TrainArgs),
+    Train(Box<train_cmd::TrainArgs>),
 }
 
 fn main() {
@@ -42,7 +42,7 @@ fn main() {
         Command::Schedule(args) => schedule_cmd::run(args),
         Command::LrFind(args) => lr_find_cmd::run(args),
         Command::Critical(args) => critical_cmd::run(args),
-        Command::Train(args) => train_cmd::run(args),
+        Command::Train(args) => train_cmd::run(*args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
