@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod data;
+pub mod hessian;
 pub mod models;
 pub mod optim;
 pub mod train;

@@ -144,6 +144,7 @@ pub struct Model {
     spec: ModelSpec,
     params: Vec<(String, Var)>,
     layers: Vec<Layer>,
+    dtype: DType,
 }
 
 fn uniform(rng: &mut Rng, n: usize, bound: f64) -> Vec<f32> {
@@ -169,6 +170,7 @@ impl Model {
             spec: spec.clone(),
             params: Vec::new(),
             layers: Vec::new(),
+            dtype: DType::F32,
         };
         let mut rng = Rng::new(seed);
         let inputs = rows * cols;
@@ -280,6 +282,58 @@ impl Model {
         Ok(())
     }
 
+    /// The same model with parameters and statistics converted to `dtype` (f64 for exact
+    /// curvature analysis); the parameters are new variables.
+    pub fn to_dtype(&self, dtype: DType) -> Result<Model> {
+        let params = self
+            .params
+            .iter()
+            .map(|(n, v)| {
+                Ok((
+                    n.clone(),
+                    Var::from_tensor(&v.as_tensor().to_dtype(dtype)?)?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| {
+                Ok(match l {
+                    Layer::Flatten => Layer::Flatten,
+                    Layer::Linear { w, b } => Layer::Linear { w: *w, b: *b },
+                    Layer::Conv { w, b, padding } => Layer::Conv {
+                        w: *w,
+                        b: *b,
+                        padding: *padding,
+                    },
+                    Layer::MaxPool(k) => Layer::MaxPool(*k),
+                    Layer::Act(a) => Layer::Act(*a),
+                    Layer::Dropout(p) => Layer::Dropout(*p),
+                    Layer::BatchNorm(bn) => Layer::BatchNorm(BatchNorm {
+                        gamma: bn.gamma,
+                        beta: bn.beta,
+                        spatial: bn.spatial,
+                        running_mean: RefCell::new(bn.running_mean.borrow().to_dtype(dtype)?),
+                        running_var: RefCell::new(bn.running_var.borrow().to_dtype(dtype)?),
+                        cumulative: RefCell::new(None),
+                    }),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Model {
+            spec: self.spec.clone(),
+            params,
+            layers,
+            dtype,
+        })
+    }
+
+    /// The parameters' float type.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
     /// The model's settings.
     pub fn spec(&self) -> &ModelSpec {
         &self.spec
@@ -370,10 +424,11 @@ impl Model {
     /// running ones) and dropout drawn from `rng`.
     pub fn forward(&self, x: &Tensor, train: bool, rng: &mut Rng) -> Result<Tensor> {
         let (n, rows, cols) = x.dims3()?;
+        let x = x.to_dtype(self.dtype)?;
         let mut h = if self.spec.kind == ModelKind::Cnn {
             x.reshape((n, 1, rows, cols))?
         } else {
-            x.clone()
+            x
         };
         for layer in &self.layers {
             h = match layer {
@@ -399,7 +454,9 @@ impl Model {
                                 }
                             })
                             .collect();
-                        (h.clone() * Tensor::from_vec(keep, h.shape(), h.device())?)?
+                        let mask =
+                            Tensor::from_vec(keep, h.shape(), h.device())?.to_dtype(self.dtype)?;
+                        (h.clone() * mask)?
                     } else {
                         h
                     }
@@ -475,4 +532,9 @@ pub fn correct(logits: &Tensor, labels: &Tensor) -> Result<usize> {
         .to_dtype(DType::F32)?
         .sum_all()?
         .to_scalar::<f32>()? as usize)
+}
+
+/// A scalar tensor's value as f64, whatever its float type.
+pub fn scalar(t: &Tensor) -> Result<f64> {
+    Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
 }

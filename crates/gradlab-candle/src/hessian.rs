@@ -1,0 +1,368 @@
+//! A network's Hessian as a [`HessianOperator`]: exact Hessian-vector products by double
+//! backward (Pearlmutter's trick through candle's autograd), or central finite differences
+//! of gradients. The two are cross-checked when the operator is built.
+//!
+//! candle keeps the graph of a gradient (needed to differentiate it again) only when
+//! `CANDLE_GRAD_DO_NOT_DETACH` is set, and it reads that variable once per thread, at the
+//! thread's first backward pass. [`second_order`] runs work on a fresh thread with the
+//! variable set; without it the double-backward products would silently be wrong, which the
+//! cross-check catches (the operator then falls back to finite differences).
+//!
+//! The loss is the mean cross-entropy over fixed batches in evaluation mode (batch norm uses
+//! its running statistics, no dropout), in the model's float type (use an f64 copy of the
+//! model, [`Model::to_dtype`], for accurate spectra).
+
+use crate::models::{cross_entropy, scalar, Model};
+use crate::{Error, Result};
+use candle_core::{Tensor, Var};
+use gradlab::landscape::{HessianOperator, Objective, Rng};
+
+/// How Hessian-vector products are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HvpMethod {
+    /// Differentiating the gradient (exact).
+    DoubleBackward,
+    /// Central differences of gradients.
+    FiniteDifference,
+}
+
+/// Runs `f` on a thread where candle keeps gradient graphs (double backward works).
+pub fn second_order<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    let previous = std::env::var_os("CANDLE_GRAD_DO_NOT_DETACH");
+    std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1");
+    let handle = std::thread::spawn(f);
+    let result = handle.join();
+    match previous {
+        Some(v) => std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", v),
+        None => std::env::remove_var("CANDLE_GRAD_DO_NOT_DETACH"),
+    }
+    match result {
+        Ok(r) => r,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// A network's loss over fixed batches as a function of its flattened parameters.
+pub struct NetworkObjective<'a> {
+    model: &'a Model,
+    batches: Vec<(Tensor, Tensor)>,
+    sizes: Vec<usize>,
+}
+
+impl<'a> NetworkObjective<'a> {
+    /// The loss of `model` on `batches` (inputs, labels).
+    pub fn new(model: &'a Model, batches: Vec<(Tensor, Tensor)>) -> Result<Self> {
+        if batches.is_empty() {
+            return Err(Error::Msg("the Hessian needs at least one batch".into()));
+        }
+        let sizes = batches.iter().map(|(_, y)| y.dims()[0]).collect();
+        Ok(NetworkObjective {
+            model,
+            batches,
+            sizes,
+        })
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Model {
+        self.model
+    }
+
+    /// Number of parameters.
+    pub fn dim(&self) -> usize {
+        self.model.num_parameters()
+    }
+
+    /// The current parameters, flattened in the model's order.
+    pub fn point(&self) -> Result<Vec<f64>> {
+        let mut out = Vec::with_capacity(self.dim());
+        for (_, v) in self.model.params() {
+            out.extend(
+                v.as_tensor()
+                    .flatten_all()?
+                    .to_dtype(candle_core::DType::F64)?
+                    .to_vec1::<f64>()?,
+            );
+        }
+        Ok(out)
+    }
+
+    fn set_point(&self, x: &[f64]) -> Result<()> {
+        let mut offset = 0;
+        for (_, v) in self.model.params() {
+            let n = v.elem_count();
+            let t = Tensor::from_slice(&x[offset..offset + n], v.shape(), v.device())?
+                .to_dtype(v.dtype())?;
+            v.set(&t)?;
+            offset += n;
+        }
+        Ok(())
+    }
+
+    /// The averaged loss as a tensor (graph kept), batch by batch weighted by size.
+    fn loss_tensors(&self) -> Result<Vec<(Tensor, f64)>> {
+        let total: usize = self.sizes.iter().sum();
+        let mut rng = Rng::new(0);
+        self.batches
+            .iter()
+            .zip(&self.sizes)
+            .map(|((x, y), n)| {
+                let logits = self.model.forward(x, false, &mut rng)?;
+                Ok((cross_entropy(&logits, y)?, *n as f64 / total as f64))
+            })
+            .collect()
+    }
+
+    /// Loss and flattened gradient at the model's current parameters.
+    pub fn loss_grad_here(&self, grad: &mut [f64]) -> Result<f64> {
+        grad.iter_mut().for_each(|g| *g = 0.0);
+        let mut loss = 0.0;
+        for (l, w) in self.loss_tensors()? {
+            loss += w * scalar(&l)?;
+            let grads = l.backward()?;
+            let mut offset = 0;
+            for (name, v) in self.model.params() {
+                let n = v.elem_count();
+                let g = grads
+                    .get(v.as_tensor())
+                    .ok_or_else(|| Error::Msg(format!("no gradient for '{name}'")))?
+                    .flatten_all()?
+                    .to_dtype(candle_core::DType::F64)?
+                    .to_vec1::<f64>()?;
+                for (o, gi) in grad[offset..offset + n].iter_mut().zip(g) {
+                    *o += w * gi;
+                }
+                offset += n;
+            }
+        }
+        Ok(loss)
+    }
+
+    /// `H v` by double backward at the current parameters.
+    pub fn hvp_double_backward(&self, v: &[f64], out: &mut [f64]) -> Result<()> {
+        out.iter_mut().for_each(|o| *o = 0.0);
+        let params: Vec<&Var> = self.model.params().iter().map(|(_, v)| v).collect();
+        let mut vs = Vec::with_capacity(params.len());
+        let mut offset = 0;
+        for p in &params {
+            let n = p.elem_count();
+            vs.push(
+                Tensor::from_slice(&v[offset..offset + n], p.shape(), p.device())?
+                    .to_dtype(p.dtype())?,
+            );
+            offset += n;
+        }
+        for (l, w) in self.loss_tensors()? {
+            let grads = l.backward()?;
+            let mut dot: Option<Tensor> = None;
+            for (p, vt) in params.iter().zip(&vs) {
+                let g = grads
+                    .get(p.as_tensor())
+                    .ok_or_else(|| Error::Msg("a parameter has no gradient".into()))?;
+                let term = (g * vt)?.sum_all()?;
+                dot = Some(match dot {
+                    None => term,
+                    Some(d) => (d + term)?,
+                });
+            }
+            let second = dot.expect("at least one parameter").backward()?;
+            let mut offset = 0;
+            for p in &params {
+                let n = p.elem_count();
+                if let Some(h) = second.get(p.as_tensor()) {
+                    let h = h
+                        .flatten_all()?
+                        .to_dtype(candle_core::DType::F64)?
+                        .to_vec1::<f64>()?;
+                    for (o, hi) in out[offset..offset + n].iter_mut().zip(h) {
+                        *o += w * hi;
+                    }
+                }
+                offset += n;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Objective for NetworkObjective<'_> {
+    fn dim(&self) -> usize {
+        self.model.num_parameters()
+    }
+    fn loss_grad(&mut self, x: &[f64], grad: &mut [f64]) -> gradlab::Result<f64> {
+        let here = self.point().map_err(core)?;
+        self.set_point(x).map_err(core)?;
+        let r = self.loss_grad_here(grad).map_err(core);
+        self.set_point(&here).map_err(core)?;
+        r
+    }
+}
+
+fn core(e: Error) -> gradlab::Error {
+    gradlab::Error::Layout(format!("network: {e}"))
+}
+
+/// The Hessian of a network's loss at its current parameters.
+pub struct NetworkHessian<'a> {
+    objective: NetworkObjective<'a>,
+    point: Vec<f64>,
+    method: HvpMethod,
+    /// Relative disagreement of the two methods on a random vector.
+    pub cross_check: f64,
+}
+
+impl<'a> NetworkHessian<'a> {
+    /// Builds the operator; double backward is used when it agrees with finite differences
+    /// (relative difference below 1e-4 in f64, 1e-2 in f32), else finite differences.
+    pub fn new(objective: NetworkObjective<'a>) -> Result<Self> {
+        let point = objective.point()?;
+        let mut h = NetworkHessian {
+            objective,
+            point,
+            method: HvpMethod::FiniteDifference,
+            cross_check: f64::NAN,
+        };
+        let n = h.point.len();
+        let mut rng = Rng::new(17);
+        let v = gradlab::landscape::random_unit(n, &mut rng);
+        let (mut exact, mut fd) = (vec![0.0; n], vec![0.0; n]);
+        let double_ok = h.objective.hvp_double_backward(&v, &mut exact).is_ok();
+        h.hvp_finite_difference(&v, &mut fd)?;
+        let diff: f64 = exact
+            .iter()
+            .zip(&fd)
+            .map(|(a, b)| (a - b).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        let scale: f64 = fd
+            .iter()
+            .map(|b| b * b)
+            .sum::<f64>()
+            .sqrt()
+            .max(f64::MIN_POSITIVE);
+        h.cross_check = diff / scale;
+        let tolerance = if h.objective.model().dtype() == candle_core::DType::F64 {
+            1e-4
+        } else {
+            1e-2
+        };
+        if double_ok && h.cross_check <= tolerance {
+            h.method = HvpMethod::DoubleBackward;
+        }
+        Ok(h)
+    }
+
+    /// The method in use.
+    pub fn method(&self) -> HvpMethod {
+        self.method
+    }
+
+    /// Forces a method (for comparisons).
+    pub fn set_method(&mut self, method: HvpMethod) {
+        self.method = method;
+    }
+
+    /// The loss objective.
+    pub fn objective(&mut self) -> &mut NetworkObjective<'a> {
+        &mut self.objective
+    }
+
+    /// The parameters the Hessian is taken at.
+    pub fn point(&self) -> &[f64] {
+        &self.point
+    }
+
+    fn hvp_finite_difference(&mut self, v: &[f64], out: &mut [f64]) -> Result<()> {
+        let u = if self.objective.model().dtype() == candle_core::DType::F64 {
+            f64::EPSILON / 2.0
+        } else {
+            f32::EPSILON as f64 / 2.0
+        };
+        let vn = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        if vn == 0.0 {
+            out.iter_mut().for_each(|o| *o = 0.0);
+            return Ok(());
+        }
+        let scale = self.point.iter().fold(1.0f64, |m, x| m.max(x.abs()));
+        let h = u.cbrt() * scale;
+        let n = self.point.len();
+        let (mut gp, mut gm) = (vec![0.0; n], vec![0.0; n]);
+        let plus: Vec<f64> = self
+            .point
+            .iter()
+            .zip(v)
+            .map(|(p, vi)| p + h * vi / vn)
+            .collect();
+        let minus: Vec<f64> = self
+            .point
+            .iter()
+            .zip(v)
+            .map(|(p, vi)| p - h * vi / vn)
+            .collect();
+        self.objective
+            .loss_grad(&plus, &mut gp)
+            .map_err(|e| Error::Msg(e.to_string()))?;
+        self.objective
+            .loss_grad(&minus, &mut gm)
+            .map_err(|e| Error::Msg(e.to_string()))?;
+        for (o, (a, b)) in out.iter_mut().zip(gp.iter().zip(&gm)) {
+            *o = (a - b) / (2.0 * h) * vn;
+        }
+        Ok(())
+    }
+}
+
+impl HessianOperator for NetworkHessian<'_> {
+    fn dim(&self) -> usize {
+        self.point.len()
+    }
+    fn hvp(&mut self, v: &[f64], out: &mut [f64]) -> gradlab::Result<()> {
+        match self.method {
+            HvpMethod::DoubleBackward => self.objective.hvp_double_backward(v, out).map_err(core),
+            HvpMethod::FiniteDifference => self.hvp_finite_difference(v, out).map_err(core),
+        }
+    }
+    fn loss_grad(&mut self, grad: &mut [f64]) -> gradlab::Result<f64> {
+        self.objective.loss_grad_here(grad).map_err(core)
+    }
+}
+
+/// One tensor's diagonal block of a Hessian (for per-layer curvature).
+pub struct Block<'o, O: HessianOperator> {
+    inner: &'o mut O,
+    range: std::ops::Range<usize>,
+    full_v: Vec<f64>,
+    full_out: Vec<f64>,
+}
+
+impl<'o, O: HessianOperator> Block<'o, O> {
+    /// The block of parameters `range`.
+    pub fn new(inner: &'o mut O, range: std::ops::Range<usize>) -> Self {
+        let n = inner.dim();
+        Block {
+            inner,
+            range,
+            full_v: vec![0.0; n],
+            full_out: vec![0.0; n],
+        }
+    }
+}
+
+impl<O: HessianOperator> HessianOperator for Block<'_, O> {
+    fn dim(&self) -> usize {
+        self.range.len()
+    }
+    fn hvp(&mut self, v: &[f64], out: &mut [f64]) -> gradlab::Result<()> {
+        self.full_v.iter_mut().for_each(|x| *x = 0.0);
+        self.full_v[self.range.clone()].copy_from_slice(v);
+        self.inner.hvp(&self.full_v, &mut self.full_out)?;
+        out.copy_from_slice(&self.full_out[self.range.clone()]);
+        Ok(())
+    }
+    fn loss_grad(&mut self, grad: &mut [f64]) -> gradlab::Result<f64> {
+        let mut full = vec![0.0; self.inner.dim()];
+        let l = self.inner.loss_grad(&mut full)?;
+        grad.copy_from_slice(&full[self.range.clone()]);
+        Ok(l)
+    }
+}
