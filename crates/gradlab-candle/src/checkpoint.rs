@@ -255,3 +255,62 @@ pub fn truncate_metrics(path: &Path, step: u64, epoch: usize) -> Result<()> {
     gradlab::io::write_atomic(path, kept.as_bytes())?;
     Ok(())
 }
+
+/// The model saved in a checkpoint (with its batch-norm statistics) and the training
+/// configuration it was trained with.
+pub fn load_model(dir: &Path) -> Result<(Model, Value)> {
+    let ck = checkpoint_dir(dir)?;
+    let state_path = ck.join("state.json");
+    let text = std::fs::read_to_string(&state_path)
+        .map_err(|e| Error::Msg(format!("{}: {e}", state_path.display())))?;
+    let state: Value = serde_json::from_str(&text)
+        .map_err(|e| Error::Msg(format!("{}: not valid JSON: {e}", state_path.display())))?;
+    let config = state["config"].clone();
+    let spec = crate::models::ModelSpec {
+        kind: config["model"].as_str().unwrap_or_default().parse()?,
+        widths: config["widths"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_u64())
+                    .map(|v| v as usize)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        activation: config["activation"].as_str().unwrap_or("relu").parse()?,
+        batch_norm: config["batch_norm"].as_bool().unwrap_or(false),
+        dropout: config["dropout"].as_f64().unwrap_or(0.0),
+    };
+    let tensors = load_tensors(&ck.join("model.safetensors"))?;
+    // The image size follows from the first fully connected layer's inputs.
+    let first = tensors
+        .get("fc1.weight")
+        .or_else(|| tensors.get("fc.weight"))
+        .ok_or_else(|| {
+            Error::Msg(format!(
+                "{}: the first layer's weights are missing",
+                ck.display()
+            ))
+        })?;
+    let inputs = first.dims()[1];
+    let side = |pixels: usize| -> Result<usize> {
+        let s = (pixels as f64).sqrt().round() as usize;
+        if s * s == pixels {
+            Ok(s)
+        } else {
+            Err(Error::Msg(format!(
+                "{}: cannot tell the image size from {inputs} inputs",
+                ck.display()
+            )))
+        }
+    };
+    let rows = if spec.kind == crate::models::ModelKind::Cnn {
+        (side(inputs / 16)? * 2 + 4) * 2
+    } else {
+        side(inputs)?
+    };
+    let rows_cols = (rows, rows);
+    let model = Model::new(&spec, rows_cols.0, rows_cols.1, 0)?;
+    restore_model(&model, &tensors, &ck.join("model.safetensors"))?;
+    Ok((model, config))
+}

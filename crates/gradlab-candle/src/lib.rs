@@ -2,6 +2,7 @@
 //! place, models (logistic regression, MLP, LeNet-style CNN), MNIST-format data, the
 //! training loop with checkpoints, and Hessian-vector products of real networks.
 
+pub mod analysis;
 pub mod checkpoint;
 pub mod data;
 pub mod hessian;

@@ -2,6 +2,7 @@
 
 mod critical_cmd;
 mod csv;
+mod hessian_cmd;
 mod lr_find_cmd;
 mod plot;
 mod schedule_cmd;
@@ -33,6 +34,9 @@ enum Command {
     /// Train a network (logreg, mlp, cnn) on MNIST-format data, with metrics, checkpoints
     /// and exact resume.
     Train(Box<train_cmd::TrainArgs>),
+    /// The Hessian of a trained network at a checkpoint: extreme eigenvalues, trace,
+    /// density, minimum ratio, per-tensor curvature.
+    Hessian(hessian_cmd::HessianArgs),
 }
 
 fn main() {
@@ -43,6 +47,7 @@ fn main() {
         Command::LrFind(args) => lr_find_cmd::run(args),
         Command::Critical(args) => critical_cmd::run(args),
         Command::Train(args) => train_cmd::run(*args),
+        Command::Hessian(args) => hessian_cmd::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
