@@ -8,17 +8,34 @@ use gradlab::optim::Options;
 use gradlab::schedule::range_test::{Ramp, RangeTest, RangeTestResult};
 use gradlab::spec;
 use gradlab::surface::{replay, Surface};
+use gradlab_candle::models::{ModelKind, ModelSpec};
+use gradlab_candle::train::TrainConfig;
 use std::path::{Path, PathBuf};
 
 /// Arguments of `gradlab lr-find`.
 #[derive(clap::Args, Debug)]
 pub struct LrFindArgs {
-    /// Run the test on this analytic surface (one optimizer step per iteration).
+    /// Run the test on this analytic surface (one optimizer step per iteration)...
+    #[arg(long, conflicts_with = "model")]
+    function: Option<String>,
+    /// ...from this start point X,Y.
+    #[arg(long, allow_hyphen_values = true, requires = "function")]
+    start: Option<String>,
+    /// ...or on a network (logreg, mlp, cnn): one training step per iteration.
     #[arg(long)]
-    function: String,
-    /// Start point X,Y.
-    #[arg(long, allow_hyphen_values = true)]
-    start: String,
+    model: Option<String>,
+    /// Hidden widths of the MLP.
+    #[arg(long, default_value = "256,128", value_delimiter = ',')]
+    widths: Vec<usize>,
+    /// Examples per batch (networks).
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Seed (networks).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// A folder with full MNIST files (networks).
+    #[arg(long)]
+    data: Option<PathBuf>,
     /// The optimizer whose learning rate is ramped.
     #[arg(long, default_value = "sgd(lr=0.001)")]
     optimizer: String,
@@ -103,17 +120,11 @@ pub fn report(
 
 /// Runs the command.
 pub fn run(args: LrFindArgs) -> Result<()> {
-    let surface: Surface = args.function.parse()?;
-    let mut xy = parse_point(&args.start, "--start")?;
     let ramp = match args.mode.as_str() {
         "exp" => Ramp::Exponential,
         "linear" => Ramp::Linear,
         other => bail!("--mode '{other}' must be exp or linear"),
     };
-    let spec = spec::parse(&args.optimizer)
-        .with_context(|| format!("--optimizer '{}'", args.optimizer))?;
-    let mut opt = replay::optimizer_for_surface(&spec, Options::default())
-        .with_context(|| format!("--optimizer '{}'", args.optimizer))?;
     let test = RangeTest {
         start_lr: args.start_lr,
         end_lr: args.end_lr,
@@ -121,6 +132,26 @@ pub fn run(args: LrFindArgs) -> Result<()> {
         ramp,
         ..RangeTest::default()
     };
+    if let Some(model) = &args.model {
+        let mut spec = ModelSpec::new(model.parse::<ModelKind>()?);
+        spec.widths = args.widths.clone();
+        let mut config = TrainConfig::new(spec, &args.optimizer, std::path::Path::new("."));
+        config.batch_size = args.batch_size;
+        config.seed = args.seed;
+        config.data_dir = args.data.clone();
+        let result = gradlab_candle::train::lr_find(&config, &test)?;
+        let title = format!("LR range test: {} on {model}", args.optimizer);
+        return report(&result, &title, args.csv.as_deref(), args.plot.as_deref());
+    }
+    let (Some(function), Some(start)) = (&args.function, &args.start) else {
+        bail!("give --model, or --function with --start=X,Y");
+    };
+    let surface: Surface = function.parse()?;
+    let mut xy = parse_point(start, "--start")?;
+    let spec = spec::parse(&args.optimizer)
+        .with_context(|| format!("--optimizer '{}'", args.optimizer))?;
+    let mut opt = replay::optimizer_for_surface(&spec, Options::default())
+        .with_context(|| format!("--optimizer '{}'", args.optimizer))?;
     let result = test.run(|lr| {
         opt.set_lr_all(lr);
         let loss = surface.value(xy[0], xy[1]);

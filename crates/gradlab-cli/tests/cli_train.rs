@@ -1,0 +1,103 @@
+//! `gradlab train`, `--resume`, `gradlab hessian` and `gradlab lr-find --model` end to end,
+//! on a small slice of the bundled digits.
+
+use serde_json::Value;
+use std::process::Command;
+
+fn gradlab(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_gradlab"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn train_resume_and_inspect_a_network() {
+    let dir = std::env::temp_dir().join(format!("gradlab-cli-train-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = dir.to_str().unwrap();
+    let common = [
+        "train",
+        "--model",
+        "mlp",
+        "--widths",
+        "16",
+        "--train-limit",
+        "500",
+        "--batch-size",
+        "50",
+        "--optimizer",
+        "adamw(lr=0.01)",
+        "--schedule",
+        "cosine(t_max=20)",
+        "--out",
+        out,
+    ];
+    let (ok, stdout, err) = gradlab(&[&common[..], &["--epochs", "1"]].concat());
+    assert!(ok, "{err}");
+    assert!(stdout.contains("test accuracy"), "{stdout}");
+    let (ok, _, err) = gradlab(&[&common[..], &["--epochs", "2", "--resume", out]].concat());
+    assert!(ok, "{err}");
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["steps"], 20);
+    assert!(summary["test_accuracy"].as_f64().unwrap() > 0.5);
+    let (ok, stdout, err) = gradlab(&[
+        "hessian",
+        "--checkpoint",
+        out,
+        "--batches",
+        "1",
+        "--batch-size",
+        "64",
+        "--json",
+        "--per-layer",
+    ]);
+    assert!(ok, "{err}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["hvp_method"], "double-backward");
+    assert!(report["top_eigenvalues"][0].as_f64().unwrap() > 0.0);
+    assert_eq!(report["per_layer"].as_array().unwrap().len(), 4);
+    for key in ["gradient_norm", "minimum_ratio", "kind", "trace"] {
+        assert!(report.get(key).is_some(), "{key}");
+    }
+    // Errors name the problem.
+    let (ok, _, err) = gradlab(&["hessian", "--checkpoint", "/nonexistent/run"]);
+    assert!(
+        !ok && err.contains("/nonexistent/run") && err.contains("no checkpoint"),
+        "{err}"
+    );
+    let (ok, _, err) = gradlab(
+        &[
+            &common[..],
+            &["--epochs", "3", "--resume", out, "--seed", "9"],
+        ]
+        .concat(),
+    );
+    assert!(!ok && err.contains("seed"), "{err}");
+    let (ok, _, err) = gradlab(&["train", "--model", "rnn", "--out", out]);
+    assert!(!ok && err.contains("unknown model 'rnn'"), "{err}");
+    let (ok, _, err) = gradlab(&["train", "--data", "/nonexistent/mnist", "--out", out]);
+    assert!(!ok && err.contains("/nonexistent/mnist"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn lr_find_on_a_network() {
+    let (ok, stdout, err) = gradlab(&[
+        "lr-find",
+        "--model",
+        "logreg",
+        "--optimizer",
+        "sgd(lr=0.1)",
+        "--num-iter",
+        "60",
+    ]);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("suggested lr"), "{stdout}");
+}
