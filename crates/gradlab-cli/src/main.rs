@@ -1,5 +1,6 @@
 //! `gradlab`: every gradlab feature from a shell.
 
+mod bench_cmd;
 mod critical_cmd;
 mod csv;
 mod hessian_cmd;
@@ -37,6 +38,8 @@ enum Command {
     /// The Hessian of a trained network at a checkpoint: extreme eigenvalues, trace,
     /// density, minimum ratio, per-tensor curvature.
     Hessian(hessian_cmd::HessianArgs),
+    /// Time optimizer steps against the memory-bandwidth roofline.
+    Bench(bench_cmd::BenchArgs),
 }
 
 fn main() {
@@ -48,6 +51,7 @@ fn main() {
         Command::Critical(args) => critical_cmd::run(args),
         Command::Train(args) => train_cmd::run(*args),
         Command::Hessian(args) => hessian_cmd::run(args),
+        Command::Bench(args) => bench_cmd::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

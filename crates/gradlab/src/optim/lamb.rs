@@ -100,6 +100,10 @@ impl Rule for Lamb {
         c.betas.0 = m;
         true
     }
+    /// Moment pass: p, g, m, v read, m, v written (6); update pass: p, m, v read, p written (4).
+    fn traffic(_: &LambConfig) -> usize {
+        10
+    }
     fn slots(_: &[LambConfig]) -> Vec<&'static str> {
         vec!["exp_avg", "exp_avg_sq"]
     }

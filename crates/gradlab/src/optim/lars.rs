@@ -94,6 +94,14 @@ impl Rule for Lars {
         c.momentum = m;
         true
     }
+    /// The norm pass reads p and g (2), then SGD's update (3, or 5 with momentum).
+    fn traffic(c: &LarsConfig) -> usize {
+        if c.momentum != 0.0 {
+            7
+        } else {
+            5
+        }
+    }
     fn slots(_: &[LarsConfig]) -> Vec<&'static str> {
         vec!["momentum_buffer"]
     }

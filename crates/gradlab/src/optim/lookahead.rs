@@ -164,6 +164,12 @@ impl<T: Real> Optimizer<T> for Lookahead<T> {
         Ok(outcome)
     }
 
+    /// The inner optimizer's, plus the synchronisation (slow and fast weights read and
+    /// written) every k steps.
+    fn bytes_per_param(&self) -> f64 {
+        self.inner.bytes_per_param() + 4.0 * std::mem::size_of::<T>() as f64 / self.k as f64
+    }
+
     fn scalar_state(&self) -> Vec<(String, Vec<(&'static str, f64)>)> {
         self.inner.scalar_state()
     }

@@ -235,6 +235,8 @@ pub trait Optimizer<T: Real>: Send {
     fn step(&mut self, mut params: &mut [&mut [T]], grads: &[&[T]]) -> Result<StepOutcome> {
         self.step_with(grads, &mut params)
     }
+    /// Bytes per parameter the step must move (see `Rule::traffic`), for benchmarks.
+    fn bytes_per_param(&self) -> f64;
     /// Per-tensor scalar state (`step`, SWATS's `switched_at` and `sgd_lr`, ...).
     fn scalar_state(&self) -> Vec<(String, Vec<(&'static str, f64)>)>;
     /// A copy of the full state.

@@ -81,6 +81,10 @@ impl Rule for RmsProp {
         c.momentum = m;
         true
     }
+    /// p, g, square_avg, and the momentum buffer and grad_avg when used.
+    fn traffic(c: &RmsPropConfig) -> usize {
+        5 + if c.momentum > 0.0 { 2 } else { 0 } + if c.centered { 2 } else { 0 }
+    }
     fn slots(cfgs: &[RmsPropConfig]) -> Vec<&'static str> {
         if cfgs.iter().any(|c| c.centered) {
             vec!["square_avg", "momentum_buffer", "grad_avg"]

@@ -17,21 +17,30 @@ pub type Scalars = [f64; 6];
 
 /// The gradient as the kernel sees it: already scaled by global-norm clipping and clamped by
 /// value clipping, both applied on the fly so the caller's gradient is never copied.
+///
+/// The engine builds it with exactly as many elements as the parameter chunk it goes with,
+/// so kernels index it without bounds checks (which would stop vectorisation).
 #[derive(Clone, Copy)]
 pub struct Grad<'a, T> {
-    /// The raw gradient chunk.
-    pub raw: &'a [T],
-    /// Multiplier from global-norm clipping (1 when not clipping).
-    pub scale: T,
-    /// Bound from value clipping (+inf when not clipping).
-    pub bound: T,
+    raw: &'a [T],
+    scale: T,
+    bound: T,
 }
 
-impl<T: Real> Grad<'_, T> {
-    /// The processed gradient element `i`.
+impl<'a, T: Real> Grad<'a, T> {
+    /// A gradient chunk with its clipping factors (the engine's invariant: `raw` is exactly as
+    /// long as the parameter chunk).
+    pub(crate) fn new(raw: &'a [T], scale: T, bound: T) -> Self {
+        Grad { raw, scale, bound }
+    }
+
+    /// The processed gradient element `i` (`i` below the chunk length).
     #[inline(always)]
     pub fn at(&self, i: usize) -> T {
-        (self.raw[i] * self.scale).max(-self.bound).min(self.bound)
+        debug_assert!(i < self.raw.len());
+        // SAFETY: kernels index below the parameter chunk's length, which equals raw's.
+        let x = unsafe { *self.raw.get_unchecked(i) };
+        (x * self.scale).max(-self.bound).min(self.bound)
     }
 }
 
@@ -77,6 +86,12 @@ pub trait Rule: Sized + Send + Sync + 'static {
     }
     /// Names of the element buffers this rule keeps for these group configurations.
     fn slots(cfgs: &[Self::Config]) -> Vec<&'static str>;
+    /// Parameter-sized arrays the step must read or write per element (parameters read and
+    /// written count 2, the gradient 1, a state buffer read and written 2; pre-passes
+    /// included): what `gradlab bench` counts as the bytes the algorithm must move.
+    fn traffic(cfg: &Self::Config) -> usize {
+        3 + 2 * Self::slots(std::slice::from_ref(cfg)).len()
+    }
     /// Initial value of element buffer `slot`.
     fn slot_init(_cfg: &Self::Config, _slot: usize) -> f64 {
         0.0

@@ -163,6 +163,14 @@ impl Rule for Sgd {
         c.momentum = m;
         true
     }
+    /// p (2), g (1), and the momentum buffer (2) when there is momentum.
+    fn traffic(c: &SgdConfig) -> usize {
+        if c.momentum != 0.0 {
+            5
+        } else {
+            3
+        }
+    }
     fn slots(_: &[SgdConfig]) -> Vec<&'static str> {
         vec!["momentum_buffer"]
     }

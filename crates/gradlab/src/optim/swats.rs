@@ -90,6 +90,10 @@ impl Rule for Swats {
         c.betas.0 = m;
         true
     }
+    /// The Adam phase: p, g, m, v (the SGD phase moves 5).
+    fn traffic(_: &SwatsConfig) -> usize {
+        7
+    }
     fn slots(_: &[SwatsConfig]) -> Vec<&'static str> {
         vec!["exp_avg", "exp_avg_sq", "momentum_buffer"]
     }

@@ -1,0 +1,148 @@
+//! `gradlab bench`: optimizer step time against the memory-bandwidth roofline.
+
+use anyhow::{bail, Result};
+use gradlab::bench::{bench, BenchResult};
+use serde_json::json;
+use std::time::Instant;
+
+/// Arguments of `gradlab bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Optimizer spec.
+    #[arg(long, default_value = "adam")]
+    optimizer: String,
+    /// Number of parameters.
+    #[arg(long, default_value_t = 16_000_000)]
+    params: usize,
+    /// Split them into this many tensors.
+    #[arg(long, default_value_t = 1)]
+    tensors: usize,
+    /// f32 or f64.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// Threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Timed steps (after 3 warm-up steps).
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// Also time the same AdamW step through candle: gradlab's in-place bridge and candle-nn's
+    /// own AdamW (one f32 tensor).
+    #[arg(long)]
+    candle: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Median ms per step of candle-nn's AdamW and of gradlab's bridge on one f32 tensor.
+fn candle_comparison(n: usize, steps: usize) -> Result<(f64, f64)> {
+    use candle_core::{Device, Tensor, Var};
+    use candle_nn::Optimizer;
+    let make = || -> Result<(Var, candle_core::backprop::GradStore)> {
+        let v = Var::from_tensor(&Tensor::ones(n, candle_core::DType::F32, &Device::Cpu)?)?;
+        let grads = (v.as_tensor() * 1e-3)?.sum_all()?.backward()?;
+        Ok((v, grads))
+    };
+    let time = |step: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
+        let mut t = Vec::new();
+        for k in 0..steps + 2 {
+            let t0 = Instant::now();
+            step()?;
+            if k >= 2 {
+                t.push(t0.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        Ok(median(t))
+    };
+    let (v, grads) = make()?;
+    let mut theirs = candle_nn::AdamW::new(vec![v], candle_nn::ParamsAdamW::default())?;
+    let candle_ms = time(&mut || Ok(theirs.step(&grads)?))?;
+    let (v, grads) = make()?;
+    let mut ours = gradlab_candle::GradlabOptimizer::with_names(
+        vec![("w".into(), v)],
+        &gradlab_candle::OptimizerConfig::new("adamw"),
+    )?;
+    let ours_ms = time(&mut || {
+        ours.step_grads(&grads)?;
+        Ok(())
+    })?;
+    Ok((candle_ms, ours_ms))
+}
+
+/// Runs the command.
+pub fn run(args: BenchArgs) -> Result<()> {
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if args.params == 0 {
+        bail!("--params must be at least 1");
+    }
+    let r: BenchResult = match args.dtype.as_str() {
+        "f32" => bench::<f32>(
+            &args.optimizer,
+            args.params,
+            args.tensors,
+            threads,
+            args.steps,
+        )?,
+        "f64" => bench::<f64>(
+            &args.optimizer,
+            args.params,
+            args.tensors,
+            threads,
+            args.steps,
+        )?,
+        other => bail!("--dtype '{other}' must be f32 or f64"),
+    };
+    let candle = if args.candle {
+        Some(candle_comparison(args.params, args.steps.min(10))?)
+    } else {
+        None
+    };
+    if args.json {
+        let mut v = json!({
+            "optimizer": r.optimizer,
+            "params": r.params,
+            "tensors": r.tensors,
+            "dtype": r.dtype,
+            "threads": r.threads,
+            "ms_per_step": r.ms_per_step,
+            "params_per_second": r.params_per_second,
+            "bytes_per_param": r.bytes_per_param,
+            "effective_gbps": r.effective_gbps,
+            "roofline_gbps": r.roofline_gbps,
+            "fraction_of_roofline": r.fraction_of_roofline,
+        });
+        if let Some((c, g)) = candle {
+            v["candle_nn_adamw_ms"] = json!(c);
+            v["gradlab_candle_adamw_ms"] = json!(g);
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "{} on {} {} parameters in {} tensor(s), {} thread(s)",
+            r.optimizer, r.params, r.dtype, r.tensors, r.threads
+        );
+        println!(
+            "  {:.3} ms/step, {:.3e} params/s",
+            r.ms_per_step, r.params_per_second
+        );
+        println!(
+            "  {:.1} GB/s effective ({} bytes/param) of a {:.1} GB/s roofline: {:.0}%",
+            r.effective_gbps,
+            r.bytes_per_param,
+            r.roofline_gbps,
+            100.0 * r.fraction_of_roofline
+        );
+        if let Some((c, g)) = candle {
+            println!("  candle-nn AdamW: {c:.2} ms/step; gradlab's AdamW on candle Vars: {g:.2} ms/step ({:.1}x)", c / g);
+        }
+    }
+    Ok(())
+}

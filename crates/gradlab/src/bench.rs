@@ -1,0 +1,135 @@
+//! Measuring optimizer steps against the memory-bandwidth roofline (`gradlab bench`).
+//!
+//! An optimizer step is memory-bound: its floor is the bytes it must move
+//! ([`Optimizer::bytes_per_param`](crate::optim::Optimizer::bytes_per_param)) divided by the memory bandwidth. The roofline is
+//! measured in the same process, on the same threads, with the read-modify-write kernel
+//! `a[i] += s·b[i]` (12 bytes per f32 element, 24 per f64).
+
+use crate::optim::plan::{Plan, Shared};
+use crate::optim::{self, Layout, Options};
+use crate::pool::Pool;
+use crate::{Real, Result};
+use std::time::Instant;
+
+/// What a benchmark measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BenchResult {
+    /// Canonical optimizer spec.
+    pub optimizer: String,
+    /// Parameters.
+    pub params: usize,
+    /// Tensors they are split into.
+    pub tensors: usize,
+    /// Element type.
+    pub dtype: &'static str,
+    /// Threads.
+    pub threads: usize,
+    /// Median step time.
+    pub ms_per_step: f64,
+    /// Parameters updated per second.
+    pub params_per_second: f64,
+    /// Bytes per parameter the algorithm must move.
+    pub bytes_per_param: f64,
+    /// Those bytes per second.
+    pub effective_gbps: f64,
+    /// The read-modify-write kernel's bandwidth.
+    pub roofline_gbps: f64,
+    /// effective / roofline.
+    pub fraction_of_roofline: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// A layout of `params` elements in `tensors` nearly equal tensors.
+pub fn layout(params: usize, tensors: usize) -> Result<Layout> {
+    let t = tensors.clamp(1, params.max(1));
+    let base = params / t;
+    Layout::new((0..t).map(|i| (format!("t{i}"), vec![base + usize::from(i < params % t)])))
+}
+
+/// Bandwidth (GB/s) of `a[i] += s·b[i]` over `n` elements of `T` with the current pool.
+pub fn roofline<T: Real>(n: usize, repeats: usize) -> f64 {
+    let mut a = vec![T::ONE; n];
+    let b = vec![T::from_f64(1e-3); n];
+    let plan = Plan::new(&[n]);
+    let s = T::from_f64(0.5);
+    let mut times = Vec::new();
+    for r in 0..repeats + 2 {
+        let view = Shared::new(&mut a);
+        let t0 = Instant::now();
+        plan.for_each(|ci| {
+            let c = plan.chunks[ci];
+            // SAFETY: chunks are disjoint.
+            let a = unsafe { view.slice(c.start..c.end) };
+            let b = &b[c.start..c.end];
+            for (x, y) in a.iter_mut().zip(b) {
+                *x += s * *y;
+            }
+        });
+        if r >= 2 {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    std::hint::black_box(&a);
+    (3 * n * std::mem::size_of::<T>()) as f64 / median(times) / 1e9
+}
+
+/// Times `steps` steps of `spec` on random data (after 3 warm-up steps) on `threads` threads.
+pub fn bench<T: Real>(
+    spec: &str,
+    params: usize,
+    tensors: usize,
+    threads: usize,
+    steps: usize,
+) -> Result<BenchResult> {
+    let pool = Pool::new(threads.max(1));
+    pool.install(|| {
+        let layout = layout(params, tensors)?;
+        let mut opt = optim::build::<T>(spec, layout.clone(), &[], Options::default())?;
+        let mut rng = crate::landscape::Rng::new(1);
+        let mut p: Vec<T> = (0..params).map(|_| T::from_f64(rng.normal())).collect();
+        let g: Vec<T> = (0..params)
+            .map(|_| T::from_f64(1e-3 * rng.normal()))
+            .collect();
+        let grads: Vec<&[T]> = layout
+            .segments()
+            .iter()
+            .map(|s| &g[s.offset..s.offset + s.len])
+            .collect();
+        let mut times = Vec::new();
+        for k in 0..steps.max(1) + 3 {
+            let mut ps: Vec<&mut [T]> = Vec::with_capacity(layout.segments().len());
+            let mut rest = p.as_mut_slice();
+            for seg in layout.segments() {
+                let (head, tail) = rest.split_at_mut(seg.len);
+                ps.push(head);
+                rest = tail;
+            }
+            let t0 = Instant::now();
+            opt.step(&mut ps, &grads)?;
+            if k >= 3 {
+                times.push(t0.elapsed().as_secs_f64());
+            }
+        }
+        let seconds = median(times);
+        let roof = roofline::<T>(params, 10);
+        let bytes = opt.bytes_per_param();
+        let effective = bytes * params as f64 / seconds / 1e9;
+        Ok(BenchResult {
+            optimizer: opt.spec().to_string(),
+            params,
+            tensors: layout.segments().len(),
+            dtype: T::NAME,
+            threads: pool.threads(),
+            ms_per_step: seconds * 1e3,
+            params_per_second: params as f64 / seconds,
+            bytes_per_param: bytes,
+            effective_gbps: effective,
+            roofline_gbps: roof,
+            fraction_of_roofline: effective / roof,
+        })
+    })
+}
