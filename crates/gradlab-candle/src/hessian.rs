@@ -42,6 +42,20 @@ pub fn second_order<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -
     }
 }
 
+/// A model's parameters flattened (in f64) in the model's order.
+pub fn flat_params(model: &Model) -> Result<Vec<f64>> {
+    let mut out = Vec::with_capacity(model.num_parameters());
+    for (_, v) in model.params() {
+        out.extend(
+            v.as_tensor()
+                .flatten_all()?
+                .to_dtype(candle_core::DType::F64)?
+                .to_vec1::<f64>()?,
+        );
+    }
+    Ok(out)
+}
+
 /// A network's loss over fixed batches as a function of its flattened parameters.
 pub struct NetworkObjective<'a> {
     model: &'a Model,
@@ -185,9 +199,26 @@ impl<'a> NetworkObjective<'a> {
     }
 }
 
+impl NetworkObjective<'_> {
+    /// The loss at the model's current parameters (forward passes only).
+    pub fn loss_here(&self) -> Result<f64> {
+        self.loss_tensors()?
+            .iter()
+            .map(|(l, w)| Ok(w * scalar(l)?))
+            .sum()
+    }
+}
+
 impl Objective for NetworkObjective<'_> {
     fn dim(&self) -> usize {
         self.model.num_parameters()
+    }
+    fn loss(&mut self, x: &[f64]) -> gradlab::Result<f64> {
+        let here = self.point().map_err(core)?;
+        self.set_point(x).map_err(core)?;
+        let r = self.loss_here().map_err(core);
+        self.set_point(&here).map_err(core)?;
+        r
     }
     fn loss_grad(&mut self, x: &[f64], grad: &mut [f64]) -> gradlab::Result<f64> {
         let here = self.point().map_err(core)?;

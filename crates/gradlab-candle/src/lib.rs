@@ -6,6 +6,7 @@ pub mod analysis;
 pub mod checkpoint;
 pub mod data;
 pub mod hessian;
+pub mod landscape;
 pub mod models;
 pub mod optim;
 pub mod train;

@@ -4,6 +4,7 @@ mod bench_cmd;
 mod critical_cmd;
 mod csv;
 mod hessian_cmd;
+mod landscape_cmd;
 mod lr_find_cmd;
 mod plot;
 mod schedule_cmd;
@@ -38,6 +39,9 @@ enum Command {
     /// The Hessian of a trained network at a checkpoint: extreme eigenvalues, trace,
     /// density, minimum ratio, per-tensor curvature.
     Hessian(hessian_cmd::HessianArgs),
+    /// Loss slices around a trained network: along random filter-normalised directions
+    /// (1-D and 2-D), and the interpolation to a second checkpoint.
+    Landscape(landscape_cmd::LandscapeArgs),
     /// Time optimizer steps against the memory-bandwidth roofline.
     Bench(bench_cmd::BenchArgs),
 }
@@ -52,6 +56,7 @@ fn main() {
         Command::Train(args) => train_cmd::run(*args),
         Command::Hessian(args) => hessian_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
+        Command::Landscape(args) => landscape_cmd::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

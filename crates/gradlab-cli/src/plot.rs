@@ -113,6 +113,20 @@ fn keyhole(poly: &geo_types::Polygon<f64>) -> Vec<(f64, f64)> {
     ring
 }
 
+/// A field of values on a regular grid: `values[j * xs.len() + i]` at `(xs[i], ys[j])`.
+pub struct Field<'a> {
+    /// Axis names.
+    pub labels: (&'a str, &'a str),
+    /// Grid coordinates along x (evenly spaced).
+    pub xs: Vec<f64>,
+    /// Grid coordinates along y (evenly spaced).
+    pub ys: Vec<f64>,
+    /// Values, row by row.
+    pub values: Vec<f64>,
+    /// Points marked as minima.
+    pub minima: Vec<[f64; 2]>,
+}
+
 /// Draws filled contours of `surface`, the paths (their common start marked when
 /// `mark_start`), the known minima, and the markers on top.
 pub fn surface_plot(
@@ -125,10 +139,56 @@ pub fn surface_plot(
 ) -> Result<()> {
     let [x0, x1, y0, y1] = plot_box(surface, paths);
     let (nx, ny) = (160usize, 140usize);
+    let xs: Vec<f64> = (0..nx)
+        .map(|i| x0 + (x1 - x0) * i as f64 / (nx - 1) as f64)
+        .collect();
+    let ys: Vec<f64> = (0..ny)
+        .map(|j| y0 + (y1 - y0) * j as f64 / (ny - 1) as f64)
+        .collect();
+    let values = ys
+        .iter()
+        .flat_map(|y| xs.iter().map(move |x| surface.value(*x, *y)))
+        .collect();
+    let field = Field {
+        labels: ("x", "y"),
+        xs,
+        ys,
+        values,
+        minima: surface.minima(),
+    };
+    field_plot(path, &field, title, paths, markers, mark_start)
+}
+
+/// Draws filled contours of a [`Field`] (log-scaled levels when the values span a large
+/// range), the paths, the field's minima and the markers.
+pub fn field_plot(
+    path: &Path,
+    field: &Field,
+    title: &str,
+    paths: &[Path2],
+    markers: &[Marker],
+    mark_start: bool,
+) -> Result<()> {
+    let (nx, ny) = (field.xs.len(), field.ys.len());
+    if nx < 2 || ny < 2 || field.values.len() != nx * ny {
+        anyhow::bail!("a contour plot needs at least a 2×2 grid of values");
+    }
+    let (x0, x1, y0, y1) = (field.xs[0], field.xs[nx - 1], field.ys[0], field.ys[ny - 1]);
     let (dx, dy) = ((x1 - x0) / (nx - 1) as f64, (y1 - y0) / (ny - 1) as f64);
-    let mut values: Vec<f64> = (0..ny)
-        .flat_map(|j| (0..nx).map(move |i| (i, j)))
-        .map(|(i, j)| surface.value(x0 + i as f64 * dx, y0 + j as f64 * dy))
+    // Diverged points (infinite or NaN loss) take the largest finite value.
+    let top = field
+        .values
+        .iter()
+        .copied()
+        .filter(|v| v.is_finite())
+        .fold(f64::NEG_INFINITY, f64::max);
+    if !top.is_finite() {
+        anyhow::bail!("'{title}': no finite value to contour");
+    }
+    let mut values: Vec<f64> = field
+        .values
+        .iter()
+        .map(|v| if v.is_finite() { *v } else { top })
         .collect();
     let (thresholds, log) = levels(&mut values, 14);
     let bands = contour::ContourBuilder::new(nx, ny, true)
@@ -137,7 +197,7 @@ pub fn surface_plot(
         .x_step(dx)
         .y_step(dy)
         .isobands(&values, &thresholds)
-        .map_err(|e| anyhow::anyhow!("contouring {}: {e:?}", surface.name()))?;
+        .map_err(|e| anyhow::anyhow!("contouring '{title}': {e:?}"))?;
 
     let mut svg = String::new();
     {
@@ -153,8 +213,8 @@ pub fn surface_plot(
         chart
             .configure_mesh()
             .disable_mesh()
-            .x_desc("x")
-            .y_desc("y")
+            .x_desc(field.labels.0)
+            .y_desc(field.labels.1)
             .draw()?;
         let n_bands = thresholds.len().saturating_sub(1).max(1);
         for (k, band) in bands.iter().enumerate() {
@@ -195,7 +255,7 @@ pub fn surface_plot(
                 .label("start")
                 .legend(|(x, y)| Circle::new((x + 10, y), 5, BLACK.filled()));
         }
-        let minima = surface.minima();
+        let minima = &field.minima;
         if !minima.is_empty() {
             chart
                 .draw_series(

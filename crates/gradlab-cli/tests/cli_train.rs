@@ -66,6 +66,45 @@ fn train_resume_and_inspect_a_network() {
     for key in ["gradient_norm", "minimum_ratio", "kind", "trace"] {
         assert!(report.get(key).is_some(), "{key}");
     }
+    let land = dir.join("land");
+    let (ok, stdout, err) = gradlab(&[
+        "landscape",
+        "--checkpoint",
+        out,
+        "--to",
+        out,
+        "--points",
+        "5",
+        "--examples",
+        "100",
+        "--out",
+        land.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("loss at the checkpoint"), "{stdout}");
+    for f in [
+        "slice_1d.csv",
+        "slice_1d.svg",
+        "slice_2d.csv",
+        "slice_2d.svg",
+        "interpolation.csv",
+        "interpolation.svg",
+    ] {
+        assert!(land.join(f).is_file(), "{f}");
+    }
+    let grid = std::fs::read_to_string(land.join("slice_2d.csv")).unwrap();
+    assert_eq!(grid.lines().count(), 1 + 25);
+    // Interpolating a checkpoint to itself is flat.
+    let interp = std::fs::read_to_string(land.join("interpolation.csv")).unwrap();
+    let losses: Vec<f64> = interp
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        losses.iter().all(|l| (l - losses[0]).abs() < 1e-5),
+        "{losses:?}"
+    );
     // Errors name the problem.
     let (ok, _, err) = gradlab(&["hessian", "--checkpoint", "/nonexistent/run"]);
     assert!(
