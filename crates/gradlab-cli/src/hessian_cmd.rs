@@ -87,6 +87,7 @@ pub fn run(args: HessianArgs) -> Result<()> {
                 secondary: None,
                 markers: vec![(0.0, "zero".into())],
                 cap_blowup: false,
+                bands: Vec::new(),
             },
         )?;
     }

@@ -75,6 +75,7 @@ pub fn write_curve(
             secondary: None,
             markers: Vec::new(),
             cap_blowup: false,
+            bands: Vec::new(),
         },
     )
 }

@@ -112,6 +112,7 @@ pub fn report(
                 secondary: None,
                 markers,
                 cap_blowup: true,
+                bands: Vec::new(),
             },
         )?;
     }

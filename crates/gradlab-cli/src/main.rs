@@ -4,6 +4,7 @@ mod bench_cmd;
 mod critical_cmd;
 mod csv;
 mod hessian_cmd;
+mod lab;
 mod landscape_cmd;
 mod lr_find_cmd;
 mod plot;
@@ -42,6 +43,12 @@ enum Command {
     /// Loss slices around a trained network: along random filter-normalised directions
     /// (1-D and 2-D), and the interpolation to a second checkpoint.
     Landscape(landscape_cmd::LandscapeArgs),
+    /// The lecture's experiments on the bundled MNIST digits, as an HTML report.
+    Lab(lab::LabArgs),
+    /// Compare optimizers on the same network and budget (an HTML report).
+    Compare(lab::CompareArgs),
+    /// Small to large batches: time, accuracy, sharpness (an HTML report).
+    BatchStudy(lab::BatchStudyArgs),
     /// Time optimizer steps against the memory-bandwidth roofline.
     Bench(bench_cmd::BenchArgs),
 }
@@ -56,6 +63,9 @@ fn main() {
         Command::Train(args) => train_cmd::run(*args),
         Command::Hessian(args) => hessian_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
+        Command::Lab(args) => lab::run(args),
+        Command::Compare(args) => lab::compare(args),
+        Command::BatchStudy(args) => lab::batch_study(args),
         Command::Landscape(args) => landscape_cmd::run(args),
     };
     if let Err(e) = result {

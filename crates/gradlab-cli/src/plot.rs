@@ -23,17 +23,31 @@ pub struct Marker {
     pub color: RGBColor,
 }
 
-/// Distinct colors for paths (Okabe–Ito, readable by color-blind people).
-pub const PALETTE: [RGBColor; 8] = [
+/// Distinct colors for series: Okabe–Ito (readable by color-blind people) first, then
+/// darker companions for charts with many series.
+pub const PALETTE: [RGBColor; 16] = [
     RGBColor(230, 159, 0),
     RGBColor(86, 180, 233),
     RGBColor(0, 158, 115),
-    RGBColor(240, 228, 66),
-    RGBColor(0, 114, 178),
     RGBColor(213, 94, 0),
+    RGBColor(0, 114, 178),
     RGBColor(204, 121, 167),
-    RGBColor(255, 255, 255),
+    RGBColor(120, 120, 120),
+    RGBColor(0, 0, 0),
+    RGBColor(153, 79, 0),
+    RGBColor(31, 119, 180),
+    RGBColor(148, 103, 189),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+    RGBColor(140, 86, 75),
 ];
+
+/// The color of series `i`.
+pub fn color(i: usize) -> RGBColor {
+    PALETTE[i % PALETTE.len()]
+}
 
 /// A perceptually ordered color ramp (light to dark blue-grey), for filled contours that
 /// stay behind the colored paths.
@@ -227,7 +241,7 @@ pub fn field_plot(
             )?;
         }
         for (i, p) in paths.iter().enumerate() {
-            let color = PALETTE[i % (PALETTE.len() - 1)];
+            let color = color(i);
             let pts: Vec<(f64, f64)> = p
                 .points
                 .iter()
@@ -289,6 +303,9 @@ pub fn field_plot(
         .with_context(|| format!("writing the plot {}", path.display()))
 }
 
+/// A shaded spread: `(x, low, high)` points.
+pub type Band = Vec<(f64, f64, f64)>;
+
 /// A line chart: `series` on the left axis, an optional series on a right axis, and
 /// labelled vertical markers (e.g. a suggested learning rate).
 pub struct LineChart<'a> {
@@ -308,6 +325,8 @@ pub struct LineChart<'a> {
     pub markers: Vec<(f64, String)>,
     /// Loss curves that blow up at the end: cap the y axis at twice the first value.
     pub cap_blowup: bool,
+    /// Shaded spread around series `i` (e.g. the range over seeds).
+    pub bands: Vec<(usize, Band)>,
 }
 
 fn finite_range(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
@@ -340,7 +359,7 @@ where
     Y: Ranged<ValueType = f64>,
 {
     for (i, s) in spec.series.iter().enumerate() {
-        let color = PALETTE[i % (PALETTE.len() - 1)];
+        let color = color(i);
         let pts: Vec<(f64, f64)> = s
             .points
             .iter()
@@ -354,6 +373,19 @@ where
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
             });
+    }
+    for (i, band) in &spec.bands {
+        let c = color(*i);
+        let mut ring: Vec<(f64, f64)> = band
+            .iter()
+            .map(|(x, lo, _)| (*x, lo.clamp(y_range.0, y_range.1)))
+            .collect();
+        ring.extend(
+            band.iter()
+                .rev()
+                .map(|(x, _, hi)| (*x, hi.clamp(y_range.0, y_range.1))),
+        );
+        chart.draw_series(std::iter::once(Polygon::new(ring, c.mix(0.2).filled())))?;
     }
     for (x, label) in &spec.markers {
         chart

@@ -94,6 +94,7 @@ pub fn run(args: ScheduleArgs) -> Result<()> {
                 secondary: momentum,
                 markers: Vec::new(),
                 cap_blowup: false,
+                bands: Vec::new(),
             },
         )?;
     }

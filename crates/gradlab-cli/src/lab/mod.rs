@@ -1,0 +1,208 @@
+//! `gradlab lab`: the lecture's experiments measured on the bundled MNIST digits, and a
+//! self-contained HTML report (`gradlab compare` and `gradlab batch-study` run single
+//! studies into the same kind of report).
+
+mod report;
+mod studies;
+
+use anyhow::{Context, Result};
+use report::Report;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Sizes of the studies.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    /// Epochs per training run.
+    pub epochs: usize,
+    /// Training examples (None: all 8,000).
+    pub train_limit: Option<usize>,
+    /// Seeds per configuration.
+    pub seeds: usize,
+    /// Batch sizes of the batch-size study.
+    pub batch_sizes: Vec<usize>,
+    /// Examples for curvature measurements.
+    pub curvature_examples: usize,
+}
+
+impl Budget {
+    fn new(quick: bool, seeds: usize) -> Self {
+        if quick {
+            Budget {
+                epochs: 1,
+                train_limit: Some(800),
+                seeds: seeds.max(1),
+                batch_sizes: vec![16, 800],
+                curvature_examples: 200,
+            }
+        } else {
+            Budget {
+                epochs: 3,
+                train_limit: None,
+                seeds: seeds.max(1),
+                batch_sizes: vec![16, 64, 256, 1024, 8000],
+                curvature_examples: 1000,
+            }
+        }
+    }
+}
+
+/// Arguments of `gradlab lab`.
+#[derive(clap::Args, Debug)]
+pub struct LabArgs {
+    /// Output folder (the report is DIR/index.html).
+    #[arg(long, default_value = "report")]
+    out: PathBuf,
+    /// Small sizes (for tests; about 30 s).
+    #[arg(long)]
+    quick: bool,
+    /// Seeds per configuration (curves then show mean and spread).
+    #[arg(long, default_value_t = 1)]
+    seeds: usize,
+    /// Epochs per training run (default 3; 1 with --quick).
+    #[arg(long)]
+    epochs: Option<usize>,
+}
+
+/// Arguments of `gradlab compare`.
+#[derive(clap::Args, Debug)]
+pub struct CompareArgs {
+    /// Optimizer specs to compare (repeat).
+    #[arg(long = "optimizer", required = true)]
+    optimizers: Vec<String>,
+    /// A schedule for every run.
+    #[arg(long)]
+    schedule: Option<String>,
+    /// Seeds per optimizer.
+    #[arg(long, default_value_t = 1)]
+    seeds: usize,
+    /// Epochs.
+    #[arg(long, default_value_t = 3)]
+    epochs: usize,
+    /// Train on the first N examples only.
+    #[arg(long)]
+    train_limit: Option<usize>,
+    /// Output folder.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Arguments of `gradlab batch-study`.
+#[derive(clap::Args, Debug)]
+pub struct BatchStudyArgs {
+    /// Batch sizes, e.g. 16,64,256,1024,8000.
+    #[arg(long, value_delimiter = ',', default_value = "16,64,256,1024,8000")]
+    batch_sizes: Vec<usize>,
+    /// Optimizer spec.
+    #[arg(long, default_value = "adam(lr=0.001)")]
+    optimizer: String,
+    /// Epochs.
+    #[arg(long, default_value_t = 3)]
+    epochs: usize,
+    /// Train on the first N examples only.
+    #[arg(long)]
+    train_limit: Option<usize>,
+    /// Output folder.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn prepare(out: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(out.join("data"))
+        .with_context(|| format!("creating {}", out.display()))?;
+    std::fs::create_dir_all(out.join("runs"))
+        .with_context(|| format!("creating {}", out.display()))?;
+    Ok(())
+}
+
+/// Runs every study and writes the report.
+pub fn run(args: LabArgs) -> Result<()> {
+    let started = Instant::now();
+    prepare(&args.out)?;
+    let mut budget = Budget::new(args.quick, args.seeds);
+    if let Some(e) = args.epochs {
+        budget.epochs = e.max(1);
+    }
+    let mut report = Report::new(
+        "gradlab lab: deep-learning optimization, measured",
+        &format!(
+            "Every number and figure below was measured by <code>gradlab lab{}</code> on the bundled MNIST digits ({} training / 2,000 test examples), {} epoch(s) per run, {} seed(s).",
+            if args.quick { " --quick" } else { "" },
+            budget.train_limit.map_or("8,000".to_string(), |n| n.to_string()),
+            budget.epochs,
+            budget.seeds
+        ),
+    );
+    let out = &args.out;
+    eprintln!("[1/5] optimizers");
+    report.push(studies::optimizers(
+        out,
+        &budget,
+        &studies::lab_optimizers(),
+        None,
+    )?);
+    eprintln!("[2/5] schedules");
+    report.push(studies::schedules(out, &budget)?);
+    eprintln!("[3/5] batch size");
+    report.push(studies::batch_size(out, &budget, "adam(lr=0.001)")?);
+    eprintln!("[4/5] small gradient vs stuck");
+    report.push(studies::stuck(out, &budget)?);
+    eprintln!("[5/5] error surfaces");
+    report.push(studies::surfaces(out)?);
+    report.footer(&format!(
+        "Generated in {:.0} s.",
+        started.elapsed().as_secs_f64()
+    ));
+    let path = report.write(out)?;
+    println!(
+        "report: {} ({:.0} s)",
+        path.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `gradlab compare`.
+pub fn compare(args: CompareArgs) -> Result<()> {
+    prepare(&args.out)?;
+    let budget = Budget {
+        epochs: args.epochs.max(1),
+        train_limit: args.train_limit,
+        seeds: args.seeds.max(1),
+        batch_sizes: Vec::new(),
+        curvature_examples: 0,
+    };
+    let mut report = Report::new(
+        "gradlab compare",
+        "Optimizers compared on the same network, data and budget.",
+    );
+    report.push(studies::optimizers(
+        &args.out,
+        &budget,
+        &args.optimizers,
+        args.schedule.as_deref(),
+    )?);
+    let path = report.write(&args.out)?;
+    println!("report: {}", path.display());
+    Ok(())
+}
+
+/// `gradlab batch-study`.
+pub fn batch_study(args: BatchStudyArgs) -> Result<()> {
+    prepare(&args.out)?;
+    let budget = Budget {
+        epochs: args.epochs.max(1),
+        train_limit: args.train_limit,
+        seeds: 1,
+        batch_sizes: args.batch_sizes.clone(),
+        curvature_examples: 1000,
+    };
+    let mut report = Report::new(
+        "gradlab batch-study",
+        "Small to large batches: time, accuracy, sharpness.",
+    );
+    report.push(studies::batch_size(&args.out, &budget, &args.optimizer)?);
+    let path = report.write(&args.out)?;
+    println!("report: {}", path.display());
+    Ok(())
+}

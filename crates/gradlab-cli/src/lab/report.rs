@@ -1,0 +1,168 @@
+//! The self-contained HTML report: inline SVG figures, no external fonts or scripts, a
+//! table of contents, one section per study with its measured summary, the commands that
+//! reproduce it, and links to the data behind each figure.
+
+use anyhow::{Context, Result};
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+/// A figure: an SVG file written by the study, its caption, and its data files.
+pub struct Figure {
+    /// The SVG file.
+    pub svg: PathBuf,
+    /// Caption.
+    pub caption: String,
+    /// Data behind it (relative to the report folder).
+    pub data: Vec<String>,
+}
+
+/// One study.
+pub struct Section {
+    /// Anchor.
+    pub id: &'static str,
+    /// Heading.
+    pub title: String,
+    /// Measured summary (HTML paragraphs, already escaped).
+    pub summary: Vec<String>,
+    /// A table (HTML), if any.
+    pub table: Option<String>,
+    /// Figures.
+    pub figures: Vec<Figure>,
+    /// Commands and specs that reproduce it.
+    pub commands: Vec<String>,
+}
+
+/// The report being assembled.
+pub struct Report {
+    title: String,
+    intro: String,
+    sections: Vec<Section>,
+    footer: String,
+}
+
+/// Escapes text for HTML.
+pub fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// An HTML table from a header and rows of already-escaped cells.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut s = String::from("<table><thead><tr>");
+    for h in header {
+        let _ = write!(s, "<th>{}</th>", esc(h));
+    }
+    s.push_str("</tr></thead><tbody>");
+    for r in rows {
+        s.push_str("<tr>");
+        for c in r {
+            let _ = write!(s, "<td>{c}</td>");
+        }
+        s.push_str("</tr>");
+    }
+    s.push_str("</tbody></table>");
+    s
+}
+
+const STYLE: &str = r#"
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 980px; margin: 2em auto; padding: 0 1em; color: #222; line-height: 1.5; }
+h1 { font-size: 1.8em; margin-bottom: 0.2em; } h2 { border-bottom: 2px solid #ddd; padding-bottom: 0.2em; margin-top: 2em; }
+nav ol { columns: 2; } figure { margin: 1.5em 0; } figure svg { width: 100%; height: auto; border: 1px solid #eee; }
+figcaption { color: #555; font-size: 0.92em; } table { border-collapse: collapse; margin: 1em 0; font-size: 0.92em; }
+th, td { border: 1px solid #ddd; padding: 0.3em 0.6em; text-align: right; } th:first-child, td:first-child { text-align: left; }
+pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; font-size: 0.85em; } .summary { background: #f3f8fc; border-left: 4px solid #0072b2; padding: 0.5em 1em; }
+@media print { body { max-width: none; } figure { break-inside: avoid; } nav { display: none; } }
+"#;
+
+impl Report {
+    /// A report with a title and an introduction (HTML).
+    pub fn new(title: &str, intro: &str) -> Self {
+        Report {
+            title: title.to_string(),
+            intro: intro.to_string(),
+            sections: Vec::new(),
+            footer: String::new(),
+        }
+    }
+
+    /// Adds a study.
+    pub fn push(&mut self, section: Section) {
+        self.sections.push(section);
+    }
+
+    /// Text at the bottom.
+    pub fn footer(&mut self, text: &str) {
+        self.footer = esc(text);
+    }
+
+    /// Writes `out/index.html` atomically and returns its path.
+    pub fn write(&self, out: &Path) -> Result<PathBuf> {
+        let mut h = String::new();
+        let _ = write!(
+            h,
+            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{}</title><style>{STYLE}</style></head><body>\n<h1>{}</h1><p>{}</p>\n<nav><h2>Contents</h2><ol>",
+            esc(&self.title),
+            esc(&self.title),
+            self.intro
+        );
+        for s in &self.sections {
+            let _ = write!(h, "<li><a href=\"#{}\">{}</a></li>", s.id, esc(&s.title));
+        }
+        h.push_str("</ol></nav>\n");
+        for (i, s) in self.sections.iter().enumerate() {
+            let _ = write!(
+                h,
+                "<section id=\"{}\"><h2>{}. {}</h2>\n<div class=\"summary\">",
+                s.id,
+                i + 1,
+                esc(&s.title)
+            );
+            for p in &s.summary {
+                let _ = write!(h, "<p>{p}</p>");
+            }
+            h.push_str("</div>\n");
+            if let Some(t) = &s.table {
+                h.push_str(t);
+            }
+            for f in &s.figures {
+                let svg = std::fs::read_to_string(&f.svg)
+                    .with_context(|| format!("reading figure {}", f.svg.display()))?;
+                let svg = svg.trim_start_matches(|c| c != '<');
+                let svg = match svg.find("<svg") {
+                    Some(at) => &svg[at..],
+                    None => anyhow::bail!("{} is not an SVG file", f.svg.display()),
+                };
+                let data = f
+                    .data
+                    .iter()
+                    .map(|d| format!("<a href=\"{}\">{}</a>", esc(d), esc(d)))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let _ = writeln!(
+                    h,
+                    "<figure>{svg}<figcaption>{}{}</figcaption></figure>",
+                    esc(&f.caption),
+                    if data.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" Data: {data}.")
+                    }
+                );
+            }
+            if !s.commands.is_empty() {
+                h.push_str("<details open><summary>Reproduce</summary><pre>");
+                for c in &s.commands {
+                    let _ = writeln!(h, "{}", esc(c));
+                }
+                h.push_str("</pre></details>");
+            }
+            h.push_str("</section>\n");
+        }
+        let _ = writeln!(h, "<footer><p>{}</p></footer></body></html>", self.footer);
+        let path = out.join("index.html");
+        gradlab::io::write_atomic(&path, h.as_bytes())?;
+        Ok(path)
+    }
+}

@@ -1,0 +1,126 @@
+//! `gradlab lab --quick`: every section with real figures, a self-contained page, and (where
+//! Chromium is installed) a clean load in a headless browser with a screenshot.
+
+use std::path::Path;
+use std::process::Command;
+
+fn chromium() -> Option<String> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .find_map(|name| {
+            Command::new("which")
+                .arg(name)
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        })
+}
+
+fn check_page(html: &str) {
+    for id in ["optimizers", "schedules", "batch-size", "stuck", "surfaces"] {
+        assert!(
+            html.contains(&format!("<section id=\"{id}\">")),
+            "section {id} is missing"
+        );
+    }
+    assert!(
+        !html.contains("<script"),
+        "the report must not need scripts"
+    );
+    assert!(
+        !html.contains("src=\"http") && !html.contains("href=\"http") && !html.contains("@import"),
+        "the report must be self-contained"
+    );
+    let figures: Vec<&str> = html
+        .split("<figure>")
+        .skip(1)
+        .map(|f| f.split("</figure>").next().unwrap())
+        .collect();
+    assert!(figures.len() >= 12, "only {} figures", figures.len());
+    for (i, f) in figures.iter().enumerate() {
+        assert!(f.contains("<svg"), "figure {i} has no SVG");
+        let marks = ["<polyline", "<polygon", "<circle", "<path"]
+            .iter()
+            .map(|m| f.matches(m).count())
+            .sum::<usize>();
+        assert!(
+            marks >= 2,
+            "figure {i} has no visible content: {}",
+            &f[..f.len().min(300)]
+        );
+    }
+}
+
+#[test]
+fn the_quick_lab_writes_a_complete_report() {
+    let out = std::env::temp_dir().join(format!("gradlab-lab-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let status = Command::new(env!("CARGO_BIN_EXE_gradlab"))
+        .args(["lab", "--quick", "--out"])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    check_page(&html);
+    for data in [
+        "data/optimizers.csv",
+        "data/schedules.csv",
+        "data/batch_size.csv",
+        "data/stuck_hessian.json",
+        "data/surface_product.csv",
+    ] {
+        assert!(out.join(data).is_file(), "{data} is missing");
+        assert!(
+            html.contains(&format!("href=\"{data}\"")),
+            "{data} is not linked"
+        );
+    }
+    browser_check(&out);
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+fn browser_check(out: &Path) {
+    let Some(chromium) = chromium() else {
+        println!("SKIPPED the browser check: no chromium found (install the Debian package 'chromium'; .ci/run does)");
+        return;
+    };
+    let shot = out.join("screenshot.png");
+    let profile = out.join("chromium-profile");
+    let result = Command::new(&chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--window-size=1200,4000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("file://{}", out.join("index.html").display()))
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&result.stderr);
+    assert!(result.status.success(), "chromium failed: {log}");
+    for line in log.lines() {
+        let console_error =
+            line.contains("CONSOLE") && (line.contains("Error") || line.contains("Uncaught"));
+        assert!(
+            !console_error && !line.contains("Failed to load resource"),
+            "console error: {line}"
+        );
+    }
+    let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        size > 50_000,
+        "the screenshot is blank or missing ({size} bytes)"
+    );
+    println!("screenshot: {} ({size} bytes)", shot.display());
+}
