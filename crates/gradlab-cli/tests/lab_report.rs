@@ -124,3 +124,70 @@ fn browser_check(out: &Path) {
     );
     println!("screenshot: {} ({size} bytes)", shot.display());
 }
+
+#[test]
+fn compare_and_batch_study_write_their_reports() {
+    let out = std::env::temp_dir().join(format!("gradlab-compare-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let ok = Command::new(env!("CARGO_BIN_EXE_gradlab"))
+        .args([
+            "compare",
+            "--optimizer",
+            "sgd(lr=0.05, momentum=0.9)",
+            "--optimizer",
+            "swats(lr=0.001)",
+            "--seeds",
+            "2",
+            "--epochs",
+            "1",
+            "--train-limit",
+            "300",
+            "--schedule",
+            "cosine(t_max=5)",
+            "--out",
+        ])
+        .arg(out.join("cmp"))
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let html = std::fs::read_to_string(out.join("cmp/index.html")).unwrap();
+    assert!(
+        html.contains("swats(lr=0.001)")
+            && html.contains("cosine(t_max=5)")
+            && html.contains("<figure>")
+    );
+    // Two seeds: the curves carry a shaded spread.
+    assert!(
+        html.contains("fill-opacity") || html.contains("opacity=\"0.2"),
+        "no spread band drawn"
+    );
+    let ok = Command::new(env!("CARGO_BIN_EXE_gradlab"))
+        .args([
+            "batch-study",
+            "--batch-sizes",
+            "32,300",
+            "--epochs",
+            "1",
+            "--train-limit",
+            "300",
+            "--out",
+        ])
+        .arg(out.join("batch"))
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let html = std::fs::read_to_string(out.join("batch/index.html")).unwrap();
+    assert!(html.contains("ε-sharpness") && html.contains("batch_interpolation.csv"));
+    let bad = Command::new(env!("CARGO_BIN_EXE_gradlab"))
+        .args(["compare", "--optimizer", "adamm", "--out"])
+        .arg(out.join("bad"))
+        .output()
+        .unwrap();
+    assert!(
+        !bad.status.success()
+            && String::from_utf8_lossy(&bad.stderr).contains("unknown optimizer 'adamm'")
+    );
+    std::fs::remove_dir_all(&out).unwrap();
+}

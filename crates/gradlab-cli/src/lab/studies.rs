@@ -147,6 +147,45 @@ fn command(config: &TrainConfig) -> String {
     c
 }
 
+/// Runs `config` once per seed (seed 0, 1, ...), each in its own folder.
+fn run_seeds(config: &TrainConfig, seeds: usize) -> Result<Vec<Run>> {
+    (0..seeds.max(1) as u64)
+        .map(|seed| {
+            let mut c = config.clone();
+            c.seed = seed;
+            c.out = config.out.with_file_name(format!(
+                "{}_{seed}",
+                config
+                    .out
+                    .file_name()
+                    .map_or("run".into(), |n| n.to_string_lossy().into_owned())
+            ));
+            run(&c)
+        })
+        .collect()
+}
+
+/// The runs' log10 training loss, averaged over windows of `w` steps: mean and spread.
+fn loss_curves(runs: &[Run], w: usize) -> (Vec<(f64, f64)>, Band) {
+    let curves: Vec<Vec<(f64, f64)>> = runs
+        .iter()
+        .map(|r| {
+            windowed(
+                &r.steps
+                    .iter()
+                    .map(|s| (s.0, s.1.max(1e-12).log10()))
+                    .collect::<Vec<_>>(),
+                w,
+            )
+        })
+        .collect();
+    mean_band(&curves)
+}
+
+fn mean_of(runs: &[Run], f: impl Fn(&Run) -> f64) -> f64 {
+    runs.iter().map(f).sum::<f64>() / runs.len().max(1) as f64
+}
+
 /// Mean over windows of `w` steps, as (step, mean) points.
 fn windowed(points: &[(f64, f64)], w: usize) -> Vec<(f64, f64)> {
     points
@@ -228,6 +267,7 @@ pub fn optimizers(
     ]);
     let mut loss_csv = Table::new(&["optimizer", "step", "mean_loss"]);
     let mut switch_notes = Vec::new();
+    let mut switch_markers = Vec::new();
     for (i, spec_text) in specs.iter().enumerate() {
         spec::parse(spec_text).with_context(|| format!("--optimizer '{spec_text}'"))?;
         let mut runs = Vec::new();
@@ -325,6 +365,12 @@ pub fn optimizers(
                 )
             };
             switch_notes.push(format!("SWATS {note}."));
+            if let Some(first) = steps.iter().min() {
+                switch_markers.push((
+                    *first as f64,
+                    format!("SWATS switches to SGD (step {first})"),
+                ));
+            }
         }
         rows.push(vec![
             esc(spec_text),
@@ -342,14 +388,19 @@ pub fn optimizers(
     csv.save(&out.join("data/optimizers.csv"))?;
     loss_csv.save(&out.join("data/optimizers_loss.csv"))?;
     let loss_svg = out.join("data/optimizers_loss.svg");
-    chart(
+    plot::line_chart(
         &loss_svg,
-        "training loss (mean of 10 steps)",
-        "step",
-        "log10 training loss",
-        loss_series,
-        loss_bands,
-        false,
+        &LineChart {
+            title: "training loss (mean of 10 steps)",
+            x_label: "step",
+            y_label: "log10 training loss",
+            series: loss_series,
+            log_x: false,
+            secondary: None,
+            markers: switch_markers,
+            cap_blowup: false,
+            bands: loss_bands,
+        },
     )?;
     let acc_svg = out.join("data/optimizers_accuracy.svg");
     chart(
@@ -432,6 +483,7 @@ pub fn schedules(out: &Path, budget: &Budget) -> Result<Section> {
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut csv = Table::new(&["schedule", "step", "lr", "loss"]);
     let mut results = Vec::new();
+    let (mut loss_bands, mut adam_bands) = (Vec::new(), Vec::new());
     for (name, sched) in &variants {
         let mut c = config(
             out,
@@ -443,7 +495,8 @@ pub fn schedules(out: &Path, budget: &Budget) -> Result<Section> {
         );
         c.schedule = sched.clone();
         commands.push(command(&c));
-        let r = run(&c)?;
+        let runs = run_seeds(&c, budget.seeds)?;
+        let r = &runs[0];
         for s in &r.steps {
             csv.row([
                 *name,
@@ -456,23 +509,22 @@ pub fn schedules(out: &Path, budget: &Budget) -> Result<Section> {
             label: name.to_string(),
             points: r.steps.iter().map(|s| (s.0, s.3)).collect(),
         });
+        let (mean, band) = loss_curves(&runs, 10);
+        if runs.len() > 1 {
+            loss_bands.push((loss_series.len(), band));
+        }
         loss_series.push(Path2 {
             label: name.to_string(),
-            points: windowed(
-                &r.steps
-                    .iter()
-                    .map(|s| (s.0, s.1.max(1e-12).log10()))
-                    .collect::<Vec<_>>(),
-                10,
-            ),
+            points: mean,
         });
+        let acc = mean_of(&runs, Run::test_accuracy);
         rows.push(vec![
             esc(name),
             esc(sched.as_deref().unwrap_or("(none)")),
-            pct(r.test_accuracy()),
-            format!("{:.4}", r.train_loss()),
+            pct(acc),
+            format!("{:.4}", mean_of(&runs, Run::train_loss)),
         ]);
-        results.push((name.to_string(), r.test_accuracy()));
+        results.push((name.to_string(), acc));
     }
     // Adam at a high learning rate, with and without warm-up.
     let high = "adam(lr=0.01)";
@@ -496,25 +548,29 @@ pub fn schedules(out: &Path, budget: &Budget) -> Result<Section> {
         );
         c.schedule = sched.clone();
         commands.push(command(&c));
-        let r = run(&c)?;
-        let early: Vec<f64> = r.steps.iter().take(50).map(|s| s.1).collect();
-        let early_max = early.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        adam_notes.push((label, early_max, r.test_accuracy()));
+        let runs = run_seeds(&c, budget.seeds)?;
+        let early_max = mean_of(&runs, |r| {
+            r.steps
+                .iter()
+                .take(50)
+                .map(|s| s.1)
+                .fold(f64::NEG_INFINITY, f64::max)
+        });
+        let acc = mean_of(&runs, Run::test_accuracy);
+        adam_notes.push((label, early_max, acc));
+        let (mean, band) = loss_curves(&runs, 5);
+        if runs.len() > 1 {
+            adam_bands.push((adam_series.len(), band));
+        }
         adam_series.push(Path2 {
             label: label.to_string(),
-            points: windowed(
-                &r.steps
-                    .iter()
-                    .map(|s| (s.0, s.1.max(1e-12).log10()))
-                    .collect::<Vec<_>>(),
-                5,
-            ),
+            points: mean,
         });
         rows.push(vec![
             esc(label),
             esc(sched.as_deref().unwrap_or("(none)")),
-            pct(r.test_accuracy()),
-            format!("{:.4}", r.train_loss()),
+            pct(acc),
+            format!("{:.4}", mean_of(&runs, Run::train_loss)),
         ]);
     }
     csv.save(&out.join("data/schedules.csv"))?;
@@ -535,7 +591,7 @@ pub fn schedules(out: &Path, budget: &Budget) -> Result<Section> {
         "step",
         "log10 training loss",
         loss_series,
-        Vec::new(),
+        loss_bands,
         false,
     )?;
     let adam_svg = out.join("data/adam_warmup.svg");
@@ -545,7 +601,7 @@ pub fn schedules(out: &Path, budget: &Budget) -> Result<Section> {
         "step",
         "log10 training loss",
         adam_series,
-        Vec::new(),
+        adam_bands,
         false,
     )?;
     results.sort_by(|a, b| b.1.total_cmp(&a.1));
