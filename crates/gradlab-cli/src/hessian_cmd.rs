@@ -40,6 +40,21 @@ pub struct HessianArgs {
     json: bool,
 }
 
+/// The eigenvalue density of a Hessian report as (eigenvalue, log10 density) points.
+pub fn density_points(report: &serde_json::Value) -> Vec<(f64, f64)> {
+    let values = |k: &str| report["density"][k].as_array().cloned().unwrap_or_default();
+    values("grid")
+        .iter()
+        .zip(&values("density"))
+        .map(|(x, y)| {
+            (
+                x.as_f64().unwrap_or(f64::NAN),
+                y.as_f64().unwrap_or(0.0).max(1e-7).log10(),
+            )
+        })
+        .collect()
+}
+
 /// Runs the command.
 pub fn run(args: HessianArgs) -> Result<()> {
     let opts = HessianOptions {
@@ -55,24 +70,7 @@ pub fn run(args: HessianArgs) -> Result<()> {
     let report = hessian_report(args.checkpoint.clone(), opts)
         .with_context(|| format!("--checkpoint {}", args.checkpoint.display()))?;
     if let Some(path) = &args.density {
-        let grid = report["density"]["grid"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let dens = report["density"]["density"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let points = grid
-            .iter()
-            .zip(&dens)
-            .map(|(x, y)| {
-                (
-                    x.as_f64().unwrap_or(f64::NAN),
-                    y.as_f64().unwrap_or(f64::NAN).max(1e-7).log10(),
-                )
-            })
-            .collect();
+        let points = density_points(&report);
         plot::line_chart(
             path,
             &LineChart {

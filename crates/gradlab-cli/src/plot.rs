@@ -5,6 +5,18 @@ use gradlab::surface::Surface;
 use plotters::prelude::*;
 use std::path::Path;
 
+/// Draws the legend box in the upper right corner.
+macro_rules! legend {
+    ($chart:expr) => {
+        $chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()?
+    };
+}
+
 /// A labelled path of points.
 pub struct Path2 {
     /// Legend text.
@@ -291,12 +303,7 @@ pub fn field_plot(
                 .label(m.label.clone())
                 .legend(move |(x, y)| TriangleMarker::new((x + 10, y), 6, color.filled()));
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()?;
+        legend!(chart);
         root.present()?;
     }
     gradlab::io::write_atomic(path, svg.as_bytes())
@@ -456,12 +463,7 @@ pub fn line_chart(path: &Path, spec: &LineChart) -> Result<()> {
                 .y_label_formatter(&tick)
                 .draw()?;
             draw_lines(&mut chart, spec, (y0, y1))?;
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .position(SeriesLabelPosition::UpperRight)
-                .draw()?;
+            legend!(chart);
         } else if let Some((axis_label, s)) = &spec.secondary {
             let (m0, m1) = finite_range(s.points.iter().map(|p| p.1)).unwrap_or((0.0, 1.0));
             let mut chart = builder
@@ -492,12 +494,7 @@ pub fn line_chart(path: &Path, spec: &LineChart) -> Result<()> {
                 .legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
                 });
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .position(SeriesLabelPosition::UpperRight)
-                .draw()?;
+            legend!(chart);
         } else {
             let mut chart = builder.build_cartesian_2d(x0..x1, y0..y1)?;
             chart
@@ -507,12 +504,7 @@ pub fn line_chart(path: &Path, spec: &LineChart) -> Result<()> {
                 .y_label_formatter(&tick)
                 .draw()?;
             draw_lines(&mut chart, spec, (y0, y1))?;
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .position(SeriesLabelPosition::UpperRight)
-                .draw()?;
+            legend!(chart);
         }
         root.present()?;
     }

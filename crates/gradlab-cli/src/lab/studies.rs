@@ -939,23 +939,7 @@ pub fn stuck(out: &Path, budget: &Budget) -> Result<Section> {
         &out.join("data/stuck_hessian.json"),
         serde_json::to_string_pretty(&report)?.as_bytes(),
     )?;
-    let density: Vec<(f64, f64)> = report["density"]["grid"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .zip(
-            report["density"]["density"]
-                .as_array()
-                .into_iter()
-                .flatten(),
-        )
-        .map(|(x, y)| {
-            (
-                x.as_f64().unwrap_or(f64::NAN),
-                y.as_f64().unwrap_or(0.0).max(1e-7).log10(),
-            )
-        })
-        .collect();
+    let density = crate::hessian_cmd::density_points(&report);
     let dsvg = out.join("data/stuck_density.svg");
     chart(
         &dsvg,
