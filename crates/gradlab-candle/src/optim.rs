@@ -8,7 +8,7 @@
 
 use crate::{Error, Result};
 use candle_core::backprop::GradStore;
-use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Storage, Tensor, Var};
+use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Storage, Var};
 use gradlab::optim::{self, Layout as ParamLayout, Options, ParamAccess, ParamGroup, StepOutcome};
 use std::cell::RefCell;
 
@@ -45,6 +45,8 @@ pub struct GradlabOptimizer {
     vars: Vec<Var>,
     inner: Inner,
     last: Option<StepOutcome>,
+    grads_f32: Vec<&'static [f32]>,
+    grads_f64: Vec<&'static [f64]>,
 }
 
 /// The engine's per-tensor update, lent to candle.
@@ -123,29 +125,28 @@ fn lend_error(seg: usize, what: &str) -> gradlab::Error {
     gradlab::Error::Layout(format!("parameter {seg} {what}"))
 }
 
-/// Reads gradient slices of every variable (in order) and calls `f` with them.
-fn with_grads<T, R>(
+/// Fills `out` with the gradient slice of every variable, in order, without copying or
+/// allocating (`out` keeps its capacity between steps).
+///
+/// The slices borrow the gradients' storage past the read lock: that is sound because the
+/// gradient store keeps the tensors alive for the whole step, nothing writes gradients
+/// during a step, and the caller clears `out` before the step returns.
+fn grad_slices<T>(
     names: &[String],
     vars: &[Var],
     grads: &GradStore,
     extract: impl Fn(&CpuStorage) -> Option<&[T]>,
-    f: impl FnOnce(&[&[T]]) -> Result<R>,
-) -> Result<R> {
-    let tensors: Vec<&Tensor> = names
-        .iter()
-        .zip(vars)
-        .map(|(name, v)| {
-            grads.get(v.as_tensor()).ok_or_else(|| {
-                Error::Msg(format!(
-                    "no gradient for parameter '{name}': is it used by the loss?"
-                ))
-            })
-        })
-        .collect::<Result<_>>()?;
-    let guards: Vec<_> = tensors.iter().map(|t| t.storage_and_layout()).collect();
-    let mut slices = Vec::with_capacity(guards.len());
-    for ((storage, layout), name) in guards.iter().zip(names) {
-        let Storage::Cpu(cpu) = &**storage else {
+    out: &mut Vec<&'static [T]>,
+) -> Result<()> {
+    out.clear();
+    for (name, v) in names.iter().zip(vars) {
+        let t = grads.get(v.as_tensor()).ok_or_else(|| {
+            Error::Msg(format!(
+                "no gradient for parameter '{name}': is it used by the loss?"
+            ))
+        })?;
+        let (storage, layout) = t.storage_and_layout();
+        let Storage::Cpu(cpu) = &*storage else {
             return Err(Error::Msg(format!(
                 "gradient of '{name}' is not on the CPU"
             )));
@@ -158,9 +159,11 @@ fn with_grads<T, R>(
         let (start, end) = layout
             .contiguous_offsets()
             .ok_or_else(|| Error::Msg(format!("gradient of '{name}' is not contiguous")))?;
-        slices.push(&values[start..end]);
+        let slice = &values[start..end];
+        // SAFETY: see the function's documentation.
+        out.push(unsafe { std::slice::from_raw_parts(slice.as_ptr(), slice.len()) });
     }
-    f(&slices)
+    Ok(())
 }
 
 impl GradlabOptimizer {
@@ -199,12 +202,15 @@ impl GradlabOptimizer {
                 )))
             }
         };
-        let (names, vars) = named.into_iter().unzip();
+        let (names, vars): (Vec<String>, Vec<Var>) = named.into_iter().unzip();
+        let n = vars.len();
         Ok(GradlabOptimizer {
             names,
             vars,
             inner,
             last: None,
+            grads_f32: Vec::with_capacity(n),
+            grads_f64: Vec::with_capacity(n),
         })
     }
 
@@ -239,36 +245,54 @@ impl GradlabOptimizer {
         }
     }
 
-    /// One step from a gradient store.
+    /// One step from a gradient store: parameters are updated in place, nothing is copied
+    /// and nothing allocated.
     pub fn step_grads(&mut self, grads: &GradStore) -> Result<StepOutcome> {
-        let (names, vars) = (&self.names, &self.vars);
-        let outcome = match &mut self.inner {
-            Inner::F32(o) => with_grads(
-                names,
-                vars,
-                grads,
-                |s| {
-                    if let CpuStorage::F32(v) = s {
-                        Some(v.as_slice())
-                    } else {
-                        None
-                    }
-                },
-                |g| Ok(o.step_with(g, &mut VarAccess { vars })?),
-            )?,
-            Inner::F64(o) => with_grads(
-                names,
-                vars,
-                grads,
-                |s| {
-                    if let CpuStorage::F64(v) = s {
-                        Some(v.as_slice())
-                    } else {
-                        None
-                    }
-                },
-                |g| Ok(o.step_with(g, &mut VarAccess { vars })?),
-            )?,
+        let GradlabOptimizer {
+            names,
+            vars,
+            inner,
+            grads_f32,
+            grads_f64,
+            ..
+        } = self;
+        let outcome = match inner {
+            Inner::F32(o) => {
+                let r = grad_slices(
+                    names,
+                    vars,
+                    grads,
+                    |s| {
+                        if let CpuStorage::F32(v) = s {
+                            Some(v.as_slice())
+                        } else {
+                            None
+                        }
+                    },
+                    grads_f32,
+                )
+                .and_then(|()| Ok(o.step_with(grads_f32, &mut VarAccess { vars })?));
+                grads_f32.clear();
+                r?
+            }
+            Inner::F64(o) => {
+                let r = grad_slices(
+                    names,
+                    vars,
+                    grads,
+                    |s| {
+                        if let CpuStorage::F64(v) = s {
+                            Some(v.as_slice())
+                        } else {
+                            None
+                        }
+                    },
+                    grads_f64,
+                )
+                .and_then(|()| Ok(o.step_with(grads_f64, &mut VarAccess { vars })?));
+                grads_f64.clear();
+                r?
+            }
         };
         self.last = Some(outcome);
         Ok(outcome)
