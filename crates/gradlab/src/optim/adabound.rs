@@ -121,6 +121,7 @@ impl Rule for AdaBound {
         }
     }
 
+    #[inline(always)]
     fn kernel<T: Real>(c: &AdaBoundCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
         let n = p.len();
         let step = T::from_f64(c.step_size);

@@ -79,6 +79,7 @@ impl Rule for Adadelta {
         }
     }
 
+    #[inline(always)]
     fn kernel<T: Real>(c: &AdadeltaCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
         let n = p.len();
         let neg_lr = T::from_f64(-c.lr);

@@ -83,6 +83,7 @@ impl Rule for Adagrad {
         }
     }
 
+    #[inline(always)]
     fn kernel<T: Real>(c: &AdagradCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
         let neg_clr = T::from_f64(-c.clr);
         let wd = T::from_f64(c.weight_decay);

@@ -11,7 +11,7 @@
 //! ```
 //! ε is added after the bias correction of √v, exactly as PyTorch does.
 
-use super::rule::{check, lerp, Grad, Rule, Scalars, Slots, Sums};
+use super::rule::{check, Grad, Rule, Scalars, Slots, Sums};
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
@@ -136,39 +136,61 @@ impl Rule for Adam {
         }
     }
 
+    #[inline(always)]
     fn kernel<T: Real>(c: &AdamCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
-        let n = p.len();
-        let neg_step = T::from_f64(-c.step_size);
-        let bc2_sqrt = T::from_f64(c.bc2_sqrt);
-        let w1 = T::from_f64(1.0 - c.b1);
-        let b1 = T::from_f64(c.b1);
-        let b2 = T::from_f64(c.b2);
-        let w2 = T::from_f64(1.0 - c.b2);
-        let eps = T::from_f64(c.eps);
-        let l2 = T::from_f64(c.l2);
-        let decay = T::from_f64(c.decay_factor);
-        let (m, v) = (&mut s.a[..n], &mut s.b[..n]);
-        for i in 0..n {
-            let mut theta = p[i];
-            let mut d = g.at(i);
-            if c.decay_factor != 1.0 {
-                theta = theta * decay;
-            }
-            if c.l2 != 0.0 {
-                d = d + l2 * theta;
-            }
-            m[i] = lerp(m[i], d, w1, b1);
-            v[i] = v[i] * b2 + w2 * d * d;
-            let second = if c.amsgrad {
-                let vmax = s.c[i].max(v[i]);
-                s.c[i] = vmax;
-                vmax
-            } else {
-                v[i]
-            };
-            let denom = second.sqrt() / bc2_sqrt + eps;
-            p[i] = theta + neg_step * m[i] / denom;
+        // One loop per variant, free of branches, so that it vectorises.
+        if c.amsgrad {
+            adam_loop::<T, true>(c, p, g, s);
+        } else {
+            adam_loop::<T, false>(c, p, g, s);
         }
         [0.0; 4]
+    }
+}
+
+/// The Adam update over a chunk. Decoupled decay multiplies by `1 − γλ` (exactly 1 without
+/// decay) and L2 decay adds `λθ` (exactly 0 without), so neither needs a branch.
+#[inline(always)]
+fn adam_loop<T: Real, const AMSGRAD: bool>(
+    c: &AdamCoef,
+    p: &mut [T],
+    g: Grad<T>,
+    s: &mut Slots<T>,
+) {
+    let n = p.len();
+    let neg_step = T::from_f64(-c.step_size);
+    let bc2_sqrt = T::from_f64(c.bc2_sqrt);
+    let w1 = T::from_f64(1.0 - c.b1);
+    let b1 = T::from_f64(c.b1);
+    let b2 = T::from_f64(c.b2);
+    let w2 = T::from_f64(1.0 - c.b2);
+    let eps = T::from_f64(c.eps);
+    let l2 = T::from_f64(c.l2);
+    let decay = T::from_f64(c.decay_factor);
+    let small_weight = (1.0 - c.b1).abs() < 0.5;
+    let (m, v) = (&mut s.a[..n], &mut s.b[..n]);
+    let vmax: &mut [T] = if AMSGRAD { &mut s.c[..n] } else { &mut [] };
+    for i in 0..n {
+        let theta = p[i] * decay;
+        let d = g.at(i) + l2 * theta;
+        let mi = m[i];
+        // PyTorch's lerp: the form depends on whether the weight is below one half.
+        let m_new = if small_weight {
+            mi + w1 * (d - mi)
+        } else {
+            d - (d - mi) * b1
+        };
+        m[i] = m_new;
+        let v_new = v[i] * b2 + w2 * d * d;
+        v[i] = v_new;
+        let second = if AMSGRAD {
+            let top = vmax[i].max(v_new);
+            vmax[i] = top;
+            top
+        } else {
+            v_new
+        };
+        let denom = second.sqrt() / bc2_sqrt + eps;
+        p[i] = theta + neg_step * m_new / denom;
     }
 }

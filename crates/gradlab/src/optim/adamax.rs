@@ -87,6 +87,7 @@ impl Rule for Adamax {
         }
     }
 
+    #[inline(always)]
     fn kernel<T: Real>(c: &AdamaxCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
         let n = p.len();
         let neg_clr = T::from_f64(-c.clr);

@@ -104,22 +104,25 @@ impl<T: Real, R: Rule> Engine<T, R> {
             let c = chunks[ci];
             let g = &grads[c.seg][c.start..c.end];
             // Eight fixed lanes: vectorisable, and the same sum whatever the thread count.
-            let mut lanes = [0.0f64; 8];
-            let mut finite = true;
-            let blocks = g.chunks_exact(8);
-            let tail = blocks.remainder();
-            for block in blocks {
-                for (lane, &x) in lanes.iter_mut().zip(block) {
+            let (lanes, finite) = super::simd::wide_call(|| {
+                let mut lanes = [0.0f64; 8];
+                let mut finite = true;
+                let blocks = g.chunks_exact(8);
+                let tail = blocks.remainder();
+                for block in blocks {
+                    for (lane, &x) in lanes.iter_mut().zip(block) {
+                        let x = x.to_f64();
+                        *lane += x * x;
+                        finite &= x.is_finite();
+                    }
+                }
+                for (lane, &x) in lanes.iter_mut().zip(tail) {
                     let x = x.to_f64();
                     *lane += x * x;
                     finite &= x.is_finite();
                 }
-            }
-            for (lane, &x) in lanes.iter_mut().zip(tail) {
-                let x = x.to_f64();
-                *lane += x * x;
-                finite &= x.is_finite();
-            }
+                (lanes, finite)
+            });
             let sum: f64 = lanes.iter().sum();
             if !finite {
                 bad_any.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -172,8 +175,9 @@ impl<T: Real, R: Rule> Engine<T, R> {
                 };
                 let grad = Grad::new(&grads[c.seg][c.start..c.end], scale, bound);
                 let p = (ptr as *mut T).add(c.start);
-                partials.slice(ci..ci + 1)[0] =
-                    kernel(&coefs[c.seg], p, c.end - c.start, grad, &mut slots);
+                partials.slice(ci..ci + 1)[0] = super::simd::wide_call(|| {
+                    kernel(&coefs[c.seg], p, c.end - c.start, grad, &mut slots)
+                });
             }
         };
         match only {
@@ -233,11 +237,13 @@ impl<T: Real, R: Rule> Engine<T, R> {
 }
 
 /// Kernel adapters: the pre-pass reads parameters, the update writes them.
+#[inline(always)]
 fn pre<R: Rule, T: Real>(c: &R::Coef, p: *mut T, n: usize, g: Grad<T>, s: &mut Slots<T>) -> Sums {
     // SAFETY: `p` points to `n` parameters that nobody writes during the pre-pass.
     R::pre_kernel(c, unsafe { std::slice::from_raw_parts(p, n) }, g, s)
 }
 
+#[inline(always)]
 fn update<R: Rule, T: Real>(
     c: &R::Coef,
     p: *mut T,

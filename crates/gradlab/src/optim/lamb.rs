@@ -9,7 +9,7 @@
 //! θ ← θ − s τ r
 //! ```
 
-use super::rule::{check, Grad, Rule, Scalars, Slots, Sums};
+use super::rule::{check, lane_sums, Grad, Rule, Scalars, Slots, Sums};
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
@@ -49,12 +49,8 @@ pub struct LambCoef {
 impl LambCoef {
     #[inline(always)]
     fn direction<T: Real>(&self, m: T, v: T, theta: T) -> T {
-        let r = m / (v.sqrt() + T::from_f64(self.eps));
-        if self.weight_decay != 0.0 {
-            r + T::from_f64(self.weight_decay) * theta
-        } else {
-            r
-        }
+        // Adds exactly 0 without weight decay: no branch in the loop.
+        m / (v.sqrt() + T::from_f64(self.eps)) + T::from_f64(self.weight_decay) * theta
     }
 }
 
@@ -128,6 +124,7 @@ impl Rule for Lamb {
     }
 
     /// Updates the moments and sums ‖θ‖² and ‖r‖².
+    #[inline(always)]
     fn pre_kernel<T: Real>(c: &LambCoef, p: &[T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
         let n = p.len();
         let (b1, w1, b2, w2) = (
@@ -137,16 +134,22 @@ impl Rule for Lamb {
             T::from_f64(1.0 - c.b2),
         );
         let (m, v) = (&mut s.a[..n], &mut s.b[..n]);
-        let (mut pp, mut rr) = (0.0, 0.0);
-        for i in 0..n {
+        let [pp, rr] = lane_sums(n, |i| {
+            // SAFETY: lane_sums calls with i < n, the length of every slice here.
+            let (mi, vi, pi) = unsafe {
+                (
+                    m.get_unchecked_mut(i),
+                    v.get_unchecked_mut(i),
+                    *p.get_unchecked(i),
+                )
+            };
             let d = g.at(i);
-            m[i] = m[i] * b1 + w1 * d;
-            v[i] = v[i] * b2 + w2 * d * d;
-            let r = c.direction(m[i], v[i], p[i]).to_f64();
-            let x = p[i].to_f64();
-            pp += x * x;
-            rr += r * r;
-        }
+            *mi = *mi * b1 + w1 * d;
+            *vi = *vi * b2 + w2 * d * d;
+            let r = c.direction(*mi, *vi, pi).to_f64();
+            let x = pi.to_f64();
+            [x * x, r * r]
+        });
         [pp, rr, 0.0, 0.0]
     }
 
@@ -160,6 +163,7 @@ impl Rule for Lamb {
         };
     }
 
+    #[inline(always)]
     fn kernel<T: Real>(c: &LambCoef, p: &mut [T], _g: Grad<T>, s: &mut Slots<T>) -> Sums {
         let n = p.len();
         let neg = T::from_f64(-c.step_size * c.trust);

@@ -10,7 +10,7 @@
 //! ```
 //! Unlike torch-optimizer 0.3.0, the trust ratio is applied whatever the weight decay.
 
-use super::rule::{check, Grad, Rule, Scalars, Slots, Sums};
+use super::rule::{check, lane_sums, Grad, Rule, Scalars, Slots, Sums};
 use super::sgd::{momentum_kernel, MomentumCoef};
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
@@ -115,14 +115,14 @@ impl Rule for Lars {
         }
     }
 
+    #[inline(always)]
     fn pre_kernel<T: Real>(_: &LarsCoef, p: &[T], g: Grad<T>, _: &mut Slots<T>) -> Sums {
-        let (mut pp, mut gg) = (0.0, 0.0);
-        for (i, &x) in p.iter().enumerate() {
-            let x = x.to_f64();
+        let [pp, gg] = lane_sums(p.len(), |i| {
+            // SAFETY: lane_sums calls with i < p.len().
+            let x = unsafe { p.get_unchecked(i) }.to_f64();
             let gi = g.at(i).to_f64();
-            pp += x * x;
-            gg += gi * gi;
-        }
+            [x * x, gi * gi]
+        });
         [pp, gg, 0.0, 0.0]
     }
 
@@ -135,6 +135,7 @@ impl Rule for Lars {
         };
     }
 
+    #[inline(always)]
     fn kernel<T: Real>(c: &LarsCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
         momentum_kernel(&c.sgd, p, g, s.a);
         [0.0; 4]

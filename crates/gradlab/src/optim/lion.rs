@@ -81,6 +81,7 @@ impl Rule for Lion {
         }
     }
 
+    #[inline(always)]
     fn kernel<T: Real>(c: &LionCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
         let n = p.len();
         let neg_lr = T::from_f64(-c.lr);

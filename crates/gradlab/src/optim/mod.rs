@@ -54,6 +54,7 @@ pub mod radam;
 pub mod rmsprop;
 pub mod rule;
 pub mod sgd;
+mod simd;
 pub mod state;
 pub mod swats;
 

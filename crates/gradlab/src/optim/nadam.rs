@@ -119,6 +119,7 @@ impl Rule for NAdam {
         }
     }
 
+    #[inline(always)]
     fn kernel<T: Real>(c: &NAdamCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
         let n = p.len();
         let (gc, ac) = (T::from_f64(c.grad_coef), T::from_f64(c.avg_coef));

@@ -116,6 +116,7 @@ impl Rule for RAdam {
         }
     }
 
+    #[inline(always)]
     fn kernel<T: Real>(c: &RAdamCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
         let n = p.len();
         let lr = T::from_f64(c.lr);

@@ -7,7 +7,7 @@
 //! momentum μ > 0: b ← μb + g/a;  θ ← θ − γb,   else θ ← θ − γ g/a
 //! ```
 
-use super::rule::{check, lerp, Grad, Rule, Scalars, Slots, Sums};
+use super::rule::{check, Grad, Rule, Scalars, Slots, Sums};
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
@@ -105,36 +105,60 @@ impl Rule for RmsProp {
         }
     }
 
+    #[inline(always)]
     fn kernel<T: Real>(c: &RmsPropCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
-        let n = p.len();
-        let lr = T::from_f64(c.cfg_lr);
-        let alpha = T::from_f64(c.alpha);
-        let one_minus_alpha = T::from_f64(1.0 - c.alpha);
-        let eps = T::from_f64(c.eps);
-        let wd = T::from_f64(c.weight_decay);
-        let mu = T::from_f64(c.momentum);
-        let sq = &mut s.a[..n];
-        for i in 0..n {
-            let mut d = g.at(i);
-            if c.weight_decay != 0.0 {
-                d = d + wd * p[i];
-            }
-            sq[i] = sq[i] * alpha + one_minus_alpha * d * d;
-            let avg = if c.centered {
-                let ga = lerp(s.c[i], d, one_minus_alpha, alpha);
-                s.c[i] = ga;
-                (sq[i] - ga * ga).sqrt() + eps
-            } else {
-                sq[i].sqrt() + eps
-            };
-            if c.momentum > 0.0 {
-                let b = s.b[i] * mu + d / avg;
-                s.b[i] = b;
-                p[i] = p[i] + (-lr) * b;
-            } else {
-                p[i] = p[i] + (-lr) * d / avg;
-            }
+        // One branch-free loop per variant, so that each vectorises.
+        match (c.centered, c.momentum > 0.0) {
+            (false, false) => rmsprop_loop::<T, false, false>(c, p, g, s),
+            (false, true) => rmsprop_loop::<T, false, true>(c, p, g, s),
+            (true, false) => rmsprop_loop::<T, true, false>(c, p, g, s),
+            (true, true) => rmsprop_loop::<T, true, true>(c, p, g, s),
         }
         [0.0; 4]
+    }
+}
+
+/// The RMSProp update over a chunk (L2 decay adds exactly 0 without decay).
+#[inline(always)]
+fn rmsprop_loop<T: Real, const CENTERED: bool, const MOMENTUM: bool>(
+    c: &RmsPropCoef,
+    p: &mut [T],
+    g: Grad<T>,
+    s: &mut Slots<T>,
+) {
+    let n = p.len();
+    let lr = T::from_f64(c.cfg_lr);
+    let alpha = T::from_f64(c.alpha);
+    let one_minus_alpha = T::from_f64(1.0 - c.alpha);
+    let eps = T::from_f64(c.eps);
+    let wd = T::from_f64(c.weight_decay);
+    let mu = T::from_f64(c.momentum);
+    let small_weight = (1.0 - c.alpha).abs() < 0.5;
+    let sq = &mut s.a[..n];
+    let buf: &mut [T] = if MOMENTUM { &mut s.b[..n] } else { &mut [] };
+    let grad_avg: &mut [T] = if CENTERED { &mut s.c[..n] } else { &mut [] };
+    for i in 0..n {
+        let d = g.at(i) + wd * p[i];
+        let sq_new = sq[i] * alpha + one_minus_alpha * d * d;
+        sq[i] = sq_new;
+        let avg = if CENTERED {
+            let m = grad_avg[i];
+            let ga = if small_weight {
+                m + one_minus_alpha * (d - m)
+            } else {
+                d - (d - m) * alpha
+            };
+            grad_avg[i] = ga;
+            (sq_new - ga * ga).sqrt() + eps
+        } else {
+            sq_new.sqrt() + eps
+        };
+        if MOMENTUM {
+            let b = buf[i] * mu + d / avg;
+            buf[i] = b;
+            p[i] = p[i] + (-lr) * b;
+        } else {
+            p[i] = p[i] + (-lr) * d / avg;
+        }
     }
 }

@@ -107,6 +107,7 @@ pub trait Rule: Sized + Send + Sync + 'static {
     /// Advances the per-tensor scalars for a new step and computes its coefficients.
     fn begin(cfg: &Self::Config, s: &mut Scalars) -> Self::Coef;
     /// Optional first pass (norms); may update slots.
+    #[inline(always)]
     fn pre_kernel<T: Real>(_c: &Self::Coef, _p: &[T], _g: Grad<T>, _s: &mut Slots<T>) -> Sums {
         [0.0; 4]
     }
@@ -116,6 +117,34 @@ pub trait Rule: Sized + Send + Sync + 'static {
     fn kernel<T: Real>(c: &Self::Coef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums;
     /// Consumes the update pass's sums (e.g. SWATS's switch test).
     fn end(_cfg: &Self::Config, _s: &mut Scalars, _c: &Self::Coef, _sums: Sums) {}
+}
+
+/// Runs `f(i)` for every `i < n` in order and sums its results in eight fixed lanes (so that
+/// the loop vectorises and the sum does not depend on how the work was split). `f` may rely
+/// on `i < n` (callers index unchecked: bounds checks would stop the vectorisation).
+#[inline(always)]
+pub fn lane_sums<const K: usize>(n: usize, mut f: impl FnMut(usize) -> [f64; K]) -> [f64; K] {
+    let mut lanes = [[0.0f64; 8]; K];
+    let blocks = n / 8;
+    for b in 0..blocks {
+        for l in 0..8 {
+            let r = f(b * 8 + l);
+            for k in 0..K {
+                lanes[k][l] += r[k];
+            }
+        }
+    }
+    for (l, i) in (blocks * 8..n).enumerate() {
+        let r = f(i);
+        for k in 0..K {
+            lanes[k][l] += r[k];
+        }
+    }
+    let mut out = [0.0; K];
+    for k in 0..K {
+        out[k] = lanes[k].iter().sum();
+    }
+    out
 }
 
 /// `m + w (x - m)` as PyTorch's `lerp_` computes it (the form depends on `|w| < 0.5`).

@@ -79,31 +79,43 @@ impl MomentumCoef {
 }
 
 /// The momentum update shared by SGD, SGDW and LARS: `p` params, `buf` the momentum buffer.
-#[inline]
+#[inline(always)]
 pub fn momentum_kernel<T: Real>(c: &MomentumCoef, p: &mut [T], g: Grad<T>, buf: &mut [T]) {
+    // One branch-free loop per variant, so that each vectorises.
+    match (c.momentum != 0.0, c.first, c.nesterov) {
+        (false, _, _) => momentum_loop::<T, false, false, false>(c, p, g, buf),
+        (true, true, false) => momentum_loop::<T, true, true, false>(c, p, g, buf),
+        (true, true, true) => momentum_loop::<T, true, true, true>(c, p, g, buf),
+        (true, false, false) => momentum_loop::<T, true, false, false>(c, p, g, buf),
+        (true, false, true) => momentum_loop::<T, true, false, true>(c, p, g, buf),
+    }
+}
+
+/// Decoupled decay multiplies by `1 − γλ` (exactly 1 without it), L2 decay adds `λθ` (exactly
+/// 0 without it) and the trust ratio is exactly 1 for SGD, so none needs a branch.
+#[inline(always)]
+fn momentum_loop<T: Real, const MOMENTUM: bool, const FIRST: bool, const NESTEROV: bool>(
+    c: &MomentumCoef,
+    p: &mut [T],
+    g: Grad<T>,
+    buf: &mut [T],
+) {
+    let n = p.len();
     let lr = T::from_f64(c.lr);
     let mu = T::from_f64(c.momentum);
     let keep = T::from_f64(1.0 - c.dampening);
     let l2 = T::from_f64(c.l2);
     let decay = T::from_f64(c.decay_factor);
     let trust = T::from_f64(c.trust);
-    let n = p.len();
+    let buf: &mut [T] = if MOMENTUM { &mut buf[..n] } else { &mut [] };
     for i in 0..n {
-        let mut theta = p[i];
-        let mut d = g.at(i);
-        if c.l2 != 0.0 {
-            d = d + l2 * theta;
-        }
-        if c.trust != 1.0 {
-            d = d * trust;
-        }
-        if c.decay_factor != 1.0 {
-            theta = theta * decay;
-        }
-        if c.momentum != 0.0 {
-            let b = if c.first { d } else { mu * buf[i] + keep * d };
+        let theta0 = p[i];
+        let mut d = (g.at(i) + l2 * theta0) * trust;
+        let theta = theta0 * decay;
+        if MOMENTUM {
+            let b = if FIRST { d } else { mu * buf[i] + keep * d };
             buf[i] = b;
-            d = if c.nesterov { d + mu * b } else { b };
+            d = if NESTEROV { d + mu * b } else { b };
         }
         p[i] = theta + (-lr) * d;
     }
@@ -185,6 +197,7 @@ impl Rule for Sgd {
         coef
     }
 
+    #[inline(always)]
     fn kernel<T: Real>(c: &MomentumCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
         momentum_kernel(c, p, g, s.a);
         [0.0; 4]

@@ -11,7 +11,7 @@
 //! the learned rate Λ are visible in [`Optimizer::scalar_state`](super::Optimizer::scalar_state)
 //! (`switched_at`, the step of the switch or 0, and `sgd_lr`) and through [`switch_status`].
 
-use super::rule::{check, Grad, Rule, Scalars, Slots, Sums};
+use super::rule::{check, lane_sums, Grad, Rule, Scalars, Slots, Sums};
 use super::Optimizer;
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
@@ -119,6 +119,7 @@ impl Rule for Swats {
     }
 
     /// Returns `[p_k·p_k, p_k·g, 0, 0]` in the Adam phase.
+    #[inline(always)]
     fn kernel<T: Real>(c: &SwatsCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
         let n = p.len();
         let (b1, w1, b2, w2) = (
@@ -140,17 +141,23 @@ impl Rule for Swats {
         let neg_step = T::from_f64(-c.step_size);
         let eps = T::from_f64(c.eps);
         let (m, v) = (&mut s.a[..n], &mut s.b[..n]);
-        let (mut pp, mut pg) = (0.0, 0.0);
-        for i in 0..n {
+        let [pp, pg] = lane_sums(n, |i| {
+            // SAFETY: lane_sums calls with i < n, the length of every slice here.
+            let (mi, vi, pi) = unsafe {
+                (
+                    m.get_unchecked_mut(i),
+                    v.get_unchecked_mut(i),
+                    p.get_unchecked_mut(i),
+                )
+            };
             let d = g.at(i);
-            m[i] = m[i] * b1 + w1 * d;
-            v[i] = v[i] * b2 + w2 * d * d;
-            let step = neg_step * m[i] / (v[i].sqrt() + eps);
-            p[i] = p[i] + step;
+            *mi = *mi * b1 + w1 * d;
+            *vi = *vi * b2 + w2 * d * d;
+            let step = neg_step * *mi / (vi.sqrt() + eps);
+            *pi = *pi + step;
             let (x, y) = (step.to_f64(), d.to_f64());
-            pp += x * x;
-            pg += x * y;
-        }
+            [x * x, x * y]
+        });
         [pp, pg, 0.0, 0.0]
     }
 
