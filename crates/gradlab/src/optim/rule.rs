@@ -123,6 +123,7 @@ pub trait Rule: Sized + Send + Sync + 'static {
 /// the loop vectorises and the sum does not depend on how the work was split). `f` may rely
 /// on `i < n` (callers index unchecked: bounds checks would stop the vectorisation).
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // indices keep the lanes fixed and vectorisable
 pub fn lane_sums<const K: usize>(n: usize, mut f: impl FnMut(usize) -> [f64; K]) -> [f64; K] {
     let mut lanes = [[0.0f64; 8]; K];
     let blocks = n / 8;
