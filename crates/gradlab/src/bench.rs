@@ -65,9 +65,12 @@ pub fn roofline<T: Real>(n: usize, repeats: usize) -> f64 {
             // SAFETY: chunks are disjoint.
             let a = unsafe { view.slice(c.start..c.end) };
             let b = &b[c.start..c.end];
-            for (x, y) in a.iter_mut().zip(b) {
-                *x += s * *y;
-            }
+            // Compiled like the kernels, with the widest vector instructions available.
+            crate::optim::simd::wide_call(|| {
+                for (x, y) in a.iter_mut().zip(b) {
+                    *x += s * *y;
+                }
+            });
         });
         if r >= 2 {
             times.push(t0.elapsed().as_secs_f64());

@@ -54,7 +54,7 @@ pub mod radam;
 pub mod rmsprop;
 pub mod rule;
 pub mod sgd;
-mod simd;
+pub(crate) mod simd;
 pub mod state;
 pub mod swats;
 
