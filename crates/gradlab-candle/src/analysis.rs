@@ -31,6 +31,9 @@ pub struct HessianOptions {
     pub batch_size: usize,
     /// A point is critical when ‖∇L‖ is below this.
     pub grad_tol: f64,
+    /// Eigenvalues within `zero_tol·|λ|max` of zero count as zero, not positive, in the
+    /// minimum ratio (SLQ's quadrature nodes only approximate the bulk near zero).
+    pub zero_tol: f64,
     /// Data folder (default: the bundled digits).
     pub data_dir: Option<PathBuf>,
 }
@@ -46,6 +49,7 @@ impl Default for HessianOptions {
             batches: 2,
             batch_size: 256,
             grad_tol: 1e-3,
+            zero_tol: 1e-3,
             data_dir: None,
         }
     }
@@ -116,7 +120,7 @@ fn report(dir: &std::path::Path, opts: &HessianOptions) -> Result<Value> {
         .unwrap_or(0.0)
         .abs()
         .max(bottom.first().copied().unwrap_or(0.0).abs());
-    let minimum_ratio = density.fraction_above(1e-6 * scale);
+    let minimum_ratio = density.fraction_above(opts.zero_tol * scale);
     let mut extremes: Vec<f64> = bottom.iter().chain(top.iter()).copied().collect();
     extremes.sort_by(f64::total_cmp);
     let kind = if gradient_norm > opts.grad_tol {

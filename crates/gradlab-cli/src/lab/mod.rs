@@ -37,7 +37,7 @@ impl Budget {
             }
         } else {
             Budget {
-                epochs: 3,
+                epochs: 5,
                 train_limit: None,
                 seeds: seeds.max(1),
                 batch_sizes: vec![16, 64, 256, 1024, 8000],
@@ -59,7 +59,7 @@ pub struct LabArgs {
     /// Seeds per configuration (curves then show mean and spread).
     #[arg(long, default_value_t = 1)]
     seeds: usize,
-    /// Epochs per training run (default 3; 1 with --quick).
+    /// Epochs per training run (default 5; 1 with --quick).
     #[arg(long)]
     epochs: Option<usize>,
 }

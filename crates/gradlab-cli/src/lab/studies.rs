@@ -928,7 +928,7 @@ pub fn stuck(out: &Path, budget: &Budget) -> Result<Section> {
         top: 3,
         bottom: 3,
         trace: true,
-        density: (2, 30),
+        density: (5, 40),
         per_layer: false,
         batches: 1,
         batch_size: budget.curvature_examples.min(512),
