@@ -11,6 +11,7 @@ pub fn parse(text: &str) -> Result<Spec, Error> {
         text,
         chars: text.char_indices().collect(),
         pos: 0,
+        depth: 0,
     };
     p.skip_ws();
     let spec = p.spec()?;
@@ -25,7 +26,11 @@ struct Parser<'a> {
     text: &'a str,
     chars: Vec<(usize, char)>,
     pos: usize,
+    depth: usize,
 }
+
+/// Deepest nesting of specs, tuples and lists accepted (guards the stack).
+const MAX_DEPTH: usize = 32;
 
 impl Parser<'_> {
     fn error(&self, message: impl Into<String>) -> Error {
@@ -146,6 +151,16 @@ impl Parser<'_> {
     }
 
     fn value(&mut self) -> Result<Value, Error> {
+        if self.depth >= MAX_DEPTH {
+            return Err(self.error(format!("nested more than {MAX_DEPTH} levels deep")));
+        }
+        self.depth += 1;
+        let v = self.value_inner();
+        self.depth -= 1;
+        v
+    }
+
+    fn value_inner(&mut self) -> Result<Value, Error> {
         self.skip_ws();
         match self.peek() {
             None => Err(self.error("expected a value, found the end of the spec")),
@@ -284,6 +299,11 @@ mod tests {
             ("adam(lr=1, 3)", "positional argument", 12),
             ("adam(lr=#)", "unexpected character '#'", 9),
         ];
+        let deep = format!("a(x={}1{})", "(".repeat(200), ")".repeat(200));
+        assert!(parse(&deep)
+            .unwrap_err()
+            .to_string()
+            .contains("nested more than"));
         for (text, message, column) in cases {
             match parse(text) {
                 Err(Error::Spec {
