@@ -15,7 +15,7 @@
 use crate::models::{cross_entropy, scalar, Model};
 use crate::{Error, Result};
 use candle_core::{Tensor, Var};
-use gradlab::landscape::{HessianOperator, Objective, Rng};
+use gradlab::landscape::{FiniteDifferenceHessian, HessianOperator, Objective, Rng};
 
 /// How Hessian-vector products are computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,8 +235,9 @@ fn core(e: Error) -> gradlab::Error {
 
 /// The Hessian of a network's loss at its current parameters.
 pub struct NetworkHessian<'a> {
-    objective: NetworkObjective<'a>,
-    point: Vec<f64>,
+    /// gradlab's central-difference operator over the network's loss (also the owner of
+    /// the objective that double backward uses).
+    fd: FiniteDifferenceHessian<NetworkObjective<'a>>,
     method: HvpMethod,
     /// Relative disagreement of the two methods on a random vector.
     pub cross_check: f64,
@@ -247,18 +248,26 @@ impl<'a> NetworkHessian<'a> {
     /// (relative difference below 1e-4 in f64, 1e-2 in f32), else finite differences.
     pub fn new(objective: NetworkObjective<'a>) -> Result<Self> {
         let point = objective.point()?;
+        let f64_model = objective.model().dtype() == candle_core::DType::F64;
+        let unit_roundoff = if f64_model {
+            f64::EPSILON / 2.0
+        } else {
+            f32::EPSILON as f64 / 2.0
+        };
         let mut h = NetworkHessian {
-            objective,
-            point,
+            fd: FiniteDifferenceHessian::new(objective, point, unit_roundoff)?,
             method: HvpMethod::FiniteDifference,
             cross_check: f64::NAN,
         };
-        let n = h.point.len();
+        let n = h.fd.dim();
         let mut rng = Rng::new(17);
         let v = gradlab::landscape::random_unit(n, &mut rng);
         let (mut exact, mut fd) = (vec![0.0; n], vec![0.0; n]);
-        let double_ok = h.objective.hvp_double_backward(&v, &mut exact).is_ok();
-        h.hvp_finite_difference(&v, &mut fd)?;
+        let double_ok =
+            h.fd.objective_mut()
+                .hvp_double_backward(&v, &mut exact)
+                .is_ok();
+        h.fd.hvp(&v, &mut fd)?;
         let diff: f64 = exact
             .iter()
             .zip(&fd)
@@ -272,11 +281,7 @@ impl<'a> NetworkHessian<'a> {
             .sqrt()
             .max(f64::MIN_POSITIVE);
         h.cross_check = diff / scale;
-        let tolerance = if h.objective.model().dtype() == candle_core::DType::F64 {
-            1e-4
-        } else {
-            1e-2
-        };
+        let tolerance = if f64_model { 1e-4 } else { 1e-2 };
         if double_ok && h.cross_check <= tolerance {
             h.method = HvpMethod::DoubleBackward;
         }
@@ -295,66 +300,26 @@ impl<'a> NetworkHessian<'a> {
 
     /// The loss objective.
     pub fn objective(&mut self) -> &mut NetworkObjective<'a> {
-        &mut self.objective
-    }
-
-    /// The parameters the Hessian is taken at.
-    pub fn point(&self) -> &[f64] {
-        &self.point
-    }
-
-    fn hvp_finite_difference(&mut self, v: &[f64], out: &mut [f64]) -> Result<()> {
-        let u = if self.objective.model().dtype() == candle_core::DType::F64 {
-            f64::EPSILON / 2.0
-        } else {
-            f32::EPSILON as f64 / 2.0
-        };
-        let vn = v.iter().map(|x| x * x).sum::<f64>().sqrt();
-        if vn == 0.0 {
-            out.iter_mut().for_each(|o| *o = 0.0);
-            return Ok(());
-        }
-        let scale = self.point.iter().fold(1.0f64, |m, x| m.max(x.abs()));
-        let h = u.cbrt() * scale;
-        let n = self.point.len();
-        let (mut gp, mut gm) = (vec![0.0; n], vec![0.0; n]);
-        let plus: Vec<f64> = self
-            .point
-            .iter()
-            .zip(v)
-            .map(|(p, vi)| p + h * vi / vn)
-            .collect();
-        let minus: Vec<f64> = self
-            .point
-            .iter()
-            .zip(v)
-            .map(|(p, vi)| p - h * vi / vn)
-            .collect();
-        self.objective
-            .loss_grad(&plus, &mut gp)
-            .map_err(|e| Error::Msg(e.to_string()))?;
-        self.objective
-            .loss_grad(&minus, &mut gm)
-            .map_err(|e| Error::Msg(e.to_string()))?;
-        for (o, (a, b)) in out.iter_mut().zip(gp.iter().zip(&gm)) {
-            *o = (a - b) / (2.0 * h) * vn;
-        }
-        Ok(())
+        self.fd.objective_mut()
     }
 }
 
 impl HessianOperator for NetworkHessian<'_> {
     fn dim(&self) -> usize {
-        self.point.len()
+        self.fd.dim()
     }
     fn hvp(&mut self, v: &[f64], out: &mut [f64]) -> gradlab::Result<()> {
         match self.method {
-            HvpMethod::DoubleBackward => self.objective.hvp_double_backward(v, out).map_err(core),
-            HvpMethod::FiniteDifference => self.hvp_finite_difference(v, out).map_err(core),
+            HvpMethod::DoubleBackward => self
+                .fd
+                .objective_mut()
+                .hvp_double_backward(v, out)
+                .map_err(core),
+            HvpMethod::FiniteDifference => self.fd.hvp(v, out),
         }
     }
     fn loss_grad(&mut self, grad: &mut [f64]) -> gradlab::Result<f64> {
-        self.objective.loss_grad_here(grad).map_err(core)
+        self.fd.objective_mut().loss_grad_here(grad).map_err(core)
     }
 }
 
