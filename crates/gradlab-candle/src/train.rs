@@ -256,6 +256,28 @@ fn with_weights<R>(model: &Model, weights: &[Tensor], f: impl FnOnce() -> Result
     result
 }
 
+/// The data, a freshly initialised model and its optimizer for `config`.
+fn setup(config: &TrainConfig) -> Result<(Split, Model, GradlabOptimizer)> {
+    let split = load_data(config)?;
+    let model = Model::new(
+        &config.model,
+        split.train.rows,
+        split.train.cols,
+        config.seed,
+    )?;
+    let opt_config = OptimizerConfig {
+        spec: config.optimizer.clone(),
+        groups: Vec::new(),
+        options: Options {
+            clip_norm: config.clip_norm,
+            clip_value: None,
+            nonfinite: config.nonfinite,
+        },
+    };
+    let opt = GradlabOptimizer::with_names(model.params().to_vec(), &opt_config)?;
+    Ok((split, model, opt))
+}
+
 /// Trains, writing metrics, checkpoints and the summary to `config.out`; `resume` names a
 /// folder with a checkpoint to continue from.
 pub fn train(
@@ -266,24 +288,7 @@ pub fn train(
     config.check()?;
     std::fs::create_dir_all(&config.out)
         .map_err(|e| Error::Msg(format!("{}: cannot create: {e}", config.out.display())))?;
-    let split = load_data(config)?;
-    let model = Model::new(
-        &config.model,
-        split.train.rows,
-        split.train.cols,
-        config.seed,
-    )?;
-    let options = Options {
-        clip_norm: config.clip_norm,
-        clip_value: None,
-        nonfinite: config.nonfinite,
-    };
-    let opt_config = OptimizerConfig {
-        spec: config.optimizer.clone(),
-        groups: Vec::new(),
-        options,
-    };
-    let mut opt = GradlabOptimizer::with_names(model.params().to_vec(), &opt_config)?;
+    let (split, model, mut opt) = setup(config)?;
     let mut scheduler = match &config.schedule {
         Some(s) => Some(opt.with_engine(|e| e.scheduler(s))?),
         None => None,
@@ -540,17 +545,7 @@ pub fn lr_find(
     test: &gradlab::schedule::range_test::RangeTest,
 ) -> Result<gradlab::schedule::range_test::RangeTestResult> {
     config.check()?;
-    let split = load_data(config)?;
-    let model = Model::new(
-        &config.model,
-        split.train.rows,
-        split.train.cols,
-        config.seed,
-    )?;
-    let mut opt = GradlabOptimizer::with_names(
-        model.params().to_vec(),
-        &OptimizerConfig::new(config.optimizer.clone()),
-    )?;
+    let (split, model, mut opt) = setup(config)?;
     let mut epoch = 0;
     let mut order = shuffle(split.train.len(), config.seed, epoch);
     let mut pos = 0;
