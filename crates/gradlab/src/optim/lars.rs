@@ -10,7 +10,7 @@
 //! ```
 //! Unlike torch-optimizer 0.3.0, the trust ratio is applied whatever the weight decay.
 
-use super::rule::{check, lane_sums, Grad, Rule, Scalars, Slots, Sums};
+use super::rule::{check, Grad, Rule, Scalars, Slots, Sums};
 use super::sgd::{momentum_kernel, MomentumCoef};
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
@@ -117,12 +117,24 @@ impl Rule for Lars {
 
     #[inline(always)]
     fn pre_kernel<T: Real>(_: &LarsCoef, p: &[T], g: Grad<T>, _: &mut Slots<T>) -> Sums {
-        let [pp, gg] = lane_sums(p.len(), |i| {
-            // SAFETY: lane_sums calls with i < p.len().
-            let x = unsafe { p.get_unchecked(i) }.to_f64();
-            let gi = g.at(i).to_f64();
-            [x * x, gi * gi]
-        });
+        // Eight fixed lanes over blocks of eight: vectorisable and deterministic.
+        let raw = g.raw();
+        let (mut pp, mut gg) = ([0.0f64; 8], [0.0f64; 8]);
+        let (pb, pt) = p.as_chunks::<8>();
+        let (gb, gt) = raw.as_chunks::<8>();
+        for (pc, gc) in pb.iter().zip(gb) {
+            for l in 0..8 {
+                let (x, gi) = (pc[l].to_f64(), g.process(gc[l]).to_f64());
+                pp[l] += x * x;
+                gg[l] += gi * gi;
+            }
+        }
+        for (l, (x, gi)) in pt.iter().zip(gt).enumerate() {
+            let (x, gi) = (x.to_f64(), g.process(*gi).to_f64());
+            pp[l] += x * x;
+            gg[l] += gi * gi;
+        }
+        let (pp, gg): (f64, f64) = (pp.iter().sum(), gg.iter().sum());
         [pp, gg, 0.0, 0.0]
     }
 

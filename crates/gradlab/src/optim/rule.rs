@@ -34,6 +34,18 @@ impl<'a, T: Real> Grad<'a, T> {
         Grad { raw, scale, bound }
     }
 
+    /// The raw gradient chunk (apply [`Grad::process`] to each element).
+    #[inline(always)]
+    pub fn raw(&self) -> &'a [T] {
+        self.raw
+    }
+
+    /// Clipping applied to one raw element.
+    #[inline(always)]
+    pub fn process(&self, x: T) -> T {
+        (x * self.scale).max(-self.bound).min(self.bound)
+    }
+
     /// The processed gradient element `i` (`i` below the chunk length).
     #[inline(always)]
     pub fn at(&self, i: usize) -> T {
