@@ -3,7 +3,7 @@
 //! on the thread pool, and state save/restore.
 
 use super::plan::{Plan, Shared};
-use super::rule::{Grad, Rule, Scalars, Slots, Sums};
+use super::rule::{Grad, Rule, Scalars, Slots, Sums, LANES};
 use super::state::{state_error, StateDict, StateMeta, STATE_VERSION};
 use super::{NonFinitePolicy, Optimizer, Options, ParamAccess, StepOutcome};
 use crate::optim::layout::Layout;
@@ -103,12 +103,11 @@ impl<T: Real, R: Rule> Engine<T, R> {
         self.plan.for_each(|ci| {
             let c = chunks[ci];
             let g = &grads[c.seg][c.start..c.end];
-            // Eight fixed lanes: vectorisable, and the same sum whatever the thread count.
+            // Fixed lanes: vectorisable, and the same sum whatever the thread count.
             let (lanes, finite) = super::simd::wide_call(|| {
-                let mut lanes = [0.0f64; 8];
+                let mut lanes = [0.0f64; LANES];
                 let mut finite = true;
-                let blocks = g.chunks_exact(8);
-                let tail = blocks.remainder();
+                let (blocks, tail) = g.as_chunks::<LANES>();
                 for block in blocks {
                     for (lane, &x) in lanes.iter_mut().zip(block) {
                         let x = x.to_f64();

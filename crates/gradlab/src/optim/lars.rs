@@ -10,7 +10,7 @@
 //! ```
 //! Unlike torch-optimizer 0.3.0, the trust ratio is applied whatever the weight decay.
 
-use super::rule::{check, Grad, Rule, Scalars, Slots, Sums};
+use super::rule::{check, Grad, Rule, Scalars, Slots, Sums, LANES};
 use super::sgd::{momentum_kernel, MomentumCoef};
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
@@ -117,13 +117,13 @@ impl Rule for Lars {
 
     #[inline(always)]
     fn pre_kernel<T: Real>(_: &LarsCoef, p: &[T], g: Grad<T>, _: &mut Slots<T>) -> Sums {
-        // Eight fixed lanes over blocks of eight: vectorisable and deterministic.
+        // Fixed lanes over fixed blocks: vectorisable and deterministic.
         let raw = g.raw();
-        let (mut pp, mut gg) = ([0.0f64; 8], [0.0f64; 8]);
-        let (pb, pt) = p.as_chunks::<8>();
-        let (gb, gt) = raw.as_chunks::<8>();
+        let (mut pp, mut gg) = ([0.0f64; LANES], [0.0f64; LANES]);
+        let (pb, pt) = p.as_chunks::<LANES>();
+        let (gb, gt) = raw.as_chunks::<LANES>();
         for (pc, gc) in pb.iter().zip(gb) {
-            for l in 0..8 {
+            for l in 0..LANES {
                 let (x, gi) = (pc[l].to_f64(), g.process(gc[l]).to_f64());
                 pp[l] += x * x;
                 gg[l] += gi * gi;

@@ -40,10 +40,17 @@ impl<'a, T: Real> Grad<'a, T> {
         self.raw
     }
 
-    /// Clipping applied to one raw element.
+    /// Clipping applied to one raw element (plain comparisons: cheaper than NaN-aware
+    /// `max`/`min`, and the gradients are known to be finite by now).
     #[inline(always)]
     pub fn process(&self, x: T) -> T {
-        (x * self.scale).max(-self.bound).min(self.bound)
+        let y = x * self.scale;
+        let y = if y > self.bound { self.bound } else { y };
+        if y < -self.bound {
+            -self.bound
+        } else {
+            y
+        }
     }
 
     /// The processed gradient element `i` (`i` below the chunk length).
@@ -51,8 +58,7 @@ impl<'a, T: Real> Grad<'a, T> {
     pub fn at(&self, i: usize) -> T {
         debug_assert!(i < self.raw.len());
         // SAFETY: kernels index below the parameter chunk's length, which equals raw's.
-        let x = unsafe { *self.raw.get_unchecked(i) };
-        (x * self.scale).max(-self.bound).min(self.bound)
+        self.process(unsafe { *self.raw.get_unchecked(i) })
     }
 }
 
@@ -131,23 +137,27 @@ pub trait Rule: Sized + Send + Sync + 'static {
     fn end(_cfg: &Self::Config, _s: &mut Scalars, _c: &Self::Coef, _sums: Sums) {}
 }
 
-/// Runs `f(i)` for every `i < n` in order and sums its results in eight fixed lanes (so that
+/// Independent partial sums kept by every reduction: enough to hide the latency of the
+/// additions, and fixed, so that sums never depend on how work was split among threads.
+pub const LANES: usize = 32;
+
+/// Runs `f(i)` for every `i < n` in order and sums its results in [`LANES`] fixed lanes (so that
 /// the loop vectorises and the sum does not depend on how the work was split). `f` may rely
 /// on `i < n` (callers index unchecked: bounds checks would stop the vectorisation).
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // indices keep the lanes fixed and vectorisable
 pub fn lane_sums<const K: usize>(n: usize, mut f: impl FnMut(usize) -> [f64; K]) -> [f64; K] {
-    let mut lanes = [[0.0f64; 8]; K];
-    let blocks = n / 8;
+    let mut lanes = [[0.0f64; LANES]; K];
+    let blocks = n / LANES;
     for b in 0..blocks {
-        for l in 0..8 {
-            let r = f(b * 8 + l);
+        for l in 0..LANES {
+            let r = f(b * LANES + l);
             for k in 0..K {
                 lanes[k][l] += r[k];
             }
         }
     }
-    for (l, i) in (blocks * 8..n).enumerate() {
+    for (l, i) in (blocks * LANES..n).enumerate() {
         let r = f(i);
         for k in 0..K {
             lanes[k][l] += r[k];
