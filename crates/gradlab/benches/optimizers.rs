@@ -27,18 +27,8 @@ fn steps(c: &mut Criterion) {
             let g = vec![1e-3f32; n];
             group.bench_with_input(BenchmarkId::new(spec, tensors), &tensors, |b, _| {
                 b.iter(|| {
-                    let mut rest = p.as_mut_slice();
-                    let mut ps: Vec<&mut [f32]> = Vec::with_capacity(l.segments().len());
-                    for s in l.segments() {
-                        let (head, tail) = rest.split_at_mut(s.len);
-                        ps.push(head);
-                        rest = tail;
-                    }
-                    let gs: Vec<&[f32]> = l
-                        .segments()
-                        .iter()
-                        .map(|s| &g[s.offset..s.offset + s.len])
-                        .collect();
+                    let mut ps = l.split_mut(&mut p).expect("sizes match");
+                    let gs = l.split(&g).expect("sizes match");
                     opt.step(&mut ps, &gs).expect("a step")
                 })
             });

@@ -97,20 +97,10 @@ pub fn bench<T: Real>(
         let g: Vec<T> = (0..params)
             .map(|_| T::from_f64(1e-3 * rng.normal()))
             .collect();
-        let grads: Vec<&[T]> = layout
-            .segments()
-            .iter()
-            .map(|s| &g[s.offset..s.offset + s.len])
-            .collect();
+        let grads = layout.split(&g)?;
         let mut times = Vec::new();
         for k in 0..steps.max(1) + 3 {
-            let mut ps: Vec<&mut [T]> = Vec::with_capacity(layout.segments().len());
-            let mut rest = p.as_mut_slice();
-            for seg in layout.segments() {
-                let (head, tail) = rest.split_at_mut(seg.len);
-                ps.push(head);
-                rest = tail;
-            }
+            let mut ps = layout.split_mut(&mut p)?;
             let t0 = Instant::now();
             opt.step(&mut ps, &grads)?;
             if k >= 3 {

@@ -162,9 +162,23 @@ pub fn run(args: LabArgs) -> Result<()> {
     Ok(())
 }
 
+/// Runs one study into its own report (`gradlab compare`, `gradlab batch-study`).
+fn single_study(
+    out: &std::path::Path,
+    title: &str,
+    intro: &str,
+    study: impl FnOnce() -> Result<report::Section>,
+) -> Result<()> {
+    prepare(out)?;
+    let mut report = Report::new(title, intro);
+    report.push(study()?);
+    let path = report.write(out)?;
+    println!("report: {}", path.display());
+    Ok(())
+}
+
 /// `gradlab compare`.
 pub fn compare(args: CompareArgs) -> Result<()> {
-    prepare(&args.out)?;
     let budget = Budget {
         epochs: args.epochs.max(1),
         train_limit: args.train_limit,
@@ -172,24 +186,23 @@ pub fn compare(args: CompareArgs) -> Result<()> {
         batch_sizes: Vec::new(),
         curvature_examples: 0,
     };
-    let mut report = Report::new(
+    single_study(
+        &args.out,
         "gradlab compare",
         "Optimizers compared on the same network, data and budget.",
-    );
-    report.push(studies::optimizers(
-        &args.out,
-        &budget,
-        &args.optimizers,
-        args.schedule.as_deref(),
-    )?);
-    let path = report.write(&args.out)?;
-    println!("report: {}", path.display());
-    Ok(())
+        || {
+            studies::optimizers(
+                &args.out,
+                &budget,
+                &args.optimizers,
+                args.schedule.as_deref(),
+            )
+        },
+    )
 }
 
 /// `gradlab batch-study`.
 pub fn batch_study(args: BatchStudyArgs) -> Result<()> {
-    prepare(&args.out)?;
     let budget = Budget {
         epochs: args.epochs.max(1),
         train_limit: args.train_limit,
@@ -197,12 +210,10 @@ pub fn batch_study(args: BatchStudyArgs) -> Result<()> {
         batch_sizes: args.batch_sizes.clone(),
         curvature_examples: 1000,
     };
-    let mut report = Report::new(
+    single_study(
+        &args.out,
         "gradlab batch-study",
         "Small to large batches: time, accuracy, sharpness.",
-    );
-    report.push(studies::batch_size(&args.out, &budget, &args.optimizer)?);
-    let path = report.write(&args.out)?;
-    println!("report: {}", path.display());
-    Ok(())
+        || studies::batch_size(&args.out, &budget, &args.optimizer),
+    )
 }

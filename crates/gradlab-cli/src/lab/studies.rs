@@ -453,6 +453,38 @@ pub fn optimizers(
     })
 }
 
+/// Runs `optimizer` with `schedule` over the budget's seeds; its command joins `commands`.
+fn scheduled(
+    out: &Path,
+    budget: &Budget,
+    optimizer: &str,
+    name: &str,
+    schedule: Option<String>,
+    commands: &mut Vec<String>,
+) -> Result<Vec<Run>> {
+    let mut c = config(
+        out,
+        &format!("schedules/{}", slug(name)),
+        budget,
+        optimizer,
+        64,
+        0,
+    );
+    c.schedule = schedule;
+    commands.push(command(&c));
+    run_seeds(&c, budget.seeds)
+}
+
+/// A row of the schedules table: run, schedule, mean test accuracy, mean final train loss.
+fn schedule_row(name: &str, schedule: Option<&str>, runs: &[Run]) -> Vec<String> {
+    vec![
+        esc(name),
+        esc(schedule.unwrap_or("(none)")),
+        pct(mean_of(runs, Run::test_accuracy)),
+        format!("{:.4}", mean_of(runs, Run::train_loss)),
+    ]
+}
+
 /// Study 2: schedules, and Adam with and without warm-up at a high learning rate.
 pub fn schedules(out: &Path, budget: &Budget) -> Result<Section> {
     let n = budget.train_limit.unwrap_or(8000);
@@ -485,17 +517,7 @@ pub fn schedules(out: &Path, budget: &Budget) -> Result<Section> {
     let mut results = Vec::new();
     let (mut loss_bands, mut adam_bands) = (Vec::new(), Vec::new());
     for (name, sched) in &variants {
-        let mut c = config(
-            out,
-            &format!("schedules/{}", slug(name)),
-            budget,
-            base,
-            64,
-            0,
-        );
-        c.schedule = sched.clone();
-        commands.push(command(&c));
-        let runs = run_seeds(&c, budget.seeds)?;
+        let runs = scheduled(out, budget, base, name, sched.clone(), &mut commands)?;
         let r = &runs[0];
         for s in &r.steps {
             csv.row([
@@ -517,14 +539,8 @@ pub fn schedules(out: &Path, budget: &Budget) -> Result<Section> {
             label: name.to_string(),
             points: mean,
         });
-        let acc = mean_of(&runs, Run::test_accuracy);
-        rows.push(vec![
-            esc(name),
-            esc(sched.as_deref().unwrap_or("(none)")),
-            pct(acc),
-            format!("{:.4}", mean_of(&runs, Run::train_loss)),
-        ]);
-        results.push((name.to_string(), acc));
+        rows.push(schedule_row(name, sched.as_deref(), &runs));
+        results.push((name.to_string(), mean_of(&runs, Run::test_accuracy)));
     }
     // Adam at a high learning rate, with and without warm-up.
     let high = "adam(lr=0.01)";
@@ -538,17 +554,7 @@ pub fn schedules(out: &Path, budget: &Budget) -> Result<Section> {
         ("adam(lr=0.01), no warm-up", None),
         ("adam(lr=0.01), linear warm-up", Some(warmup.clone())),
     ] {
-        let mut c = config(
-            out,
-            &format!("schedules/{}", slug(label)),
-            budget,
-            high,
-            64,
-            0,
-        );
-        c.schedule = sched.clone();
-        commands.push(command(&c));
-        let runs = run_seeds(&c, budget.seeds)?;
+        let runs = scheduled(out, budget, high, label, sched.clone(), &mut commands)?;
         let early_max = mean_of(&runs, |r| {
             r.steps
                 .iter()
@@ -566,12 +572,7 @@ pub fn schedules(out: &Path, budget: &Budget) -> Result<Section> {
             label: label.to_string(),
             points: mean,
         });
-        rows.push(vec![
-            esc(label),
-            esc(sched.as_deref().unwrap_or("(none)")),
-            pct(acc),
-            format!("{:.4}", mean_of(&runs, Run::train_loss)),
-        ]);
+        rows.push(schedule_row(label, sched.as_deref(), &runs));
     }
     csv.save(&out.join("data/schedules.csv"))?;
     let lr_svg = out.join("data/schedules_lr.svg");

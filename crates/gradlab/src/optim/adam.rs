@@ -11,7 +11,7 @@
 //! ```
 //! ε is added after the bias correction of √v, exactly as PyTorch does.
 
-use super::rule::{check, Grad, Rule, Scalars, Slots, Sums};
+use super::rule::{check, decay_terms, Grad, Rule, Scalars, Slots, Sums};
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
@@ -119,19 +119,15 @@ impl Rule for Adam {
         s[0] += 1.0;
         let t = s[0];
         let (b1, b2) = c.betas;
-        let decoupled = c.decoupled_weight_decay;
+        let (l2, decay_factor) = decay_terms(c.decoupled_weight_decay, c.lr, c.weight_decay);
         AdamCoef {
             step_size: c.lr / (1.0 - b1.powf(t)),
             bc2_sqrt: (1.0 - b2.powf(t)).sqrt(),
             b1,
             b2,
             eps: c.eps,
-            l2: if decoupled { 0.0 } else { c.weight_decay },
-            decay_factor: if decoupled {
-                1.0 - c.lr * c.weight_decay
-            } else {
-                1.0
-            },
+            l2,
+            decay_factor,
             amsgrad: c.amsgrad,
         }
     }

@@ -68,6 +68,39 @@ impl Layout {
         self.total
     }
 
+    /// The tensors of a flat buffer that holds the layout's tensors back to back.
+    pub fn split<'a, T>(&self, flat: &'a [T]) -> Result<Vec<&'a [T]>> {
+        self.check_flat(flat.len())?;
+        Ok(self
+            .segments
+            .iter()
+            .map(|s| &flat[s.offset..s.offset + s.len])
+            .collect())
+    }
+
+    /// [`Layout::split`], mutably.
+    pub fn split_mut<'a, T>(&self, flat: &'a mut [T]) -> Result<Vec<&'a mut [T]>> {
+        self.check_flat(flat.len())?;
+        let mut out = Vec::with_capacity(self.segments.len());
+        let mut rest = flat;
+        for seg in &self.segments {
+            let (head, tail) = rest.split_at_mut(seg.len);
+            out.push(head);
+            rest = tail;
+        }
+        Ok(out)
+    }
+
+    fn check_flat(&self, len: usize) -> Result<()> {
+        if len != self.total {
+            return Err(Error::Layout(format!(
+                "a flat buffer of this layout holds {} elements, got {len}",
+                self.total
+            )));
+        }
+        Ok(())
+    }
+
     /// Index of the segment called `name`.
     pub fn index_of(&self, name: &str) -> Option<usize> {
         self.segments.iter().position(|s| s.name == name)

@@ -7,7 +7,7 @@
 //! m ← β2 m + (1 − β2) g
 //! ```
 
-use super::rule::{check, Grad, Rule, Scalars, Slots, Sums};
+use super::rule::{check, decay_terms, Grad, Rule, Scalars, Slots, Sums};
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
@@ -75,7 +75,7 @@ impl Rule for Lion {
         s[0] += 1.0;
         LionCoef {
             lr: c.lr,
-            decay_factor: 1.0 - c.lr * c.weight_decay,
+            decay_factor: decay_terms(true, c.lr, c.weight_decay).1,
             b1: c.betas.0,
             b2: c.betas.1,
         }

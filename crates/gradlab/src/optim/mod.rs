@@ -255,26 +255,8 @@ pub trait Optimizer<T: Real>: Send {
     /// One step on a single flat buffer holding every tensor of the layout back to back.
     fn step_flat(&mut self, params: &mut [T], grads: &[T]) -> Result<StepOutcome> {
         let layout = self.layout().clone();
-        if params.len() != layout.total() || grads.len() != layout.total() {
-            return Err(Error::Layout(format!(
-                "expected {} parameters and gradients, got {} and {}",
-                layout.total(),
-                params.len(),
-                grads.len()
-            )));
-        }
-        let mut ps: Vec<&mut [T]> = Vec::with_capacity(layout.segments().len());
-        let mut rest = params;
-        for seg in layout.segments() {
-            let (head, tail) = rest.split_at_mut(seg.len);
-            ps.push(head);
-            rest = tail;
-        }
-        let gs: Vec<&[T]> = layout
-            .segments()
-            .iter()
-            .map(|s| &grads[s.offset..s.offset + s.len])
-            .collect();
+        let gs = layout.split(grads)?;
+        let mut ps = layout.split_mut(params)?;
         self.step(&mut ps, &gs)
     }
 

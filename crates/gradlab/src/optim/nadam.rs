@@ -10,7 +10,7 @@
 //! ψ is `momentum_decay`. Π_t is kept per tensor in `f64` (PyTorch keeps it in the default
 //! float type).
 
-use super::rule::{check, lerp, Grad, Rule, Scalars, Slots, Sums};
+use super::rule::{check, decay_terms, lerp, Grad, Rule, Scalars, Slots, Sums};
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
@@ -102,7 +102,7 @@ impl Rule for NAdam {
         let mu_next = b1 * (1.0 - 0.5 * 0.96f64.powf((t + 1.0) * c.momentum_decay));
         s[1] *= mu;
         let mu_product = s[1];
-        let decoupled = c.decoupled_weight_decay;
+        let (l2, decay_factor) = decay_terms(c.decoupled_weight_decay, c.lr, c.weight_decay);
         NAdamCoef {
             grad_coef: -c.lr * (1.0 - mu) / (1.0 - mu_product),
             avg_coef: (-c.lr * mu_next) / (1.0 - mu_product * mu_next),
@@ -110,12 +110,8 @@ impl Rule for NAdam {
             b1,
             b2,
             eps: c.eps,
-            l2: if decoupled { 0.0 } else { c.weight_decay },
-            decay_factor: if decoupled {
-                1.0 - c.lr * c.weight_decay
-            } else {
-                1.0
-            },
+            l2,
+            decay_factor,
         }
     }
 

@@ -10,7 +10,7 @@
 //! else:     θ ← θ − γ m̂
 //! ```
 
-use super::rule::{check, lerp, Grad, Rule, Scalars, Slots, Sums};
+use super::rule::{check, decay_terms, lerp, Grad, Rule, Scalars, Slots, Sums};
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
@@ -98,7 +98,7 @@ impl Rule for RAdam {
             ((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
                 .sqrt()
         });
-        let decoupled = c.decoupled_weight_decay;
+        let (l2, decay_factor) = decay_terms(c.decoupled_weight_decay, c.lr, c.weight_decay);
         RAdamCoef {
             lr: c.lr,
             bc1: 1.0 - b1.powf(t),
@@ -107,12 +107,8 @@ impl Rule for RAdam {
             b1,
             b2,
             eps: c.eps,
-            l2: if decoupled { 0.0 } else { c.weight_decay },
-            decay_factor: if decoupled {
-                1.0 - c.lr * c.weight_decay
-            } else {
-                1.0
-            },
+            l2,
+            decay_factor,
         }
     }
 

@@ -137,6 +137,17 @@ pub trait Rule: Sized + Send + Sync + 'static {
     fn end(_cfg: &Self::Config, _s: &mut Scalars, _c: &Self::Coef, _sums: Sums) {}
 }
 
+/// Weight decay as the two terms the kernels apply: `(l2, factor)` with `g ← g + l2·θ` and
+/// `θ ← factor·θ`. Coupled (L2) decay is `(λ, 1)`; decoupled decay (Loshchilov & Hutter,
+/// PyTorch's AdamW convention) is `(0, 1 − γλ)`. The neutral values keep kernels branch-free.
+pub fn decay_terms(decoupled: bool, lr: f64, weight_decay: f64) -> (f64, f64) {
+    if decoupled {
+        (0.0, 1.0 - lr * weight_decay)
+    } else {
+        (weight_decay, 1.0)
+    }
+}
+
 /// Independent partial sums kept by every reduction: enough to hide the latency of the
 /// additions, and fixed, so that sums never depend on how work was split among threads.
 pub const LANES: usize = 32;

@@ -12,7 +12,7 @@
 //! The learning rate multiplies the whole buffer (PyTorch's convention, not Sutskever's
 //! `v = μv + γg`), which matters when a schedule changes γ.
 
-use super::rule::{check, Grad, Rule, Scalars, Slots, Sums};
+use super::rule::{check, decay_terms, Grad, Rule, Scalars, Slots, Sums};
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
@@ -189,11 +189,7 @@ impl Rule for Sgd {
 
     fn begin(c: &SgdConfig, s: &mut Scalars) -> MomentumCoef {
         let mut coef = MomentumCoef::begin(s, c.lr, c.momentum, c.dampening, c.nesterov);
-        if c.decoupled {
-            coef.decay_factor = 1.0 - c.lr * c.weight_decay;
-        } else {
-            coef.l2 = c.weight_decay;
-        }
+        (coef.l2, coef.decay_factor) = decay_terms(c.decoupled, c.lr, c.weight_decay);
         coef
     }
 

@@ -67,22 +67,11 @@ pub fn small_layout() -> Layout {
 
 /// Splits a flat buffer into the layout's tensors.
 pub fn split<'a, T>(layout: &Layout, flat: &'a mut [T]) -> Vec<&'a mut [T]> {
-    let mut out = Vec::new();
-    let mut rest = flat;
-    for seg in layout.segments() {
-        let (head, tail) = rest.split_at_mut(seg.len);
-        out.push(head);
-        rest = tail;
-    }
-    out
+    layout.split_mut(flat).unwrap()
 }
 
 pub fn split_ref<'a, T>(layout: &Layout, flat: &'a [T]) -> Vec<&'a [T]> {
-    layout
-        .segments()
-        .iter()
-        .map(|s| &flat[s.offset..s.offset + s.len])
-        .collect()
+    layout.split(flat).unwrap()
 }
 
 /// Converts a state between float types.
