@@ -57,6 +57,10 @@ pub fn save(
     step: u64,
     epoch: usize,
 ) -> Result<()> {
+    // Collective when data-parallel: every rank sends its shard, rank 0 writes.
+    let Some(optimizer_state) = opt.full_state_bytes()? else {
+        return Ok(());
+    };
     let tmp = out.join("checkpoint.tmp");
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| Error::Msg(format!("{}: {e}", tmp.display())))?;
@@ -79,7 +83,7 @@ pub fn save(
         );
     }
     candle_core::safetensors::save(&tensors, tmp.join("model.safetensors"))?;
-    opt.with_engine(|e| e.save(&tmp.join("optimizer.safetensors")))?;
+    gradlab::io::write_atomic(&tmp.join("optimizer.safetensors"), &optimizer_state)?;
     let state = json!({
         "version": CHECKPOINT_VERSION,
         "step": step,
@@ -168,7 +172,7 @@ pub fn load(
     if let Some(count) = state["swa_count"].as_u64() {
         *swa = Some((averaged("swa")?, count as usize));
     }
-    opt.with_engine(|e| e.load(&ck.join("optimizer.safetensors")))?;
+    opt.load_state_file(&ck.join("optimizer.safetensors"))?;
     if let Some(s) = scheduler {
         s.load_state(&state["schedule"])?;
     }

@@ -9,6 +9,7 @@ pub mod hessian;
 pub mod landscape;
 pub mod models;
 pub mod optim;
+pub mod parallel;
 pub mod train;
 
 pub use optim::{GradlabOptimizer, OptimizerConfig};

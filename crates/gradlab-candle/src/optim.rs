@@ -37,6 +37,7 @@ impl OptimizerConfig {
 enum Inner {
     F32(Box<dyn optim::Optimizer<f32>>),
     F64(Box<dyn optim::Optimizer<f64>>),
+    Sharded(Box<crate::parallel::ShardedOptimizer>),
 }
 
 /// A gradlab optimizer over named candle variables.
@@ -131,7 +132,7 @@ fn lend_error(seg: usize, what: &str) -> gradlab::Error {
 /// The slices borrow the gradients' storage past the read lock: that is sound because the
 /// gradient store keeps the tensors alive for the whole step, nothing writes gradients
 /// during a step, and the caller clears `out` before the step returns.
-fn grad_slices<T>(
+pub(crate) fn grad_slices<T>(
     names: &[String],
     vars: &[Var],
     grads: &GradStore,
@@ -214,6 +215,91 @@ impl GradlabOptimizer {
         })
     }
 
+    /// One rank's optimizer in a data-parallel group: the optimizer state is sharded over the
+    /// ranks of `collective` (ZeRO-1, see [`crate::parallel`]). With one rank this is
+    /// [`GradlabOptimizer::with_names`]. [`GradlabOptimizer::step_grads`] then assumes that
+    /// every rank's loss is the mean over an equal share of the global batch; use
+    /// [`GradlabOptimizer::step_shared`] for unequal shares.
+    pub fn data_parallel(
+        named: Vec<(String, Var)>,
+        config: &OptimizerConfig,
+        collective: std::sync::Arc<dyn gradlab::dist::Collective>,
+    ) -> Result<Self> {
+        if collective.size() == 1 {
+            return Self::with_names(named, config);
+        }
+        let mut sorted = named.clone();
+        sorted.sort_by(|a, b| a.0.cmp(&b.0));
+        let sharded = crate::parallel::ShardedOptimizer::new(named, config, collective)?;
+        let (names, vars): (Vec<String>, Vec<Var>) = sorted.into_iter().unzip();
+        Ok(GradlabOptimizer {
+            names,
+            vars,
+            inner: Inner::Sharded(Box::new(sharded)),
+            last: None,
+            grads_f32: Vec::new(),
+            grads_f64: Vec::new(),
+        })
+    }
+
+    /// The sharded optimizer of a data-parallel rank.
+    pub fn sharded(&self) -> Option<&crate::parallel::ShardedOptimizer> {
+        match &self.inner {
+            Inner::Sharded(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// One step from this rank's share of a global batch: `grads` of its mean loss (`None`
+    /// when its share is empty), `weight` = its examples / the global batch's, and optional
+    /// gradient noise added to the global mean gradient (`noise(start, g)` for the flat
+    /// positions from `start`, in the sorted-name layout). Collective when data-parallel.
+    pub fn step_shared(
+        &mut self,
+        grads: Option<&GradStore>,
+        weight: f32,
+        noise: Option<crate::parallel::GradNoise>,
+    ) -> Result<StepOutcome> {
+        match &mut self.inner {
+            Inner::Sharded(s) => {
+                let outcome = s.step(grads, weight, noise)?;
+                self.last = Some(outcome);
+                Ok(outcome)
+            }
+            _ => {
+                let grads = grads.ok_or_else(|| Error::Msg("no gradients to step with".into()))?;
+                if weight != 1.0 || noise.is_some() {
+                    return Err(Error::Msg(
+                        "a single-process step takes the whole batch's gradients unweighted; \
+                         add noise to them before the step"
+                            .into(),
+                    ));
+                }
+                self.step_grads(grads)
+            }
+        }
+    }
+
+    /// The whole optimizer state as safetensors bytes, on the rank that writes checkpoints
+    /// (`None` on the others). Collective when data-parallel.
+    pub fn full_state_bytes(&self) -> Result<Option<Vec<u8>>> {
+        match &self.inner {
+            Inner::F32(o) => Ok(Some(o.state_dict().to_bytes()?)),
+            Inner::F64(o) => Ok(Some(o.state_dict().to_bytes()?)),
+            Inner::Sharded(s) => s.full_state_bytes(),
+        }
+    }
+
+    /// Loads a state file written from [`GradlabOptimizer::full_state_bytes`] (by any number of
+    /// ranks); a data-parallel rank keeps its shard.
+    pub fn load_state_file(&mut self, path: &std::path::Path) -> Result<()> {
+        match &mut self.inner {
+            Inner::F32(o) => Ok(o.load_state(path)?),
+            Inner::F64(o) => Ok(o.load_state(path)?),
+            Inner::Sharded(s) => s.load_state(path),
+        }
+    }
+
     /// The parameter names, in the optimizer's order.
     pub fn names(&self) -> &[String] {
         &self.names
@@ -233,7 +319,7 @@ impl GradlabOptimizer {
     pub fn engine_f32(&mut self) -> Option<&mut dyn optim::Optimizer<f32>> {
         match &mut self.inner {
             Inner::F32(o) => Some(o.as_mut()),
-            Inner::F64(_) => None,
+            Inner::F64(_) | Inner::Sharded(_) => None,
         }
     }
 
@@ -242,6 +328,7 @@ impl GradlabOptimizer {
         match &mut self.inner {
             Inner::F32(o) => f(o),
             Inner::F64(o) => f(o),
+            Inner::Sharded(s) => f(s.engine()),
         }
     }
 
@@ -257,6 +344,10 @@ impl GradlabOptimizer {
             ..
         } = self;
         let outcome = match inner {
+            Inner::Sharded(s) => {
+                let share = 1.0 / s.shard().ranks as f32;
+                s.step(Some(grads), share, None)?
+            }
             Inner::F32(o) => {
                 let r = grad_slices(
                     names,
@@ -317,6 +408,8 @@ pub trait EngineView {
     fn spec_string(&self) -> String;
     /// Steps taken.
     fn steps_taken(&self) -> u64;
+    /// Bytes of per-element optimizer state held (this rank's, when sharded).
+    fn state_bytes_held(&self) -> usize;
     /// SWATS status, if applicable.
     fn swats(&self) -> Option<Vec<gradlab::optim::swats::SwitchStatus>>;
     /// Attaches a schedule.
@@ -353,6 +446,11 @@ impl<T: gradlab::Real> EngineView for Box<dyn optim::Optimizer<T>> {
     }
     fn steps_taken(&self) -> u64 {
         self.steps()
+    }
+    fn state_bytes_held(&self) -> usize {
+        let state = self.state_dict();
+        let elements: usize = state.tensors.values().map(|(_, v)| v.len()).sum();
+        elements * std::mem::size_of::<T>()
     }
     fn swats(&self) -> Option<Vec<gradlab::optim::swats::SwitchStatus>> {
         gradlab::optim::swats::switch_status(self.as_ref())
@@ -397,6 +495,7 @@ impl candle_nn::Optimizer for GradlabOptimizer {
         match &self.inner {
             Inner::F32(o) => o.lr(0),
             Inner::F64(o) => o.lr(0),
+            Inner::Sharded(s) => s.engine_ref().lr(0),
         }
     }
 
@@ -404,6 +503,7 @@ impl candle_nn::Optimizer for GradlabOptimizer {
         match &mut self.inner {
             Inner::F32(o) => o.set_lr_all(lr),
             Inner::F64(o) => o.set_lr_all(lr),
+            Inner::Sharded(s) => s.engine().set_lr_all(lr),
         }
     }
 }

@@ -19,12 +19,14 @@ use crate::models::{correct, cross_entropy, Model, ModelSpec};
 use crate::optim::{GradlabOptimizer, OptimizerConfig};
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};
+use gradlab::dist::{Collective, Local};
 use gradlab::landscape::Rng;
 use gradlab::optim::{NonFinitePolicy, Options};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// When a (non-plateau) schedule is stepped.
@@ -193,16 +195,35 @@ pub fn batch(data: &Dataset, indices: &[usize]) -> Result<(Tensor, Tensor)> {
 
 /// Mean loss and accuracy of `model` (evaluation mode) on `data`.
 pub fn evaluate(model: &Model, data: &Dataset) -> Result<(f64, f64)> {
+    evaluate_shared(model, data, &Local)
+}
+
+/// [`evaluate`] split over the ranks of `collective`: each rank evaluates its share of the
+/// examples and the sums are combined (collective).
+pub fn evaluate_shared(
+    model: &Model,
+    data: &Dataset,
+    collective: &dyn Collective,
+) -> Result<(f64, f64)> {
     let (mut loss, mut right) = (0.0, 0usize);
     let mut rng = Rng::new(0);
-    let idx: Vec<usize> = (0..data.len()).collect();
-    for chunk in idx.chunks(1000) {
+    let all: Vec<usize> = (0..data.len()).collect();
+    for chunk in share(&all, collective).chunks(1000) {
         let (x, y) = batch(data, chunk)?;
         let logits = model.forward(&x, false, &mut rng)?;
         loss += cross_entropy(&logits, &y)?.to_scalar::<f32>()? as f64 * chunk.len() as f64;
         right += correct(&logits, &y)?;
     }
-    Ok((loss / data.len() as f64, right as f64 / data.len() as f64))
+    let mut sums = [loss, right as f64];
+    collective.all_sum(&mut sums);
+    let n = data.len().max(1) as f64;
+    Ok((sums[0] / n, sums[1] / n))
+}
+
+/// This rank's contiguous share of a global batch (shares differ by at most one example).
+pub fn share<'a>(batch: &'a [usize], collective: &dyn Collective) -> &'a [usize] {
+    let (n, r, k) = (batch.len(), collective.rank(), collective.size());
+    &batch[r * n / k..(r + 1) * n / k]
 }
 
 fn shuffle(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
@@ -213,6 +234,19 @@ fn shuffle(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
         idx.swap(i, j);
     }
     idx
+}
+
+/// Gradient noise of step `step`: one stream of N(0, std²) draws over the flat parameter
+/// space in sorted-name order, added to `g` from flat position `start` on (the same numbers
+/// whether one process or a rank of many adds them).
+fn add_noise(seed: u64, step: u64, std: f64, start: usize, g: &mut [f32]) {
+    let mut rng = step_rng(seed ^ 0x6E6F_6973_6500, step);
+    for _ in 0..start {
+        rng.normal();
+    }
+    for x in g {
+        *x += (rng.normal() * std) as f32;
+    }
 }
 
 fn step_rng(seed: u64, step: u64) -> Rng {
@@ -256,8 +290,12 @@ fn with_weights<R>(model: &Model, weights: &[Tensor], f: impl FnOnce() -> Result
     result
 }
 
-/// The data, a freshly initialised model and its optimizer for `config`.
-fn setup(config: &TrainConfig) -> Result<(Split, Model, GradlabOptimizer)> {
+/// The data, a freshly initialised model and its optimizer for `config` (one rank's, sharded,
+/// when `collective` has several).
+fn setup(
+    config: &TrainConfig,
+    collective: Arc<dyn Collective>,
+) -> Result<(Split, Model, GradlabOptimizer)> {
     let split = load_data(config)?;
     let model = Model::new(
         &config.model,
@@ -272,9 +310,10 @@ fn setup(config: &TrainConfig) -> Result<(Split, Model, GradlabOptimizer)> {
             clip_norm: config.clip_norm,
             clip_value: None,
             nonfinite: config.nonfinite,
+            distributed: None,
         },
     };
-    let opt = GradlabOptimizer::with_names(model.params().to_vec(), &opt_config)?;
+    let opt = GradlabOptimizer::data_parallel(model.params().to_vec(), &opt_config, collective)?;
     Ok((split, model, opt))
 }
 
@@ -283,12 +322,44 @@ fn setup(config: &TrainConfig) -> Result<(Split, Model, GradlabOptimizer)> {
 pub fn train(
     config: &TrainConfig,
     resume: Option<&Path>,
+    on_event: impl FnMut(Event),
+) -> Result<Summary> {
+    train_on(config, resume, on_event, Arc::new(Local))
+}
+
+/// [`train`] as one rank of a data-parallel group (every rank calls it with the same
+/// configuration): each rank computes the gradients of its share of every global batch of
+/// `config.batch_size` examples, the optimizer state is sharded over the ranks (ZeRO-1, see
+/// [`crate::parallel`]), evaluation is split over the ranks, and only rank 0 writes files.
+/// Ranks whose configuration or data differ from rank 0's stop at once with an error naming
+/// the rank and the difference.
+///
+/// Data parallelism computes the same global-batch gradient as one process, except where the
+/// model draws random numbers or normalises over the batch: with dropout each rank draws its
+/// own masks, and batch norm normalises over each rank's share (its running statistics
+/// are rank 0's), as in PyTorch's DistributedDataParallel without SyncBatchNorm.
+pub fn train_on(
+    config: &TrainConfig,
+    resume: Option<&Path>,
     mut on_event: impl FnMut(Event),
+    collective: Arc<dyn Collective>,
 ) -> Result<Summary> {
     config.check()?;
-    std::fs::create_dir_all(&config.out)
-        .map_err(|e| Error::Msg(format!("{}: cannot create: {e}", config.out.display())))?;
-    let (split, model, mut opt) = setup(config)?;
+    let ranks = collective.size();
+    let lead = collective.rank() == 0;
+    if config.batch_size < ranks {
+        return Err(Error::Msg(format!(
+            "--batch-size {} is smaller than the number of ranks ({ranks}): every rank needs \
+             at least one example of each batch",
+            config.batch_size
+        )));
+    }
+    if lead {
+        std::fs::create_dir_all(&config.out)
+            .map_err(|e| Error::Msg(format!("{}: cannot create: {e}", config.out.display())))?;
+    }
+    let (split, model, mut opt) = setup(config, collective.clone())?;
+    check_ranks(config, &split, &model, collective.as_ref())?;
     let mut scheduler = match &config.schedule {
         Some(s) => Some(opt.with_engine(|e| e.scheduler(s))?),
         None => None,
@@ -319,16 +390,26 @@ pub fn train(
         )?;
         step = resumed.step;
         start_epoch = resumed.epoch;
-        crate::checkpoint::truncate_metrics(&metrics_path, step, start_epoch)?;
-    } else {
+        if lead {
+            crate::checkpoint::truncate_metrics(&metrics_path, step, start_epoch)?;
+        }
+    } else if lead {
         gradlab::io::write_atomic(&metrics_path, b"")?;
     }
-    let mut metrics = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&metrics_path)
-        .map_err(|e| Error::Msg(format!("{}: {e}", metrics_path.display())))?;
+    let mut metrics = lead
+        .then(|| {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&metrics_path)
+                .map_err(|e| Error::Msg(format!("{}: {e}", metrics_path.display())))
+        })
+        .transpose()?;
     let mut write_line = |v: &Value| -> Result<()> {
-        writeln!(metrics, "{v}").map_err(|e| Error::Msg(format!("{}: {e}", metrics_path.display())))
+        match metrics.as_mut() {
+            Some(m) => writeln!(m, "{v}")
+                .map_err(|e| Error::Msg(format!("{}: {e}", metrics_path.display()))),
+            None => Ok(()),
+        }
     };
     let started = Instant::now();
     let plateau = scheduler.as_ref().is_some_and(|s| s.needs_metric());
@@ -340,29 +421,29 @@ pub fn train(
             }
         }
         let order = shuffle(split.train.len(), config.seed, epoch);
-        let (mut loss_sum, mut right, mut seen) = (0.0, 0usize, 0usize);
+        let (mut loss_sum, mut right, mut seen) = (0.0, 0.0, 0usize);
         let mut health = Vec::new();
         let batches: Vec<&[usize]> = order.chunks(config.batch_size).collect();
         for (b, idx) in batches.iter().enumerate() {
-            let (x, y) = batch(&split.train, idx)?;
+            let mine = share(idx, collective.as_ref());
             let mut rng = step_rng(config.seed, step);
-            let logits = model.forward(&x, true, &mut rng)?;
-            let loss = cross_entropy(&logits, &y)?;
-            let loss_value = loss.to_scalar::<f32>()? as f64;
-            right += correct(&logits, &y)?;
-            let mut grads = loss.backward()?;
-            if let Some(eta) = config.grad_noise {
-                let std = (eta / (1.0 + step as f64).powf(0.55)).sqrt();
-                for (_, v) in model.params() {
-                    if let Some(g) = grads.get(v.as_tensor()) {
-                        let noise: Vec<f32> = (0..g.elem_count())
-                            .map(|_| (rng.normal() * std) as f32)
-                            .collect();
-                        let noisy = (g + Tensor::from_vec(noise, g.shape(), g.device())?)?;
-                        grads.insert(v.as_tensor(), noisy);
-                    }
-                }
+            let (mut grads, mut sums) = (None, [0.0, 0.0]);
+            if !mine.is_empty() {
+                let (x, y) = batch(&split.train, mine)?;
+                let logits = model.forward(&x, true, &mut rng)?;
+                let loss = cross_entropy(&logits, &y)?;
+                sums = [
+                    loss.to_scalar::<f32>()? as f64 * mine.len() as f64,
+                    correct(&logits, &y)? as f64,
+                ];
+                grads = Some(loss.backward()?);
             }
+            collective.all_sum(&mut sums);
+            let loss_value = sums[0] / idx.len() as f64;
+            right += sums[1];
+            let noise_std = config
+                .grad_noise
+                .map(|eta| (eta / (1.0 + step as f64).powf(0.55)).sqrt());
             let last_of_epoch = b + 1 == batches.len();
             let before = if last_of_epoch {
                 Some(
@@ -376,22 +457,31 @@ pub fn train(
                 None
             };
             let (lr, momentum) = opt.with_engine(|e| (e.lr_of(0), e.momentum0()));
-            let outcome = opt
-                .step_grads(&grads)
-                .map_err(|e| Error::Msg(format!("step {}: {e}", step + 1)))?;
+            let outcome = if ranks == 1 {
+                let grads = grads.as_mut().expect("one rank has the whole batch");
+                if let Some(std) = noise_std {
+                    add_noise_to_store(&opt, grads, config.seed, step, std)?;
+                }
+                opt.step_grads(grads)
+            } else {
+                let noise = |start: usize, g: &mut [f32]| {
+                    add_noise(config.seed, step, noise_std.unwrap_or(0.0), start, g)
+                };
+                let noise: Option<crate::parallel::GradNoise> =
+                    noise_std.is_some().then_some(&noise);
+                let weight = mine.len() as f32 / idx.len() as f32;
+                opt.step_shared(grads.as_ref(), weight, noise)
+            }
+            .map_err(|e| Error::Msg(format!("step {}: {e}", step + 1)))?;
             if let Some(before) = before {
-                for (((name, v), w0), _) in model.params().iter().zip(&before).zip(0..) {
+                let grad_norms = tensor_grad_norms(&opt, grads.as_ref())?;
+                for ((name, v), w0) in model.params().iter().zip(&before) {
                     let w1 = flat(v.as_tensor())?;
-                    let g = grads
-                        .get(v.as_tensor())
-                        .map(flat)
-                        .transpose()?
-                        .unwrap_or_default();
                     let delta: Vec<f32> = w1.iter().zip(w0).map(|(a, b)| a - b).collect();
                     let w_norm = norm(w0);
                     health.push(json!({
                         "name": name,
-                        "grad_norm": norm(&g),
+                        "grad_norm": grad_norms.get(name).copied().unwrap_or(0.0),
                         "weight_norm": norm(&w1),
                         "update_ratio": if w_norm > 0.0 { norm(&delta) / w_norm } else { 0.0 },
                     }));
@@ -427,7 +517,7 @@ pub fn train(
                 loss: loss_value,
             });
         }
-        let (test_loss, test_accuracy) = evaluate(&model, &split.test)?;
+        let (test_loss, test_accuracy) = evaluate_shared(&model, &split.test, collective.as_ref())?;
         if let Some(s) = scheduler.as_mut() {
             if plateau {
                 opt.with_engine(|e| e.step_schedule(s, Some(test_loss)))?;
@@ -451,7 +541,12 @@ pub fn train(
             });
         }
         let ema_accuracy = match &avg.ema {
-            Some(ema) => Some(with_weights(&model, ema, || evaluate(&model, &split.test))?.1),
+            Some(ema) => Some(
+                with_weights(&model, ema, || {
+                    evaluate_shared(&model, &split.test, collective.as_ref())
+                })?
+                .1,
+            ),
             None => None,
         };
         let line = json!({
@@ -459,7 +554,7 @@ pub fn train(
             "epoch": epoch,
             "step": step,
             "train_loss": loss_sum / seen.max(1) as f64,
-            "train_accuracy": right as f64 / seen.max(1) as f64,
+            "train_accuracy": right / seen.max(1) as f64,
             "test_loss": test_loss,
             "test_accuracy": test_accuracy,
             "ema_test_accuracy": ema_accuracy,
@@ -493,13 +588,17 @@ pub fn train(
             if model.has_batch_norm() {
                 recompute_batch_norm(&model, &split.train, config.batch_size)?;
             }
-            let r = evaluate(&model, &split.test);
+            let r = evaluate_shared(&model, &split.test, collective.as_ref());
             model.set_cumulative_batch_norm(false)?;
             r
         })?),
         None => None,
     };
     let swats = opt.with_engine(|e| e.swats());
+    let state_bytes = opt
+        .sharded()
+        .map(|s| s.state_bytes_held())
+        .unwrap_or_else(|| opt.with_engine(|e| e.state_bytes_held()));
     let json = json!({
         "test_accuracy": last_epoch_line["test_accuracy"],
         "test_loss": last_epoch_line["test_loss"],
@@ -511,18 +610,131 @@ pub fn train(
         "epochs": config.epochs,
         "steps": step,
         "parameters": model.num_parameters(),
+        "ranks": ranks,
+        "optimizer_state_bytes_per_rank": state_bytes,
+        "peak_rss_bytes": peak_rss_bytes(),
         "wall_seconds": started.elapsed().as_secs_f64(),
         "data": split.source,
         "config": config.to_json(),
         "optimizer_spec": opt.with_engine(|e| e.spec_string()),
     });
-    gradlab::io::write_atomic(
-        &config.out.join("summary.json"),
-        serde_json::to_string_pretty(&json)
-            .expect("json")
-            .as_bytes(),
-    )?;
+    if lead {
+        gradlab::io::write_atomic(
+            &config.out.join("summary.json"),
+            serde_json::to_string_pretty(&json)
+                .expect("json")
+                .as_bytes(),
+        )?;
+    }
     Ok(Summary { json })
+}
+
+/// Adds the step's gradient noise to a single process's gradients, tensor by tensor in the
+/// optimizer's (sorted-name) order: the stream [`add_noise`] draws.
+fn add_noise_to_store(
+    opt: &GradlabOptimizer,
+    grads: &mut candle_core::backprop::GradStore,
+    seed: u64,
+    step: u64,
+    std: f64,
+) -> Result<()> {
+    let mut flat_noise = Vec::new();
+    for v in opt.vars() {
+        flat_noise.resize(flat_noise.len() + v.elem_count(), 0.0f32);
+    }
+    add_noise(seed, step, std, 0, &mut flat_noise);
+    let mut offset = 0;
+    for v in opt.vars() {
+        let n = v.elem_count();
+        if let Some(g) = grads.get(v.as_tensor()) {
+            let noise = Tensor::from_slice(&flat_noise[offset..offset + n], g.shape(), g.device())?;
+            let noisy = (g + noise)?;
+            grads.insert(v.as_tensor(), noisy);
+        }
+        offset += n;
+    }
+    Ok(())
+}
+
+/// Each tensor's gradient norm at the last step: of `grads` in one process, of the global
+/// mean gradient (combined over ranks) when data-parallel.
+fn tensor_grad_norms(
+    opt: &GradlabOptimizer,
+    grads: Option<&candle_core::backprop::GradStore>,
+) -> Result<HashMap<String, f64>> {
+    if let Some(s) = opt.sharded() {
+        return Ok(s.last_tensor_grad_norms());
+    }
+    let mut out = HashMap::new();
+    if let Some(grads) = grads {
+        for (name, v) in opt.names().iter().zip(opt.vars()) {
+            if let Some(g) = grads.get(v.as_tensor()) {
+                out.insert(name.clone(), norm(&flat(g)?));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The process's peak resident memory (Linux `VmHWM`), if known.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Stops every rank at once when any rank's configuration, data or model differs from rank
+/// 0's (collective; nothing to do for one process).
+fn check_ranks(
+    config: &TrainConfig,
+    split: &Split,
+    model: &Model,
+    collective: &dyn Collective,
+) -> Result<()> {
+    if collective.size() == 1 {
+        return Ok(());
+    }
+    let mut facts = config.to_json();
+    facts["out"] = json!(config.out.display().to_string());
+    facts["training data"] = json!(format!("{:016x}", fingerprint(&split.train)));
+    facts["test data"] = json!(format!("{:016x}", fingerprint(&split.test)));
+    facts["parameters"] = json!(model.num_parameters());
+    facts["gradlab version"] = json!(env!("CARGO_PKG_VERSION"));
+    let all = collective.all_gather_bytes(facts.to_string().as_bytes());
+    let parse = |b: &[u8]| serde_json::from_slice::<Value>(b).unwrap_or(Value::Null);
+    let first = parse(&all[0]);
+    for (rank, bytes) in all.iter().enumerate().skip(1) {
+        let other = parse(bytes);
+        let Some(fields) = first.as_object() else {
+            continue;
+        };
+        for (key, value) in fields {
+            if other[key] != *value {
+                return Err(Error::Msg(format!(
+                    "rank {rank} differs from rank 0 in {key}: {} vs {value}; every rank must \
+                     run the same command on the same data",
+                    other[key]
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A 64-bit FNV-1a hash of a dataset's pixels and labels.
+fn fingerprint(data: &Dataset) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    for x in &data.images {
+        eat(&x.to_le_bytes());
+    }
+    eat(&data.labels);
+    h
 }
 
 /// Recomputes batch-norm statistics for the current weights with one pass over the
@@ -545,7 +757,7 @@ pub fn lr_find(
     test: &gradlab::schedule::range_test::RangeTest,
 ) -> Result<gradlab::schedule::range_test::RangeTestResult> {
     config.check()?;
-    let (split, model, mut opt) = setup(config)?;
+    let (split, model, mut opt) = setup(config, Arc::new(Local))?;
     let mut epoch = 0;
     let mut order = shuffle(split.train.len(), config.seed, epoch);
     let mut pos = 0;

@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod dist;
 pub mod error;
 pub mod io;
 pub mod landscape;

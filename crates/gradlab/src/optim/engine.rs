@@ -26,6 +26,90 @@ pub struct Engine<T: Real, R: Rule> {
     seg_sums: Vec<Sums>,
     param_ptrs: Vec<(usize, usize)>,
     step: u64,
+    sync: Option<ShardSync>,
+}
+
+/// A sharded engine's link to the other ranks: the whole-model index of each local segment
+/// and a buffer for the per-tensor sums of the whole model.
+struct ShardSync {
+    dist: crate::dist::Distributed,
+    tensor_of: Vec<usize>,
+    sums: Vec<f64>,
+}
+
+impl ShardSync {
+    fn new(dist: &crate::dist::Distributed, layout: &Layout) -> Self {
+        let tensor_of = layout
+            .segments()
+            .iter()
+            .map(|s| {
+                dist.full
+                    .index_of(&s.name)
+                    .expect("a shard's pieces are named after the model's tensors")
+            })
+            .collect();
+        ShardSync {
+            dist: dist.clone(),
+            tensor_of,
+            sums: vec![0.0; 4 * dist.full.segments().len()],
+        }
+    }
+
+    /// Replaces each local segment's sums by its whole tensor's sums over all ranks.
+    fn combine(&mut self, seg_sums: &mut [Sums]) {
+        self.sums.fill(0.0);
+        for (sums, &t) in seg_sums.iter().zip(&self.tensor_of) {
+            self.sums[4 * t..4 * t + 4].copy_from_slice(sums);
+        }
+        self.dist.collective.all_sum(&mut self.sums);
+        for (sums, &t) in seg_sums.iter_mut().zip(&self.tensor_of) {
+            sums.copy_from_slice(&self.sums[4 * t..4 * t + 4]);
+        }
+    }
+
+    /// The whole model's sum of squares and its first non-finite gradient (by position in the
+    /// full flat space), from this rank's.
+    fn combine_gradients(
+        &self,
+        layout: &Layout,
+        sumsq: f64,
+        bad: Option<(usize, usize, f64)>,
+    ) -> (f64, Option<(String, usize, f64)>) {
+        let c = &self.dist.collective;
+        let mut total = [sumsq, if bad.is_some() { 1.0 } else { 0.0 }];
+        c.all_sum(&mut total);
+        if total[1] == 0.0 {
+            return (total[0], None);
+        }
+        // Each rank reports its first bad element in its own slot; the earliest one wins.
+        let mut found = vec![0.0; 2 * c.size()];
+        let r = c.rank();
+        match bad {
+            Some((seg, index, value)) => {
+                found[2 * r] = (self.dist.start + layout.segments()[seg].offset + index) as f64;
+                found[2 * r + 1] = value;
+            }
+            None => found[2 * r] = f64::INFINITY,
+        }
+        c.all_sum(&mut found);
+        let (at, value) =
+            found
+                .chunks(2)
+                .map(|p| (p[0], p[1]))
+                .fold(
+                    (f64::INFINITY, f64::NAN),
+                    |a, b| if b.0 < a.0 { b } else { a },
+                );
+        let at = at as usize;
+        let seg = self
+            .dist
+            .full
+            .segments()
+            .iter()
+            .find(|s| (s.offset..s.offset + s.len).contains(&at))
+            .expect("a bad element lies in some tensor");
+        (f64::NAN, Some((seg.name.clone(), at - seg.offset, value)))
+    }
 }
 
 impl<T: Real, R: Rule> Engine<T, R> {
@@ -51,6 +135,10 @@ impl<T: Real, R: Rule> Engine<T, R> {
             })
             .collect();
         let n = layout.segments().len();
+        let sync = options
+            .distributed
+            .as_ref()
+            .map(|d| ShardSync::new(d, &layout));
         let scalars = seg_group
             .iter()
             .map(|&g| R::scalars_init(&configs[g]))
@@ -69,6 +157,7 @@ impl<T: Real, R: Rule> Engine<T, R> {
             seg_group,
             layout,
             step: 0,
+            sync,
         }
     }
 
@@ -197,6 +286,13 @@ impl<T: Real, R: Rule> Engine<T, R> {
                 }
             }
             self.seg_sums[seg] = sums;
+        }
+    }
+
+    /// Combines the per-tensor sums of the last pass with the other ranks' (sharded engines).
+    fn combine_sums(&mut self) {
+        if let Some(sync) = self.sync.as_mut() {
+            sync.combine(&mut self.seg_sums);
         }
     }
 
@@ -333,12 +429,25 @@ impl<T: Real, R: Rule> Optimizer<T> for Engine<T, R> {
                 self.check_param_len(seg, self.param_ptrs[seg].1)?;
             }
         }
+        if self.sync.is_some() && !held {
+            return Err(Error::Layout(format!(
+                "{}: a sharded optimizer needs every parameter as a slice",
+                self.name()
+            )));
+        }
         let (sumsq, bad) = self.gradient_pass(grads);
-        if let Some((seg, index, value)) = bad {
+        let (sumsq, bad) = match &self.sync {
+            Some(sync) => sync.combine_gradients(&self.layout, sumsq, bad),
+            None => (
+                sumsq,
+                bad.map(|(seg, i, v)| (self.layout.segments()[seg].name.clone(), i, v)),
+            ),
+        };
+        if let Some((tensor, index, value)) = bad {
             return match self.options.nonfinite {
                 NonFinitePolicy::Error => Err(Error::NonFiniteGradient {
                     step: self.step + 1,
-                    tensor: self.layout.segments()[seg].name.clone(),
+                    tensor,
                     index,
                     value,
                 }),
@@ -363,11 +472,15 @@ impl<T: Real, R: Rule> Optimizer<T> for Engine<T, R> {
             // Every tensor at hand: one pass over all chunks at once.
             if R::PRE_PASS {
                 self.pass(None, grads, scale, bound, pre::<R, T>);
+                self.combine_sums();
                 for (seg, &g) in self.seg_group.iter().enumerate() {
                     R::mid(&self.configs[g], &mut self.coefs[seg], self.seg_sums[seg]);
                 }
             }
             self.pass(None, grads, scale, bound, update::<R, T>);
+            if R::KERNEL_SUMS {
+                self.combine_sums();
+            }
         } else {
             // Tensors lent one at a time (e.g. by candle's in-place ops).
             for seg in 0..self.layout.segments().len() {

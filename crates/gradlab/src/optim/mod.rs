@@ -118,6 +118,9 @@ pub struct Options {
     pub clip_value: Option<f64>,
     /// Non-finite gradients.
     pub nonfinite: NonFinitePolicy,
+    /// Set when the optimizer holds one shard of a model split across ranks (ZeRO-1): its
+    /// per-tensor and global sums are then combined with the other ranks'.
+    pub distributed: Option<crate::dist::Distributed>,
 }
 
 /// A parameter group: the tensors whose names match any of `params` (`*` is a wildcard)

@@ -85,6 +85,9 @@ pub trait Rule: Sized + Send + Sync + 'static {
     const SCALARS: &'static [&'static str] = &["step"];
     /// Whether [`Rule::pre_kernel`] must run over the tensor before the update.
     const PRE_PASS: bool = false;
+    /// Whether [`Rule::end`] reads the update pass's sums (they are then combined over the
+    /// ranks of a sharded run).
+    const KERNEL_SUMS: bool = false;
 
     /// Reads and validates the hyperparameters.
     fn parse(args: &Args) -> Result<Self::Config>;

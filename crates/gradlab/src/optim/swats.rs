@@ -53,6 +53,7 @@ impl Rule for Swats {
     type Config = SwatsConfig;
     type Coef = SwatsCoef;
     const NAME: &'static str = "swats";
+    const KERNEL_SUMS: bool = true;
     const SCALARS: &'static [&'static str] = &[
         "step",
         "phase_sgd",

@@ -1,0 +1,273 @@
+//! Data parallelism with sharded optimizer state (ZeRO stage 1, Rajbhandari et al. 2020).
+//!
+//! N processes ("ranks") each compute the gradient of their slice of every global batch.
+//! The flat parameter space (the [`Layout`]'s tensors back to back, padded to a multiple of
+//! N) is cut into N equal contiguous [`Shard`]s; a reduce-scatter leaves each rank the summed
+//! gradient of its shard only, each rank runs the optimizer on its shard only (so optimizer
+//! state is held once across ranks), and an all-gather gives every rank the new parameters.
+//!
+//! A shard cuts through tensors. Whatever an optimizer computes over a whole tensor or over
+//! all of them — the global gradient norm for clipping, LAMB's and LARS's trust ratios,
+//! SWATS's projection — is summed over ranks with a small all-reduce ([`Distributed`] in the
+//! optimizer's options), so the sharded run is the same algorithm as the single-process one.
+//!
+//! The collective operations are a trait, [`Collective`]: [`Local`] is the single process,
+//! [`ThreadGroup`] runs ranks as threads of one process (for tests), and the `gradlab` binary
+//! implements it over MPI (cargo feature `mpi`).
+
+mod threads;
+
+pub use threads::ThreadGroup;
+
+use crate::optim::{Layout, StateDict};
+use crate::{Error, Real, Result};
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::Arc;
+
+/// The collective operations of a group of ranks. Every rank must call the same operations
+/// in the same order with buffers of the same lengths (as in MPI).
+pub trait Collective: Send + Sync {
+    /// This process's rank, `0..size`.
+    fn rank(&self) -> usize;
+    /// Number of ranks.
+    fn size(&self) -> usize;
+    /// Element-wise sum over ranks, in place; every rank gets the same result.
+    fn all_sum(&self, values: &mut [f64]);
+    /// `recv ← Σ_ranks send[rank·n .. (rank+1)·n]` with `n = recv.len()`
+    /// (`send.len() == size·n`).
+    fn reduce_scatter(&self, send: &[f32], recv: &mut [f32]);
+    /// `recv[r·n .. (r+1)·n] ← send of rank r` with `n = send.len()`.
+    fn all_gather(&self, send: &[f32], recv: &mut [f32]);
+    /// Every rank's bytes (of any length), in rank order, on every rank.
+    fn all_gather_bytes(&self, mine: &[u8]) -> Vec<Vec<u8>>;
+    /// Every rank's bytes in rank order on rank 0 (`None` elsewhere).
+    fn gather_bytes(&self, mine: &[u8]) -> Option<Vec<Vec<u8>>>;
+}
+
+/// The single process: rank 0 of 1; every operation is the identity.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Local;
+
+impl Collective for Local {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn size(&self) -> usize {
+        1
+    }
+    fn all_sum(&self, _values: &mut [f64]) {}
+    fn reduce_scatter(&self, send: &[f32], recv: &mut [f32]) {
+        recv.copy_from_slice(send);
+    }
+    fn all_gather(&self, send: &[f32], recv: &mut [f32]) {
+        recv.copy_from_slice(send);
+    }
+    fn all_gather_bytes(&self, mine: &[u8]) -> Vec<Vec<u8>> {
+        vec![mine.to_vec()]
+    }
+    fn gather_bytes(&self, mine: &[u8]) -> Option<Vec<Vec<u8>>> {
+        Some(vec![mine.to_vec()])
+    }
+}
+
+/// One rank's part of the flat parameter space.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shard {
+    /// This rank.
+    pub rank: usize,
+    /// Number of ranks.
+    pub ranks: usize,
+    /// Elements per shard: `⌈total / ranks⌉` (the flat space is padded to `ranks·len`).
+    pub len: usize,
+    /// The real parameters this rank owns: `rank·len .. min(total, (rank+1)·len)`.
+    pub range: Range<usize>,
+}
+
+impl Shard {
+    /// Rank `rank` of `ranks` over `total` parameters.
+    pub fn new(total: usize, rank: usize, ranks: usize) -> Self {
+        assert!(ranks > 0 && rank < ranks, "rank {rank} of {ranks}");
+        let len = total.div_ceil(ranks);
+        let start = (rank * len).min(total);
+        let end = ((rank + 1) * len).min(total);
+        Shard {
+            rank,
+            ranks,
+            len,
+            range: start..end,
+        }
+    }
+
+    /// Length of the padded flat space all ranks exchange.
+    pub fn padded_total(&self) -> usize {
+        self.len * self.ranks
+    }
+
+    /// The pieces of `full`'s tensors inside this shard, as a layout of flat tensors named
+    /// like the tensors they are cut from (a piece of a matrix is a flat `[len]` tensor).
+    pub fn layout(&self, full: &Layout) -> Layout {
+        Layout::new(full.segments().iter().filter_map(|s| {
+            let piece = intersect(s.offset..s.offset + s.len, &self.range);
+            (!piece.is_empty()).then(|| (s.name.clone(), vec![piece.len()]))
+        }))
+        .expect("pieces of a valid layout have unique names")
+    }
+}
+
+fn intersect(a: Range<usize>, b: &Range<usize>) -> Range<usize> {
+    let start = a.start.max(b.start);
+    start..a.end.min(b.end).max(start)
+}
+
+/// What a sharded optimizer needs to combine its per-tensor and global sums with the other
+/// ranks (set in [`Options::distributed`](crate::optim::Options::distributed)).
+#[derive(Clone)]
+pub struct Distributed {
+    /// The group of ranks.
+    pub collective: Arc<dyn Collective>,
+    /// The whole model's layout.
+    pub full: Arc<Layout>,
+    /// Where the optimizer's (local) flat space starts in the full one.
+    pub start: usize,
+}
+
+impl Distributed {
+    /// The options for `shard` of `full` over `collective`.
+    pub fn new(collective: Arc<dyn Collective>, full: &Layout, shard: &Shard) -> Self {
+        Distributed {
+            collective,
+            full: Arc::new(full.clone()),
+            start: shard.range.start,
+        }
+    }
+}
+
+impl std::fmt::Debug for Distributed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Distributed(rank {} of {}, from {})",
+            self.collective.rank(),
+            self.collective.size(),
+            self.start
+        )
+    }
+}
+
+impl PartialEq for Distributed {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.collective, &other.collective)
+            && self.full == other.full
+            && self.start == other.start
+    }
+}
+
+/// The full state of `full` from the states of its shards (in rank order), as one process
+/// would hold it: pieces concatenated into whole tensors, scalars from the first rank that
+/// holds each tensor.
+pub fn merge_shards<T: Real>(full: &Layout, parts: Vec<StateDict<T>>) -> Result<StateDict<T>> {
+    let mut parts = parts.into_iter();
+    let mut merged = parts
+        .next()
+        .ok_or_else(|| Error::Layout("no shard states to merge".into()))?;
+    for part in parts {
+        for (key, (_, values)) in part.tensors {
+            merged
+                .tensors
+                .entry(key)
+                .or_insert_with(|| (Vec::new(), Vec::new()))
+                .1
+                .extend(values);
+        }
+        for (tensor, scalars) in part.meta.scalars {
+            merged.meta.scalars.entry(tensor).or_insert(scalars);
+        }
+    }
+    for (key, (shape, values)) in merged.tensors.iter_mut() {
+        let seg = tensor_of_key(full, key)?;
+        if values.len() != seg.len {
+            return Err(Error::Layout(format!(
+                "shards hold {} elements of '{key}', the tensor has {}",
+                values.len(),
+                seg.len
+            )));
+        }
+        *shape = seg.shape.clone();
+    }
+    Ok(merged)
+}
+
+/// The part of a full state (saved by one process or merged) that `shard` holds.
+pub fn shard_state<T: Real>(
+    full_state: &StateDict<T>,
+    full: &Layout,
+    shard: &Shard,
+) -> Result<StateDict<T>> {
+    let mut tensors = BTreeMap::new();
+    for (key, (_, values)) in &full_state.tensors {
+        let seg = tensor_of_key(full, key)?;
+        if values.len() != seg.len {
+            // Shapes are checked by the optimizer; keep the message there.
+            return Err(Error::State {
+                source_name: None,
+                message: format!(
+                    "tensor '{key}' has {} elements, the parameter has {}",
+                    values.len(),
+                    seg.len
+                ),
+            });
+        }
+        let piece = intersect(seg.offset..seg.offset + seg.len, &shard.range);
+        if !piece.is_empty() {
+            let local = piece.start - seg.offset..piece.end - seg.offset;
+            tensors.insert(key.clone(), (vec![piece.len()], values[local].to_vec()));
+        }
+    }
+    let pieces = shard.layout(full);
+    let mut meta = full_state.meta.clone();
+    meta.scalars
+        .retain(|tensor, _| pieces.index_of(tensor).is_some());
+    Ok(StateDict { meta, tensors })
+}
+
+/// The tensor a state key `"{tensor}/{slot}"` belongs to.
+fn tensor_of_key<'a>(full: &'a Layout, key: &str) -> Result<&'a crate::optim::Segment> {
+    key.rsplit_once('/')
+        .and_then(|(tensor, _)| full.index_of(tensor))
+        .map(|i| &full.segments()[i])
+        .ok_or_else(|| Error::State {
+            source_name: None,
+            message: format!("tensor '{key}' does not belong to this optimizer's parameters"),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_cover_the_space_once() {
+        let full = Layout::new([("a", vec![3, 2]), ("b", vec![5]), ("c", vec![1])]).unwrap();
+        for ranks in 1..=14 {
+            let mut covered = 0;
+            for rank in 0..ranks {
+                let s = Shard::new(full.total(), rank, ranks);
+                assert_eq!(s.range.start, covered.min(full.total()));
+                covered = s.range.end;
+                let pieces = s.layout(&full);
+                assert_eq!(pieces.total(), s.range.len());
+                assert!(s.padded_total() >= full.total());
+            }
+            assert_eq!(covered, full.total());
+        }
+        let s = Shard::new(12, 1, 2);
+        assert_eq!(s.range, 6..12);
+        let pieces = s.layout(&full);
+        let names: Vec<_> = pieces.segments().iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["b", "c"]);
+        let s = Shard::new(12, 0, 3);
+        let pieces = s.layout(&full);
+        assert_eq!(pieces.segments()[0].shape, [4]);
+    }
+}
