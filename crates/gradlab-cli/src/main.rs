@@ -8,6 +8,7 @@ mod lab;
 mod landscape_cmd;
 mod lr_find_cmd;
 mod plot;
+mod ranks;
 mod schedule_cmd;
 mod surface_cmd;
 mod train_cmd;

@@ -1,5 +1,6 @@
 //! `gradlab train` and `gradlab lr-find --model`: networks on MNIST-format data.
 
+use crate::ranks::Group;
 use anyhow::{bail, Context, Result};
 use gradlab::optim::NonFinitePolicy;
 use gradlab_candle::models::{ModelKind, ModelSpec};
@@ -163,23 +164,51 @@ pub fn reporter(label: String) -> impl FnMut(Event) {
     }
 }
 
-/// Runs `gradlab train`.
+/// Runs `gradlab train`: in one process, or as one rank of `mpirun -np N gradlab train ...`
+/// (data-parallel; rank 0 reports and writes every file).
 pub fn run(args: TrainArgs) -> Result<()> {
     let config = args.config()?;
-    let summary = train::train(
+    let group = Group::join()?;
+    let collective = group.collective();
+    let (rank, ranks) = (collective.rank(), collective.size());
+    let label = config.model.kind.name().to_string();
+    let mut report = (rank == 0).then(|| reporter(label));
+    let result = train::train_on(
         &config,
         args.resume.as_deref(),
-        reporter(config.model.kind.name().to_string()),
+        |event| {
+            if let Some(r) = report.as_mut() {
+                r(event)
+            }
+        },
+        collective,
     )
-    .context("training")?;
-    let s = &summary.json;
-    println!(
-        "test accuracy {:.2}%  train loss {:.4}  {} steps in {:.1} s  -> {}",
-        100.0 * s["test_accuracy"].as_f64().unwrap_or(f64::NAN),
-        s["train_loss"].as_f64().unwrap_or(f64::NAN),
-        s["steps"],
-        s["wall_seconds"].as_f64().unwrap_or(f64::NAN),
-        config.out.display()
-    );
+    .context("training");
+    let summary = match result {
+        Ok(s) => s,
+        Err(e) if ranks > 1 => {
+            // The other ranks may be waiting for this one: end them all now.
+            eprintln!("error on rank {rank} of {ranks}: {e:#}");
+            group.abort_others();
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
+    if rank == 0 {
+        let s = &summary.json;
+        println!(
+            "test accuracy {:.2}%  train loss {:.4}  {} steps in {:.1} s{}  -> {}",
+            100.0 * s["test_accuracy"].as_f64().unwrap_or(f64::NAN),
+            s["train_loss"].as_f64().unwrap_or(f64::NAN),
+            s["steps"],
+            s["wall_seconds"].as_f64().unwrap_or(f64::NAN),
+            if ranks > 1 {
+                format!(" on {ranks} ranks")
+            } else {
+                String::new()
+            },
+            config.out.display()
+        );
+    }
     Ok(())
 }
