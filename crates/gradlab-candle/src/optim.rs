@@ -85,8 +85,8 @@ in_place!(f32, F32);
 in_place!(f64, F64);
 
 /// Lends candle variables to the engine one at a time.
-struct VarAccess<'a> {
-    vars: &'a [Var],
+pub(crate) struct VarAccess<'a> {
+    pub(crate) vars: &'a [Var],
 }
 
 macro_rules! var_access {

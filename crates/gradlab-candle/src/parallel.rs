@@ -14,12 +14,12 @@
 //! (reduce-scatter plus all-gather, as one all-reduce of the gradients would), plus
 //! `8·(2 + 4·tensors)` bytes of all-reduced sums for rules with per-tensor norms.
 
-use crate::optim::{grad_slices, OptimizerConfig};
+use crate::optim::{grad_slices, OptimizerConfig, VarAccess};
 use crate::{Error, Result};
 use candle_core::backprop::GradStore;
-use candle_core::{CpuStorage, DType, Device, Tensor, Var};
+use candle_core::{CpuStorage, DType, Var};
 use gradlab::dist::{self, Collective, Distributed, Shard};
-use gradlab::optim::{self, Layout, Optimizer, Options, StateDict, StepOutcome};
+use gradlab::optim::{self, Layout, Optimizer, Options, ParamAccess, StateDict, StepOutcome};
 use std::sync::Arc;
 
 /// Gradient noise for a shard: `noise(start, g)` perturbs the global mean gradient `g` of the
@@ -177,26 +177,31 @@ impl ShardedOptimizer {
     }
 
     /// Copies this rank's part of the current parameters (they may have been set since the
-    /// last step, e.g. by a checkpoint restore) into the shard buffer.
+    /// last step, e.g. by a checkpoint restore) into the shard buffer, from the `Var`s'
+    /// storage.
     fn read_params(&mut self) -> Result<()> {
         let range = self.shard.range.clone();
-        for (seg, var) in self.full.segments().iter().zip(&self.vars) {
+        let mut access = VarAccess { vars: &self.vars };
+        for (i, seg) in self.full.segments().iter().enumerate() {
             let lo = range.start.max(seg.offset);
             let hi = range.end.min(seg.offset + seg.len);
             if lo >= hi {
                 continue;
             }
-            let values = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
-            self.shard_params[lo - range.start..hi - range.start]
-                .copy_from_slice(&values[lo - seg.offset..hi - seg.offset]);
+            let dst = &mut self.shard_params[lo - range.start..hi - range.start];
+            access.read(i, &mut |p: &[f32]| {
+                dst.copy_from_slice(&p[lo - seg.offset..hi - seg.offset])
+            })?;
         }
         Ok(())
     }
 
+    /// Writes the gathered parameters into the `Var`s in place.
     fn write_params(&mut self) -> Result<()> {
-        for (seg, var) in self.full.segments().iter().zip(&self.vars) {
-            let values = &self.flat_params[seg.offset..seg.offset + seg.len];
-            var.set(&Tensor::from_slice(values, var.dims(), &Device::Cpu)?)?;
+        let mut access = VarAccess { vars: &self.vars };
+        for (i, seg) in self.full.segments().iter().enumerate() {
+            let src = &self.flat_params[seg.offset..seg.offset + seg.len];
+            access.update(i, &mut |p: &mut [f32]| p.copy_from_slice(src))?;
         }
         Ok(())
     }
@@ -205,12 +210,15 @@ impl ShardedOptimizer {
     /// collective.
     pub fn full_state_bytes(&self) -> Result<Option<Vec<u8>>> {
         let mine = self.engine.state_dict().to_bytes()?;
-        let Some(parts) = self.collective.gather_bytes(&mine) else {
+        let gathered = self.collective.gather_bytes(&mine);
+        drop(mine);
+        let Some(gathered) = gathered else {
             return Ok(None);
         };
-        let parts = parts
-            .iter()
-            .map(|b| StateDict::<f32>::from_bytes(b))
+        // Parse each shard and let its bytes go: rank 0 holds about two full states at most.
+        let parts = gathered
+            .into_iter()
+            .map(|b| StateDict::<f32>::from_bytes(&b))
             .collect::<gradlab::Result<Vec<_>>>()?;
         Ok(Some(dist::merge_shards(&self.full, parts)?.to_bytes()?))
     }

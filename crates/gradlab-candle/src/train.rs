@@ -613,6 +613,8 @@ pub fn train_on(
         "ranks": ranks,
         "optimizer_state_bytes_per_rank": state_bytes,
         "peak_rss_bytes": peak_rss_bytes(),
+        "peak_rss_bytes_by_rank": by_rank(collective.as_ref(), peak_rss_bytes().unwrap_or(0) as f64),
+        "optimizer_state_bytes_by_rank": by_rank(collective.as_ref(), state_bytes as f64),
         "wall_seconds": started.elapsed().as_secs_f64(),
         "data": split.source,
         "config": config.to_json(),
@@ -674,6 +676,14 @@ fn tensor_grad_norms(
         }
     }
     Ok(out)
+}
+
+/// Every rank's `value`, in rank order (collective).
+fn by_rank(collective: &dyn Collective, value: f64) -> Vec<u64> {
+    let mut all = vec![0.0; collective.size()];
+    all[collective.rank()] = value;
+    collective.all_sum(&mut all);
+    all.into_iter().map(|v| v as u64).collect()
 }
 
 /// The process's peak resident memory (Linux `VmHWM`), if known.
