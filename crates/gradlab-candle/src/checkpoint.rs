@@ -6,6 +6,7 @@ use crate::optim::GradlabOptimizer;
 use crate::train::{model_tensors, TrainConfig};
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};
+use gradlab::dist::Collective;
 use gradlab::schedule::Scheduler;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -111,7 +112,8 @@ pub fn save(
 }
 
 /// Reads `dir/checkpoint` (or `dir` itself if it holds the files) into the model,
-/// optimizer, schedule and averages.
+/// optimizer, schedule and averages. With several ranks, rank 0 reads the files and sends
+/// them to the others (collective), so only rank 0's machine needs them.
 #[allow(clippy::too_many_arguments)]
 pub fn load(
     dir: &Path,
@@ -121,12 +123,12 @@ pub fn load(
     scheduler: Option<&mut Scheduler>,
     ema: &mut Option<Vec<Tensor>>,
     swa: &mut Option<(Vec<Tensor>, usize)>,
+    collective: &dyn Collective,
 ) -> Result<Resumed> {
-    let ck = checkpoint_dir(dir)?;
+    let files = read_files(dir, collective)?;
+    let ck = files.dir.clone();
     let state_path = ck.join("state.json");
-    let text = std::fs::read_to_string(&state_path)
-        .map_err(|e| Error::Msg(format!("{}: {e}", state_path.display())))?;
-    let state: Value = serde_json::from_str(&text)
+    let state: Value = serde_json::from_slice(&files.state)
         .map_err(|e| Error::Msg(format!("{}: not valid JSON: {e}", state_path.display())))?;
     if state["version"].as_u64() != Some(CHECKPOINT_VERSION) {
         return Err(Error::Msg(format!(
@@ -147,8 +149,10 @@ pub fn load(
             )));
         }
     }
-    let tensors = load_tensors(&ck.join("model.safetensors"))?;
-    restore_model(model, &tensors, &ck.join("model.safetensors"))?;
+    let model_path = ck.join("model.safetensors");
+    let tensors = candle_core::safetensors::load_buffer(&files.model, &Device::Cpu)
+        .map_err(|e| Error::Msg(format!("{}: {e}", model_path.display())))?;
+    restore_model(model, &tensors, &model_path)?;
     let names: Vec<String> = model.params().iter().map(|(n, _)| n.clone()).collect();
     let averaged = |prefix: &str| -> Result<Vec<Tensor>> {
         names
@@ -172,7 +176,7 @@ pub fn load(
     if let Some(count) = state["swa_count"].as_u64() {
         *swa = Some((averaged("swa")?, count as usize));
     }
-    opt.load_state_file(&ck.join("optimizer.safetensors"))?;
+    opt.load_state_bytes(&files.optimizer, &ck.join("optimizer.safetensors"))?;
     if let Some(s) = scheduler {
         s.load_state(&state["schedule"])?;
     }
@@ -184,6 +188,78 @@ pub fn load(
         .ok_or_else(|| Error::Msg(format!("{}: no epoch", state_path.display())))?
         as usize;
     Ok(Resumed { step, epoch })
+}
+
+/// The three files of a checkpoint, as bytes.
+struct Files {
+    dir: std::path::PathBuf,
+    state: Vec<u8>,
+    model: Vec<u8>,
+    optimizer: Vec<u8>,
+}
+
+/// Reads a checkpoint's files on rank 0 and shares them (or rank 0's error) with every rank.
+fn read_files(dir: &Path, collective: &dyn Collective) -> Result<Files> {
+    let read = || -> Result<Files> {
+        let ck = checkpoint_dir(dir)?;
+        let read = |name: &str| {
+            let path = ck.join(name);
+            std::fs::read(&path).map_err(|e| Error::Msg(format!("{}: {e}", path.display())))
+        };
+        Ok(Files {
+            state: read("state.json")?,
+            model: read("model.safetensors")?,
+            optimizer: read("optimizer.safetensors")?,
+            dir: ck,
+        })
+    };
+    if collective.size() == 1 {
+        return read();
+    }
+    // Rank 0's message: a status byte, then the folder and the files (length-prefixed), or
+    // the error.
+    let mut message = Vec::new();
+    if collective.rank() == 0 {
+        match read() {
+            Ok(f) => {
+                message.push(0);
+                let folder = f.dir.display().to_string().into_bytes();
+                for part in [&folder, &f.state, &f.model, &f.optimizer] {
+                    message.extend_from_slice(&(part.len() as u64).to_le_bytes());
+                    message.extend_from_slice(part);
+                }
+            }
+            Err(e) => {
+                message.push(1);
+                message.extend_from_slice(e.to_string().as_bytes());
+            }
+        }
+    }
+    let mut all = collective.all_gather_bytes(&message);
+    let message = std::mem::take(&mut all[0]);
+    match message.split_first() {
+        Some((0, mut rest)) => {
+            let mut next = || {
+                let (len, tail) = rest.split_at(8);
+                let len = u64::from_le_bytes(len.try_into().expect("8 bytes")) as usize;
+                let (part, tail) = tail.split_at(len);
+                rest = tail;
+                part.to_vec()
+            };
+            let folder = next();
+            Ok(Files {
+                dir: String::from_utf8_lossy(&folder).into_owned().into(),
+                state: next(),
+                model: next(),
+                optimizer: next(),
+            })
+        }
+        Some((_, text)) => Err(Error::Msg(format!(
+            "rank 0 could not read the checkpoint: {}",
+            String::from_utf8_lossy(text)
+        ))),
+        None => Err(Error::Msg("rank 0 sent no checkpoint".into())),
+    }
 }
 
 /// The folder holding the checkpoint files inside `dir`.

@@ -9,7 +9,9 @@
 use crate::{Error, Result};
 use candle_core::backprop::GradStore;
 use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Storage, Var};
-use gradlab::optim::{self, Layout as ParamLayout, Options, ParamAccess, ParamGroup, StepOutcome};
+use gradlab::optim::{
+    self, Layout as ParamLayout, Options, ParamAccess, ParamGroup, StateDict, StepOutcome,
+};
 use std::cell::RefCell;
 
 /// What [`GradlabOptimizer::new`] takes as `candle_nn::Optimizer::Config`.
@@ -290,14 +292,38 @@ impl GradlabOptimizer {
         }
     }
 
-    /// Loads a state file written from [`GradlabOptimizer::full_state_bytes`] (by any number of
-    /// ranks); a data-parallel rank keeps its shard.
-    pub fn load_state_file(&mut self, path: &std::path::Path) -> Result<()> {
+    /// Loads a state from the bytes of a file written from
+    /// [`GradlabOptimizer::full_state_bytes`]; `source` names the file in errors.
+    pub fn load_state_bytes(&mut self, bytes: &[u8], source: &std::path::Path) -> Result<()> {
+        let named = |e: gradlab::Error| match e {
+            gradlab::Error::State { message, .. } => gradlab::Error::State {
+                source_name: Some(source.display().to_string()),
+                message,
+            },
+            other => other,
+        };
         match &mut self.inner {
-            Inner::F32(o) => Ok(o.load_state(path)?),
-            Inner::F64(o) => Ok(o.load_state(path)?),
-            Inner::Sharded(s) => s.load_state(path),
+            Inner::F32(o) => o
+                .load_state_dict(&StateDict::from_bytes(bytes).map_err(named)?)
+                .map_err(named)?,
+            Inner::F64(o) => o
+                .load_state_dict(&StateDict::from_bytes(bytes).map_err(named)?)
+                .map_err(named)?,
+            Inner::Sharded(s) => s
+                .load_state(&StateDict::from_bytes(bytes).map_err(named)?)
+                .map_err(named)?,
         }
+        Ok(())
+    }
+
+    /// Loads a state file written from [`GradlabOptimizer::full_state_bytes`] (by any number
+    /// of ranks); a data-parallel rank keeps its shard.
+    pub fn load_state_file(&mut self, path: &std::path::Path) -> Result<()> {
+        let bytes = std::fs::read(path).map_err(|source| gradlab::Error::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        self.load_state_bytes(&bytes, path)
     }
 
     /// The parameter names, in the optimizer's order.

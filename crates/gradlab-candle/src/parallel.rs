@@ -223,20 +223,11 @@ impl ShardedOptimizer {
         Ok(Some(dist::merge_shards(&self.full, parts)?.to_bytes()?))
     }
 
-    /// Loads this rank's part of a full state file (saved by one process or by rank 0 of
-    /// any number of ranks).
-    pub fn load_state(&mut self, path: &std::path::Path) -> Result<()> {
-        let full_state = StateDict::<f32>::load(path)?;
-        let named = |e: gradlab::Error| match e {
-            gradlab::Error::State { message, .. } => gradlab::Error::State {
-                source_name: Some(path.display().to_string()),
-                message,
-            },
-            other => other,
-        };
-        let mine = dist::shard_state(&full_state, &self.full, &self.shard).map_err(named)?;
-        self.engine.load_state_dict(&mine).map_err(named)?;
-        Ok(())
+    /// Loads this rank's part of a full state (saved by one process or by rank 0 of any
+    /// number of ranks).
+    pub fn load_state(&mut self, full_state: &StateDict<f32>) -> gradlab::Result<()> {
+        let mine = dist::shard_state(full_state, &self.full, &self.shard)?;
+        self.engine.load_state_dict(&mine)
     }
 }
 

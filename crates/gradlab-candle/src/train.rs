@@ -387,6 +387,7 @@ pub fn train_on(
             scheduler.as_mut(),
             &mut avg.ema,
             &mut avg.swa,
+            collective.as_ref(),
         )?;
         step = resumed.step;
         start_epoch = resumed.epoch;

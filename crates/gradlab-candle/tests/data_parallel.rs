@@ -31,11 +31,21 @@ fn config(optimizer: &str, out: &Path) -> TrainConfig {
 
 /// Runs `config` on `ranks` threads; returns rank 0's summary.
 fn run(config: &TrainConfig, ranks: usize, resume: Option<&Path>) -> Result<Value, String> {
+    run_resuming(config, ranks, |_| resume)
+}
+
+/// [`run`] with each rank's own `--resume` folder.
+fn run_resuming<'a>(
+    config: &TrainConfig,
+    ranks: usize,
+    resume_of: impl Fn(usize) -> Option<&'a Path>,
+) -> Result<Value, String> {
     let results: Vec<Result<Value, String>> = std::thread::scope(|s| {
         let handles: Vec<_> = ThreadGroup::new(ranks)
             .into_iter()
             .map(|g| {
                 let config = config.clone();
+                let resume = resume_of(g.rank());
                 s.spawn(move || {
                     let g: Arc<dyn Collective> = Arc::new(g);
                     train::train_on(&config, resume, |_| {}, g)
@@ -144,7 +154,9 @@ fn checkpoints_resume_on_another_rank_count() {
         c.epochs = 1;
         run(&c, first, None).unwrap();
         c.epochs = 2;
-        let s = run(&c, second, Some(&out)).unwrap();
+        // Only rank 0 reads the checkpoint (the others may run where it does not exist).
+        let nowhere = Path::new("/nonexistent/checkpoint");
+        let s = run_resuming(&c, second, |r| Some(if r == 0 { &out } else { nowhere })).unwrap();
         assert_eq!(s["steps"], reference["steps"]);
         let diff = max_relative_difference(&params(&out), &reference_params);
         assert!(diff < 1e-5, "{name}: differs from one process by {diff:e}");
@@ -173,6 +185,30 @@ fn ranks_that_disagree_stop_with_a_named_error() {
         let e = r.unwrap_err();
         assert!(e.contains("rank 1 differs from rank 0 in optimizer"), "{e}");
     }
+    // A checkpoint rank 0 cannot read stops every rank, with rank 0's reason.
+    let c = config("adam", &out);
+    let missing = out.join("missing");
+    let results: Vec<Result<Value, String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = ThreadGroup::new(2)
+            .into_iter()
+            .map(|g| {
+                let (c, missing) = (c.clone(), missing.clone());
+                s.spawn(move || {
+                    train::train_on(&c, Some(&missing), |_| {}, Arc::new(g))
+                        .map(|s| s.json)
+                        .map_err(|e| e.to_string())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let errors: Vec<String> = results.into_iter().map(|r| r.unwrap_err()).collect();
+    assert!(errors[0].contains("no checkpoint here"), "{}", errors[0]);
+    assert!(
+        errors[1].contains("rank 0 could not read the checkpoint") && errors[1].contains("missing"),
+        "{}",
+        errors[1]
+    );
     let mut c = config("adam", &out);
     c.batch_size = 1;
     let e = run(&c, 2, None).unwrap_err();
