@@ -51,7 +51,7 @@ pub enum Error {
     #[error("{0}")]
     Layout(String),
     /// A non-finite gradient under the `error` policy.
-    #[error("non-finite gradient at step {step} in tensor '{tensor}' (element {index} is {value}); use the 'skip' policy to skip such steps")]
+    #[error("non-finite gradient at step {step} in tensor '{tensor}' (element {index} is {value}){}; use the 'skip' policy to skip such steps", if *partly_updated { "; the tensors before it were updated, so the optimizer needs a saved state to continue" } else { "" })]
     NonFiniteGradient {
         /// The step that was attempted (1-based).
         step: u64,
@@ -61,6 +61,10 @@ pub enum Error {
         index: usize,
         /// Its value.
         value: f64,
+        /// Whether parameters and state were partly updated: the `error` policy checks the
+        /// gradients during the update (one pass over memory) when it can; `skip`, clipping
+        /// by norm and sharded optimizers check them all first and change nothing.
+        partly_updated: bool,
     },
     /// A saved state that does not fit the optimizer.
     #[error("optimizer state{}: {message}", source_name.as_ref().map(|s| format!(" '{s}'")).unwrap_or_default())]

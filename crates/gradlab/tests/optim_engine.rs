@@ -500,3 +500,80 @@ fn lending_tensors_one_at_a_time_gives_the_same_result() {
         assert_eq!(a.state_dict(), b.state_dict(), "{spec}");
     }
 }
+
+/// Under the default `error` policy without norm clipping the gradients are checked during
+/// the update (one pass over memory): a non-finite one stops the step part-way, and the
+/// optimizer then refuses to step until a state is loaded.
+#[test]
+fn a_step_stopped_part_way_needs_a_saved_state() {
+    let layout = Layout::new([("a", vec![40_000]), ("b", vec![40_000])]).unwrap();
+    let n = layout.total();
+    let mut opt = build::<f32>("adam(lr=0.01)", &layout, Options::default());
+    let mut p = vec![0.5f32; n];
+    let mut g = vec![0.1f32; n];
+    opt.step(&mut split(&layout, &mut p), &split_ref(&layout, &g))
+        .unwrap();
+    let saved = opt.state_dict();
+    let p_saved = p.clone();
+    g[60_000] = f32::INFINITY;
+    let err = opt
+        .step(&mut split(&layout, &mut p), &split_ref(&layout, &g))
+        .unwrap_err();
+    match &err {
+        Error::NonFiniteGradient {
+            step,
+            tensor,
+            index,
+            partly_updated,
+            ..
+        } => assert_eq!(
+            (*step, tensor.as_str(), *index, *partly_updated),
+            (2, "b", 20_000, true)
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(err.to_string().contains("needs a saved state"), "{err}");
+    g[60_000] = 0.1;
+    let again = opt
+        .step(&mut split(&layout, &mut p), &split_ref(&layout, &g))
+        .unwrap_err();
+    assert!(again.to_string().contains("load a saved state"), "{again}");
+    opt.load_state_dict(&saved).unwrap();
+    let mut p = p_saved;
+    opt.step(&mut split(&layout, &mut p), &split_ref(&layout, &g))
+        .unwrap();
+    assert_eq!(opt.steps(), 2);
+}
+
+/// The one-pass check reports the same gradient norm as the separate pass, also for finite
+/// f32 gradients whose squares overflow f32.
+#[test]
+fn the_one_pass_norm_equals_the_separate_pass_norm() {
+    let layout = Layout::new([("a", vec![50_000]), ("b", vec![7])]).unwrap();
+    let n = layout.total();
+    let mut rng = Rng(11);
+    for huge in [false, true] {
+        let mut g: Vec<f32> = rng.vec(n).iter().map(|&x| x as f32).collect();
+        if huge {
+            g[123] = 3e20; // finite, but its square is not in f32
+        }
+        let exact: f64 = g.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
+        let skip = Options {
+            nonfinite: NonFinitePolicy::Skip,
+            ..Options::default()
+        };
+        for options in [Options::default(), skip] {
+            let mut opt = build::<f32>("sgd(lr=0.0)", &layout, options);
+            let mut p = vec![0.0f32; n];
+            let out = opt
+                .step(&mut split(&layout, &mut p), &split_ref(&layout, &g))
+                .unwrap();
+            assert!(!out.skipped);
+            assert!(
+                rel_close(out.grad_norm, exact, 1e-6),
+                "huge={huge}: {} vs {exact}",
+                out.grad_norm
+            );
+        }
+    }
+}
