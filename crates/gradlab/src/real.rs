@@ -29,6 +29,10 @@ pub trait Real:
     const ONE: Self;
     /// The type's name, as in `f32`.
     const NAME: &'static str;
+    /// Converts (rounding to nearest) from `f32`.
+    fn from_f32(x: f32) -> Self;
+    /// Converts (rounding to nearest) to `f32`.
+    fn to_f32(self) -> f32;
     /// Converts (rounding to nearest) from `f64`.
     fn from_f64(x: f64) -> Self;
     /// Converts exactly to `f64`.
@@ -59,6 +63,14 @@ macro_rules! impl_real {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
             const NAME: &'static str = $name;
+            #[inline(always)]
+            fn from_f32(x: f32) -> Self {
+                x as $t
+            }
+            #[inline(always)]
+            fn to_f32(self) -> f32 {
+                self as f32
+            }
             #[inline(always)]
             fn from_f64(x: f64) -> Self {
                 x as $t

@@ -163,7 +163,10 @@ fn every_optimizer_sharded_equals_one_process() {
     let cases: Vec<(&str, &Options)> = SPECS
         .iter()
         .map(|s| (*s, &clipped))
-        .chain([("lamb(lr=0.01)", &plain)])
+        .chain([
+            ("lamb(lr=0.01)", &plain),
+            ("adamw(lr=0.01, state_dtype=bf16)", &plain),
+        ])
         .collect();
     for (spec, options) in cases {
         let n = layout().total();

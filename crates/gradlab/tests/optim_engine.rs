@@ -367,6 +367,8 @@ fn results_do_not_depend_on_the_thread_count() {
         "lamb(lr=0.01, weight_decay=0.01)",
         "lars(lr=0.1, momentum=0.9)",
         "swats(lr=0.01)",
+        "adam(lr=0.01, state_dtype=bf16)",
+        "lamb(lr=0.01, state_dtype=bf16)",
     ] {
         let run = |threads: usize| {
             let pool = gradlab::pool::Pool::new(threads);

@@ -54,6 +54,7 @@ impl Rule for Adam {
     type Config = AdamConfig;
     type Coef = AdamCoef;
     const NAME: &'static str = "adam";
+    const COMPACT_STATE: bool = true;
 
     fn parse(args: &Args) -> Result<AdamConfig> {
         let adamw = args.spec().name == "adamw";

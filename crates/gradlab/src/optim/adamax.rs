@@ -41,6 +41,7 @@ impl Rule for Adamax {
     type Config = AdamaxConfig;
     type Coef = AdamaxCoef;
     const NAME: &'static str = "adamax";
+    const COMPACT_STATE: bool = true;
 
     fn parse(args: &Args) -> Result<AdamaxConfig> {
         Ok(AdamaxConfig {

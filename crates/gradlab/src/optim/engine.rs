@@ -2,12 +2,13 @@
 //! pass (non-finite detection, global norm, clipping), the fused update passes over chunks
 //! on the thread pool, and state save/restore.
 
+use super::compact;
 use super::plan::{Plan, Shared};
 use super::rule::{Grad, Rule, Scalars, Slots, Sums, LANES};
 use super::state::{state_error, StateDict, StateMeta, STATE_VERSION};
 use super::{NonFinitePolicy, Optimizer, Options, ParamAccess, StepOutcome};
 use crate::optim::layout::Layout;
-use crate::spec::{Args, Spec};
+use crate::spec::{Args, Spec, Value};
 use crate::{Error, Real, Result};
 use std::collections::BTreeMap;
 
@@ -23,6 +24,8 @@ pub struct Engine<T: Real, R: Rule> {
     plan: Plan,
     slot_names: Vec<&'static str>,
     slots: Vec<Vec<T>>,
+    /// The element buffers in bfloat16 (`state_dtype=bf16`; `slots` is then empty).
+    compact: Vec<Vec<u16>>,
     scalars: Vec<Scalars>,
     coefs: Vec<R::Coef>,
     partials: Vec<Sums>,
@@ -153,6 +156,7 @@ impl<T: Real, R: Rule> Engine<T, R> {
             options,
             slot_names,
             slots,
+            compact: Vec::new(),
             scalars,
             coefs: vec![R::Coef::default(); n],
             partials: vec![[0.0; 4]; plan.chunks.len()],
@@ -175,7 +179,7 @@ impl<T: Real, R: Rule> Engine<T, R> {
         groups: &[super::ParamGroup],
         options: Options,
     ) -> Result<Self> {
-        let base = parse_config::<R>(spec)?;
+        let (base, compact) = parse_config::<R>(spec)?;
         let mut configs = vec![base];
         for group in groups {
             let mut merged = spec.clone();
@@ -185,10 +189,70 @@ impl<T: Real, R: Rule> Engine<T, R> {
                     .retain(|(key, _)| key.as_deref() != Some(k.as_str()));
                 merged.args.push((Some(k.clone()), v.clone()));
             }
-            configs.push(parse_config::<R>(&merged)?);
+            let (config, group_compact) = parse_config::<R>(&merged)?;
+            if group_compact != compact {
+                return Err(Args::new(&merged, 0).invalid(
+                    "state_dtype",
+                    "is set for the whole optimizer, not per parameter group",
+                ));
+            }
+            configs.push(config);
         }
         let seg_group = super::assign_groups(&layout, groups)?;
-        Ok(Self::new(layout, configs, seg_group, options))
+        let engine = Self::new(layout, configs, seg_group, options);
+        Ok(if compact {
+            engine.with_bf16_state()
+        } else {
+            engine
+        })
+    }
+
+    /// Stores the element buffers in bfloat16 (see [`compact`]).
+    fn with_bf16_state(mut self) -> Self {
+        self.compact = self
+            .slots
+            .iter()
+            .map(|buf| {
+                buf.iter()
+                    .map(|x| compact::to_bf16_nearest(x.to_f32()))
+                    .collect()
+            })
+            .collect();
+        self.slots = Vec::new();
+        self
+    }
+
+    /// Values `range` of element buffer `slot`, whatever it is stored in.
+    fn slot_values(&self, slot: usize, range: std::ops::Range<usize>) -> Vec<T> {
+        match self.compact.get(slot) {
+            Some(bits) => bits[range]
+                .iter()
+                .map(|&b| T::from_f32(compact::from_bf16(b)))
+                .collect(),
+            None => self.slots[slot][range].to_vec(),
+        }
+    }
+
+    /// Sets values `range` of element buffer `slot` (rounded to nearest in bfloat16).
+    fn set_slot_values(&mut self, slot: usize, range: std::ops::Range<usize>, values: &[T]) {
+        match self.compact.get_mut(slot) {
+            Some(bits) => {
+                for (b, x) in bits[range].iter_mut().zip(values) {
+                    *b = compact::to_bf16_nearest(x.to_f32());
+                }
+            }
+            None => self.slots[slot][range].copy_from_slice(values),
+        }
+    }
+
+    /// The spec of one group, with `state_dtype` when it is not the default.
+    fn spec_of(&self, cfg: &R::Config) -> Spec {
+        let spec = R::to_spec(cfg);
+        if self.compact.is_empty() {
+            spec
+        } else {
+            spec.with("state_dtype", Value::Word("bf16".into()))
+        }
     }
 
     /// Sum of squares of every gradient chunk and its first non-finite element (the
@@ -280,6 +344,16 @@ impl<T: Real, R: Rule> Engine<T, R> {
                 .map_or_else(Shared::empty, |b| Shared::new(b))
         });
         let slot_views = &slot_views;
+        let mut compact_bufs = self.compact.iter_mut();
+        let compact_views: [Shared<u16>; 3] = std::array::from_fn(|_| {
+            compact_bufs
+                .next()
+                .map_or_else(Shared::empty, |b| Shared::new(b))
+        });
+        let compact_views = &compact_views;
+        let compact_slots = self.compact.len();
+        let first_index = self.sync.as_ref().map_or(0, |s| s.dist.start) as u64;
+        let step = self.step;
         let body = |ci: usize| {
             let c = chunks[ci];
             let seg = &segs[c.seg];
@@ -291,7 +365,7 @@ impl<T: Real, R: Rule> Engine<T, R> {
                 let mut slots = Slots {
                     a: slot_views[0].slice(global.clone()),
                     b: slot_views[1].slice(global.clone()),
-                    c: slot_views[2].slice(global),
+                    c: slot_views[2].slice(global.clone()),
                 };
                 let raw = &grads[c.seg][c.start..c.end];
                 if CHECK {
@@ -314,18 +388,66 @@ impl<T: Real, R: Rule> Engine<T, R> {
                 }
                 let grad = Grad::new(raw, scale, bound);
                 let p = (ptr as *mut T).add(c.start);
-                partials.slice(ci..ci + 1)[0] = super::simd::wide_call(
-                    // Inlined, so that the kernel is compiled for the wide instructions.
+                let (coef, n) = (&coefs[c.seg], c.end - c.start);
+                let kernel = inlined(
                     #[inline(always)]
-                    || {
-                        let (coef, n) = (&coefs[c.seg], c.end - c.start);
+                    |slots: &mut Slots<T>| {
                         if PRE {
-                            pre::<R, T>(coef, p, n, grad, &mut slots)
+                            pre::<R, T>(coef, p, n, grad, slots)
                         } else {
-                            update::<R, T>(coef, p, n, grad, &mut slots)
+                            update::<R, T>(coef, p, n, grad, slots)
                         }
                     },
                 );
+                partials.slice(ci..ci + 1)[0] = if compact_slots == 0 {
+                    // Inlined, so that the kernel is compiled for the wide instructions.
+                    super::simd::wide_call(
+                        #[inline(always)]
+                        || kernel(&mut slots),
+                    )
+                } else {
+                    // bf16 buffers: decoded block by block into scratch that stays in the
+                    // L1 cache, updated, encoded back.
+                    compact::with_scratch::<T, _>(compact_slots, compact::BLOCK, |scratch| {
+                        let mut total = [0.0; 4];
+                        for start in (0..n).step_by(compact::BLOCK) {
+                            let len = compact::BLOCK.min(n - start);
+                            let at = global.start + start..global.start + start + len;
+                            let mut parts =
+                                scratch.chunks_mut(compact::BLOCK).map(|b| &mut b[..len]);
+                            let mut bufs: [&mut [T]; 3] =
+                                std::array::from_fn(|_| parts.next().unwrap_or_default());
+                            let stored: [&mut [u16]; 3] =
+                                std::array::from_fn(|k| compact_views[k].slice(at.clone()));
+                            let g = Grad::new(&raw[start..start + len], scale, bound);
+                            let pp = p.add(start);
+                            let first = first_index + at.start as u64;
+                            let sums = super::simd::wide_call(
+                                #[inline(always)]
+                                || {
+                                    for k in 0..compact_slots {
+                                        compact::decode(stored[k], bufs[k]);
+                                    }
+                                    let [a, b, c] = &mut bufs;
+                                    let slots = &mut Slots { a, b, c };
+                                    let sums = if PRE {
+                                        pre::<R, T>(coef, pp, len, g, slots)
+                                    } else {
+                                        update::<R, T>(coef, pp, len, g, slots)
+                                    };
+                                    for k in 0..compact_slots {
+                                        compact::encode(bufs[k], stored[k], first, step, k as u32);
+                                    }
+                                    sums
+                                },
+                            );
+                            for (t, x) in total.iter_mut().zip(sums) {
+                                *t += x;
+                            }
+                        }
+                        total
+                    })
+                };
             }
         };
         match only {
@@ -426,6 +548,13 @@ fn exact_square_sum<'a, T: Real>(g: impl IntoIterator<Item = &'a T>) -> f64 {
     g.into_iter().map(|x| x.to_f64() * x.to_f64()).sum()
 }
 
+/// Returns its argument: lets a closure carry `#[inline(always)]` (attributes on closures are
+/// accepted in argument position).
+#[inline(always)]
+fn inlined<F>(f: F) -> F {
+    f
+}
+
 /// Kernel adapters: the pre-pass reads parameters, the update writes them.
 #[inline(always)]
 fn pre<R: Rule, T: Real>(c: &R::Coef, p: *mut T, n: usize, g: Grad<T>, s: &mut Slots<T>) -> Sums {
@@ -445,11 +574,23 @@ fn update<R: Rule, T: Real>(
     R::kernel(c, unsafe { std::slice::from_raw_parts_mut(p, n) }, g, s)
 }
 
-fn parse_config<R: Rule>(spec: &Spec) -> Result<R::Config> {
+/// A group's configuration, and whether it asks for bfloat16 state (`state_dtype`).
+fn parse_config<R: Rule>(spec: &Spec) -> Result<(R::Config, bool)> {
     let args = Args::new(spec, 0);
     let cfg = R::parse(&args)?;
+    let dtype = args.word("state_dtype", "f32", &["f32", "bf16"])?;
+    if dtype == "bf16" && !R::COMPACT_STATE {
+        return Err(args.invalid(
+            "state_dtype",
+            format!(
+                "bf16 is for the optimizers whose state is moving averages (adam, adamw, \
+                 nadam, radam, adamax, lamb, lion); '{}' keeps full precision",
+                spec.name
+            ),
+        ));
+    }
     args.finish()?;
-    Ok(cfg)
+    Ok((cfg, dtype == "bf16"))
 }
 
 impl<T: Real, R: Rule> Optimizer<T> for Engine<T, R> {
@@ -458,11 +599,11 @@ impl<T: Real, R: Rule> Optimizer<T> for Engine<T, R> {
     }
 
     fn spec(&self) -> Spec {
-        R::to_spec(&self.configs[0])
+        self.spec_of(&self.configs[0])
     }
 
     fn group_specs(&self) -> Vec<Spec> {
-        self.configs.iter().map(R::to_spec).collect()
+        self.configs.iter().map(|c| self.spec_of(c)).collect()
     }
 
     fn layout(&self) -> &Layout {
@@ -651,7 +792,11 @@ impl<T: Real, R: Rule> Optimizer<T> for Engine<T, R> {
     }
 
     fn bytes_per_param(&self) -> f64 {
-        (R::traffic(&self.configs[0]) * std::mem::size_of::<T>()) as f64
+        let cfg = &self.configs[0];
+        let (all, state) = (R::traffic(cfg), R::slot_traffic(cfg));
+        let value = std::mem::size_of::<T>();
+        let stored = if self.compact.is_empty() { value } else { 2 };
+        ((all - state) * value + state * stored) as f64
     }
 
     fn scalar_state(&self) -> Vec<(String, Vec<(&'static str, f64)>)> {
@@ -675,7 +820,7 @@ impl<T: Real, R: Rule> Optimizer<T> for Engine<T, R> {
         let mut scalars = BTreeMap::new();
         for (i, seg) in self.layout.segments().iter().enumerate() {
             for (slot, name) in self.slot_names.iter().enumerate() {
-                let values = self.slots[slot][seg.offset..seg.offset + seg.len].to_vec();
+                let values = self.slot_values(slot, seg.offset..seg.offset + seg.len);
                 tensors.insert(
                     format!("{}/{}", seg.name, name),
                     (seg.shape.clone(), values),
@@ -784,11 +929,14 @@ impl<T: Real, R: Rule> Optimizer<T> for Engine<T, R> {
             .groups
             .iter()
             .map(|g| crate::spec::parse(g).and_then(|s| parse_config::<R>(&s)))
+            .map(|r| r.map(|(cfg, _)| cfg))
             .collect::<Result<Vec<_>>>()?;
-        for (i, seg) in self.layout.segments().iter().enumerate() {
-            for (slot, name) in self.slot_names.iter().enumerate() {
-                let (_, values) = &state.tensors[&format!("{}/{}", seg.name, name)];
-                self.slots[slot][seg.offset..seg.offset + seg.len].copy_from_slice(values);
+        let segments = self.layout.segments().to_vec();
+        for (i, seg) in segments.iter().enumerate() {
+            for slot in 0..self.slot_names.len() {
+                let key = format!("{}/{}", seg.name, self.slot_names[slot]);
+                let (_, values) = &state.tensors[&key];
+                self.set_slot_values(slot, seg.offset..seg.offset + seg.len, values);
             }
             let s = &meta.scalars[&seg.name];
             for (k, name) in R::SCALARS.iter().enumerate() {

@@ -58,6 +58,7 @@ impl Rule for Lamb {
     type Config = LambConfig;
     type Coef = LambCoef;
     const NAME: &'static str = "lamb";
+    const COMPACT_STATE: bool = true;
     const PRE_PASS: bool = true;
 
     fn parse(args: &Args) -> Result<LambConfig> {
@@ -99,6 +100,10 @@ impl Rule for Lamb {
     /// Moment pass: p, g, m, v read, m, v written (6); update pass: p, m, v read, p written (4).
     fn traffic(_: &LambConfig) -> usize {
         10
+    }
+    /// m, v read and written in the moment pass, read in the update pass.
+    fn slot_traffic(_: &LambConfig) -> usize {
+        6
     }
     fn slots(_: &[LambConfig]) -> Vec<&'static str> {
         vec!["exp_avg", "exp_avg_sq"]

@@ -38,6 +38,7 @@ impl Rule for Lion {
     type Config = LionConfig;
     type Coef = LionCoef;
     const NAME: &'static str = "lion";
+    const COMPACT_STATE: bool = true;
 
     fn parse(args: &Args) -> Result<LionConfig> {
         Ok(LionConfig {

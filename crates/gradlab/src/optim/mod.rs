@@ -42,6 +42,7 @@ pub mod adadelta;
 pub mod adagrad;
 pub mod adam;
 pub mod adamax;
+pub mod compact;
 pub mod engine;
 pub mod lamb;
 pub mod lars;

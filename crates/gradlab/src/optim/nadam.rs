@@ -51,6 +51,7 @@ impl Rule for NAdam {
     type Config = NAdamConfig;
     type Coef = NAdamCoef;
     const NAME: &'static str = "nadam";
+    const COMPACT_STATE: bool = true;
     const SCALARS: &'static [&'static str] = &["step", "mu_product"];
 
     fn parse(args: &Args) -> Result<NAdamConfig> {

@@ -50,6 +50,7 @@ impl Rule for RAdam {
     type Config = RAdamConfig;
     type Coef = RAdamCoef;
     const NAME: &'static str = "radam";
+    const COMPACT_STATE: bool = true;
 
     fn parse(args: &Args) -> Result<RAdamConfig> {
         Ok(RAdamConfig {

@@ -88,6 +88,10 @@ pub trait Rule: Sized + Send + Sync + 'static {
     /// Whether [`Rule::end`] reads the update pass's sums (they are then combined over the
     /// ranks of a sharded run).
     const KERNEL_SUMS: bool = false;
+    /// Whether the rule's element buffers may be stored in bfloat16 (`state_dtype=bf16`):
+    /// moving averages tolerate it (with stochastic rounding); running sums such as
+    /// Adagrad's would stall, so those rules keep full precision.
+    const COMPACT_STATE: bool = false;
 
     /// Reads and validates the hyperparameters.
     fn parse(args: &Args) -> Result<Self::Config>;
@@ -112,6 +116,11 @@ pub trait Rule: Sized + Send + Sync + 'static {
     /// included): what `gradlab bench` counts as the bytes the algorithm must move.
     fn traffic(cfg: &Self::Config) -> usize {
         3 + 2 * Self::slots(std::slice::from_ref(cfg)).len()
+    }
+    /// How many of [`Rule::traffic`]'s arrays are element buffers (state), which
+    /// `state_dtype=bf16` stores in 2 bytes.
+    fn slot_traffic(cfg: &Self::Config) -> usize {
+        2 * Self::slots(std::slice::from_ref(cfg)).len()
     }
     /// Initial value of element buffer `slot`.
     fn slot_init(_cfg: &Self::Config, _slot: usize) -> f64 {
