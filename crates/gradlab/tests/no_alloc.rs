@@ -27,11 +27,8 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-fn count_step_allocations(layout: &Layout, spec: &str) -> usize {
-    let options = Options {
-        clip_norm: Some(1.0),
-        ..Options::default()
-    };
+fn count_step_allocations(layout: &Layout, spec: &str, options: &Options) -> usize {
+    let options = options.clone();
     let mut opt = optim::build::<f32>(spec, layout.clone(), &[], options).unwrap();
     let mut rng = Rng(1);
     let mut p: Vec<f32> = rng.vec(layout.total()).iter().map(|&x| x as f32).collect();
@@ -51,16 +48,27 @@ fn count_step_allocations(layout: &Layout, spec: &str) -> usize {
 fn steps_do_not_allocate() {
     let small = small_layout();
     let large = Layout::new((0..40).map(|i| (format!("t{i}"), vec![5_000 + i]))).unwrap();
-    for spec in SPECS {
-        assert_eq!(
-            count_step_allocations(&small, spec),
-            0,
-            "{spec} (small, on the calling thread)"
-        );
-        assert_eq!(
-            count_step_allocations(&large, spec),
-            0,
-            "{spec} (large, on the thread pool)"
-        );
+    let clipped = Options {
+        clip_norm: Some(1.0),
+        ..Options::default()
+    };
+    let compact = [
+        "adam(lr=0.01, state_dtype=bf16)",
+        "lamb(lr=0.01, state_dtype=bf16)",
+    ];
+    // Default options check the gradients inside the update; clipping checks them first.
+    for options in [Options::default(), clipped] {
+        for spec in SPECS.iter().chain(&compact) {
+            assert_eq!(
+                count_step_allocations(&small, spec, &options),
+                0,
+                "{spec} (small, on the calling thread, {options:?})"
+            );
+            assert_eq!(
+                count_step_allocations(&large, spec, &options),
+                0,
+                "{spec} (large, on the thread pool, {options:?})"
+            );
+        }
     }
 }

@@ -82,24 +82,25 @@ pub fn encode<T: Real>(src: &[T], dst: &mut [u16], first: u64, step: u64, slot: 
     }
 }
 
+/// Up to three element buffers of [`BLOCK`] f64 values.
+const SCRATCH_WORDS: usize = 3 * BLOCK;
+
 thread_local! {
-    /// Per-thread scratch for decoded buffers: allocated on a thread's first compact step,
-    /// then reused (steps stay allocation-free).
-    static SCRATCH: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+    /// Per-thread scratch for decoded buffers, in static thread-local storage (48 KiB): no
+    /// allocation, ever.
+    static SCRATCH: RefCell<[u64; SCRATCH_WORDS]> = const { RefCell::new([0; SCRATCH_WORDS]) };
 }
 
-/// Runs `f` with `count` scratch buffers of `len` elements of `T` each.
+/// Runs `f` with `count` (at most 3) scratch buffers of `len` (at most [`BLOCK`]) elements of
+/// `T` each, back to back.
 pub fn with_scratch<T: Real, R>(count: usize, len: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
     assert!(
         std::mem::size_of::<T>() <= 8 && std::mem::align_of::<T>() <= 8,
         "scratch holds f32 or f64"
     );
+    assert!(count <= 3 && len <= BLOCK, "scratch holds three blocks");
     SCRATCH.with(|cell| {
         let mut buf = cell.borrow_mut();
-        let words = (count * len * std::mem::size_of::<T>()).div_ceil(8);
-        if buf.len() < words {
-            buf.resize(words, 0);
-        }
         // SAFETY: the buffer holds at least count·len values of T (f32 or f64: any bit pattern
         // is a valid value), is aligned to 8 bytes, and is borrowed exclusively here.
         let values =
