@@ -89,7 +89,11 @@ pub const OPTIMIZERS: &[&str] = &[
 /// What to do with a step whose gradients hold NaN or infinity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum NonFinitePolicy {
-    /// Fail with an error naming the step and the tensor (the default).
+    /// Fail with an error naming the step, the tensor and the element (the default). When
+    /// the gradients need no pass of their own (no norm clipping, one process) they are
+    /// checked chunk by chunk inside the update, so the step reads memory once; the tensors
+    /// before the bad chunk are then already updated, the error says so, and the optimizer
+    /// refuses to step until a state is loaded.
     #[default]
     Error,
     /// Skip the step: parameters, state and every counter stay as they were.
