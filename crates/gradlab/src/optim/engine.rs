@@ -337,20 +337,8 @@ impl<T: Real, R: Rule> Engine<T, R> {
         let squares = Shared::new(&mut self.squares);
         let stop = std::sync::atomic::AtomicBool::new(false);
         let stop = &stop;
-        let mut slot_bufs = self.slots.iter_mut();
-        let slot_views: [Shared<T>; 3] = std::array::from_fn(|_| {
-            slot_bufs
-                .next()
-                .map_or_else(Shared::empty, |b| Shared::new(b))
-        });
-        let slot_views = &slot_views;
-        let mut compact_bufs = self.compact.iter_mut();
-        let compact_views: [Shared<u16>; 3] = std::array::from_fn(|_| {
-            compact_bufs
-                .next()
-                .map_or_else(Shared::empty, |b| Shared::new(b))
-        });
-        let compact_views = &compact_views;
+        let slot_views = &views(&mut self.slots);
+        let compact_views = &views(&mut self.compact);
         let compact_slots = self.compact.len();
         let first_index = self.sync.as_ref().map_or(0, |s| s.dist.start) as u64;
         let step = self.step;
@@ -546,6 +534,12 @@ fn square_sum<T: Real>(g: &[T]) -> f64 {
 /// Sum of squares in f64 (infinite only where f64 overflows, as PyTorch's norm would be).
 fn exact_square_sum<'a, T: Real>(g: impl IntoIterator<Item = &'a T>) -> f64 {
     g.into_iter().map(|x| x.to_f64() * x.to_f64()).sum()
+}
+
+/// Shared views of up to three element buffers (the missing ones empty).
+fn views<S>(buffers: &mut [Vec<S>]) -> [Shared<S>; 3] {
+    let mut each = buffers.iter_mut();
+    std::array::from_fn(|_| each.next().map_or_else(Shared::empty, |b| Shared::new(b)))
 }
 
 /// Returns its argument: lets a closure carry `#[inline(always)]` (attributes on closures are
