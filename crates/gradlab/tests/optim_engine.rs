@@ -469,16 +469,20 @@ impl gradlab::optim::ParamAccess<f32> for OneAtATime {
 fn lending_tensors_one_at_a_time_gives_the_same_result() {
     let layout = Layout::new([("a", vec![70_000]), ("b", vec![3, 5]), ("c", vec![1])]).unwrap();
     let n = layout.total();
-    for spec in SPECS {
+    let clipped = Options {
+        clip_norm: Some(2.0),
+        ..Options::default()
+    };
+    // Clipping checks the gradients first; the default checks them inside the update.
+    for (spec, options) in SPECS
+        .iter()
+        .flat_map(|s| [(*s, clipped.clone()), (*s, Options::default())])
+    {
         let mut rng = Rng(21);
         let start: Vec<f32> = rng.vec(n).iter().map(|&x| x as f32).collect();
         let grads: Vec<Vec<f32>> = (0..4)
             .map(|_| rng.vec(n).iter().map(|&x| x as f32).collect())
             .collect();
-        let options = Options {
-            clip_norm: Some(2.0),
-            ..Options::default()
-        };
         let mut a = optim::build::<f32>(spec, layout.clone(), &[], options.clone()).unwrap();
         let mut b = optim::build::<f32>(spec, layout.clone(), &[], options).unwrap();
         let mut flat = start.clone();
@@ -545,6 +549,19 @@ fn a_step_stopped_part_way_needs_a_saved_state() {
     opt.step(&mut split(&layout, &mut p), &split_ref(&layout, &g))
         .unwrap();
     assert_eq!(opt.steps(), 2);
+
+    // Tensors lent one at a time: the same, tensor "a" updated before "b" fails.
+    let mut opt = build::<f32>("lamb(lr=0.01)", &layout, Options::default());
+    let mut lent = OneAtATime(vec![vec![0.5; 40_000], vec![0.5; 40_000]]);
+    g[60_000] = f32::NAN;
+    let err = opt
+        .step_with(&split_ref(&layout, &g), &mut lent)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("tensor 'b'") && err.to_string().contains("needs a saved state"),
+        "{err}"
+    );
+    assert!(lent.0[0][0] != 0.5 && lent.0[1].iter().all(|&x| x == 0.5));
 }
 
 /// The one-pass check reports the same gradient norm as the separate pass, also for finite

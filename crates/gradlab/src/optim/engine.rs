@@ -669,9 +669,9 @@ impl<T: Real, R: Rule> Optimizer<T> for Engine<T, R> {
             return Err(state_error(None, reason.clone()));
         }
         // One pass over the gradients when nothing must be known before the update: they
-        // are checked chunk by chunk while they are in the cache (see `pass`).
-        let fused = held
-            && self.sync.is_none()
+        // are checked chunk by chunk while they are in the cache (see `pass`), tensor by
+        // tensor when they are lent one at a time.
+        let fused = self.sync.is_none()
             && self.options.clip_norm.is_none()
             && self.options.nonfinite == NonFinitePolicy::Error;
         let (sumsq, bad) = if fused {
@@ -733,11 +733,9 @@ impl<T: Real, R: Rule> Optimizer<T> for Engine<T, R> {
             if R::KERNEL_SUMS {
                 self.combine_sums();
             }
-            if fused {
-                grad_norm = self.squares.iter().sum::<f64>().sqrt();
-            }
         } else {
             // Tensors lent one at a time (e.g. by candle's in-place ops).
+            let mut stopped = false;
             for seg in 0..self.layout.segments().len() {
                 if R::PRE_PASS {
                     let mut failed = None;
@@ -747,10 +745,17 @@ impl<T: Real, R: Rule> Optimizer<T> for Engine<T, R> {
                             return;
                         }
                         self.param_ptrs[seg] = (p.as_ptr() as usize, p.len());
-                        self.pass::<true, false>(Some(seg), grads, scale, bound);
+                        stopped = if fused {
+                            self.pass::<true, true>(Some(seg), grads, scale, bound)
+                        } else {
+                            self.pass::<true, false>(Some(seg), grads, scale, bound)
+                        };
                     })?;
                     if let Some(e) = failed {
                         return Err(e);
+                    }
+                    if stopped {
+                        return Err(self.stop_on_non_finite(grads));
                     }
                     let g = self.seg_group[seg];
                     R::mid(&self.configs[g], &mut self.coefs[seg], self.seg_sums[seg]);
@@ -762,12 +767,22 @@ impl<T: Real, R: Rule> Optimizer<T> for Engine<T, R> {
                         return;
                     }
                     self.param_ptrs[seg] = (p.as_mut_ptr() as usize, p.len());
-                    self.pass::<false, false>(Some(seg), grads, scale, bound);
+                    stopped = if fused && !R::PRE_PASS {
+                        self.pass::<false, true>(Some(seg), grads, scale, bound)
+                    } else {
+                        self.pass::<false, false>(Some(seg), grads, scale, bound)
+                    };
                 })?;
                 if let Some(e) = failed {
                     return Err(e);
                 }
+                if stopped {
+                    return Err(self.stop_on_non_finite(grads));
+                }
             }
+        }
+        if fused {
+            grad_norm = self.squares.iter().sum::<f64>().sqrt();
         }
         for (seg, &g) in self.seg_group.iter().enumerate() {
             R::end(
