@@ -595,7 +595,7 @@ pub fn train_on(
         })?),
         None => None,
     };
-    let swats = opt.with_engine(|e| e.swats());
+    let swats = swats_status(&mut opt, collective.as_ref());
     let state_bytes = opt
         .sharded()
         .map(|s| s.state_bytes_held())
@@ -607,7 +607,7 @@ pub fn train_on(
         "train_accuracy": last_epoch_line["train_accuracy"],
         "ema_test_accuracy": last_epoch_line["ema_test_accuracy"],
         "swa_test_accuracy": swa_accuracy.map(|r| r.1),
-        "swats_switched_at": swats.map(|s| s.iter().map(|t| json!({"tensor": t.tensor, "step": t.switched_at, "sgd_lr": t.sgd_lr})).collect::<Vec<_>>()),
+        "swats_switched_at": swats,
         "epochs": config.epochs,
         "steps": step,
         "parameters": model.num_parameters(),
@@ -677,6 +677,34 @@ fn tensor_grad_norms(
         }
     }
     Ok(out)
+}
+
+/// SWATS's switch per tensor (`null` for other optimizers). A sharded rank holds pieces of
+/// some tensors only, so the ranks' lists are gathered and merged by tensor (collective).
+fn swats_status(opt: &mut GradlabOptimizer, collective: &dyn Collective) -> Value {
+    let mine = opt.with_engine(|e| e.swats()).map(|list| {
+        list.iter()
+            .map(|t| json!({"tensor": t.tensor, "step": t.switched_at, "sgd_lr": t.sgd_lr}))
+            .collect::<Vec<_>>()
+    });
+    if collective.size() == 1 {
+        return json!(mine);
+    }
+    let all = collective.all_gather_bytes(json!(mine).to_string().as_bytes());
+    let mut merged: Vec<Value> = Vec::new();
+    for bytes in all {
+        let list: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let Some(list) = list.as_array() else {
+            return Value::Null;
+        };
+        for entry in list {
+            if !merged.iter().any(|m| m["tensor"] == entry["tensor"]) {
+                merged.push(entry.clone());
+            }
+        }
+    }
+    merged.sort_by(|a, b| a["tensor"].as_str().cmp(&b["tensor"].as_str()));
+    json!(merged)
 }
 
 /// Every rank's `value`, in rank order (collective).

@@ -139,6 +139,27 @@ fn two_ranks_train_like_one_process() {
 }
 
 #[test]
+fn swats_reports_every_tensor_from_every_rank() {
+    let one = scratch("swats-1");
+    let two = scratch("swats-2");
+    let c1 = config("swats(lr=0.01)", &one);
+    let mut c2 = c1.clone();
+    c2.out = two.clone();
+    let s1 = run(&c1, 1, None).unwrap();
+    let s2 = run(&c2, 2, None).unwrap();
+    let names = |s: &Value| -> Vec<String> {
+        s["swats_switched_at"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["tensor"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(&s1).len(), 4, "{}", s1["swats_switched_at"]);
+    assert_eq!(names(&s1), names(&s2));
+}
+
+#[test]
 fn checkpoints_resume_on_another_rank_count() {
     let mut base = config("adamw(lr=0.002)", &scratch("resume-ref"));
     base.epochs = 2;
