@@ -11,7 +11,7 @@
 //! ```
 //! ε is added after the bias correction of √v, exactly as PyTorch does.
 
-use super::rule::{check, decay_terms, Grad, Rule, Scalars, Slots, Sums};
+use super::rule::{check, decay_terms, Buffer, CompactSlots, Grad, Rule, Scalars, Slots, Sums};
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
@@ -135,26 +135,53 @@ impl Rule for Adam {
 
     #[inline(always)]
     fn kernel<T: Real>(c: &AdamCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
+        let n = p.len();
+        let (m, v) = (&mut s.a[..n], &mut s.b[..n]);
         // One loop per variant, free of branches, so that it vectorises.
         if c.amsgrad {
-            adam_loop::<T, true>(c, p, g, s);
+            adam_loop::<T, _, _, _, true>(c, p, g, m, v, &mut s.c[..n]);
         } else {
-            adam_loop::<T, false>(c, p, g, s);
+            adam_loop::<T, _, _, _, false>(c, p, g, m, v, &mut [][..]);
+        }
+        [0.0; 4]
+    }
+
+    const DIRECT_COMPACT: bool = true;
+
+    #[inline(always)]
+    fn compact_kernel<T: Real>(
+        c: &AdamCoef,
+        p: &mut [T],
+        g: Grad<T>,
+        s: &mut CompactSlots,
+    ) -> Sums {
+        let (m, v, top) = (s.a.reborrow(), s.b.reborrow(), s.c.reborrow());
+        if c.amsgrad {
+            adam_loop::<T, _, _, _, true>(c, p, g, m, v, top);
+        } else {
+            adam_loop::<T, _, _, _, false>(c, p, g, m, v, top);
         }
         [0.0; 4]
     }
 }
 
-/// The Adam update over a chunk. Decoupled decay multiplies by `1 − γλ` (exactly 1 without
-/// decay) and L2 decay adds `λθ` (exactly 0 without), so neither needs a branch.
+/// The Adam update over a chunk, whatever its moments are stored in. Decoupled decay
+/// multiplies by `1 − γλ` (exactly 1 without decay) and L2 decay adds `λθ` (exactly 0
+/// without), so neither needs a branch.
 #[inline(always)]
-fn adam_loop<T: Real, const AMSGRAD: bool>(
+fn adam_loop<T, M, V, X, const AMSGRAD: bool>(
     c: &AdamCoef,
     p: &mut [T],
     g: Grad<T>,
-    s: &mut Slots<T>,
-) {
-    let n = p.len();
+    mut m: M,
+    mut v: V,
+    mut vmax: X,
+) where
+    T: Real,
+    M: Buffer<T>,
+    V: Buffer<T>,
+    X: Buffer<T>,
+{
     let neg_step = T::from_f64(-c.step_size);
     let bc2_sqrt = T::from_f64(c.bc2_sqrt);
     let w1 = T::from_f64(1.0 - c.b1);
@@ -165,29 +192,27 @@ fn adam_loop<T: Real, const AMSGRAD: bool>(
     let l2 = T::from_f64(c.l2);
     let decay = T::from_f64(c.decay_factor);
     let small_weight = (1.0 - c.b1).abs() < 0.5;
-    let (m, v) = (&mut s.a[..n], &mut s.b[..n]);
-    let vmax: &mut [T] = if AMSGRAD { &mut s.c[..n] } else { &mut [] };
-    for i in 0..n {
-        let theta = p[i] * decay;
+    for (i, param) in p.iter_mut().enumerate() {
+        let theta = *param * decay;
         let d = g.at(i) + l2 * theta;
-        let mi = m[i];
+        let mi = m.get(i);
         // PyTorch's lerp: the form depends on whether the weight is below one half.
         let m_new = if small_weight {
             mi + w1 * (d - mi)
         } else {
             d - (d - mi) * b1
         };
-        m[i] = m_new;
-        let v_new = v[i] * b2 + w2 * d * d;
-        v[i] = v_new;
+        m.set(i, m_new);
+        let v_new = v.get(i) * b2 + w2 * d * d;
+        v.set(i, v_new);
         let second = if AMSGRAD {
-            let top = vmax[i].max(v_new);
-            vmax[i] = top;
+            let top = vmax.get(i).max(v_new);
+            vmax.set(i, top);
             top
         } else {
             v_new
         };
         let denom = second.sqrt() / bc2_sqrt + eps;
-        p[i] = theta + neg_step * m_new / denom;
+        *param = theta + neg_step * m_new / denom;
     }
 }

@@ -43,10 +43,59 @@ pub fn from_bf16(b: u16) -> f32 {
 #[inline(always)]
 fn noise(index: u64, step: u64, slot: u32) -> u32 {
     let r = (index as u32)
-        .wrapping_mul(0x91E1_0DA5)
-        .wrapping_add((step as u32).wrapping_mul(0xC13F_A9A9))
-        .wrapping_add(slot.wrapping_mul(0x9E37_79B9));
+        .wrapping_mul(ALPHA)
+        .wrapping_add((step as u32).wrapping_mul(BETA))
+        .wrapping_add(slot.wrapping_mul(GAMMA));
     r >> 16
+}
+
+/// The weights of the rounding sequence: (index, step, slot).
+const ALPHA: u32 = 0x91E1_0DA5;
+const BETA: u32 = 0xC13F_A9A9;
+const GAMMA: u32 = 0x9E37_79B9;
+
+/// One chunk of a bfloat16 element buffer as a kernel reads and writes it directly (no
+/// scratch): values come out as `T`, go in with the same stochastic rounding as [`encode`].
+pub struct Bf16Slot<'a> {
+    bits: &'a mut [u16],
+    base: u32,
+}
+
+impl<'a> Bf16Slot<'a> {
+    /// The chunk `bits`, whose first element has flat index `first`, of buffer `slot` at step
+    /// `step`.
+    pub fn new(bits: &'a mut [u16], first: u64, step: u64, slot: u32) -> Self {
+        let base = (first as u32)
+            .wrapping_mul(ALPHA)
+            .wrapping_add((step as u32).wrapping_mul(BETA))
+            .wrapping_add(slot.wrapping_mul(GAMMA));
+        Bf16Slot { bits, base }
+    }
+
+    /// The same chunk, borrowed for a shorter time (to hand a loop by value).
+    pub fn reborrow(&mut self) -> Bf16Slot<'_> {
+        Bf16Slot {
+            bits: &mut *self.bits,
+            base: self.base,
+        }
+    }
+
+    /// Element `i` (below the chunk's length: checked only in debug builds).
+    #[inline(always)]
+    pub fn get<T: Real>(&self, i: usize) -> T {
+        debug_assert!(i < self.bits.len());
+        // SAFETY: kernels index below the chunk's length, which equals the buffer's.
+        T::from_f32(from_bf16(unsafe { *self.bits.get_unchecked(i) }))
+    }
+
+    /// Stores `x` as element `i`, rounded stochastically.
+    #[inline(always)]
+    pub fn set<T: Real>(&mut self, i: usize, x: T) {
+        debug_assert!(i < self.bits.len());
+        let random = self.base.wrapping_add((i as u32).wrapping_mul(ALPHA)) >> 16;
+        // SAFETY: as in `get`.
+        unsafe { *self.bits.get_unchecked_mut(i) = to_bf16_stochastic(x.to_f32(), random) };
+    }
 }
 
 /// bfloat16 bits of `x` rounded stochastically: up with probability equal to the fraction of

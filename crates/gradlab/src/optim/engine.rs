@@ -4,7 +4,7 @@
 
 use super::compact;
 use super::plan::{Plan, Shared};
-use super::rule::{Grad, Rule, Scalars, Slots, Sums, LANES};
+use super::rule::{CompactSlots, Grad, Rule, Scalars, Slots, Sums, LANES};
 use super::state::{state_error, StateDict, StateMeta, STATE_VERSION};
 use super::{NonFinitePolicy, Optimizer, Options, ParamAccess, StepOutcome};
 use crate::optim::layout::Layout;
@@ -392,6 +392,19 @@ impl<T: Real, R: Rule> Engine<T, R> {
                     super::simd::wide_call(
                         #[inline(always)]
                         || kernel(&mut slots),
+                    )
+                } else if R::DIRECT_COMPACT && !PRE {
+                    // bf16 buffers read and written by the kernel itself.
+                    let first = first_index + global.start as u64;
+                    let [a, b, c] = std::array::from_fn(|k| {
+                        let bits = compact_views[k].slice(global.clone());
+                        compact::Bf16Slot::new(bits, first, step, k as u32)
+                    });
+                    let slots = &mut CompactSlots { a, b, c };
+                    let params = std::slice::from_raw_parts_mut(p, n);
+                    super::simd::wide_call(
+                        #[inline(always)]
+                        || R::compact_kernel(coef, params, grad, slots),
                     )
                 } else {
                     // bf16 buffers: decoded block by block into scratch that stays in the

@@ -72,6 +72,53 @@ pub struct Slots<'a, T> {
     pub c: &'a mut [T],
 }
 
+/// The element buffers of one chunk stored in bfloat16 (`state_dtype=bf16`), for kernels
+/// that read and write them directly ([`Rule::compact_kernel`]).
+pub struct CompactSlots<'a> {
+    /// First buffer.
+    pub a: super::compact::Bf16Slot<'a>,
+    /// Second buffer.
+    pub b: super::compact::Bf16Slot<'a>,
+    /// Third buffer.
+    pub c: super::compact::Bf16Slot<'a>,
+}
+
+/// An element buffer as a kernel sees it: values of `T`, stored as `T` or as bfloat16, so
+/// that one loop serves both. Loops take buffers by value, so that their pointers stay in
+/// registers (and the loop vectorises).
+pub trait Buffer<T: Real> {
+    /// Element `i` (below the chunk's length).
+    fn get(&self, i: usize) -> T;
+    /// Sets element `i`.
+    fn set(&mut self, i: usize, x: T);
+}
+
+impl<T: Real> Buffer<T> for &mut [T] {
+    #[inline(always)]
+    fn get(&self, i: usize) -> T {
+        debug_assert!(i < self.len());
+        // SAFETY: kernels index below the chunk's length, which equals the buffer's.
+        unsafe { *self.get_unchecked(i) }
+    }
+    #[inline(always)]
+    fn set(&mut self, i: usize, x: T) {
+        debug_assert!(i < self.len());
+        // SAFETY: as in `get`.
+        unsafe { *self.get_unchecked_mut(i) = x }
+    }
+}
+
+impl<T: Real> Buffer<T> for super::compact::Bf16Slot<'_> {
+    #[inline(always)]
+    fn get(&self, i: usize) -> T {
+        super::compact::Bf16Slot::get(self, i)
+    }
+    #[inline(always)]
+    fn set(&mut self, i: usize, x: T) {
+        super::compact::Bf16Slot::set(self, i, x)
+    }
+}
+
 /// One optimizer's update rule; see the module documentation.
 pub trait Rule: Sized + Send + Sync + 'static {
     /// Hyperparameters of one parameter group.
@@ -92,6 +139,9 @@ pub trait Rule: Sized + Send + Sync + 'static {
     /// moving averages tolerate it (with stochastic rounding); running sums such as
     /// Adagrad's would stall, so those rules keep full precision.
     const COMPACT_STATE: bool = false;
+    /// Whether [`Rule::compact_kernel`] updates bfloat16 buffers directly; otherwise they are
+    /// decoded into a scratch block for [`Rule::kernel`] and encoded back.
+    const DIRECT_COMPACT: bool = false;
 
     /// Reads and validates the hyperparameters.
     fn parse(args: &Args) -> Result<Self::Config>;
@@ -145,6 +195,16 @@ pub trait Rule: Sized + Send + Sync + 'static {
     fn mid(_cfg: &Self::Config, _c: &mut Self::Coef, _sums: Sums) {}
     /// The fused update of one chunk.
     fn kernel<T: Real>(c: &Self::Coef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums;
+    /// The update of one chunk whose element buffers are bfloat16 (only called when
+    /// [`Rule::DIRECT_COMPACT`]; rules without a pre-pass).
+    fn compact_kernel<T: Real>(
+        _c: &Self::Coef,
+        _p: &mut [T],
+        _g: Grad<T>,
+        _s: &mut CompactSlots,
+    ) -> Sums {
+        unreachable!("{} has no direct bfloat16 kernel", Self::NAME)
+    }
     /// Consumes the update pass's sums (e.g. SWATS's switch test).
     fn end(_cfg: &Self::Config, _s: &mut Scalars, _c: &Self::Coef, _sums: Sums) {}
 }
