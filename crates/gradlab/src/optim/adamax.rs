@@ -7,7 +7,7 @@
 //! θ ← θ − (γ / (1 − β1^t)) · m / u
 //! ```
 
-use super::rule::{check, lerp, Grad, Rule, Scalars, Slots, Sums};
+use super::rule::{check, lerp, Buffer, CompactSlots, Grad, Rule, Scalars, Slots, Sums};
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
@@ -91,24 +91,50 @@ impl Rule for Adamax {
     #[inline(always)]
     fn kernel<T: Real>(c: &AdamaxCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
         let n = p.len();
-        let neg_clr = T::from_f64(-c.clr);
-        let (w1, b1, b2) = (
-            T::from_f64(1.0 - c.b1),
-            T::from_f64(c.b1),
-            T::from_f64(c.b2),
-        );
-        let eps = T::from_f64(c.eps);
-        let wd = T::from_f64(c.weight_decay);
-        let (m, u) = (&mut s.a[..n], &mut s.b[..n]);
-        for i in 0..n {
-            let mut d = g.at(i);
-            if c.weight_decay != 0.0 {
-                d = d + wd * p[i];
-            }
-            m[i] = lerp(m[i], d, w1, b1);
-            u[i] = (u[i] * b2).max(d.abs() + eps);
-            p[i] = p[i] + neg_clr * m[i] / u[i];
-        }
+        adamax_loop(c, p, g, &mut s.a[..n], &mut s.b[..n]);
         [0.0; 4]
+    }
+
+    const DIRECT_COMPACT: bool = true;
+
+    #[inline(always)]
+    fn compact_kernel<T: Real>(
+        c: &AdamaxCoef,
+        p: &mut [T],
+        g: Grad<T>,
+        s: &mut CompactSlots,
+    ) -> Sums {
+        adamax_loop(c, p, g, s.a.reborrow(), s.b.reborrow());
+        [0.0; 4]
+    }
+}
+
+/// The Adamax update over a chunk, whatever its buffers are stored in.
+#[inline(always)]
+fn adamax_loop<T: Real, M: Buffer<T>, U: Buffer<T>>(
+    c: &AdamaxCoef,
+    p: &mut [T],
+    g: Grad<T>,
+    mut m: M,
+    mut u: U,
+) {
+    let neg_clr = T::from_f64(-c.clr);
+    let (w1, b1, b2) = (
+        T::from_f64(1.0 - c.b1),
+        T::from_f64(c.b1),
+        T::from_f64(c.b2),
+    );
+    let eps = T::from_f64(c.eps);
+    let wd = T::from_f64(c.weight_decay);
+    for (i, param) in p.iter_mut().enumerate() {
+        let mut d = g.at(i);
+        if c.weight_decay != 0.0 {
+            d = d + wd * *param;
+        }
+        let m_new = lerp(m.get(i), d, w1, b1);
+        m.set(i, m_new);
+        let u_new = (u.get(i) * b2).max(d.abs() + eps);
+        u.set(i, u_new);
+        *param = *param + neg_clr * m_new / u_new;
     }
 }

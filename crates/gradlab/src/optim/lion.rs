@@ -7,7 +7,7 @@
 //! m ← β2 m + (1 − β2) g
 //! ```
 
-use super::rule::{check, decay_terms, Grad, Rule, Scalars, Slots, Sums};
+use super::rule::{check, decay_terms, Buffer, CompactSlots, Grad, Rule, Scalars, Slots, Sums};
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
@@ -85,21 +85,40 @@ impl Rule for Lion {
     #[inline(always)]
     fn kernel<T: Real>(c: &LionCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
         let n = p.len();
-        let neg_lr = T::from_f64(-c.lr);
-        let decay = T::from_f64(c.decay_factor);
-        let (b1, w1, b2, w2) = (
-            T::from_f64(c.b1),
-            T::from_f64(1.0 - c.b1),
-            T::from_f64(c.b2),
-            T::from_f64(1.0 - c.b2),
-        );
-        let m = &mut s.a[..n];
-        for i in 0..n {
-            let d = g.at(i);
-            let update = (m[i] * b1 + w1 * d).sign();
-            p[i] = p[i] * decay + neg_lr * update;
-            m[i] = m[i] * b2 + w2 * d;
-        }
+        lion_loop(c, p, g, &mut s.a[..n]);
         [0.0; 4]
+    }
+
+    const DIRECT_COMPACT: bool = true;
+
+    #[inline(always)]
+    fn compact_kernel<T: Real>(
+        c: &LionCoef,
+        p: &mut [T],
+        g: Grad<T>,
+        s: &mut CompactSlots,
+    ) -> Sums {
+        lion_loop(c, p, g, s.a.reborrow());
+        [0.0; 4]
+    }
+}
+
+/// The Lion update over a chunk, whatever its momentum is stored in.
+#[inline(always)]
+fn lion_loop<T: Real, M: Buffer<T>>(c: &LionCoef, p: &mut [T], g: Grad<T>, mut m: M) {
+    let neg_lr = T::from_f64(-c.lr);
+    let decay = T::from_f64(c.decay_factor);
+    let (b1, w1, b2, w2) = (
+        T::from_f64(c.b1),
+        T::from_f64(1.0 - c.b1),
+        T::from_f64(c.b2),
+        T::from_f64(1.0 - c.b2),
+    );
+    for (i, param) in p.iter_mut().enumerate() {
+        let d = g.at(i);
+        let mi = m.get(i);
+        let update = (mi * b1 + w1 * d).sign();
+        *param = *param * decay + neg_lr * update;
+        m.set(i, mi * b2 + w2 * d);
     }
 }

@@ -10,7 +10,9 @@
 //! ψ is `momentum_decay`. Π_t is kept per tensor in `f64` (PyTorch keeps it in the default
 //! float type).
 
-use super::rule::{check, decay_terms, lerp, Grad, Rule, Scalars, Slots, Sums};
+use super::rule::{
+    check, decay_terms, lerp, Buffer, CompactSlots, Grad, Rule, Scalars, Slots, Sums,
+};
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
@@ -119,33 +121,59 @@ impl Rule for NAdam {
     #[inline(always)]
     fn kernel<T: Real>(c: &NAdamCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
         let n = p.len();
-        let (gc, ac) = (T::from_f64(c.grad_coef), T::from_f64(c.avg_coef));
-        let bc2 = T::from_f64(c.bc2);
-        let (w1, b1, b2, w2) = (
-            T::from_f64(1.0 - c.b1),
-            T::from_f64(c.b1),
-            T::from_f64(c.b2),
-            T::from_f64(1.0 - c.b2),
-        );
-        let eps = T::from_f64(c.eps);
-        let l2 = T::from_f64(c.l2);
-        let decay = T::from_f64(c.decay_factor);
-        let (m, v) = (&mut s.a[..n], &mut s.b[..n]);
-        for i in 0..n {
-            let mut theta = p[i];
-            let mut d = g.at(i);
-            if c.decay_factor != 1.0 {
-                theta = theta * decay;
-            }
-            if c.l2 != 0.0 {
-                d = d + l2 * theta;
-            }
-            m[i] = lerp(m[i], d, w1, b1);
-            v[i] = v[i] * b2 + w2 * d * d;
-            let denom = (v[i] / bc2).sqrt() + eps;
-            theta = theta + gc * d / denom;
-            p[i] = theta + ac * m[i] / denom;
-        }
+        nadam_loop(c, p, g, &mut s.a[..n], &mut s.b[..n]);
         [0.0; 4]
+    }
+
+    const DIRECT_COMPACT: bool = true;
+
+    #[inline(always)]
+    fn compact_kernel<T: Real>(
+        c: &NAdamCoef,
+        p: &mut [T],
+        g: Grad<T>,
+        s: &mut CompactSlots,
+    ) -> Sums {
+        nadam_loop(c, p, g, s.a.reborrow(), s.b.reborrow());
+        [0.0; 4]
+    }
+}
+
+/// The NAdam update over a chunk, whatever its moments are stored in.
+#[inline(always)]
+fn nadam_loop<T: Real, M: Buffer<T>, V: Buffer<T>>(
+    c: &NAdamCoef,
+    p: &mut [T],
+    g: Grad<T>,
+    mut m: M,
+    mut v: V,
+) {
+    let (gc, ac) = (T::from_f64(c.grad_coef), T::from_f64(c.avg_coef));
+    let bc2 = T::from_f64(c.bc2);
+    let (w1, b1, b2, w2) = (
+        T::from_f64(1.0 - c.b1),
+        T::from_f64(c.b1),
+        T::from_f64(c.b2),
+        T::from_f64(1.0 - c.b2),
+    );
+    let eps = T::from_f64(c.eps);
+    let l2 = T::from_f64(c.l2);
+    let decay = T::from_f64(c.decay_factor);
+    for (i, param) in p.iter_mut().enumerate() {
+        let mut theta = *param;
+        let mut d = g.at(i);
+        if c.decay_factor != 1.0 {
+            theta = theta * decay;
+        }
+        if c.l2 != 0.0 {
+            d = d + l2 * theta;
+        }
+        let m_new = lerp(m.get(i), d, w1, b1);
+        m.set(i, m_new);
+        let v_new = v.get(i) * b2 + w2 * d * d;
+        v.set(i, v_new);
+        let denom = (v_new / bc2).sqrt() + eps;
+        theta = theta + gc * d / denom;
+        *param = theta + ac * m_new / denom;
     }
 }

@@ -10,7 +10,9 @@
 //! else:     θ ← θ − γ m̂
 //! ```
 
-use super::rule::{check, decay_terms, lerp, Grad, Rule, Scalars, Slots, Sums};
+use super::rule::{
+    check, decay_terms, lerp, Buffer, CompactSlots, Grad, Rule, Scalars, Slots, Sums,
+};
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
@@ -116,39 +118,65 @@ impl Rule for RAdam {
     #[inline(always)]
     fn kernel<T: Real>(c: &RAdamCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
         let n = p.len();
-        let lr = T::from_f64(c.lr);
-        let bc1 = T::from_f64(c.bc1);
-        let bc2_sqrt = T::from_f64(c.bc2_sqrt);
-        let (w1, b1, b2, w2) = (
-            T::from_f64(1.0 - c.b1),
-            T::from_f64(c.b1),
-            T::from_f64(c.b2),
-            T::from_f64(1.0 - c.b2),
-        );
-        let eps = T::from_f64(c.eps);
-        let l2 = T::from_f64(c.l2);
-        let decay = T::from_f64(c.decay_factor);
-        let r = T::from_f64(c.rect.unwrap_or(1.0));
-        let (m, v) = (&mut s.a[..n], &mut s.b[..n]);
-        for i in 0..n {
-            let mut theta = p[i];
-            let mut d = g.at(i);
-            if c.decay_factor != 1.0 {
-                theta = theta * decay;
-            }
-            if c.l2 != 0.0 {
-                d = d + l2 * theta;
-            }
-            m[i] = lerp(m[i], d, w1, b1);
-            v[i] = v[i] * b2 + w2 * d * d;
-            let m_hat = m[i] / bc1;
-            let update = if c.rect.is_some() {
-                m_hat * lr * (bc2_sqrt / (v[i].sqrt() + eps)) * r
-            } else {
-                m_hat * lr
-            };
-            p[i] = theta - update;
-        }
+        radam_loop(c, p, g, &mut s.a[..n], &mut s.b[..n]);
         [0.0; 4]
+    }
+
+    const DIRECT_COMPACT: bool = true;
+
+    #[inline(always)]
+    fn compact_kernel<T: Real>(
+        c: &RAdamCoef,
+        p: &mut [T],
+        g: Grad<T>,
+        s: &mut CompactSlots,
+    ) -> Sums {
+        radam_loop(c, p, g, s.a.reborrow(), s.b.reborrow());
+        [0.0; 4]
+    }
+}
+
+/// The RAdam update over a chunk, whatever its moments are stored in.
+#[inline(always)]
+fn radam_loop<T: Real, M: Buffer<T>, V: Buffer<T>>(
+    c: &RAdamCoef,
+    p: &mut [T],
+    g: Grad<T>,
+    mut m: M,
+    mut v: V,
+) {
+    let lr = T::from_f64(c.lr);
+    let bc1 = T::from_f64(c.bc1);
+    let bc2_sqrt = T::from_f64(c.bc2_sqrt);
+    let (w1, b1, b2, w2) = (
+        T::from_f64(1.0 - c.b1),
+        T::from_f64(c.b1),
+        T::from_f64(c.b2),
+        T::from_f64(1.0 - c.b2),
+    );
+    let eps = T::from_f64(c.eps);
+    let l2 = T::from_f64(c.l2);
+    let decay = T::from_f64(c.decay_factor);
+    let r = T::from_f64(c.rect.unwrap_or(1.0));
+    for (i, param) in p.iter_mut().enumerate() {
+        let mut theta = *param;
+        let mut d = g.at(i);
+        if c.decay_factor != 1.0 {
+            theta = theta * decay;
+        }
+        if c.l2 != 0.0 {
+            d = d + l2 * theta;
+        }
+        let m_new = lerp(m.get(i), d, w1, b1);
+        m.set(i, m_new);
+        let v_new = v.get(i) * b2 + w2 * d * d;
+        v.set(i, v_new);
+        let m_hat = m_new / bc1;
+        let update = if c.rect.is_some() {
+            m_hat * lr * (bc2_sqrt / (v_new.sqrt() + eps)) * r
+        } else {
+            m_hat * lr
+        };
+        *param = theta - update;
     }
 }
