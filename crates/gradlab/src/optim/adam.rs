@@ -146,8 +146,6 @@ impl Rule for Adam {
         [0.0; 4]
     }
 
-    const DIRECT_COMPACT: bool = true;
-
     #[inline(always)]
     fn compact_kernel<T: Real>(
         c: &AdamCoef,

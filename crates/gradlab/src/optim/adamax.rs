@@ -95,8 +95,6 @@ impl Rule for Adamax {
         [0.0; 4]
     }
 
-    const DIRECT_COMPACT: bool = true;
-
     #[inline(always)]
     fn compact_kernel<T: Real>(
         c: &AdamaxCoef,

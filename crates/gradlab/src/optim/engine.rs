@@ -393,7 +393,7 @@ impl<T: Real, R: Rule> Engine<T, R> {
                         #[inline(always)]
                         || kernel(&mut slots),
                     )
-                } else if R::DIRECT_COMPACT && !PRE {
+                } else {
                     // bf16 buffers read and written by the kernel itself.
                     let first = first_index + global.start as u64;
                     let [a, b, c] = std::array::from_fn(|k| {
@@ -404,50 +404,14 @@ impl<T: Real, R: Rule> Engine<T, R> {
                     let params = std::slice::from_raw_parts_mut(p, n);
                     super::simd::wide_call(
                         #[inline(always)]
-                        || R::compact_kernel(coef, params, grad, slots),
-                    )
-                } else {
-                    // bf16 buffers: decoded block by block into scratch that stays in the
-                    // L1 cache, updated, encoded back.
-                    compact::with_scratch::<T, _>(compact_slots, compact::BLOCK, |scratch| {
-                        let mut total = [0.0; 4];
-                        for start in (0..n).step_by(compact::BLOCK) {
-                            let len = compact::BLOCK.min(n - start);
-                            let at = global.start + start..global.start + start + len;
-                            let mut parts =
-                                scratch.chunks_mut(compact::BLOCK).map(|b| &mut b[..len]);
-                            let mut bufs: [&mut [T]; 3] =
-                                std::array::from_fn(|_| parts.next().unwrap_or_default());
-                            let stored: [&mut [u16]; 3] =
-                                std::array::from_fn(|k| compact_views[k].slice(at.clone()));
-                            let g = Grad::new(&raw[start..start + len], scale, bound);
-                            let pp = p.add(start);
-                            let first = first_index + at.start as u64;
-                            let sums = super::simd::wide_call(
-                                #[inline(always)]
-                                || {
-                                    for k in 0..compact_slots {
-                                        compact::decode(stored[k], bufs[k]);
-                                    }
-                                    let [a, b, c] = &mut bufs;
-                                    let slots = &mut Slots { a, b, c };
-                                    let sums = if PRE {
-                                        pre::<R, T>(coef, pp, len, g, slots)
-                                    } else {
-                                        update::<R, T>(coef, pp, len, g, slots)
-                                    };
-                                    for k in 0..compact_slots {
-                                        compact::encode(bufs[k], stored[k], first, step, k as u32);
-                                    }
-                                    sums
-                                },
-                            );
-                            for (t, x) in total.iter_mut().zip(sums) {
-                                *t += x;
+                        || {
+                            if PRE {
+                                R::compact_pre_kernel(coef, params, grad, slots)
+                            } else {
+                                R::compact_kernel(coef, params, grad, slots)
                             }
-                        }
-                        total
-                    })
+                        },
+                    )
                 };
             }
         };

@@ -9,7 +9,7 @@
 //! θ ← θ − s τ r
 //! ```
 
-use super::rule::{check, lane_sums, Grad, Rule, Scalars, Slots, Sums};
+use super::rule::{check, lane_sums, Buffer, CompactSlots, Grad, Rule, Scalars, Slots, Sums};
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
@@ -132,30 +132,28 @@ impl Rule for Lamb {
     #[inline(always)]
     fn pre_kernel<T: Real>(c: &LambCoef, p: &[T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
         let n = p.len();
-        let (b1, w1, b2, w2) = (
-            T::from_f64(c.b1),
-            T::from_f64(1.0 - c.b1),
-            T::from_f64(c.b2),
-            T::from_f64(1.0 - c.b2),
-        );
-        let (m, v) = (&mut s.a[..n], &mut s.b[..n]);
-        let [pp, rr] = lane_sums(n, |i| {
-            // SAFETY: lane_sums calls with i < n, the length of every slice here.
-            let (mi, vi, pi) = unsafe {
-                (
-                    m.get_unchecked_mut(i),
-                    v.get_unchecked_mut(i),
-                    *p.get_unchecked(i),
-                )
-            };
-            let d = g.at(i);
-            *mi = *mi * b1 + w1 * d;
-            *vi = *vi * b2 + w2 * d * d;
-            let r = c.direction(*mi, *vi, pi).to_f64();
-            let x = pi.to_f64();
-            [x * x, r * r]
-        });
-        [pp, rr, 0.0, 0.0]
+        moments(c, p, g, &mut s.a[..n], &mut s.b[..n])
+    }
+
+    #[inline(always)]
+    fn compact_pre_kernel<T: Real>(
+        c: &LambCoef,
+        p: &[T],
+        g: Grad<T>,
+        s: &mut CompactSlots,
+    ) -> Sums {
+        moments(c, p, g, s.a.reborrow(), s.b.reborrow())
+    }
+
+    #[inline(always)]
+    fn compact_kernel<T: Real>(
+        c: &LambCoef,
+        p: &mut [T],
+        _g: Grad<T>,
+        s: &mut CompactSlots,
+    ) -> Sums {
+        step(c, p, s.a.reborrow(), s.b.reborrow());
+        [0.0; 4]
     }
 
     fn mid(cfg: &LambConfig, c: &mut LambCoef, sums: Sums) {
@@ -171,11 +169,47 @@ impl Rule for Lamb {
     #[inline(always)]
     fn kernel<T: Real>(c: &LambCoef, p: &mut [T], _g: Grad<T>, s: &mut Slots<T>) -> Sums {
         let n = p.len();
-        let neg = T::from_f64(-c.step_size * c.trust);
-        let (m, v) = (&s.a[..n], &s.b[..n]);
-        for i in 0..n {
-            p[i] = p[i] + neg * c.direction(m[i], v[i], p[i]);
-        }
+        step(c, p, &mut s.a[..n], &mut s.b[..n]);
         [0.0; 4]
+    }
+}
+
+/// The moment pass over a chunk, whatever the moments are stored in: updates them and sums
+/// ‖θ‖² and ‖r‖².
+#[inline(always)]
+fn moments<T: Real, M: Buffer<T>, V: Buffer<T>>(
+    c: &LambCoef,
+    p: &[T],
+    g: Grad<T>,
+    mut m: M,
+    mut v: V,
+) -> Sums {
+    let (b1, w1, b2, w2) = (
+        T::from_f64(c.b1),
+        T::from_f64(1.0 - c.b1),
+        T::from_f64(c.b2),
+        T::from_f64(1.0 - c.b2),
+    );
+    let [pp, rr] = lane_sums(p.len(), |i| {
+        // SAFETY: lane_sums calls with i < n, the length of every buffer here.
+        let pi = unsafe { *p.get_unchecked(i) };
+        let d = g.at(i);
+        let m_new = m.get(i) * b1 + w1 * d;
+        m.set(i, m_new);
+        let v_new = v.get(i) * b2 + w2 * d * d;
+        v.set(i, v_new);
+        let r = c.direction(m_new, v_new, pi).to_f64();
+        let x = pi.to_f64();
+        [x * x, r * r]
+    });
+    [pp, rr, 0.0, 0.0]
+}
+
+/// The update pass over a chunk (the moments are only read).
+#[inline(always)]
+fn step<T: Real, M: Buffer<T>, V: Buffer<T>>(c: &LambCoef, p: &mut [T], m: M, v: V) {
+    let neg = T::from_f64(-c.step_size * c.trust);
+    for (i, param) in p.iter_mut().enumerate() {
+        *param = *param + neg * c.direction(m.get(i), v.get(i), *param);
     }
 }

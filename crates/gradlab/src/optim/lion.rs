@@ -89,8 +89,6 @@ impl Rule for Lion {
         [0.0; 4]
     }
 
-    const DIRECT_COMPACT: bool = true;
-
     #[inline(always)]
     fn compact_kernel<T: Real>(
         c: &LionCoef,

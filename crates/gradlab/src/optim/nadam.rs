@@ -125,8 +125,6 @@ impl Rule for NAdam {
         [0.0; 4]
     }
 
-    const DIRECT_COMPACT: bool = true;
-
     #[inline(always)]
     fn compact_kernel<T: Real>(
         c: &NAdamCoef,

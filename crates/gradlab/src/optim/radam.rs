@@ -122,8 +122,6 @@ impl Rule for RAdam {
         [0.0; 4]
     }
 
-    const DIRECT_COMPACT: bool = true;
-
     #[inline(always)]
     fn compact_kernel<T: Real>(
         c: &RAdamCoef,

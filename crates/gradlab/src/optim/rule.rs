@@ -137,11 +137,10 @@ pub trait Rule: Sized + Send + Sync + 'static {
     const KERNEL_SUMS: bool = false;
     /// Whether the rule's element buffers may be stored in bfloat16 (`state_dtype=bf16`):
     /// moving averages tolerate it (with stochastic rounding); running sums such as
-    /// Adagrad's would stall, so those rules keep full precision.
+    /// Adagrad's would stall, so those rules keep full precision. Such rules implement
+    /// [`Rule::compact_kernel`] (and [`Rule::compact_pre_kernel`] with a pre-pass), usually
+    /// by running the same loop as [`Rule::kernel`] over [`Buffer`]s of another storage.
     const COMPACT_STATE: bool = false;
-    /// Whether [`Rule::compact_kernel`] updates bfloat16 buffers directly; otherwise they are
-    /// decoded into a scratch block for [`Rule::kernel`] and encoded back.
-    const DIRECT_COMPACT: bool = false;
 
     /// Reads and validates the hyperparameters.
     fn parse(args: &Args) -> Result<Self::Config>;
@@ -195,8 +194,18 @@ pub trait Rule: Sized + Send + Sync + 'static {
     fn mid(_cfg: &Self::Config, _c: &mut Self::Coef, _sums: Sums) {}
     /// The fused update of one chunk.
     fn kernel<T: Real>(c: &Self::Coef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums;
+    /// [`Rule::pre_kernel`] on bfloat16 element buffers (only called when
+    /// [`Rule::COMPACT_STATE`] and [`Rule::PRE_PASS`]).
+    fn compact_pre_kernel<T: Real>(
+        _c: &Self::Coef,
+        _p: &[T],
+        _g: Grad<T>,
+        _s: &mut CompactSlots,
+    ) -> Sums {
+        unreachable!("{} has no direct bfloat16 pre-pass", Self::NAME)
+    }
     /// The update of one chunk whose element buffers are bfloat16 (only called when
-    /// [`Rule::DIRECT_COMPACT`]; rules without a pre-pass).
+    /// [`Rule::COMPACT_STATE`]).
     fn compact_kernel<T: Real>(
         _c: &Self::Coef,
         _p: &mut [T],
