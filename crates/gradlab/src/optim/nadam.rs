@@ -11,7 +11,7 @@
 //! float type).
 
 use super::rule::{
-    check, decay_terms, lerp, Buffer, CompactSlots, Grad, Rule, Scalars, Slots, Sums,
+    check, decay_terms, AdamMoments, Buffer, CompactSlots, Grad, Rule, Scalars, Slots, Sums,
 };
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
@@ -148,30 +148,12 @@ fn nadam_loop<T: Real, M: Buffer<T>, V: Buffer<T>>(
 ) {
     let (gc, ac) = (T::from_f64(c.grad_coef), T::from_f64(c.avg_coef));
     let bc2 = T::from_f64(c.bc2);
-    let (w1, b1, b2, w2) = (
-        T::from_f64(1.0 - c.b1),
-        T::from_f64(c.b1),
-        T::from_f64(c.b2),
-        T::from_f64(1.0 - c.b2),
-    );
     let eps = T::from_f64(c.eps);
-    let l2 = T::from_f64(c.l2);
-    let decay = T::from_f64(c.decay_factor);
+    let k = AdamMoments::new(c.b1, c.b2, c.l2, c.decay_factor);
     for (i, param) in p.iter_mut().enumerate() {
-        let mut theta = *param;
-        let mut d = g.at(i);
-        if c.decay_factor != 1.0 {
-            theta = theta * decay;
-        }
-        if c.l2 != 0.0 {
-            d = d + l2 * theta;
-        }
-        let m_new = lerp(m.get(i), d, w1, b1);
-        m.set(i, m_new);
-        let v_new = v.get(i) * b2 + w2 * d * d;
-        v.set(i, v_new);
+        let (theta, d, m_new, v_new) = k.step(i, *param, g.at(i), &mut m, &mut v);
         let denom = (v_new / bc2).sqrt() + eps;
-        theta = theta + gc * d / denom;
+        let theta = theta + gc * d / denom;
         *param = theta + ac * m_new / denom;
     }
 }

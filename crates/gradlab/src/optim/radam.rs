@@ -11,7 +11,7 @@
 //! ```
 
 use super::rule::{
-    check, decay_terms, lerp, Buffer, CompactSlots, Grad, Rule, Scalars, Slots, Sums,
+    check, decay_terms, AdamMoments, Buffer, CompactSlots, Grad, Rule, Scalars, Slots, Sums,
 };
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
@@ -146,29 +146,11 @@ fn radam_loop<T: Real, M: Buffer<T>, V: Buffer<T>>(
     let lr = T::from_f64(c.lr);
     let bc1 = T::from_f64(c.bc1);
     let bc2_sqrt = T::from_f64(c.bc2_sqrt);
-    let (w1, b1, b2, w2) = (
-        T::from_f64(1.0 - c.b1),
-        T::from_f64(c.b1),
-        T::from_f64(c.b2),
-        T::from_f64(1.0 - c.b2),
-    );
     let eps = T::from_f64(c.eps);
-    let l2 = T::from_f64(c.l2);
-    let decay = T::from_f64(c.decay_factor);
     let r = T::from_f64(c.rect.unwrap_or(1.0));
+    let k = AdamMoments::new(c.b1, c.b2, c.l2, c.decay_factor);
     for (i, param) in p.iter_mut().enumerate() {
-        let mut theta = *param;
-        let mut d = g.at(i);
-        if c.decay_factor != 1.0 {
-            theta = theta * decay;
-        }
-        if c.l2 != 0.0 {
-            d = d + l2 * theta;
-        }
-        let m_new = lerp(m.get(i), d, w1, b1);
-        m.set(i, m_new);
-        let v_new = v.get(i) * b2 + w2 * d * d;
-        v.set(i, v_new);
+        let (theta, _, m_new, v_new) = k.step(i, *param, g.at(i), &mut m, &mut v);
         let m_hat = m_new / bc1;
         let update = if c.rect.is_some() {
             m_hat * lr * (bc2_sqrt / (v_new.sqrt() + eps)) * r

@@ -262,6 +262,58 @@ pub fn lane_sums<const K: usize>(n: usize, mut f: impl FnMut(usize) -> [f64; K])
     out
 }
 
+/// Per-step constants of the Adam family's shared first half (see [`AdamMoments::step`]).
+#[derive(Clone, Copy)]
+pub struct AdamMoments<T> {
+    /// 1 − β1 and β1 (for [`lerp`]).
+    pub w1: T,
+    /// β1.
+    pub b1: T,
+    /// β2.
+    pub b2: T,
+    /// 1 − β2.
+    pub w2: T,
+    /// Coupled (L2) weight decay λ, or 0.
+    pub l2: T,
+    /// Decoupled decay factor 1 − γλ, or 1.
+    pub decay: T,
+}
+
+impl<T: Real> AdamMoments<T> {
+    /// The constants for betas `(b1, b2)` and decay terms from [`decay_terms`].
+    pub fn new(b1: f64, b2: f64, l2: f64, decay: f64) -> Self {
+        AdamMoments {
+            w1: T::from_f64(1.0 - b1),
+            b1: T::from_f64(b1),
+            b2: T::from_f64(b2),
+            w2: T::from_f64(1.0 - b2),
+            l2: T::from_f64(l2),
+            decay: T::from_f64(decay),
+        }
+    }
+
+    /// Element `i`'s weight decay and moments, as PyTorch's NAdam and RAdam do them:
+    /// `θ ← θ·decay`, `d = g + λθ`, `m ← lerp(m, d, 1 − β1)`, `v ← β2 v + (1 − β2) d²`.
+    /// Stores m and v and returns `(θ, d, m, v)`.
+    #[inline(always)]
+    pub fn step(
+        &self,
+        i: usize,
+        theta: T,
+        g: T,
+        m: &mut impl Buffer<T>,
+        v: &mut impl Buffer<T>,
+    ) -> (T, T, T, T) {
+        let theta = theta * self.decay;
+        let d = g + self.l2 * theta;
+        let m_new = lerp(m.get(i), d, self.w1, self.b1);
+        m.set(i, m_new);
+        let v_new = v.get(i) * self.b2 + self.w2 * d * d;
+        v.set(i, v_new);
+        (theta, d, m_new, v_new)
+    }
+}
+
 /// `m + w (x - m)` as PyTorch's `lerp_` computes it (the form depends on `|w| < 0.5`).
 #[inline(always)]
 pub fn lerp<T: Real>(m: T, x: T, w: T, one_minus_w: T) -> T {
