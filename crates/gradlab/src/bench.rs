@@ -3,7 +3,8 @@
 //! An optimizer step is memory-bound: its floor is the bytes it must move
 //! ([`Optimizer::bytes_per_param`](crate::optim::Optimizer::bytes_per_param)) divided by the memory bandwidth. The roofline is
 //! measured in the same process, on the same threads, with the read-modify-write kernel
-//! `a[i] += s·b[i]` (12 bytes per f32 element, 24 per f64).
+//! `a[i] += s·b[i]` (12 bytes per f32 element, 24 per f64), in pairs of passes alternating
+//! with pairs of steps so that both see the same state of the machine.
 
 use crate::optim::plan::{Plan, Shared};
 use crate::optim::{self, Layout, Options};
@@ -50,15 +51,27 @@ pub fn layout(params: usize, tensors: usize) -> Result<Layout> {
     Layout::new((0..t).map(|i| (format!("t{i}"), vec![base + usize::from(i < params % t)])))
 }
 
-/// Bandwidth (GB/s) of `a[i] += s·b[i]` over `n` elements of `T` with the current pool.
-pub fn roofline<T: Real>(n: usize, repeats: usize) -> f64 {
-    let mut a = vec![T::ONE; n];
-    let b = vec![T::from_f64(1e-3); n];
-    let plan = Plan::new(&[n]);
-    let s = T::from_f64(0.5);
-    let mut times = Vec::new();
-    for r in 0..repeats + 2 {
-        let view = Shared::new(&mut a);
+/// The roofline kernel `a[i] += s·b[i]` over `n` elements of `T` (12 bytes per f32 element).
+struct Roofline<T> {
+    a: Vec<T>,
+    b: Vec<T>,
+    plan: Plan,
+}
+
+impl<T: Real> Roofline<T> {
+    fn new(n: usize) -> Self {
+        Roofline {
+            a: vec![T::ONE; n],
+            b: vec![T::from_f64(1e-3); n],
+            plan: Plan::new(&[n]),
+        }
+    }
+
+    /// Seconds of one pass with the current pool.
+    fn time_once(&mut self) -> f64 {
+        let s = T::from_f64(0.5);
+        let (plan, b) = (&self.plan, &self.b);
+        let view = Shared::new(&mut self.a);
         let t0 = Instant::now();
         plan.for_each(|ci| {
             let c = plan.chunks[ci];
@@ -66,21 +79,33 @@ pub fn roofline<T: Real>(n: usize, repeats: usize) -> f64 {
             let a = unsafe { view.slice(c.start..c.end) };
             let b = &b[c.start..c.end];
             // Compiled like the kernels, with the widest vector instructions available.
-            crate::optim::simd::wide_call(|| {
-                for (x, y) in a.iter_mut().zip(b) {
-                    *x += s * *y;
-                }
-            });
+            crate::optim::simd::wide_call(
+                #[inline(always)]
+                || {
+                    for (x, y) in a.iter_mut().zip(b) {
+                        *x += s * *y;
+                    }
+                },
+            );
         });
-        if r >= 2 {
-            times.push(t0.elapsed().as_secs_f64());
-        }
+        let seconds = t0.elapsed().as_secs_f64();
+        std::hint::black_box(&self.a);
+        seconds
     }
-    std::hint::black_box(&a);
-    (3 * n * std::mem::size_of::<T>()) as f64 / median(times) / 1e9
+
+    fn gbps(&self, seconds: f64) -> f64 {
+        (3 * self.a.len() * std::mem::size_of::<T>()) as f64 / seconds / 1e9
+    }
 }
 
-/// Times `steps` steps of `spec` on random data (after 3 warm-up steps) on `threads` threads.
+/// Bandwidth (GB/s) of `a[i] += s·b[i]` over `n` elements of `T` with the current pool.
+pub fn roofline<T: Real>(n: usize, repeats: usize) -> f64 {
+    let mut kernel = Roofline::<T>::new(n);
+    let times: Vec<f64> = (0..repeats + 2).map(|_| kernel.time_once()).skip(2).collect();
+    kernel.gbps(median(times))
+}
+
+/// Times `steps` steps of `spec` on random data (after 2 warm-up rounds) on `threads` threads.
 pub fn bench<T: Real>(
     spec: &str,
     params: usize,
@@ -98,17 +123,28 @@ pub fn bench<T: Real>(
             .map(|_| T::from_f64(1e-3 * rng.normal()))
             .collect();
         let grads = layout.split(&g)?;
-        let mut times = Vec::new();
-        for k in 0..steps.max(1) + 3 {
-            let mut ps = layout.split_mut(&mut p)?;
-            let t0 = Instant::now();
-            opt.step(&mut ps, &grads)?;
-            if k >= 3 {
-                times.push(t0.elapsed().as_secs_f64());
+        // Steps and roofline passes alternate in pairs, so that both see the same state of a
+        // machine whose bandwidth drifts (shared VMs do); only the second of each pair is
+        // timed, so that neither pays for writing back the other's data.
+        let mut roofline = Roofline::<T>::new(params);
+        let (mut times, mut roof_times) = (Vec::new(), Vec::new());
+        for k in 0..steps.max(1) + 2 {
+            let mut step_seconds = 0.0;
+            for _ in 0..2 {
+                let mut ps = layout.split_mut(&mut p)?;
+                let t0 = Instant::now();
+                opt.step(&mut ps, &grads)?;
+                step_seconds = t0.elapsed().as_secs_f64();
+            }
+            roofline.time_once();
+            let roof_seconds = roofline.time_once();
+            if k >= 2 {
+                times.push(step_seconds);
+                roof_times.push(roof_seconds);
             }
         }
         let seconds = median(times);
-        let roof = roofline::<T>(params, 10);
+        let roof = roofline.gbps(median(roof_times));
         let bytes = opt.bytes_per_param();
         let effective = bytes * params as f64 / seconds / 1e9;
         Ok(BenchResult {
