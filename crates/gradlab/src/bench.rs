@@ -101,7 +101,10 @@ impl<T: Real> Roofline<T> {
 /// Bandwidth (GB/s) of `a[i] += s·b[i]` over `n` elements of `T` with the current pool.
 pub fn roofline<T: Real>(n: usize, repeats: usize) -> f64 {
     let mut kernel = Roofline::<T>::new(n);
-    let times: Vec<f64> = (0..repeats + 2).map(|_| kernel.time_once()).skip(2).collect();
+    let times: Vec<f64> = (0..repeats + 2)
+        .map(|_| kernel.time_once())
+        .skip(2)
+        .collect();
     kernel.gbps(median(times))
 }
 
