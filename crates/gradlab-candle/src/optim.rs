@@ -134,6 +134,22 @@ fn lend_error(seg: usize, what: &str) -> gradlab::Error {
 /// The slices borrow the gradients' storage past the read lock: that is sound because the
 /// gradient store keeps the tensors alive for the whole step, nothing writes gradients
 /// during a step, and the caller clears `out` before the step returns.
+/// The values of an f32 storage.
+pub(crate) fn f32_values(s: &CpuStorage) -> Option<&[f32]> {
+    match s {
+        CpuStorage::F32(v) => Some(v.as_slice()),
+        _ => None,
+    }
+}
+
+/// The values of an f64 storage.
+fn f64_values(s: &CpuStorage) -> Option<&[f64]> {
+    match s {
+        CpuStorage::F64(v) => Some(v.as_slice()),
+        _ => None,
+    }
+}
+
 pub(crate) fn grad_slices<T>(
     names: &[String],
     vars: &[Var],
@@ -375,38 +391,14 @@ impl GradlabOptimizer {
                 s.step(Some(grads), share, None)?
             }
             Inner::F32(o) => {
-                let r = grad_slices(
-                    names,
-                    vars,
-                    grads,
-                    |s| {
-                        if let CpuStorage::F32(v) = s {
-                            Some(v.as_slice())
-                        } else {
-                            None
-                        }
-                    },
-                    grads_f32,
-                )
-                .and_then(|()| Ok(o.step_with(grads_f32, &mut VarAccess { vars })?));
+                let r = grad_slices(names, vars, grads, f32_values, grads_f32)
+                    .and_then(|()| Ok(o.step_with(grads_f32, &mut VarAccess { vars })?));
                 grads_f32.clear();
                 r?
             }
             Inner::F64(o) => {
-                let r = grad_slices(
-                    names,
-                    vars,
-                    grads,
-                    |s| {
-                        if let CpuStorage::F64(v) = s {
-                            Some(v.as_slice())
-                        } else {
-                            None
-                        }
-                    },
-                    grads_f64,
-                )
-                .and_then(|()| Ok(o.step_with(grads_f64, &mut VarAccess { vars })?));
+                let r = grad_slices(names, vars, grads, f64_values, grads_f64)
+                    .and_then(|()| Ok(o.step_with(grads_f64, &mut VarAccess { vars })?));
                 grads_f64.clear();
                 r?
             }

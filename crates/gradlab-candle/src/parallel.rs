@@ -14,10 +14,10 @@
 //! (reduce-scatter plus all-gather, as one all-reduce of the gradients would), plus
 //! `8·(2 + 4·tensors)` bytes of all-reduced sums for rules with per-tensor norms.
 
-use crate::optim::{grad_slices, OptimizerConfig, VarAccess};
+use crate::optim::{f32_values, grad_slices, OptimizerConfig, VarAccess};
 use crate::{Error, Result};
 use candle_core::backprop::GradStore;
-use candle_core::{CpuStorage, DType, Var};
+use candle_core::{DType, Var};
 use gradlab::dist::{self, Collective, Distributed, Shard};
 use gradlab::optim::{self, Layout, Optimizer, Options, ParamAccess, StateDict, StepOutcome};
 use std::sync::Arc;
@@ -228,12 +228,5 @@ impl ShardedOptimizer {
     pub fn load_state(&mut self, full_state: &StateDict<f32>) -> gradlab::Result<()> {
         let mine = dist::shard_state(full_state, &self.full, &self.shard)?;
         self.engine.load_state_dict(&mine)
-    }
-}
-
-fn f32_values(s: &CpuStorage) -> Option<&[f32]> {
-    match s {
-        CpuStorage::F32(v) => Some(v.as_slice()),
-        _ => None,
     }
 }
