@@ -27,18 +27,40 @@ pub enum HvpMethod {
 }
 
 /// Runs `f` on a thread where candle keeps gradient graphs (double backward works).
+///
+/// candle latches `CANDLE_GRAD_DO_NOT_DETACH` per thread at the thread's first backward
+/// pass, so the variable is set only until the new thread has latched it (by a tiny
+/// backward pass of its own), under a lock: concurrent callers cannot remove it from under
+/// each other's threads (which silently detached their gradients).
 pub fn second_order<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    static ENVIRONMENT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let guard = ENVIRONMENT.lock().unwrap_or_else(|e| e.into_inner());
     let previous = std::env::var_os("CANDLE_GRAD_DO_NOT_DETACH");
     std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1");
-    let handle = std::thread::spawn(f);
-    let result = handle.join();
+    let (latched, wait) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        latch_second_order();
+        let _ = latched.send(());
+        f()
+    });
+    let _ = wait.recv();
     match previous {
         Some(v) => std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", v),
         None => std::env::remove_var("CANDLE_GRAD_DO_NOT_DETACH"),
     }
-    match result {
+    drop(guard);
+    match handle.join() {
         Ok(r) => r,
         Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// Makes this thread read `CANDLE_GRAD_DO_NOT_DETACH` now: candle at its first backward
+/// pass, gradlab's ops at their first question.
+fn latch_second_order() {
+    crate::ops::second_order_enabled();
+    if let Ok(v) = Var::new(1f64, &candle_core::Device::Cpu) {
+        let _ = v.as_tensor().sqr().and_then(|t| t.backward());
     }
 }
 

@@ -8,6 +8,7 @@ pub mod data;
 pub mod hessian;
 pub mod landscape;
 pub mod models;
+pub mod ops;
 pub mod optim;
 pub mod parallel;
 pub mod train;

@@ -3,6 +3,7 @@
 //! norm). Initialisation is seeded and deterministic (PyTorch's default for linear and
 //! convolution layers: weights and biases uniform in ±1/√fan_in).
 
+use crate::ops::{self, Conv2dParams};
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
 use gradlab::landscape::Rng;
@@ -96,9 +97,9 @@ impl Activation {
 
     fn apply(self, x: &Tensor) -> Result<Tensor> {
         Ok(match self {
-            Activation::Relu => x.relu()?,
+            Activation::Relu => ops::relu(x)?,
             Activation::Tanh => x.tanh()?,
-            Activation::Gelu => x.gelu_erf()?,
+            Activation::Gelu => ops::gelu_erf(x)?,
         })
     }
 }
@@ -433,15 +434,18 @@ impl Model {
         for layer in &self.layers {
             h = match layer {
                 Layer::Flatten => h.flatten_from(1)?,
-                Layer::Linear { w, b } => h
-                    .matmul(&self.params[*w].1.t()?)?
-                    .broadcast_add(self.params[*b].1.as_tensor())?,
-                Layer::Conv { w, b, padding } => {
-                    let y = h.conv2d(self.params[*w].1.as_tensor(), *padding, 1, 1, 1)?;
-                    let c = self.params[*b].1.dims()[0];
-                    y.broadcast_add(&self.params[*b].1.reshape((1, c, 1, 1))?)?
-                }
-                Layer::MaxPool(k) => h.max_pool2d(*k)?,
+                Layer::Linear { w, b } => ops::linear(
+                    &h,
+                    self.params[*w].1.as_tensor(),
+                    Some(self.params[*b].1.as_tensor()),
+                )?,
+                Layer::Conv { w, b, padding } => ops::conv2d(
+                    &h,
+                    self.params[*w].1.as_tensor(),
+                    Some(self.params[*b].1.as_tensor()),
+                    Conv2dParams::padded(*padding),
+                )?,
+                Layer::MaxPool(k) => ops::max_pool2d(&h, *k, *k)?,
                 Layer::Act(a) => a.apply(&h)?,
                 Layer::Dropout(p) => {
                     if train {
@@ -474,54 +478,44 @@ impl Model {
         } else {
             vec![1, c]
         };
-        let (mean, var) = if train {
-            // Statistics over every axis but the channels.
-            let xt = if bn.spatial {
-                x.transpose(0, 1)?.flatten_from(1)?
-            } else {
-                x.t()?
-            };
-            let mean = xt.mean(D::Minus1)?;
-            let centered = xt.broadcast_sub(&mean.unsqueeze(1)?)?;
-            let var = centered.sqr()?.mean(D::Minus1)?;
-            let count = xt.dims()[1] as f64;
-            let unbiased = (var.detach() * (count / (count - 1.0).max(1.0)))?;
+        let gamma = self.params[bn.gamma].1.as_tensor();
+        let beta = self.params[bn.beta].1.as_tensor();
+        if train {
+            let (y, stats) = ops::batch_norm_train(x, gamma, beta, 1e-5)?;
+            let count = stats.count as f64;
+            // Running variance is unbiased (PyTorch), the normalisation uses the biased one.
+            let unbiased = (stats.var * (count / (count - 1.0).max(1.0)))?;
             let mut cumulative = bn.cumulative.borrow_mut();
-            let (new_mean, new_var) = match cumulative.as_mut() {
-                None => (
-                    ((bn.running_mean.borrow().clone() * 0.9)? + (mean.detach() * 0.1)?)?,
-                    ((bn.running_var.borrow().clone() * 0.9)? + (unbiased * 0.1)?)?,
-                ),
+            let weight = match cumulative.as_mut() {
+                None => 0.1,
                 Some(k) => {
                     *k += 1;
-                    let w = 1.0 / *k as f64;
-                    (
-                        ((bn.running_mean.borrow().clone() * (1.0 - w))? + (mean.detach() * w)?)?,
-                        ((bn.running_var.borrow().clone() * (1.0 - w))? + (unbiased * w)?)?,
-                    )
+                    1.0 / *k as f64
                 }
             };
+            let blend = |old: &Tensor, new: &Tensor| -> Result<Tensor> {
+                Ok(((old * (1.0 - weight))? + (new * weight)?)?)
+            };
+            let new_mean = blend(&bn.running_mean.borrow(), &stats.mean)?;
+            let new_var = blend(&bn.running_var.borrow(), &unbiased)?;
             *bn.running_mean.borrow_mut() = new_mean;
             *bn.running_var.borrow_mut() = new_var;
-            (mean, var)
-        } else {
-            (
-                bn.running_mean.borrow().clone(),
-                bn.running_var.borrow().clone(),
-            )
-        };
+            return Ok(y);
+        }
+        let mean = bn.running_mean.borrow().clone();
+        let var = bn.running_var.borrow().clone();
         let normed = x
             .broadcast_sub(&mean.reshape(shape.as_slice())?)?
             .broadcast_div(&(var + 1e-5)?.sqrt()?.reshape(shape.as_slice())?)?;
         Ok(normed
-            .broadcast_mul(&self.params[bn.gamma].1.reshape(shape.as_slice())?)?
-            .broadcast_add(&self.params[bn.beta].1.reshape(shape.as_slice())?)?)
+            .broadcast_mul(&gamma.reshape(shape.as_slice())?)?
+            .broadcast_add(&beta.reshape(shape.as_slice())?)?)
     }
 }
 
-/// Mean cross-entropy of logits against labels.
+/// Mean cross-entropy of logits against labels ([`ops::cross_entropy`]).
 pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
-    Ok(candle_nn::loss::cross_entropy(logits, labels)?)
+    Ok(ops::cross_entropy(logits, labels)?)
 }
 
 /// Number of correct predictions.
