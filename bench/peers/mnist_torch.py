@@ -5,10 +5,14 @@
     python3 bench/peers/mnist_torch.py --model cnn   # LeNet-5-like
 
 Prints per-epoch wall time, train loss and test accuracy, as `gradlab train` does, so both
-can be run on the same machine and compared.
+can be run on the same machine and compared. With `--split` it times one epoch phase by
+phase (data, forward, backward, optimizer; ms per step) and one evaluation, as
+`gradlab bench --train` does, and prints JSON with the same keys.
 """
 import argparse
 import gzip
+import json
+import statistics
 import struct
 import time
 from pathlib import Path
@@ -55,6 +59,7 @@ def main():
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--split", action="store_true", help="time one epoch phase by phase")
     a = p.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(a.threads)
@@ -62,6 +67,8 @@ def main():
     net = model(a.model)
     opt = torch.optim.AdamW(net.parameters(), lr=a.lr)
     loss_fn = nn.CrossEntropyLoss()
+    if a.split:
+        return split(a, net, opt, loss_fn, xtr, ytr, xte, yte)
     start = time.perf_counter()
     for epoch in range(a.epochs):
         t0 = time.perf_counter()
@@ -80,6 +87,50 @@ def main():
             acc = (net(xte).argmax(1) == yte).float().mean().item()
         print(f"epoch {epoch + 1}: {time.perf_counter() - t0:.2f} s, train loss {total / len(ytr):.4f}, test accuracy {100 * acc:.2f}%")
     print(f"total {time.perf_counter() - start:.2f} s")
+
+
+def split(a, net, opt, loss_fn, xtr, ytr, xte, yte):
+    """One epoch, each step's phases timed; then one evaluation."""
+    phases = {"data": [], "forward": [], "backward": [], "optimizer": []}
+    net.train()
+    perm = torch.randperm(len(ytr))
+    losses = []
+    start = time.perf_counter()
+    for i in range(0, len(ytr), a.batch_size):
+        t0 = time.perf_counter()
+        idx = perm[i:i + a.batch_size]
+        x, y = xtr[idx], ytr[idx]
+        t1 = time.perf_counter()
+        opt.zero_grad()
+        logits = net(x)
+        loss = loss_fn(logits, y)
+        losses.append(loss.item())
+        (logits.argmax(1) == y).sum().item()
+        t2 = time.perf_counter()
+        loss.backward()
+        t3 = time.perf_counter()
+        opt.step()
+        t4 = time.perf_counter()
+        for k, v in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            phases[k].append(1e3 * v)
+    train_ms = 1e3 * (time.perf_counter() - start)
+    t0 = time.perf_counter()
+    net.eval()
+    with torch.no_grad():
+        (net(xte).argmax(1) == yte).float().mean().item()
+    eval_ms = 1e3 * (time.perf_counter() - t0)
+
+    def summary(reduce):
+        out = {k: reduce(v) for k, v in phases.items()}
+        out["total"] = sum(out.values())
+        return out
+
+    print(json.dumps({
+        "model": a.model, "optimizer": f"torch.optim.AdamW(lr={a.lr})", "batch_size": a.batch_size,
+        "threads": a.threads, "steps": len(losses), "mean_ms": summary(statistics.fmean),
+        "median_ms": summary(statistics.median), "train_ms": train_ms, "eval_ms": eval_ms,
+        "test_examples": len(yte), "train_loss": statistics.fmean(losses),
+    }, indent=2))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ pub mod models;
 pub mod ops;
 pub mod optim;
 pub mod parallel;
+pub mod step_timing;
+pub mod threads;
 pub mod train;
 
 pub use optim::{GradlabOptimizer, OptimizerConfig};

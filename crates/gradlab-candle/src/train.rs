@@ -226,7 +226,7 @@ pub fn share<'a>(batch: &'a [usize], collective: &dyn Collective) -> &'a [usize]
     &batch[r * n / k..(r + 1) * n / k]
 }
 
-fn shuffle(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+pub(crate) fn shuffle(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     let mut rng = Rng::new(seed ^ ((epoch as u64 + 1).wrapping_mul(0xA076_1D64_78BD_642F)));
     let mut idx: Vec<usize> = (0..n).collect();
     for i in (1..n).rev() {
@@ -249,7 +249,7 @@ fn add_noise(seed: u64, step: u64, std: f64, start: usize, g: &mut [f32]) {
     }
 }
 
-fn step_rng(seed: u64, step: u64) -> Rng {
+pub(crate) fn step_rng(seed: u64, step: u64) -> Rng {
     Rng::new(
         seed.wrapping_mul(0x9E37_79B9)
             .wrapping_add(step.wrapping_mul(0xD1B5_4A32_D192_ED03)),
@@ -292,7 +292,7 @@ fn with_weights<R>(model: &Model, weights: &[Tensor], f: impl FnOnce() -> Result
 
 /// The data, a freshly initialised model and its optimizer for `config` (one rank's, sharded,
 /// when `collective` has several).
-fn setup(
+pub(crate) fn setup(
     config: &TrainConfig,
     collective: Arc<dyn Collective>,
 ) -> Result<(Split, Model, GradlabOptimizer)> {

@@ -8,9 +8,19 @@ use std::time::Instant;
 /// Arguments of `gradlab bench`.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Optimizer spec.
-    #[arg(long, default_value = "adam")]
-    optimizer: String,
+    /// Optimizer spec (default: adam; with --train, adamw(lr=0.001) as `gradlab train`).
+    #[arg(long)]
+    optimizer: Option<String>,
+    /// Time a training epoch of --model instead: ms per step split into data, forward,
+    /// backward and optimizer, the epoch, and one evaluation of the test set.
+    #[arg(long)]
+    train: bool,
+    /// With --train: the model, data and batch flags of `gradlab train`.
+    #[command(flatten)]
+    model: crate::train_cmd::ModelArgs,
+    /// With --train: time only the first N steps of the epoch (default: all).
+    #[arg(long)]
+    train_steps: Option<usize>,
     /// Number of parameters.
     #[arg(long, default_value_t = 16_000_000)]
     params: usize,
@@ -20,9 +30,6 @@ pub struct BenchArgs {
     /// f32 or f64.
     #[arg(long, default_value = "f32")]
     dtype: String,
-    /// Threads (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
     /// Timed steps (after 3 warm-up steps).
     #[arg(long, default_value_t = 20)]
     steps: usize,
@@ -75,29 +82,18 @@ fn candle_comparison(n: usize, steps: usize) -> Result<(f64, f64)> {
     Ok((candle_ms, ours_ms))
 }
 
-/// Runs the command.
-pub fn run(args: BenchArgs) -> Result<()> {
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+/// Runs the command on `threads` threads (the global `--threads`).
+pub fn run(args: BenchArgs, threads: usize) -> Result<()> {
+    if args.train {
+        return train_bench(&args, threads);
+    }
+    let optimizer = args.optimizer.as_deref().unwrap_or("adam");
     if args.params == 0 {
         bail!("--params must be at least 1");
     }
     let r: BenchResult = match args.dtype.as_str() {
-        "f32" => bench::<f32>(
-            &args.optimizer,
-            args.params,
-            args.tensors,
-            threads,
-            args.steps,
-        )?,
-        "f64" => bench::<f64>(
-            &args.optimizer,
-            args.params,
-            args.tensors,
-            threads,
-            args.steps,
-        )?,
+        "f32" => bench::<f32>(optimizer, args.params, args.tensors, threads, args.steps)?,
+        "f64" => bench::<f64>(optimizer, args.params, args.tensors, threads, args.steps)?,
         other => bail!("--dtype '{other}' must be f32 or f64"),
     };
     let candle = if args.candle {
@@ -143,6 +139,59 @@ pub fn run(args: BenchArgs) -> Result<()> {
         if let Some((c, g)) = candle {
             println!("  candle-nn AdamW: {c:.2} ms/step; gradlab's AdamW on candle Vars: {g:.2} ms/step ({:.1}x)", c / g);
         }
+    }
+    Ok(())
+}
+
+/// `gradlab bench --train`: one epoch of the trainer, phase by phase.
+fn train_bench(args: &BenchArgs, threads: usize) -> Result<()> {
+    let optimizer = args.optimizer.as_deref().unwrap_or("adamw(lr=0.001)");
+    let mut config = gradlab_candle::train::TrainConfig::new(
+        args.model.spec()?,
+        optimizer,
+        std::path::Path::new("."),
+    );
+    config.batch_size = args.model.batch_size;
+    config.seed = args.model.seed;
+    config.data_dir = args.model.data.clone();
+    config.train_limit = args.model.train_limit;
+    let t = gradlab_candle::step_timing::time_epoch(&config, args.train_steps)?;
+    let phases = |p: &gradlab_candle::step_timing::Phases| {
+        json!({"data": p.data, "forward": p.forward, "backward": p.backward,
+               "optimizer": p.optimizer, "total": p.total()})
+    };
+    if args.json {
+        let v = json!({
+            "model": args.model.model,
+            "optimizer": optimizer,
+            "batch_size": config.batch_size,
+            "threads": threads,
+            "steps": t.steps,
+            "mean_ms": phases(&t.mean),
+            "median_ms": phases(&t.median),
+            "train_ms": t.train_ms,
+            "eval_ms": t.eval_ms,
+            "test_examples": t.test_examples,
+            "train_loss": t.train_loss,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "{} with {optimizer}, batch {}, {threads} thread(s): {} steps in {:.0} ms, \
+         evaluation of {} examples {:.0} ms",
+        args.model.model, config.batch_size, t.steps, t.train_ms, t.test_examples, t.eval_ms
+    );
+    println!("  ms/step     data  forward backward optimizer   total");
+    for (name, p) in [("mean", &t.mean), ("median", &t.median)] {
+        println!(
+            "  {name:<8} {:>7.3} {:>8.3} {:>8.3} {:>9.3} {:>7.3}",
+            p.data,
+            p.forward,
+            p.backward,
+            p.optimizer,
+            p.total()
+        );
     }
     Ok(())
 }

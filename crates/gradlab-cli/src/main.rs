@@ -19,6 +19,10 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "gradlab", version, about, long_about = None)]
 struct Cli {
+    /// Threads for everything (gradlab's kernels, candle's ops); default: GRADLAB_THREADS,
+    /// RAYON_NUM_THREADS, or all cores.
+    #[arg(long, global = true)]
+    threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -56,6 +60,13 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
+    let threads = match gradlab_candle::threads::configure(cli.threads) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
     let result = match cli.command {
         Command::Surface(args) => surface_cmd::run(args),
         Command::Schedule(args) => schedule_cmd::run(args),
@@ -63,7 +74,7 @@ fn main() {
         Command::Critical(args) => critical_cmd::run(args),
         Command::Train(args) => train_cmd::run(*args),
         Command::Hessian(args) => hessian_cmd::run(args),
-        Command::Bench(args) => bench_cmd::run(args),
+        Command::Bench(args) => bench_cmd::run(args, threads),
         Command::Lab(args) => lab::run(args),
         Command::Compare(args) => lab::compare(args),
         Command::BatchStudy(args) => lab::batch_study(args),

@@ -140,3 +140,55 @@ fn lr_find_on_a_network() {
     assert!(ok, "{err}");
     assert!(stdout.contains("suggested lr"), "{stdout}");
 }
+
+#[test]
+fn bench_train_splits_a_step_into_its_phases() {
+    let (ok, stdout, stderr) = gradlab(&[
+        "--threads",
+        "1",
+        "bench",
+        "--train",
+        "--model",
+        "cnn",
+        "--train-limit",
+        "256",
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["model"], "cnn");
+    assert_eq!(v["threads"], 1);
+    assert_eq!(v["steps"], 4);
+    let mean = &v["mean_ms"];
+    let parts: f64 = ["data", "forward", "backward", "optimizer"]
+        .iter()
+        .map(|k| mean[k].as_f64().unwrap())
+        .sum();
+    assert!((parts - mean["total"].as_f64().unwrap()).abs() < 1e-9);
+    assert!(mean["backward"].as_f64().unwrap() > 0.0);
+    assert!(v["eval_ms"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn thread_counts_out_of_range_are_refused() {
+    for bad in ["0", "5000"] {
+        let (ok, _, stderr) = gradlab(&[
+            "--threads",
+            bad,
+            "schedule",
+            "--schedule",
+            "constant",
+            "--steps",
+            "3",
+        ]);
+        assert!(!ok);
+        assert!(stderr.contains(&format!("--threads {bad}")), "{stderr}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_gradlab"))
+        .env("GRADLAB_THREADS", "many")
+        .args(["bench", "--params", "10", "--steps", "1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("GRADLAB_THREADS"));
+}
