@@ -8,11 +8,21 @@
 //! [`configure`] writes all three to one count before any pool starts: the count asked for,
 //! or else `GRADLAB_THREADS`, `RAYON_NUM_THREADS`, or the available parallelism, in that
 //! order. Variables the user has set are otherwise left as they are.
+//!
+//! It also shortens the barrier pool's spin (`CANDLE_BARRIER_POOL_SPIN_LIMIT`, unless set):
+//! after each large element-wise op (every gradient candle accumulates, for one) a worker
+//! spins 25,000 pauses by default, about half a millisecond, before it parks, and on a
+//! machine where every core already runs one of gradlab's threads that spin takes a core
+//! from them. With [`SPIN_LIMIT`] the MLP's training step went from 3.2 to 1.8 ms and the
+//! CNN's from 12.3 to 10.0 ms on 2 cores (`gradlab bench --train`).
 
 use crate::{Error, Result};
 
 /// The variables [`configure`] sets, in the order they are consulted.
 pub const VARIABLES: [&str; 3] = ["GRADLAB_THREADS", "RAYON_NUM_THREADS", "CANDLE_NUM_THREADS"];
+
+/// The barrier pool's spin before parking, in pauses (candle's default: 25,000).
+pub const SPIN_LIMIT: u32 = 500;
 
 /// The largest thread count accepted.
 pub const MAX_THREADS: usize = 1024;
@@ -36,6 +46,9 @@ pub fn configure(requested: Option<usize>) -> Result<usize> {
         if requested.is_some() || std::env::var_os(name).is_none() {
             std::env::set_var(name, threads.to_string());
         }
+    }
+    if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
+        std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", SPIN_LIMIT.to_string());
     }
     Ok(threads)
 }
