@@ -79,6 +79,7 @@ fn report(dir: &std::path::Path, opts: &HessianOptions) -> Result<Value> {
         .map(|c| batch(&split.train, c))
         .collect::<Result<Vec<_>>>()?;
     let mut h = NetworkHessian::new(NetworkObjective::new(&model, batches)?)?;
+    h.check_symmetric()?;
     let n = h.dim();
     let mut grad = vec![0.0; n];
     let loss = h.loss_grad(&mut grad)?;
@@ -89,12 +90,18 @@ fn report(dir: &std::path::Path, opts: &HessianOptions) -> Result<Value> {
             top: opts.top.max(1),
             bottom: opts.bottom.max(1),
             tol: 1e-4,
-            max_iter: Some(n.min(120)),
+            max_iter: Some(n.min(200)),
             seed: 0,
         },
     )?;
     let top: Vec<f64> = lz.top.iter().map(|p| p.value).collect();
     let bottom: Vec<f64> = lz.bottom.iter().map(|p| p.value).collect();
+    let relative_residuals = |pairs: &[gradlab::landscape::lanczos::Eigenpair]| -> Vec<f64> {
+        pairs
+            .iter()
+            .map(|p| p.residual / p.value.abs().max(f64::MIN_POSITIVE))
+            .collect()
+    };
     let mut products = lz.products;
     let trace = if opts.trace {
         let t = hutchinson(&mut h, 30, 1)?;
@@ -146,7 +153,7 @@ fn report(dir: &std::path::Path, opts: &HessianOptions) -> Result<Value> {
             )?;
             let t = hutchinson(&mut block, 10, 2)?;
             products += r.products + t.samples.len();
-            per_layer.push(json!({"tensor": name, "parameters": len, "top_eigenvalue": r.top[0].value, "trace": t.trace, "trace_std_error": t.std_error}));
+            per_layer.push(json!({"tensor": name, "parameters": len, "top_eigenvalue": r.top[0].value, "top_relative_residual": r.top[0].residual / r.top[0].value.abs().max(f64::MIN_POSITIVE), "trace": t.trace, "trace_std_error": t.std_error}));
             offset += len;
         }
     }
@@ -159,11 +166,16 @@ fn report(dir: &std::path::Path, opts: &HessianOptions) -> Result<Value> {
         "gradient_norm": gradient_norm,
         "top_eigenvalues": top,
         "bottom_eigenvalues": bottom,
+        "top_relative_residuals": relative_residuals(&lz.top),
+        "bottom_relative_residuals": relative_residuals(&lz.bottom),
+        "lanczos_converged": lz.converged,
+        "lanczos_tolerance": 1e-4,
         "trace": trace,
         "minimum_ratio": minimum_ratio,
         "kind": kind.to_string(),
         "hvp_method": match h.method() { HvpMethod::DoubleBackward => "double-backward", HvpMethod::FiniteDifference => "finite-difference" },
         "hvp_cross_check": h.cross_check,
+        "hvp_asymmetry": h.asymmetry,
         "hessian_vector_products": products,
         "density": {"grid": density.grid, "density": density.density},
         "per_layer": per_layer,

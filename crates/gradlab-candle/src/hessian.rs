@@ -111,16 +111,7 @@ impl<'a> NetworkObjective<'a> {
 
     /// The current parameters, flattened in the model's order.
     pub fn point(&self) -> Result<Vec<f64>> {
-        let mut out = Vec::with_capacity(self.dim());
-        for (_, v) in self.model.params() {
-            out.extend(
-                v.as_tensor()
-                    .flatten_all()?
-                    .to_dtype(candle_core::DType::F64)?
-                    .to_vec1::<f64>()?,
-            );
-        }
-        Ok(out)
+        flat_params(self.model)
     }
 
     fn set_point(&self, x: &[f64]) -> Result<()> {
@@ -263,6 +254,9 @@ pub struct NetworkHessian<'a> {
     method: HvpMethod,
     /// Relative disagreement of the two methods on a random vector.
     pub cross_check: f64,
+    /// The operator's measured asymmetry with the method in use
+    /// ([`gradlab::landscape::symmetry::asymmetry`], two random pairs).
+    pub asymmetry: f64,
 }
 
 impl<'a> NetworkHessian<'a> {
@@ -280,6 +274,7 @@ impl<'a> NetworkHessian<'a> {
             fd: FiniteDifferenceHessian::new(objective, point, unit_roundoff)?,
             method: HvpMethod::FiniteDifference,
             cross_check: f64::NAN,
+            asymmetry: f64::NAN,
         };
         let n = h.fd.dim();
         let mut rng = Rng::new(17);
@@ -307,6 +302,7 @@ impl<'a> NetworkHessian<'a> {
         if double_ok && h.cross_check <= tolerance {
             h.method = HvpMethod::DoubleBackward;
         }
+        h.asymmetry = gradlab::landscape::symmetry::asymmetry(&mut h, 2, 23)?;
         Ok(h)
     }
 
@@ -315,9 +311,42 @@ impl<'a> NetworkHessian<'a> {
         self.method
     }
 
-    /// Forces a method (for comparisons).
-    pub fn set_method(&mut self, method: HvpMethod) {
+    /// Forces a method (for comparisons), measuring its asymmetry anew.
+    pub fn set_method(&mut self, method: HvpMethod) -> Result<()> {
         self.method = method;
+        self.asymmetry = gradlab::landscape::symmetry::asymmetry(self, 2, 23)?;
+        Ok(())
+    }
+
+    /// The largest asymmetry accepted before eigenvalues are computed: 1e-4 in f64, 1e-2 in
+    /// f32, the cross-check's tolerances (an exact operator measures about 1e-15 in f64).
+    pub fn asymmetry_tolerance(&self) -> f64 {
+        if self.fd.objective_ref().model().dtype() == candle_core::DType::F64 {
+            1e-4
+        } else {
+            1e-2
+        }
+    }
+
+    /// An error when the operator is not symmetric within [`Self::asymmetry_tolerance`]:
+    /// eigenvalues, traces and densities of a non-symmetric operator mean nothing.
+    pub fn check_symmetric(&self) -> Result<()> {
+        if self.asymmetry.is_finite() && self.asymmetry <= self.asymmetry_tolerance() {
+            return Ok(());
+        }
+        Err(Error::Msg(format!(
+            "the Hessian operator ({}) is not symmetric: |v·Hw − w·Hv| is {:.3e} of ‖Hv‖ on \
+             random pairs (at most {:.0e} allowed; double backward vs finite differences \
+             {:.3e}), so some gradient in the model is not the derivative of its loss; \
+             refusing to compute eigenvalues from it",
+            match self.method {
+                HvpMethod::DoubleBackward => "double backward",
+                HvpMethod::FiniteDifference => "finite differences",
+            },
+            self.asymmetry,
+            self.asymmetry_tolerance(),
+            self.cross_check
+        )))
     }
 
     /// The loss objective.

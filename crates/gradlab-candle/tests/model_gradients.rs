@@ -112,7 +112,7 @@ fn cnn_hessian(batch_norm: bool) -> (HvpMethod, f64, f64, f64) {
             seed: 4,
         };
         let exact = lanczos(&mut h, &opts).unwrap().top[0].value;
-        h.set_method(HvpMethod::FiniteDifference);
+        h.set_method(HvpMethod::FiniteDifference).unwrap();
         let fd = lanczos(&mut h, &opts).unwrap().top[0].value;
         assert!(h.dim() > 60_000);
         (method, check, exact, fd)

@@ -24,6 +24,20 @@ fn double_backward_agrees_with_finite_differences() {
         let mut h = NetworkHessian::new(objective).unwrap();
         let method = h.method();
         let check = h.cross_check;
+        assert!(
+            h.asymmetry < 1e-12,
+            "exact operator: asymmetry {}",
+            h.asymmetry
+        );
+        h.check_symmetric().unwrap();
+        let measured = h.asymmetry;
+        h.asymmetry = 0.126; // what the CNN's operator measured with candle's pool bug
+        let refused = h.check_symmetric().unwrap_err().to_string();
+        assert!(
+            refused.contains("not symmetric") && refused.contains("1.260e-1"),
+            "{refused}"
+        );
+        h.asymmetry = measured;
         let opts = LanczosOptions {
             top: 1,
             bottom: 0,
@@ -32,9 +46,9 @@ fn double_backward_agrees_with_finite_differences() {
             seed: 2,
         };
         let top_exact = lanczos(&mut h, &opts).unwrap().top[0].value;
-        h.set_method(HvpMethod::FiniteDifference);
+        h.set_method(HvpMethod::FiniteDifference).unwrap();
         let top_fd = lanczos(&mut h, &opts).unwrap().top[0].value;
-        h.set_method(HvpMethod::DoubleBackward);
+        h.set_method(HvpMethod::DoubleBackward).unwrap();
         // The block of the last layer's bias (10 parameters).
         let n = h.dim();
         let mut block = Block::new(&mut h, n - 10..n);

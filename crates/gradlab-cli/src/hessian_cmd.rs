@@ -136,10 +136,16 @@ pub fn run(args: HessianArgs) -> Result<()> {
         report["kind"].as_str().unwrap_or("?")
     );
     println!(
-        "({} Hessian-vector products by {}, cross-check {:.1e})",
+        "({} Hessian-vector products by {}, cross-check {:.1e}, asymmetry {:.1e}; Lanczos {})",
         report["hessian_vector_products"],
         report["hvp_method"].as_str().unwrap_or("?"),
-        report["hvp_cross_check"].as_f64().unwrap_or(f64::NAN)
+        report["hvp_cross_check"].as_f64().unwrap_or(f64::NAN),
+        report["hvp_asymmetry"].as_f64().unwrap_or(f64::NAN),
+        if report["lanczos_converged"].as_bool() == Some(true) {
+            "converged: every residual within 1e-4 of its eigenvalue"
+        } else {
+            "NOT converged: see the residuals in --json"
+        }
     );
     for l in report["per_layer"].as_array().into_iter().flatten() {
         println!(

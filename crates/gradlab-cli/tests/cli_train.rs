@@ -66,6 +66,18 @@ fn train_resume_and_inspect_a_network() {
     for key in ["gradient_norm", "minimum_ratio", "kind", "trace"] {
         assert!(report.get(key).is_some(), "{key}");
     }
+    assert!(report["hvp_asymmetry"].as_f64().unwrap() < 1e-10);
+    let tol = report["lanczos_tolerance"].as_f64().unwrap();
+    for key in ["top_relative_residuals", "bottom_relative_residuals"] {
+        let residuals = report[key].as_array().unwrap();
+        assert_eq!(residuals.len(), 3, "{key}");
+        if report["lanczos_converged"] == true {
+            assert!(
+                residuals.iter().all(|r| r.as_f64().unwrap() <= tol),
+                "{key}"
+            );
+        }
+    }
     let land = dir.join("land");
     let (ok, stdout, err) = gradlab(&[
         "landscape",

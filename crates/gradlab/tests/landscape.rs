@@ -404,3 +404,44 @@ fn slices_and_the_pca_plane() {
     }
     assert!(pca_plane(&traj[..2]).is_err());
 }
+
+#[test]
+fn lanczos_converges_every_pair_relative_to_its_own_value() {
+    // One outlier far above a bulk: a tolerance relative to |λ|max would accept the
+    // smaller top values and the bottom ones while still off by tol·λmax.
+    let n = 300;
+    let mut rng = Rng::new(21);
+    let mut spectrum: Vec<f64> = (0..n - 1).map(|_| 0.5 + 4.5 * rng.uniform()).collect();
+    spectrum.push(2000.0);
+    let a = matrix_with_spectrum(&spectrum, 8);
+    let truth = sorted_eigenvalues(&a);
+    let mut op = dense(&a);
+    let tol = 1e-5;
+    let r = lanczos(
+        &mut op,
+        &LanczosOptions {
+            top: 4,
+            bottom: 4,
+            tol,
+            max_iter: None,
+            seed: 2,
+        },
+    )
+    .unwrap();
+    assert!(r.converged);
+    let pairs = r.top.iter().zip((0..4).map(|i| truth[n - 1 - i]));
+    let pairs = pairs.chain(r.bottom.iter().zip(truth.iter().copied()));
+    for (p, t) in pairs {
+        let mut hv = vec![0.0; n];
+        op.hvp(&p.vector, &mut hv).unwrap();
+        let residual = hv
+            .iter()
+            .zip(&p.vector)
+            .map(|(h, v)| (h - p.value * v).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        assert!(residual <= 1.01 * tol * t.abs(), "{t}: residual {residual}");
+        assert!((p.residual - residual).abs() <= 1e-3 * t.abs(), "{t}");
+        assert!((p.value - t).abs() <= tol * t.abs(), "{} vs {t}", p.value);
+    }
+}

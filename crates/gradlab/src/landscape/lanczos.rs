@@ -4,8 +4,11 @@
 //! Each iteration applies H once, orthogonalises the new vector against every earlier one
 //! (twice, "twice is enough"), and extends the tridiagonal matrix T. The eigenpairs of T
 //! (Ritz pairs) approximate H's; the residual of Ritz pair i is `β_m·|s_{m,i}|`, which is
-//! `‖H y − θ y‖` exactly in exact arithmetic. It stops when the wanted Ritz pairs at both
-//! ends have residual `≤ tol·|λ|max`, or after `max_iter` products.
+//! `‖H y − θ y‖` exactly in exact arithmetic. It stops when every wanted Ritz pair at both
+//! ends has a residual `≤ tol·|θ|`, relative to its own value (values closer to zero than
+//! `ZERO_FLOOR·|λ|max` are measured against that floor), or after `max_iter` products. A
+//! tolerance relative to `|λ|max` alone would accept the smaller wanted values while they
+//! are still off by `tol·|λ|max`.
 
 use super::linalg::{axpy, dot, norm, tridiagonal_eigen};
 use super::{random_unit, HessianOperator, Rng};
@@ -18,7 +21,8 @@ pub struct LanczosOptions {
     pub top: usize,
     /// How many of the smallest (most negative) eigenvalues.
     pub bottom: usize,
-    /// Residual tolerance relative to the largest |eigenvalue|.
+    /// Residual tolerance relative to each wanted Ritz value's own magnitude (see the
+    /// module documentation).
     pub tol: f64,
     /// At most this many Hessian-vector products (default: the dimension).
     pub max_iter: Option<usize>,
@@ -166,6 +170,15 @@ impl Krylov {
     }
 }
 
+/// Ritz values within this fraction of `|λ|max` of zero are converged against
+/// `tol·ZERO_FLOOR·|λ|max` instead of their own magnitude.
+pub const ZERO_FLOOR: f64 = 1e-6;
+
+/// Whether a Ritz pair with value `value` and residual `residual` has converged.
+fn converged_pair(value: f64, residual: f64, tol: f64, scale: f64) -> bool {
+    residual <= tol * value.abs().max(ZERO_FLOOR * scale)
+}
+
 /// Finds the `top` largest and `bottom` smallest eigenpairs of `op`.
 pub fn lanczos(op: &mut dyn HessianOperator, opts: &LanczosOptions) -> Result<LanczosResult> {
     let n = op.dim();
@@ -187,9 +200,16 @@ pub fn lanczos(op: &mut dyn HessianOperator, opts: &LanczosOptions) -> Result<La
         {
             let (values, vectors) = k.ritz();
             let scale = values.iter().fold(0.0f64, |s, v| s.max(v.abs()));
-            let res = |i: usize| last_beta * vectors[i][m - 1].abs();
-            let ok = (0..opts.top.min(m)).all(|i| res(m - 1 - i) <= opts.tol * scale)
-                && (0..opts.bottom.min(m)).all(|i| res(i) <= opts.tol * scale);
+            let done = |i: usize| {
+                converged_pair(
+                    values[i],
+                    last_beta * vectors[i][m - 1].abs(),
+                    opts.tol,
+                    scale,
+                )
+            };
+            let ok =
+                (0..opts.top.min(m)).all(|i| done(m - 1 - i)) && (0..opts.bottom.min(m)).all(done);
             if ok || m == n {
                 converged = ok || m == n;
                 break;

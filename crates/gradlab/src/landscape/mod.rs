@@ -8,7 +8,7 @@
 //!
 //! - [`lanczos`]: extreme eigenpairs with full reorthogonalisation; [`power`]: power
 //!   iteration with deflation (PyHessian's baseline); [`hutchinson`]: the trace;
-//!   [`slq`]: the eigenvalue density.
+//!   [`slq`]: the eigenvalue density; [`symmetry`]: whether an operator is symmetric at all.
 //! - [`critical`]: classify a point (minimum, maximum, saddle, degenerate, not critical),
 //!   the minimum ratio, and the escape direction out of a saddle.
 //! - [`sharpness`]: Keskar et al.'s ε-sharpness; [`slices`]: 1-D and 2-D slices,
@@ -22,6 +22,7 @@ pub mod power;
 pub mod sharpness;
 pub mod slices;
 pub mod slq;
+pub mod symmetry;
 
 use crate::surface::Surface;
 use crate::{Error, Result};
@@ -176,6 +177,11 @@ impl<O: Objective> FiniteDifferenceHessian<O> {
     }
 
     /// The wrapped objective.
+    pub fn objective_ref(&self) -> &O {
+        &self.objective
+    }
+
+    /// The wrapped objective, mutably.
     pub fn objective_mut(&mut self) -> &mut O {
         &mut self.objective
     }
