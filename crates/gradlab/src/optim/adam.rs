@@ -139,9 +139,9 @@ impl Rule for Adam {
         let (m, v) = (&mut s.a[..n], &mut s.b[..n]);
         // One loop per variant, free of branches, so that it vectorises.
         if c.amsgrad {
-            adam_loop::<T, _, _, _, true>(c, p, g, m, v, &mut s.c[..n]);
+            adam_lerp::<T, _, _, _, true>(c, p, g, m, v, &mut s.c[..n]);
         } else {
-            adam_loop::<T, _, _, _, false>(c, p, g, m, v, &mut [][..]);
+            adam_lerp::<T, _, _, _, false>(c, p, g, m, v, &mut [][..]);
         }
         [0.0; 4]
     }
@@ -155,11 +155,34 @@ impl Rule for Adam {
     ) -> Sums {
         let (m, v, top) = (s.a.reborrow(), s.b.reborrow(), s.c.reborrow());
         if c.amsgrad {
-            adam_loop::<T, _, _, _, true>(c, p, g, m, v, top);
+            adam_lerp::<T, _, _, _, true>(c, p, g, m, v, top);
         } else {
-            adam_loop::<T, _, _, _, false>(c, p, g, m, v, top);
+            adam_lerp::<T, _, _, _, false>(c, p, g, m, v, top);
         }
         [0.0; 4]
+    }
+}
+
+/// [`adam_loop`] with PyTorch's lerp form (which depends on whether `1 − β₁` is below one
+/// half) chosen once per chunk, outside the loop, so the loop has no branch left.
+#[inline(always)]
+fn adam_lerp<T, M, V, X, const AMSGRAD: bool>(
+    c: &AdamCoef,
+    p: &mut [T],
+    g: Grad<T>,
+    m: M,
+    v: V,
+    vmax: X,
+) where
+    T: Real,
+    M: Buffer<T>,
+    V: Buffer<T>,
+    X: Buffer<T>,
+{
+    if (1.0 - c.b1).abs() < 0.5 {
+        adam_loop::<T, M, V, X, AMSGRAD, true>(c, p, g, m, v, vmax)
+    } else {
+        adam_loop::<T, M, V, X, AMSGRAD, false>(c, p, g, m, v, vmax)
     }
 }
 
@@ -167,7 +190,7 @@ impl Rule for Adam {
 /// multiplies by `1 − γλ` (exactly 1 without decay) and L2 decay adds `λθ` (exactly 0
 /// without), so neither needs a branch.
 #[inline(always)]
-fn adam_loop<T, M, V, X, const AMSGRAD: bool>(
+fn adam_loop<T, M, V, X, const AMSGRAD: bool, const SMALL_WEIGHT: bool>(
     c: &AdamCoef,
     p: &mut [T],
     g: Grad<T>,
@@ -189,13 +212,12 @@ fn adam_loop<T, M, V, X, const AMSGRAD: bool>(
     let eps = T::from_f64(c.eps);
     let l2 = T::from_f64(c.l2);
     let decay = T::from_f64(c.decay_factor);
-    let small_weight = (1.0 - c.b1).abs() < 0.5;
     for (i, param) in p.iter_mut().enumerate() {
         let theta = *param * decay;
         let d = g.at(i) + l2 * theta;
         let mi = m.get(i);
         // PyTorch's lerp: the form depends on whether the weight is below one half.
-        let m_new = if small_weight {
+        let m_new = if SMALL_WEIGHT {
             mi + w1 * (d - mi)
         } else {
             d - (d - mi) * b1
