@@ -11,6 +11,7 @@ pub mod models;
 pub mod ops;
 pub mod optim;
 pub mod parallel;
+pub mod run_dir;
 pub mod step_timing;
 pub mod threads;
 pub mod train;

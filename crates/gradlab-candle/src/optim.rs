@@ -335,9 +335,9 @@ impl GradlabOptimizer {
     /// Loads a state file written from [`GradlabOptimizer::full_state_bytes`] (by any number
     /// of ranks); a data-parallel rank keeps its shard.
     pub fn load_state_file(&mut self, path: &std::path::Path) -> Result<()> {
-        let bytes = std::fs::read(path).map_err(|source| gradlab::Error::Io {
+        let bytes = std::fs::read(path).map_err(|error| gradlab::Error::Io {
             path: path.display().to_string(),
-            source,
+            error,
         })?;
         self.load_state_bytes(&bytes, path)
     }

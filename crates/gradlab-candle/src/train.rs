@@ -73,6 +73,9 @@ pub struct TrainConfig {
     pub train_limit: Option<usize>,
     /// Output folder.
     pub out: PathBuf,
+    /// A fresh run may replace a run already in `out` (its files are replaced once this run
+    /// has written its own first checkpoint).
+    pub overwrite: bool,
 }
 
 impl TrainConfig {
@@ -95,6 +98,7 @@ impl TrainConfig {
             data_dir: None,
             train_limit: None,
             out: out.to_path_buf(),
+            overwrite: false,
         }
     }
 
@@ -127,6 +131,23 @@ impl TrainConfig {
         if self.batch_size == 0 {
             return Err(Error::Msg("--batch-size must be at least 1".into()));
         }
+        if self.epochs == 0 {
+            return Err(Error::Msg("--epochs 0: it must be at least 1".into()));
+        }
+        if let Some(c) = self.clip_norm {
+            if !(c.is_finite() && c > 0.0) {
+                return Err(Error::Msg(format!(
+                    "--clip-norm {c} is out of range: it must be a finite number > 0"
+                )));
+            }
+        }
+        if let Some(lr) = self.swa_lr {
+            if !(lr.is_finite() && lr >= 0.0) {
+                return Err(Error::Msg(format!(
+                    "--swa-lr {lr} is out of range: it must be a finite number >= 0"
+                )));
+            }
+        }
         if let Some(d) = self.ema {
             if !(0.0..1.0).contains(&d) {
                 return Err(Error::Msg(format!("--ema {d} must be in [0, 1)")));
@@ -136,8 +157,10 @@ impl TrainConfig {
             return Err(Error::Msg("--swa-start and --swa-lr go together".into()));
         }
         if let Some(eta) = self.grad_noise {
-            if eta < 0.0 {
-                return Err(Error::Msg(format!("--grad-noise {eta} must be >= 0")));
+            if !(eta.is_finite() && eta >= 0.0) {
+                return Err(Error::Msg(format!(
+                    "--grad-noise {eta} is out of range: it must be a finite number >= 0"
+                )));
             }
         }
         Ok(())
@@ -175,6 +198,20 @@ pub fn load_data(config: &TrainConfig) -> Result<Split> {
     if let Some(n) = config.train_limit {
         let n = n.min(split.train.len());
         split.train = split.train.slice(0..n);
+    }
+    if split.train.is_empty() {
+        return Err(Error::Msg(match config.train_limit {
+            Some(n) => {
+                format!("--train-limit {n} leaves no training examples: it must be at least 1")
+            }
+            None => format!("{}: the training set has 0 examples", split.source),
+        }));
+    }
+    if split.test.is_empty() {
+        return Err(Error::Msg(format!(
+            "{}: the test set has 0 examples (accuracy and loss would be undefined)",
+            split.source
+        )));
     }
     Ok(split)
 }
@@ -354,9 +391,14 @@ pub fn train_on(
             config.batch_size
         )));
     }
+    let mut lock = None;
     if lead {
+        if resume.is_none() {
+            crate::run_dir::check_fresh(&config.out, config.overwrite)?;
+        }
         std::fs::create_dir_all(&config.out)
             .map_err(|e| Error::Msg(format!("{}: cannot create: {e}", config.out.display())))?;
+        lock = Some(crate::run_dir::RunLock::acquire(&config.out)?);
     }
     let (split, model, mut opt) = setup(config, collective.clone())?;
     check_ranks(config, &split, &model, collective.as_ref())?;
@@ -376,7 +418,14 @@ pub fn train_on(
     };
     let batches_per_epoch = split.train.len().div_ceil(config.batch_size) as u64;
     let total_steps = batches_per_epoch * config.epochs as u64;
-    let metrics_path = config.out.join("metrics.jsonl");
+    let final_metrics = config.out.join("metrics.jsonl");
+    // A fresh run over an old one writes its metrics aside until its first checkpoint.
+    let replacing = resume.is_none() && !crate::run_dir::contents(&config.out)?.is_empty();
+    let metrics_path = if replacing {
+        config.out.join(".metrics.jsonl.partial")
+    } else {
+        final_metrics.clone()
+    };
     let (mut step, mut start_epoch) = (0u64, 0usize);
     if let Some(dir) = resume {
         let resumed = crate::checkpoint::load(
@@ -405,13 +454,20 @@ pub fn train_on(
                 .map_err(|e| Error::Msg(format!("{}: {e}", metrics_path.display())))
         })
         .transpose()?;
+    // Each line is built in memory and written with one call, so a kill never tears one.
     let mut write_line = |v: &Value| -> Result<()> {
         match metrics.as_mut() {
-            Some(m) => writeln!(m, "{v}")
-                .map_err(|e| Error::Msg(format!("{}: {e}", metrics_path.display()))),
+            Some(m) => {
+                let mut line = v.to_string();
+                line.push('\n');
+                m.write_all(line.as_bytes())
+                    .and_then(|()| m.flush())
+                    .map_err(|e| Error::Msg(format!("{}: {e}", metrics_path.display())))
+            }
             None => Ok(()),
         }
     };
+    let mut pending_replace = replacing && lead;
     let started = Instant::now();
     let plateau = scheduler.as_ref().is_some_and(|s| s.needs_metric());
     let mut last_epoch_line = Value::Null;
@@ -577,6 +633,19 @@ pub fn train_on(
             step,
             epoch + 1,
         )?;
+        if pending_replace {
+            // This run now has a checkpoint of its own: its metrics replace the old run's,
+            // whose summary no longer describes the folder.
+            std::fs::rename(&metrics_path, &final_metrics)
+                .map_err(|e| Error::Msg(format!("{}: {e}", final_metrics.display())))?;
+            match std::fs::remove_file(config.out.join("summary.json")) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::Msg(format!("{}: {e}", config.out.display())))
+                }
+                _ => {}
+            }
+            pending_replace = false;
+        }
     }
     if last_epoch_line.is_null() {
         return Err(Error::Msg(format!(
@@ -629,6 +698,7 @@ pub fn train_on(
                 .as_bytes(),
         )?;
     }
+    drop(lock);
     Ok(Summary { json })
 }
 

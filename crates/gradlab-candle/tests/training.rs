@@ -108,7 +108,15 @@ fn swa_and_plateau_and_epoch_schedules_run() {
     let mut c = small(&out, 2);
     c.schedule = Some("step(step_size=1, gamma=0.5)".into());
     c.schedule_unit = ScheduleUnit::Epoch;
+    // The folder holds the SWA run: a fresh run is refused there unless it overwrites.
+    let refused = train::train(&c, None, |_| {}).unwrap_err().to_string();
+    assert!(
+        refused.contains("is not empty") && refused.contains("--overwrite"),
+        "{refused}"
+    );
+    c.overwrite = true;
     train::train(&c, None, |_| {}).unwrap();
+    assert!(!out.join(".metrics.jsonl.partial").exists());
     let lrs: Vec<f64> = metrics(&out)
         .iter()
         .filter(|v| v["kind"] == "step")
@@ -225,4 +233,51 @@ fn bf16_optimizer_state_keeps_mnist_accuracy() {
         "test accuracy: f32 state {}, bf16 state {}",
         accuracy[0], accuracy[1]
     );
+}
+
+#[test]
+fn a_locked_folder_refuses_a_second_run() {
+    let out = scratch("locked");
+    let held = gradlab_candle::run_dir::RunLock::acquire(&out).unwrap();
+    let e = train::train(&small(&out, 1), None, |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("in use by another gradlab run"), "{e}");
+    drop(held);
+    train::train(&small(&out, 1), None, |_| {}).unwrap();
+    std::fs::remove_dir_all(out).unwrap();
+}
+
+#[test]
+fn nonsense_settings_and_empty_data_are_refused_by_name() {
+    let out = scratch("nonsense");
+    type Change = Box<dyn Fn(&mut TrainConfig)>;
+    let cases: Vec<(Change, &str)> = vec![
+        (Box::new(|c| c.train_limit = Some(0)), "--train-limit 0"),
+        (Box::new(|c| c.clip_norm = Some(-1.0)), "--clip-norm -1"),
+        (
+            Box::new(|c| c.clip_norm = Some(f64::INFINITY)),
+            "--clip-norm inf",
+        ),
+        (
+            Box::new(|c| {
+                c.swa_start = Some(0);
+                c.swa_lr = Some(-1.0)
+            }),
+            "--swa-lr -1",
+        ),
+        (
+            Box::new(|c| c.grad_noise = Some(f64::NAN)),
+            "--grad-noise NaN",
+        ),
+        (Box::new(|c| c.epochs = 0), "--epochs 0"),
+    ];
+    for (change, expected) in cases {
+        let mut c = small(&out, 1);
+        change(&mut c);
+        let e = train::train(&c, None, |_| {}).unwrap_err().to_string();
+        assert!(e.contains(expected), "{expected}: {e}");
+    }
+    assert!(gradlab_candle::run_dir::contents(&out).unwrap().is_empty());
+    std::fs::remove_dir_all(out).unwrap();
 }

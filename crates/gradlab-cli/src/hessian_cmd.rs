@@ -57,6 +57,9 @@ pub fn density_points(report: &serde_json::Value) -> Vec<(f64, f64)> {
 
 /// Runs the command.
 pub fn run(args: HessianArgs) -> Result<()> {
+    if let Some(path) = &args.density {
+        gradlab::io::check_writable(path).context("--density")?;
+    }
     let opts = HessianOptions {
         top: args.top,
         bottom: args.bottom,
@@ -69,33 +72,13 @@ pub fn run(args: HessianArgs) -> Result<()> {
     };
     let report = hessian_report(args.checkpoint.clone(), opts)
         .with_context(|| format!("--checkpoint {}", args.checkpoint.display()))?;
-    if let Some(path) = &args.density {
-        let points = density_points(&report);
-        plot::line_chart(
-            path,
-            &LineChart {
-                title: "Hessian eigenvalue density (SLQ)",
-                x_label: "eigenvalue",
-                y_label: "log10 density",
-                series: vec![Path2 {
-                    label: "density".into(),
-                    points,
-                }],
-                log_x: false,
-                secondary: None,
-                markers: vec![(0.0, "zero".into())],
-                cap_blowup: false,
-                bands: Vec::new(),
-            },
-        )?;
-    }
     if args.json {
         let mut r = report.clone();
         if args.density.is_none() {
             r.as_object_mut().map(|o| o.remove("density"));
         }
         println!("{}", serde_json::to_string_pretty(&r)?);
-        return Ok(());
+        return write_density(&args, &report);
     }
     let list = |k: &str| {
         report[k]
@@ -154,6 +137,31 @@ pub fn run(args: HessianArgs) -> Result<()> {
             l["top_eigenvalue"].as_f64().unwrap_or(f64::NAN),
             l["trace"].as_f64().unwrap_or(f64::NAN)
         );
+    }
+    write_density(&args, &report)
+}
+
+/// The density plot, written after the results are printed (so a failed write loses none).
+fn write_density(args: &HessianArgs, report: &serde_json::Value) -> Result<()> {
+    if let Some(path) = &args.density {
+        let points = density_points(report);
+        plot::line_chart(
+            path,
+            &LineChart {
+                title: "Hessian eigenvalue density (SLQ)",
+                x_label: "eigenvalue",
+                y_label: "log10 density",
+                series: vec![Path2 {
+                    label: "density".into(),
+                    points,
+                }],
+                log_x: false,
+                secondary: None,
+                markers: vec![(0.0, "zero".into())],
+                cap_blowup: false,
+                bands: Vec::new(),
+            },
+        )?;
     }
     Ok(())
 }

@@ -96,6 +96,9 @@ pub struct TrainArgs {
     /// Continue from the checkpoint in this folder.
     #[arg(long)]
     resume: Option<PathBuf>,
+    /// Replace a run already in --out (its files go once this run has its first checkpoint).
+    #[arg(long, conflicts_with = "resume")]
+    overwrite: bool,
 }
 
 impl TrainArgs {
@@ -122,6 +125,7 @@ impl TrainArgs {
             .map_err(anyhow::Error::msg)?;
         c.data_dir = self.model.data.clone();
         c.train_limit = self.model.train_limit;
+        c.overwrite = self.overwrite;
         Ok(c)
     }
 }

@@ -133,7 +133,14 @@ fn train_resume_and_inspect_a_network() {
     assert!(!ok && err.contains("seed"), "{err}");
     let (ok, _, err) = gradlab(&["train", "--model", "rnn", "--out", out]);
     assert!(!ok && err.contains("unknown model 'rnn'"), "{err}");
-    let (ok, _, err) = gradlab(&["train", "--data", "/nonexistent/mnist", "--out", out]);
+    let (ok, _, err) = gradlab(&[
+        "train",
+        "--data",
+        "/nonexistent/mnist",
+        "--out",
+        out,
+        "--overwrite",
+    ]);
     assert!(!ok && err.contains("/nonexistent/mnist"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -203,4 +210,65 @@ fn thread_counts_out_of_range_are_refused() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("GRADLAB_THREADS"));
+}
+
+#[test]
+fn output_paths_are_checked_before_the_work() {
+    let (ok, _, stderr) = gradlab(&[
+        "hessian",
+        "--checkpoint",
+        "/nonexistent/run",
+        "--density",
+        "/nonexistent/folder/density.svg",
+    ]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("--density") && stderr.contains("does not exist"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_fresh_run_does_not_replace_another_without_overwrite() {
+    let dir = std::env::temp_dir().join(format!("gradlab-cli-overwrite-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = dir.to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--model",
+            "logreg",
+            "--train-limit",
+            "100",
+            "--epochs",
+            "1",
+            "--out",
+            out,
+        ];
+        args.extend_from_slice(extra);
+        gradlab(&args)
+    };
+    assert!(run(&[]).0);
+    let before = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    let (ok, _, stderr) = run(&["--seed", "5"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("is not empty") && stderr.contains("--overwrite"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap(),
+        before
+    );
+    let (ok, _, stderr) = run(&["--seed", "5", "--overwrite"]);
+    assert!(ok, "{stderr}");
+    let after = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    assert_ne!(after, before);
+    assert!(after
+        .lines()
+        .all(|l| serde_json::from_str::<Value>(l).is_ok()));
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["config"]["seed"], 5);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -6,7 +6,7 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum Error {
     /// A spec string that does not follow the grammar.
-    #[error("invalid spec '{spec}' at column {column}: {message}")]
+    #[error("invalid spec {} at column {column}: {message}", excerpt(spec, *column))]
     Spec {
         /// The text that was parsed.
         spec: String,
@@ -83,15 +83,65 @@ pub enum Error {
         message: String,
     },
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: String,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        /// The underlying error (in the message, not chained as a source: printing the
+        /// chain would say it twice).
+        error: std::io::Error,
     },
 }
 
 /// Shorthand for results with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// At most about 80 characters of `text` around 1-based `column`, quoted, with `…` where
+/// text was left out (a 10,000-deep spec's error would otherwise print all of it).
+pub fn excerpt(text: &str, column: usize) -> String {
+    const SIDE: usize = 40;
+    let chars: Vec<char> = text.chars().collect();
+    if chars.len() <= 2 * SIDE {
+        return format!("'{text}'");
+    }
+    let at = column.saturating_sub(1).min(chars.len());
+    let start = at.saturating_sub(SIDE);
+    let end = (at + SIDE).min(chars.len());
+    let body: String = chars[start..end].iter().collect();
+    format!(
+        "'{}{body}{}' ({} characters)",
+        if start > 0 { "…" } else { "" },
+        if end < chars.len() { "…" } else { "" },
+        chars.len()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_specs_are_quoted_around_the_column_only() {
+        assert_eq!(excerpt("adam(lr=1)", 6), "'adam(lr=1)'");
+        let long = format!("{}x{}", "(".repeat(5000), ")".repeat(5000));
+        let e = excerpt(&long, 5001);
+        assert!(e.len() < 120, "{e}");
+        assert!(e.contains('x') && e.starts_with("'…") && e.contains("…' (10001 characters)"));
+        let err = Error::Spec {
+            spec: long,
+            column: 5001,
+            message: "too deep".into(),
+        };
+        assert!(err.to_string().len() < 200);
+    }
+
+    #[test]
+    fn io_errors_are_said_once() {
+        let e = Error::Io {
+            path: "x".into(),
+            error: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        assert!(std::error::Error::source(&e).is_none());
+        assert_eq!(e.to_string().matches("denied").count(), 1, "{e}");
+    }
+}

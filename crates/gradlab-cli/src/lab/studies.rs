@@ -100,6 +100,8 @@ fn config(
     );
     c.epochs = budget.epochs;
     c.train_limit = budget.train_limit;
+    // The report's folder is the lab's own: a new report replaces the old one's runs.
+    c.overwrite = true;
     c.batch_size = batch_size;
     c.seed = seed;
     c

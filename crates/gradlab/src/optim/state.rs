@@ -74,9 +74,9 @@ impl<T: Real> StateDict<T> {
     /// Reads a state written by [`StateDict::save`]; buffers stored in another float type are
     /// converted.
     pub fn load(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        let bytes = std::fs::read(path).map_err(|error| Error::Io {
             path: path.display().to_string(),
-            source,
+            error,
         })?;
         Self::from_bytes(&bytes).map_err(|e| match e {
             Error::State { message, .. } => state_error(Some(path), message),
