@@ -1,5 +1,11 @@
 //! Training checkpoints: written to a fresh folder and swapped into place, so a crash
 //! never leaves a half-written checkpoint; loaded with every piece checked.
+//!
+//! `state.json` records each tensor file's length and CRC-32, verified on every load (resume,
+//! `hessian`, `landscape`), and every parameter and optimizer-state value must be finite.
+//! The swap renames `checkpoint/` to `checkpoint.old/` and `checkpoint.tmp/` to
+//! `checkpoint/`; a crash between the two renames leaves no `checkpoint/`, and a load then
+//! takes the complete, verified `checkpoint.tmp/` (the newer) or else `checkpoint.old/`.
 
 use crate::models::Model;
 use crate::optim::GradlabOptimizer;
@@ -12,8 +18,19 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::Path;
 
-/// Version of the checkpoint layout.
-pub const CHECKPOINT_VERSION: u64 = 1;
+/// Version of the checkpoint layout (2: file checksums in `state.json`).
+pub const CHECKPOINT_VERSION: u64 = 2;
+
+/// The tensor files of a checkpoint, each listed with its length and CRC-32 in `state.json`.
+const TENSOR_FILES: [&str; 2] = ["model.safetensors", "optimizer.safetensors"];
+
+/// Where the swap may leave a complete checkpoint, newest first after `checkpoint/`.
+const CANDIDATES: [&str; 3] = ["checkpoint", "checkpoint.tmp", "checkpoint.old"];
+
+/// The CRC-32 of `bytes`, as 8 hex digits.
+fn crc32(bytes: &[u8]) -> String {
+    format!("{:08x}", crc32fast::hash(bytes))
+}
 
 /// Where a checkpoint leaves off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,9 +100,17 @@ pub fn save(
                 .map(|(n, t)| (format!("swa/{n}"), t.clone())),
         );
     }
-    candle_core::safetensors::save(&tensors, tmp.join("model.safetensors"))?;
+    let model_path = tmp.join("model.safetensors");
+    candle_core::safetensors::save(&tensors, &model_path)?;
+    let model_bytes = std::fs::read(&model_path)
+        .map_err(|e| Error::Msg(format!("{}: {e}", model_path.display())))?;
     gradlab::io::write_atomic(&tmp.join("optimizer.safetensors"), &optimizer_state)?;
+    let record = |bytes: &[u8]| json!({"bytes": bytes.len(), "crc32": crc32(bytes)});
     let state = json!({
+        "files": {
+            "model.safetensors": record(&model_bytes),
+            "optimizer.safetensors": record(&optimizer_state),
+        },
         "version": CHECKPOINT_VERSION,
         "step": step,
         "epoch": epoch,
@@ -106,6 +131,7 @@ pub fn save(
     if dest.exists() {
         std::fs::rename(&dest, &old).map_err(|e| Error::Msg(format!("{}: {e}", dest.display())))?;
     }
+    crash_point("checkpoint-swap");
     std::fs::rename(&tmp, &dest).map_err(|e| Error::Msg(format!("{}: {e}", dest.display())))?;
     let _ = std::fs::remove_dir_all(&old);
     Ok(())
@@ -128,15 +154,7 @@ pub fn load(
     let files = read_files(dir, collective)?;
     let ck = files.dir.clone();
     let state_path = ck.join("state.json");
-    let state: Value = serde_json::from_slice(&files.state)
-        .map_err(|e| Error::Msg(format!("{}: not valid JSON: {e}", state_path.display())))?;
-    if state["version"].as_u64() != Some(CHECKPOINT_VERSION) {
-        return Err(Error::Msg(format!(
-            "{}: checkpoint version {} is not supported",
-            state_path.display(),
-            state["version"]
-        )));
-    }
+    let state = parse_state(&files.state, &state_path)?;
     let saved = &state["config"];
     let now = config.to_json();
     for key in MUST_MATCH {
@@ -200,19 +218,7 @@ struct Files {
 
 /// Reads a checkpoint's files on rank 0 and shares them (or rank 0's error) with every rank.
 fn read_files(dir: &Path, collective: &dyn Collective) -> Result<Files> {
-    let read = || -> Result<Files> {
-        let ck = checkpoint_dir(dir)?;
-        let read = |name: &str| {
-            let path = ck.join(name);
-            std::fs::read(&path).map_err(|e| Error::Msg(format!("{}: {e}", path.display())))
-        };
-        Ok(Files {
-            state: read("state.json")?,
-            model: read("model.safetensors")?,
-            optimizer: read("optimizer.safetensors")?,
-            dir: ck,
-        })
-    };
+    let read = || locate(dir);
     if collective.size() == 1 {
         return read();
     }
@@ -262,20 +268,151 @@ fn read_files(dir: &Path, collective: &dyn Collective) -> Result<Files> {
     }
 }
 
-/// The folder holding the checkpoint files inside `dir`.
+/// The folder holding the checkpoint files inside `dir` (see [`locate`]).
 pub fn checkpoint_dir(dir: &Path) -> Result<std::path::PathBuf> {
-    let ck = if dir.join("state.json").is_file() {
-        dir.to_path_buf()
-    } else {
-        dir.join("checkpoint")
-    };
-    if !ck.join("state.json").is_file() {
-        return Err(Error::Msg(format!(
+    Ok(locate(dir)?.dir)
+}
+
+/// The verified checkpoint in `dir`: `dir` itself if it holds the files, else the first of
+/// `checkpoint/`, `checkpoint.tmp/`, `checkpoint.old/` that is complete and whose files
+/// match their checksums (the swap's recovery). The error lists each candidate's problem.
+fn locate(dir: &Path) -> Result<Files> {
+    if dir.join("state.json").is_file() {
+        return verified(dir);
+    }
+    let mut problems = Vec::new();
+    for name in CANDIDATES {
+        let ck = dir.join(name);
+        if !ck.join("state.json").is_file() {
+            continue;
+        }
+        match verified(&ck) {
+            Ok(files) => return Ok(files),
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    Err(Error::Msg(if problems.is_empty() {
+        format!(
             "{}: no checkpoint here (expected checkpoint/state.json)",
             dir.display()
+        )
+    } else {
+        problems.join("; ")
+    }))
+}
+
+/// Reads the checkpoint files in `ck` and checks them: `state.json` parses and has this
+/// version, each tensor file has the recorded length and CRC-32, and every value in them is
+/// finite.
+fn verified(ck: &Path) -> Result<Files> {
+    let read = |name: &str| {
+        let path = ck.join(name);
+        std::fs::read(&path).map_err(|e| Error::Msg(format!("{}: {e}", path.display())))
+    };
+    let state_bytes = read("state.json")?;
+    let state_path = ck.join("state.json");
+    let state = parse_state(&state_bytes, &state_path)?;
+    let mut contents = Vec::new();
+    for name in TENSOR_FILES {
+        let bytes = read(name)?;
+        let record = &state["files"][name];
+        let (want_len, want_crc) = (record["bytes"].as_u64(), record["crc32"].as_str());
+        let (Some(want_len), Some(want_crc)) = (want_len, want_crc) else {
+            return Err(Error::Msg(format!(
+                "{}: no checksum recorded for {name}",
+                state_path.display()
+            )));
+        };
+        let got = crc32(&bytes);
+        if bytes.len() as u64 != want_len || got != want_crc {
+            return Err(Error::Msg(format!(
+                "{}: corrupted: {} bytes with CRC-32 {got}, state.json records {want_len} bytes \
+                 with CRC-32 {want_crc}",
+                ck.join(name).display(),
+                bytes.len()
+            )));
+        }
+        check_finite(&bytes, &ck.join(name))?;
+        contents.push(bytes);
+    }
+    let optimizer = contents.pop().expect("two files");
+    let model = contents.pop().expect("two files");
+    Ok(Files {
+        dir: ck.to_path_buf(),
+        state: state_bytes,
+        model,
+        optimizer,
+    })
+}
+
+/// `state.json`'s content, refused unless it is an object of this checkpoint version.
+fn parse_state(bytes: &[u8], path: &Path) -> Result<Value> {
+    let state: Value = serde_json::from_slice(bytes)
+        .map_err(|e| Error::Msg(format!("{}: not valid JSON: {e}", path.display())))?;
+    if state["version"].as_u64() != Some(CHECKPOINT_VERSION) {
+        return Err(Error::Msg(format!(
+            "{}: checkpoint version {} is not supported (this gradlab reads version \
+             {CHECKPOINT_VERSION})",
+            path.display(),
+            state["version"]
         )));
     }
-    Ok(ck)
+    Ok(state)
+}
+
+/// An error naming the tensor and element of the first non-finite f32/f64 value in a
+/// safetensors file.
+fn check_finite(bytes: &[u8], path: &Path) -> Result<()> {
+    let st = safetensors::SafeTensors::deserialize(bytes)
+        .map_err(|e| Error::Msg(format!("{}: {e}", path.display())))?;
+    let mut names = st.names();
+    names.sort();
+    for name in names {
+        let view = st
+            .tensor(name)
+            .map_err(|e| Error::Msg(format!("{}: {e}", path.display())))?;
+        let data = view.data();
+        let bad = match view.dtype() {
+            safetensors::Dtype::F32 => data
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")) as f64)
+                .position(|x| !x.is_finite())
+                .map(|i| {
+                    (
+                        i,
+                        f32::from_le_bytes(data[4 * i..4 * i + 4].try_into().expect("4")) as f64,
+                    )
+                }),
+            safetensors::Dtype::F64 => data
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
+                .position(|x| !x.is_finite())
+                .map(|i| {
+                    (
+                        i,
+                        f64::from_le_bytes(data[8 * i..8 * i + 8].try_into().expect("8")),
+                    )
+                }),
+            _ => None,
+        };
+        if let Some((i, x)) = bad {
+            return Err(Error::Msg(format!(
+                "{}: tensor '{name}' holds the non-finite value {x} at element {i}: refusing \
+                 to load it",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Aborts the process at the named point when `GRADLAB_CRASH_AT` names it: the tests'
+/// way to simulate a crash at the worst moment.
+fn crash_point(name: &str) {
+    if std::env::var_os("GRADLAB_CRASH_AT").is_some_and(|v| v == name) {
+        eprintln!("GRADLAB_CRASH_AT={name}: aborting");
+        std::process::abort();
+    }
 }
 
 /// Reads a safetensors file.
@@ -339,12 +476,9 @@ pub fn truncate_metrics(path: &Path, step: u64, epoch: usize) -> Result<()> {
 /// The model saved in a checkpoint (with its batch-norm statistics) and the training
 /// configuration it was trained with.
 pub fn load_model(dir: &Path) -> Result<(Model, Value)> {
-    let ck = checkpoint_dir(dir)?;
-    let state_path = ck.join("state.json");
-    let text = std::fs::read_to_string(&state_path)
-        .map_err(|e| Error::Msg(format!("{}: {e}", state_path.display())))?;
-    let state: Value = serde_json::from_str(&text)
-        .map_err(|e| Error::Msg(format!("{}: not valid JSON: {e}", state_path.display())))?;
+    let files = locate(dir)?;
+    let ck = files.dir.clone();
+    let state = parse_state(&files.state, &ck.join("state.json"))?;
     let config = state["config"].clone();
     let spec = crate::models::ModelSpec {
         kind: config["model"].as_str().unwrap_or_default().parse()?,
@@ -361,7 +495,8 @@ pub fn load_model(dir: &Path) -> Result<(Model, Value)> {
         batch_norm: config["batch_norm"].as_bool().unwrap_or(false),
         dropout: config["dropout"].as_f64().unwrap_or(0.0),
     };
-    let tensors = load_tensors(&ck.join("model.safetensors"))?;
+    let tensors = candle_core::safetensors::load_buffer(&files.model, &Device::Cpu)
+        .map_err(|e| Error::Msg(format!("{}: {e}", ck.join("model.safetensors").display())))?;
     // The image size follows from the first fully connected layer's inputs.
     let first = tensors
         .get("fc1.weight")

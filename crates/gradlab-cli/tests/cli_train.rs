@@ -272,3 +272,43 @@ fn a_fresh_run_does_not_replace_another_without_overwrite() {
     assert_eq!(summary["config"]["seed"], 5);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_process_killed_between_the_checkpoint_renames_resumes() {
+    let dir = std::env::temp_dir().join(format!("gradlab-cli-crash-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = dir.to_str().unwrap();
+    let args = |epochs: &'static str, resume: bool| {
+        let mut a = vec![
+            "train",
+            "--model",
+            "logreg",
+            "--train-limit",
+            "100",
+            "--epochs",
+            epochs,
+            "--out",
+            out,
+        ];
+        if resume {
+            a.extend(["--resume", out]);
+        }
+        a
+    };
+    assert!(gradlab(&args("1", false)).0);
+    let crashed = Command::new(env!("CARGO_BIN_EXE_gradlab"))
+        .env("GRADLAB_CRASH_AT", "checkpoint-swap")
+        .args(args("2", true))
+        .output()
+        .unwrap();
+    assert!(!crashed.status.success());
+    assert!(!dir.join("checkpoint").exists());
+    assert!(dir.join("checkpoint.old").exists() && dir.join("checkpoint.tmp").exists());
+    let (ok, _, stderr) = gradlab(&args("3", true));
+    assert!(ok, "{stderr}");
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["steps"], 6); // 3 epochs of 2 batches (100 examples, batch 64)
+    assert!(!dir.join("checkpoint.old").exists() && !dir.join("checkpoint.tmp").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}

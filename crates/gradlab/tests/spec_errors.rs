@@ -164,3 +164,90 @@ proptest! {
         let _ = optim::build::<f32>(&text, Layout::single("w", 1), &[], Options::default());
     }
 }
+
+#[test]
+fn values_outside_their_domain_are_refused_with_the_key_and_range() {
+    for (spec, key, says) in [
+        ("sgd(lr=inf)", "'lr'", "finite"),
+        ("sgd(lr=-0.1)", "'lr'", ">= 0"),
+        ("adam(eps=inf)", "'eps'", "finite"),
+        ("sgd(lr=0.1, momentum=1)", "'momentum'", "[0, 1)"),
+        ("rmsprop(alpha=1)", "'alpha'", "[0, 1)"),
+        ("adadelta(rho=1)", "'rho'", "[0, 1)"),
+        ("lars(momentum=1.5)", "'momentum'", "[0, 1)"),
+        ("lookahead(sgd, alpha=0)", "'alpha'", "(0, 1]"),
+        ("adam(betas=(0.9, 1))", "index 1", "[0, 1)"),
+        ("adamw(weight_decay=-1)", "'weight_decay'", ">= 0"),
+    ] {
+        let e = error_of(spec);
+        assert!(e.contains(key) && e.contains(says), "{spec}: {e}");
+    }
+    let e = error_of("sgd(lr=1e400)");
+    assert!(e.contains("overflows") && e.contains("column 8"), "{e}");
+}
+
+#[test]
+fn schedules_never_produce_a_negative_or_non_finite_lr() {
+    use gradlab::schedule::Scheduler;
+    let schedule_error = |s: &str| {
+        let mut opt = optim::build::<f64>(
+            "sgd(lr=0.1, momentum=0.9)",
+            Layout::single("w", 2),
+            &[],
+            Options::default(),
+        )
+        .unwrap();
+        let mut sched = match Scheduler::new(s, opt.as_mut()) {
+            Err(e) => return e.to_string(),
+            Ok(sched) => sched,
+        };
+        for _ in 0..50 {
+            if let Err(e) = sched.step(opt.as_mut()) {
+                return e.to_string();
+            }
+        }
+        panic!("'{s}' was accepted");
+    };
+    for (spec, says) in [
+        ("exponential(gamma=-1)", "'gamma'"),
+        ("cosine(t_max=10, eta_min=-1)", "'eta_min'"),
+        ("polynomial(power=-1)", "'power'"),
+        ("sgdr(t_0=5, eta_min=-0.5)", "'eta_min'"),
+        ("exponential(gamma=1e400)", "overflows"),
+        ("onecycle(max_lr=inf, total_steps=10)", "'max_lr'"),
+        (
+            "cyclic(base_lr=0.1, max_lr=1, step_size_up=2, mode=exp_range, gamma=1e300)",
+            "which must be",
+        ),
+    ] {
+        let e = schedule_error(spec);
+        assert!(e.contains(says), "{spec}: {e}");
+    }
+}
+
+#[test]
+fn onecycle_holds_its_final_lr_after_its_last_step() {
+    use gradlab::schedule::Scheduler;
+    let mut opt = optim::build::<f64>(
+        "sgd(lr=0.1, momentum=0.9)",
+        Layout::single("w", 2),
+        &[],
+        Options::default(),
+    )
+    .unwrap();
+    let mut sched = Scheduler::new(
+        "onecycle(max_lr=0.01, total_steps=5, anneal_strategy=linear)",
+        opt.as_mut(),
+    )
+    .unwrap();
+    for _ in 0..5 {
+        sched.step(opt.as_mut()).unwrap();
+    }
+    let lr = opt.lr(0);
+    assert!((0.0..1e-6).contains(&lr), "{lr}");
+    assert!(sched
+        .step(opt.as_mut())
+        .unwrap_err()
+        .to_string()
+        .contains("the cycle is over"));
+}

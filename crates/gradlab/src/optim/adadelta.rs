@@ -45,7 +45,7 @@ impl Rule for Adadelta {
     fn parse(args: &Args) -> Result<AdadeltaConfig> {
         Ok(AdadeltaConfig {
             lr: check::non_negative(args, "lr", 1.0)?,
-            rho: check::within(args, "rho", 0.9, 0.0, 1.0)?,
+            rho: check::decay(args, "rho", 0.9)?,
             eps: check::non_negative(args, "eps", 1e-6)?,
             weight_decay: check::non_negative(args, "weight_decay", 0.0)?,
         })

@@ -54,7 +54,7 @@ impl Rule for Lars {
     fn parse(args: &Args) -> Result<LarsConfig> {
         let cfg = LarsConfig {
             lr: check::non_negative(args, "lr", 1e-2)?,
-            momentum: check::non_negative(args, "momentum", 0.0)?,
+            momentum: check::decay(args, "momentum", 0.0)?,
             dampening: args.f64("dampening", 0.0)?,
             weight_decay: check::non_negative(args, "weight_decay", 0.0)?,
             nesterov: args.bool("nesterov", false)?,

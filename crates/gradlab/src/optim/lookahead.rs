@@ -65,7 +65,7 @@ impl<T: Real> Lookahead<T> {
         if k == 0 {
             return Err(args.invalid("k", "must be at least 1"));
         }
-        let alpha = super::rule::check::within(&args, "alpha", 0.5, 0.0, 1.0)?;
+        let alpha = args.number("alpha", 0.5, crate::spec::Domain::UNIT_OPEN_LOW)?;
         args.finish()?;
         let inner = build_from_spec(&inner_spec, layout, groups, options)?;
         Ok(Self::new(inner, k, alpha))

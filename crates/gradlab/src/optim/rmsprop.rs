@@ -50,10 +50,10 @@ impl Rule for RmsProp {
     fn parse(args: &Args) -> Result<RmsPropConfig> {
         Ok(RmsPropConfig {
             lr: check::non_negative(args, "lr", 1e-2)?,
-            alpha: check::non_negative(args, "alpha", 0.99)?,
+            alpha: check::decay(args, "alpha", 0.99)?,
             eps: check::non_negative(args, "eps", 1e-8)?,
             weight_decay: check::non_negative(args, "weight_decay", 0.0)?,
-            momentum: check::non_negative(args, "momentum", 0.0)?,
+            momentum: check::decay(args, "momentum", 0.0)?,
             centered: args.bool("centered", false)?,
         })
     }

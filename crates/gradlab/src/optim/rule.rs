@@ -324,52 +324,30 @@ pub fn lerp<T: Real>(m: T, x: T, w: T, one_minus_w: T) -> T {
     }
 }
 
-/// Validation helpers shared by the rules, with PyTorch's ranges.
+/// Validation helpers shared by the rules, with PyTorch's ranges (through
+/// [`crate::spec::Domain`], where every numeric key's range is checked).
 pub mod check {
-    use crate::spec::Args;
+    use crate::spec::{Args, Domain};
     use crate::Result;
 
-    /// A number `>= 0` (PyTorch: "Invalid learning rate", "Invalid epsilon value", ...).
+    /// A finite number `>= 0` (PyTorch: "Invalid learning rate", "Invalid epsilon value", ...).
     pub fn non_negative(args: &Args, key: &'static str, default: f64) -> Result<f64> {
-        let x = args.f64(key, default)?;
-        if x < 0.0 {
-            return Err(args.invalid(
-                key,
-                format!("must be >= 0, got {}", crate::spec::format_number(x)),
-            ));
-        }
-        Ok(x)
+        args.number(key, default, Domain::NON_NEGATIVE)
+    }
+
+    /// An averaging coefficient in `[0, 1)`: momentum, RMSProp's alpha, Adadelta's rho (at 1
+    /// the average would never change).
+    pub fn decay(args: &Args, key: &'static str, default: f64) -> Result<f64> {
+        args.number(key, default, Domain::DECAY)
     }
 
     /// A number in `[lo, hi]`.
     pub fn within(args: &Args, key: &'static str, default: f64, lo: f64, hi: f64) -> Result<f64> {
-        let x = args.f64(key, default)?;
-        if !(lo..=hi).contains(&x) {
-            return Err(args.invalid(
-                key,
-                format!(
-                    "must be in [{lo}, {hi}], got {}",
-                    crate::spec::format_number(x)
-                ),
-            ));
-        }
-        Ok(x)
+        args.number(key, default, Domain::new(lo, false, hi, false))
     }
 
     /// `betas=(b1, b2)` with both in `[0, 1)`.
     pub fn betas(args: &Args, default: (f64, f64)) -> Result<(f64, f64)> {
-        let (b1, b2) = args.pair("betas", default)?;
-        for (i, b) in [b1, b2].into_iter().enumerate() {
-            if !(0.0..1.0).contains(&b) {
-                return Err(args.invalid(
-                    "betas",
-                    format!(
-                        "beta at index {i} must be in [0, 1), got {}",
-                        crate::spec::format_number(b)
-                    ),
-                ));
-            }
-        }
-        Ok((b1, b2))
+        args.pair_in("betas", default, Domain::DECAY)
     }
 }

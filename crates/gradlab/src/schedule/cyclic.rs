@@ -12,6 +12,7 @@
 //! constructor does (overwriting, for SGD, even a momentum of 0).
 
 use super::{load_state, require_momentum, save_state, Hyper, Progress, Schedule};
+use crate::spec::Domain;
 use crate::spec::{Args, Spec};
 use crate::Result;
 
@@ -40,8 +41,8 @@ impl Cyclic {
             return Err(args.invalid("step_size_up", "the cycle must have at least one step"));
         }
         Ok(Cyclic {
-            base_lr: args.required_f64("base_lr")?,
-            max_lr: args.required_f64("max_lr")?,
+            base_lr: args.required_number("base_lr", Domain::NON_NEGATIVE)?,
+            max_lr: args.required_number("max_lr", Domain::NON_NEGATIVE)?,
             step_size_up,
             step_size_down,
             mode: args.word(
@@ -49,10 +50,10 @@ impl Cyclic {
                 "triangular",
                 &["triangular", "triangular2", "exp_range"],
             )?,
-            gamma: args.f64("gamma", 1.0)?,
+            gamma: args.number("gamma", 1.0, Domain::NON_NEGATIVE)?,
             cycle_momentum: args.bool("cycle_momentum", true)?,
-            base_momentum: args.f64("base_momentum", 0.8)?,
-            max_momentum: args.f64("max_momentum", 0.9)?,
+            base_momentum: args.number("base_momentum", 0.8, Domain::DECAY)?,
+            max_momentum: args.number("max_momentum", 0.9, Domain::DECAY)?,
             progress: Progress::default(),
         })
     }

@@ -15,6 +15,7 @@
 //! PyTorch's recursive form does; it does not clamp.
 
 use super::{load_state, save_state, schedule_error, Hyper, Progress, Schedule};
+use crate::spec::Domain;
 use crate::spec::{Args, Spec, Value};
 use crate::Result;
 use std::f64::consts::PI;
@@ -107,7 +108,7 @@ impl Decay {
         let kind = match name {
             "step" => Kind::Step {
                 step_size: positive("step_size", None)?,
-                gamma: args.f64("gamma", 0.1)?,
+                gamma: args.number("gamma", 0.1, Domain::NON_NEGATIVE)?,
             },
             "multistep" => {
                 let milestones = args.counts("milestones")?.ok_or_else(|| {
@@ -118,25 +119,19 @@ impl Decay {
                 }
                 Kind::MultiStep {
                     milestones,
-                    gamma: args.f64("gamma", 0.1)?,
+                    gamma: args.number("gamma", 0.1, Domain::NON_NEGATIVE)?,
                 }
             }
             "exponential" => Kind::Exponential {
-                gamma: args.required_f64("gamma")?,
+                gamma: args.required_number("gamma", Domain::NON_NEGATIVE)?,
             },
             "cosine" => Kind::Cosine {
                 t_max: positive("t_max", None)?,
-                eta_min: args.f64("eta_min", 0.0)?,
+                eta_min: args.number("eta_min", 0.0, Domain::NON_NEGATIVE)?,
             },
             "linear" => {
-                let start_factor = args.f64("start_factor", 1.0 / 3.0)?;
-                let end_factor = args.f64("end_factor", 1.0)?;
-                if !(start_factor > 0.0 && start_factor <= 1.0) {
-                    return Err(args.invalid("start_factor", "must be in (0, 1]"));
-                }
-                if !(0.0..=1.0).contains(&end_factor) {
-                    return Err(args.invalid("end_factor", "must be in [0, 1]"));
-                }
+                let start_factor = args.number("start_factor", 1.0 / 3.0, Domain::UNIT_OPEN_LOW)?;
+                let end_factor = args.number("end_factor", 1.0, Domain::UNIT)?;
                 Kind::Linear {
                     start_factor,
                     end_factor,
@@ -145,7 +140,7 @@ impl Decay {
             }
             "polynomial" => Kind::Polynomial {
                 total_iters: positive("total_iters", Some(5))?,
-                power: args.f64("power", 1.0)?,
+                power: args.number("power", 1.0, Domain::NON_NEGATIVE)?,
             },
             "constant" => {
                 let factor = args.f64("factor", 1.0 / 3.0)?;

@@ -175,6 +175,7 @@ impl Scheduler {
         schedule
             .start(&mut hp)
             .map_err(|e| with_optimizer(e, opt.name()))?;
+        check_values(schedule.as_ref(), &hp)?;
         hp.apply(opt)?;
         Ok(Scheduler { schedule })
     }
@@ -206,6 +207,7 @@ impl Scheduler {
     fn advance<T: Real>(&mut self, opt: &mut dyn Optimizer<T>, metric: Option<f64>) -> Result<()> {
         let mut hp = Hyper::of(opt);
         self.schedule.step(&mut hp, metric)?;
+        check_values(self.schedule.as_ref(), &hp)?;
         hp.apply(opt)
     }
 
@@ -218,6 +220,32 @@ impl Scheduler {
     pub fn load_state(&mut self, state: &serde_json::Value) -> Result<()> {
         self.schedule.load_state(state)
     }
+}
+
+/// Whatever the combination of keys, a schedule never hands the optimizer a negative or
+/// non-finite learning rate, or a momentum outside [0, 1): that is an error naming the
+/// schedule, the group and the value.
+fn check_values(schedule: &dyn Schedule, hp: &Hyper) -> Result<()> {
+    let bad = |what: &str, group: usize, x: f64, range: &str| Error::Schedule {
+        spec: schedule.spec().to_string(),
+        message: format!(
+            "it gives group {group} the {what} {}, which must be {range}",
+            crate::spec::format_number(x)
+        ),
+    };
+    for (g, &lr) in hp.lr.iter().enumerate() {
+        if !(lr.is_finite() && lr >= 0.0) {
+            return Err(bad("learning rate", g, lr, "a finite number >= 0"));
+        }
+    }
+    for (g, m) in hp.momentum.iter().enumerate() {
+        if let Some(m) = *m {
+            if !(0.0..1.0).contains(&m) {
+                return Err(bad("momentum", g, m, "in [0, 1)"));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn with_optimizer(e: Error, optimizer: &str) -> Error {

@@ -8,6 +8,7 @@
 //! decays as `t^−½`. (Use `adam(lr=1, betas=(0.9, 0.98), eps=1e-9)` for the paper's setting.)
 
 use super::{ClosedForm, Progress};
+use crate::spec::Domain;
 use crate::spec::{Args, Spec};
 use crate::Result;
 
@@ -23,7 +24,7 @@ pub struct Noam {
 impl Noam {
     /// Parses `noam(d_model, warmup, factor=1)`.
     pub fn parse(args: &Args) -> Result<Self> {
-        let d_model = args.required_f64("d_model")?;
+        let d_model = args.required_number("d_model", Domain::POSITIVE)?;
         if d_model <= 0.0 {
             return Err(args.invalid("d_model", "must be > 0"));
         }

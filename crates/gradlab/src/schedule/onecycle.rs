@@ -11,6 +11,7 @@
 //! Like PyTorch, stepping it more than `total_steps` times is an error.
 
 use super::{load_state, require_momentum, save_state, schedule_error, Hyper, Progress, Schedule};
+use crate::spec::Domain;
 use crate::spec::{Args, Spec};
 use crate::Result;
 use std::f64::consts::PI;
@@ -65,20 +66,20 @@ impl OneCycle {
         if total_steps == 0 {
             return Err(args.invalid("total_steps", "must be at least 1"));
         }
-        let pct_start = args.f64("pct_start", 0.3)?;
+        let pct_start = args.number("pct_start", 0.3, Domain::UNIT)?;
         if !(0.0..=1.0).contains(&pct_start) {
             return Err(args.invalid("pct_start", "must be in [0, 1]"));
         }
         Ok(OneCycle {
-            max_lr: args.required_f64("max_lr")?,
+            max_lr: args.required_number("max_lr", Domain::NON_NEGATIVE)?,
             total_steps,
             pct_start,
             anneal_strategy: args.word("anneal_strategy", "cos", &["cos", "linear"])?,
             cycle_momentum: args.bool("cycle_momentum", true)?,
-            base_momentum: args.f64("base_momentum", 0.85)?,
-            max_momentum: args.f64("max_momentum", 0.95)?,
-            div_factor: args.f64("div_factor", 25.0)?,
-            final_div_factor: args.f64("final_div_factor", 1e4)?,
+            base_momentum: args.number("base_momentum", 0.85, Domain::DECAY)?,
+            max_momentum: args.number("max_momentum", 0.95, Domain::DECAY)?,
+            div_factor: args.number("div_factor", 25.0, Domain::POSITIVE)?,
+            final_div_factor: args.number("final_div_factor", 1e4, Domain::POSITIVE)?,
             three_phase: args.bool("three_phase", false)?,
             progress: Progress::default(),
         })
@@ -147,7 +148,10 @@ impl OneCycle {
         let s = step as f64;
         for (i, phase) in phases.iter().enumerate() {
             if s <= phase.end_step || i == phases.len() - 1 {
-                let pct = (s - start_step) / (phase.end_step - start_step);
+                // At step total_steps (after the cycle's last step, which PyTorch still
+                // allows) the last phase would extrapolate past its end (a negative lr
+                // with linear annealing); the cycle's final values hold instead.
+                let pct = ((s - start_step) / (phase.end_step - start_step)).min(1.0);
                 let lr = self.anneal(phase.lr, pct);
                 hp.lr.iter_mut().for_each(|v| *v = lr);
                 if self.cycle_momentum {

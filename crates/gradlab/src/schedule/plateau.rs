@@ -8,6 +8,7 @@
 //! no improvement, as in PyTorch.
 
 use super::{load_state, save_state, schedule_error, Hyper, Schedule};
+use crate::spec::Domain;
 use crate::spec::{Args, Spec};
 use crate::Result;
 use serde::{Deserialize, Serialize};
@@ -50,7 +51,7 @@ impl Plateau {
                 "must be in (0, 1): the learning rate is multiplied by it",
             ));
         }
-        let min_lr = args.f64("min_lr", 0.0)?;
+        let min_lr = args.number("min_lr", 0.0, Domain::NON_NEGATIVE)?;
         if min_lr < 0.0 {
             return Err(args.invalid("min_lr", "must be >= 0"));
         }
@@ -58,11 +59,11 @@ impl Plateau {
             mode: args.word("mode", "min", &["min", "max"])?,
             factor,
             patience: args.count("patience", 10)?,
-            threshold: args.f64("threshold", 1e-4)?,
+            threshold: args.number("threshold", 1e-4, Domain::NON_NEGATIVE)?,
             threshold_mode: args.word("threshold_mode", "rel", &["rel", "abs"])?,
             cooldown: args.count("cooldown", 0)?,
             min_lr,
-            eps: args.f64("eps", 1e-8)?,
+            eps: args.number("eps", 1e-8, Domain::NON_NEGATIVE)?,
             state: PlateauState::default(),
         })
     }

@@ -9,6 +9,7 @@
 
 use super::decay::{Decay, Kind};
 use super::{build_from_spec, load_state, save_state, schedule_error, Hyper, Schedule};
+use crate::spec::Domain;
 use crate::spec::{Args, Spec, Value};
 use crate::Result;
 use serde::{Deserialize, Serialize};
@@ -104,16 +105,13 @@ pub fn warmup_cosine(args: &Args) -> Result<Sequential> {
     let total = args
         .opt_count("total_steps")?
         .ok_or_else(|| args.invalid("total_steps", "is required"))?;
-    let eta_min = args.f64("eta_min", 0.0)?;
-    let start_factor = args.f64("warmup_start_factor", 0.01)?;
+    let eta_min = args.number("eta_min", 0.0, Domain::NON_NEGATIVE)?;
+    let start_factor = args.number("warmup_start_factor", 0.01, Domain::UNIT_OPEN_LOW)?;
     if warmup == 0 {
         return Err(args.invalid("warmup_steps", "must be at least 1"));
     }
     if total <= warmup {
         return Err(args.invalid("total_steps", "must be larger than warmup_steps"));
-    }
-    if !(start_factor > 0.0 && start_factor <= 1.0) {
-        return Err(args.invalid("warmup_start_factor", "must be in (0, 1]"));
     }
     let linear = Decay::new(Kind::Linear {
         start_factor,

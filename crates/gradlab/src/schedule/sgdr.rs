@@ -8,6 +8,7 @@
 //! The first period has `t_0` steps and each next one is `t_mult` times longer.
 
 use super::{load_state, save_state, schedule_error, Hyper, Progress, Schedule};
+use crate::spec::Domain;
 use crate::spec::{Args, Spec};
 use crate::Result;
 use serde::{Deserialize, Serialize};
@@ -45,7 +46,7 @@ impl Sgdr {
         Ok(Sgdr {
             t_0,
             t_mult,
-            eta_min: args.f64("eta_min", 0.0)?,
+            eta_min: args.number("eta_min", 0.0, Domain::NON_NEGATIVE)?,
             state: SgdrState::default(),
         })
     }

@@ -9,6 +9,7 @@
 //! ```
 
 use super::{ClosedForm, Progress};
+use crate::spec::Domain;
 use crate::spec::{Args, Spec};
 use crate::Result;
 
@@ -30,14 +31,8 @@ impl Wsd {
             args.opt_count(k)?
                 .ok_or_else(|| args.invalid(k, "is required"))
         };
-        let warmup_start_factor = args.f64("warmup_start_factor", 0.01)?;
-        if !(0.0..=1.0).contains(&warmup_start_factor) {
-            return Err(args.invalid("warmup_start_factor", "must be in [0, 1]"));
-        }
-        let eta_min = args.f64("eta_min", 0.0)?;
-        if eta_min < 0.0 {
-            return Err(args.invalid("eta_min", "must be >= 0"));
-        }
+        let warmup_start_factor = args.number("warmup_start_factor", 0.01, Domain::UNIT)?;
+        let eta_min = args.number("eta_min", 0.0, Domain::NON_NEGATIVE)?;
         Ok(Wsd {
             warmup_steps: required("warmup_steps")?,
             stable_steps: required("stable_steps")?,

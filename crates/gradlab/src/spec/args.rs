@@ -67,6 +67,10 @@ impl<'a> Args<'a> {
             Some(Value::Num(x)) if x.is_nan() => {
                 Err(self.invalid(key, "must be a number, got NaN"))
             }
+            Some(Value::Num(x)) if x.is_infinite() => Err(self.invalid(
+                key,
+                format!("must be a finite number, got {}", super::format_number(*x)),
+            )),
             Some(Value::Num(x)) => Ok(Some(*x)),
             Some(v) => Err(self.invalid(key, format!("must be a number, got {} ({v})", v.kind()))),
         }

@@ -15,9 +15,11 @@
 //! parsing the printed form gives the same value again.
 
 mod args;
+mod domain;
 mod parse;
 
 pub use args::Args;
+pub use domain::Domain;
 pub use parse::parse;
 
 use std::fmt;

@@ -243,10 +243,21 @@ impl Parser<'_> {
             }
         }
         let text = self.slice(start, self.pos).replace('_', "");
-        text.parse::<f64>().map(Value::Num).map_err(|_| {
-            self.pos = start;
-            self.error(format!("malformed number '{text}'"))
-        })
+        match text.parse::<f64>() {
+            Ok(x) if x.is_infinite() => {
+                self.pos = start;
+                Err(self.error(format!(
+                    "number '{text}' overflows a 64-bit float (largest {:e}; write inf for \
+                     infinity)",
+                    f64::MAX
+                )))
+            }
+            Ok(x) => Ok(Value::Num(x)),
+            Err(_) => {
+                self.pos = start;
+                Err(self.error(format!("malformed number '{text}'")))
+            }
+        }
     }
 }
 
