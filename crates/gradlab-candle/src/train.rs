@@ -67,6 +67,9 @@ pub struct TrainConfig {
     pub swa_lr: Option<f64>,
     /// Non-finite gradients.
     pub nonfinite: NonFinitePolicy,
+    /// With `nonfinite = skip`: stop with an error after this many consecutive skipped
+    /// steps (capped at one epoch's steps).
+    pub max_skipped: u64,
     /// Full MNIST-format folder instead of the bundled digits.
     pub data_dir: Option<PathBuf>,
     /// Use only the first N training examples (quick runs).
@@ -95,6 +98,7 @@ impl TrainConfig {
             swa_start: None,
             swa_lr: None,
             nonfinite: NonFinitePolicy::Error,
+            max_skipped: 100,
             data_dir: None,
             train_limit: None,
             out: out.to_path_buf(),
@@ -122,6 +126,7 @@ impl TrainConfig {
             "swa_start": self.swa_start,
             "swa_lr": self.swa_lr,
             "nonfinite": match self.nonfinite { NonFinitePolicy::Error => "error", NonFinitePolicy::Skip => "skip" },
+            "max_skipped": self.max_skipped,
             "data": self.data_dir.as_ref().map(|p| p.display().to_string()),
             "train_limit": self.train_limit,
         })
@@ -130,6 +135,9 @@ impl TrainConfig {
     fn check(&self) -> Result<()> {
         if self.batch_size == 0 {
             return Err(Error::Msg("--batch-size must be at least 1".into()));
+        }
+        if self.max_skipped == 0 {
+            return Err(Error::Msg("--max-skipped 0: it must be at least 1".into()));
         }
         if self.epochs == 0 {
             return Err(Error::Msg("--epochs 0: it must be at least 1".into()));
@@ -471,6 +479,9 @@ pub fn train_on(
     let started = Instant::now();
     let plateau = scheduler.as_ref().is_some_and(|s| s.needs_metric());
     let mut last_epoch_line = Value::Null;
+    let skip_limit = config.max_skipped.min(batches_per_epoch.max(1));
+    // Consecutive skipped steps, and the first of them.
+    let (mut skipped_run, mut first_skipped) = (0u64, 0u64);
     for epoch in start_epoch..config.epochs {
         if let (Some(start), Some(lr)) = (config.swa_start, config.swa_lr) {
             if epoch >= start {
@@ -550,6 +561,22 @@ pub fn train_on(
                 }
             }
             step += 1;
+            if outcome.skipped {
+                if skipped_run == 0 {
+                    first_skipped = step;
+                }
+                skipped_run += 1;
+                if skipped_run >= skip_limit {
+                    return Err(Error::Msg(format!(
+                        "{skipped_run} consecutive steps skipped for non-finite gradients \
+                         (steps {first_skipped}–{step}, the limit is {skip_limit}; \
+                         --max-skipped sets it): training has diverged; lower the learning \
+                         rate or clip the gradients"
+                    )));
+                }
+            } else {
+                skipped_run = 0;
+            }
             if let (Some(s), ScheduleUnit::Step, false) =
                 (scheduler.as_mut(), config.schedule_unit, plateau)
             {

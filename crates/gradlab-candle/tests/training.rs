@@ -281,3 +281,25 @@ fn nonsense_settings_and_empty_data_are_refused_by_name() {
     assert!(gradlab_candle::run_dir::contents(&out).unwrap().is_empty());
     std::fs::remove_dir_all(out).unwrap();
 }
+
+#[test]
+fn a_run_that_keeps_skipping_steps_stops_with_the_count() {
+    let out = scratch("skipping");
+    let mut c = TrainConfig::new(ModelSpec::new(ModelKind::Mlp), "sgd(lr=1e30)", &out);
+    c.nonfinite = gradlab::optim::NonFinitePolicy::Skip;
+    c.max_skipped = 3;
+    c.train_limit = Some(640);
+    c.epochs = 2;
+    let e = train::train(&c, None, |_| {}).unwrap_err().to_string();
+    assert!(
+        e.contains("3 consecutive steps skipped") && e.contains("--max-skipped"),
+        "{e}"
+    );
+    // A healthy run with the same limit is not stopped.
+    let mut ok = small(&out, 1);
+    ok.overwrite = true;
+    ok.nonfinite = gradlab::optim::NonFinitePolicy::Skip;
+    ok.max_skipped = 1;
+    train::train(&ok, None, |_| {}).unwrap();
+    std::fs::remove_dir_all(out).unwrap();
+}

@@ -90,6 +90,10 @@ pub struct TrainArgs {
     /// error or skip: what to do with non-finite gradients.
     #[arg(long, default_value = "error")]
     nonfinite: String,
+    /// With --nonfinite skip: stop after this many consecutive skipped steps (at most one
+    /// epoch's).
+    #[arg(long, default_value_t = 100)]
+    max_skipped: u64,
     /// Output folder (metrics.jsonl, summary.json, checkpoint/).
     #[arg(long)]
     out: PathBuf,
@@ -123,6 +127,7 @@ impl TrainArgs {
             .nonfinite
             .parse::<NonFinitePolicy>()
             .map_err(anyhow::Error::msg)?;
+        c.max_skipped = self.max_skipped;
         c.data_dir = self.model.data.clone();
         c.train_limit = self.model.train_limit;
         c.overwrite = self.overwrite;
