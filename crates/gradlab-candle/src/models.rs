@@ -167,6 +167,7 @@ impl Model {
                 spec.dropout
             )));
         }
+        check_size(spec, rows, cols)?;
         let mut m = Model {
             spec: spec.clone(),
             params: Vec::new(),
@@ -511,6 +512,39 @@ impl Model {
             .broadcast_mul(&gamma.reshape(shape.as_slice())?)?
             .broadcast_add(&beta.reshape(shape.as_slice())?)?)
     }
+}
+
+/// Refuses a model whose parameters (with their gradients and two optimizer moments, 16
+/// bytes each in f32) cannot fit in memory, before anything is allocated; also zero widths.
+fn check_size(spec: &ModelSpec, rows: usize, cols: usize) -> Result<()> {
+    if spec.kind == ModelKind::Mlp {
+        if let Some(i) = spec.widths.iter().position(|&w| w == 0) {
+            return Err(Error::Msg(format!(
+                "--widths: hidden layer {} has width 0; every width must be at least 1",
+                i + 1
+            )));
+        }
+    }
+    let mut params: Option<u128> = Some(0);
+    let mut fan_in = (rows as u128) * (cols as u128);
+    if spec.kind == ModelKind::Mlp {
+        for &w in &spec.widths {
+            let w = w as u128;
+            params = params.and_then(|p| p.checked_add(fan_in.checked_mul(w)?.checked_add(w)?));
+            fan_in = w;
+        }
+    }
+    params = params.and_then(|p| p.checked_add(fan_in.checked_mul(10)?.checked_add(10)?));
+    gradlab::memory::check_fits(
+        &format!(
+            "the {} with widths {:?} ({} parameters)",
+            spec.kind.name(),
+            spec.widths,
+            params.map_or("too many".to_string(), |p| p.to_string())
+        ),
+        params.and_then(|p| p.checked_mul(16)),
+    )?;
+    Ok(())
 }
 
 /// Mean cross-entropy of logits against labels ([`ops::cross_entropy`]).

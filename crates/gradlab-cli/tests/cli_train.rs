@@ -312,3 +312,25 @@ fn a_process_killed_between_the_checkpoint_renames_resumes() {
     assert!(!dir.join("checkpoint.old").exists() && !dir.join("checkpoint.tmp").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn sizes_that_cannot_fit_are_refused_before_allocating() {
+    let dir = std::env::temp_dir().join(format!("gradlab-cli-huge-{}", std::process::id()));
+    let out = dir.to_str().unwrap();
+    for (args, says) in [
+        (
+            vec!["train", "--widths", "100000000,100000000", "--out", out],
+            "of memory is available",
+        ),
+        (
+            vec!["bench", "--params", "100000000000"],
+            "of memory is available",
+        ),
+        (vec!["train", "--widths", "0", "--out", out], "width 0"),
+    ] {
+        let (ok, _, stderr) = gradlab(&args);
+        assert!(!ok && stderr.contains(says), "{args:?}: {stderr}");
+        assert!(!stderr.contains("memory allocation of"), "{stderr}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

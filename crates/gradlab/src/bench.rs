@@ -116,6 +116,11 @@ pub fn bench<T: Real>(
     threads: usize,
     steps: usize,
 ) -> Result<BenchResult> {
+    // Parameters, gradients, up to three state buffers and the roofline's two arrays.
+    crate::memory::check_fits(
+        &format!("benchmarking {params} parameters"),
+        (params as u128).checked_mul(7 * std::mem::size_of::<T>() as u128),
+    )?;
     let pool = Pool::new(threads.max(1));
     pool.install(|| {
         let layout = layout(params, tensors)?;
