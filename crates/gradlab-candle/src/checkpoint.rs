@@ -100,10 +100,12 @@ pub fn save(
                 .map(|(n, t)| (format!("swa/{n}"), t.clone())),
         );
     }
+    // Serialised in memory and written like every other file (same mode, atomic), then
+    // checksummed from the same bytes.
     let model_path = tmp.join("model.safetensors");
-    candle_core::safetensors::save(&tensors, &model_path)?;
-    let model_bytes = std::fs::read(&model_path)
+    let model_bytes = safetensors::tensor::serialize(tensors.iter(), None)
         .map_err(|e| Error::Msg(format!("{}: {e}", model_path.display())))?;
+    gradlab::io::write_atomic(&model_path, &model_bytes)?;
     gradlab::io::write_atomic(&tmp.join("optimizer.safetensors"), &optimizer_state)?;
     let record = |bytes: &[u8]| json!({"bytes": bytes.len(), "crc32": crc32(bytes)});
     let state = json!({

@@ -169,3 +169,21 @@ fn copy_dir(from: &Path, to: &Path) {
         std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
     }
 }
+
+#[cfg(unix)]
+#[test]
+fn every_checkpoint_file_has_the_same_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let out = trained("modes");
+    let mode = |name: &str| {
+        std::fs::metadata(out.join("checkpoint").join(name))
+            .unwrap()
+            .permissions()
+            .mode()
+    };
+    let state = mode("state.json");
+    for name in ["model.safetensors", "optimizer.safetensors"] {
+        assert_eq!(mode(name), state, "{name}: {:o} vs {:o}", mode(name), state);
+    }
+    std::fs::remove_dir_all(out).unwrap();
+}
