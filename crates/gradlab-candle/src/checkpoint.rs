@@ -374,29 +374,18 @@ fn check_finite(bytes: &[u8], path: &Path) -> Result<()> {
             .tensor(name)
             .map_err(|e| Error::Msg(format!("{}: {e}", path.display())))?;
         let data = view.data();
-        let bad = match view.dtype() {
-            safetensors::Dtype::F32 => data
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")) as f64)
-                .position(|x| !x.is_finite())
-                .map(|i| {
-                    (
-                        i,
-                        f32::from_le_bytes(data[4 * i..4 * i + 4].try_into().expect("4")) as f64,
-                    )
-                }),
-            safetensors::Dtype::F64 => data
-                .chunks_exact(8)
-                .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
-                .position(|x| !x.is_finite())
-                .map(|i| {
-                    (
-                        i,
-                        f64::from_le_bytes(data[8 * i..8 * i + 8].try_into().expect("8")),
-                    )
-                }),
-            _ => None,
+        let values: Box<dyn Iterator<Item = f64>> = match view.dtype() {
+            safetensors::Dtype::F32 => Box::new(
+                data.chunks_exact(4)
+                    .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")) as f64),
+            ),
+            safetensors::Dtype::F64 => Box::new(
+                data.chunks_exact(8)
+                    .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes"))),
+            ),
+            _ => Box::new(std::iter::empty()),
         };
+        let bad = values.enumerate().find(|(_, x)| !x.is_finite());
         if let Some((i, x)) = bad {
             return Err(Error::Msg(format!(
                 "{}: tensor '{name}' holds the non-finite value {x} at element {i}: refusing \

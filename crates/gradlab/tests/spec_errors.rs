@@ -4,6 +4,17 @@ use gradlab::optim::{self, Layout, Options, OPTIMIZERS};
 use gradlab::spec::{self, Spec, Value};
 use proptest::prelude::*;
 
+/// SGD with momentum on two parameters, for the schedule tests.
+fn sgd_with_momentum() -> Box<dyn optim::Optimizer<f64>> {
+    optim::build::<f64>(
+        "sgd(lr=0.1, momentum=0.9)",
+        Layout::single("w", 2),
+        &[],
+        Options::default(),
+    )
+    .unwrap()
+}
+
 fn error_of(spec: &str) -> String {
     match optim::build::<f64>(spec, Layout::single("w", 2), &[], Options::default()) {
         Ok(_) => panic!("'{spec}' was accepted"),
@@ -190,13 +201,7 @@ fn values_outside_their_domain_are_refused_with_the_key_and_range() {
 fn schedules_never_produce_a_negative_or_non_finite_lr() {
     use gradlab::schedule::Scheduler;
     let schedule_error = |s: &str| {
-        let mut opt = optim::build::<f64>(
-            "sgd(lr=0.1, momentum=0.9)",
-            Layout::single("w", 2),
-            &[],
-            Options::default(),
-        )
-        .unwrap();
+        let mut opt = sgd_with_momentum();
         let mut sched = match Scheduler::new(s, opt.as_mut()) {
             Err(e) => return e.to_string(),
             Ok(sched) => sched,
@@ -228,13 +233,7 @@ fn schedules_never_produce_a_negative_or_non_finite_lr() {
 #[test]
 fn onecycle_holds_its_final_lr_after_its_last_step() {
     use gradlab::schedule::Scheduler;
-    let mut opt = optim::build::<f64>(
-        "sgd(lr=0.1, momentum=0.9)",
-        Layout::single("w", 2),
-        &[],
-        Options::default(),
-    )
-    .unwrap();
+    let mut opt = sgd_with_momentum();
     let mut sched = Scheduler::new(
         "onecycle(max_lr=0.01, total_steps=5, anneal_strategy=linear)",
         opt.as_mut(),

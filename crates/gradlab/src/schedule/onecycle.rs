@@ -67,9 +67,6 @@ impl OneCycle {
             return Err(args.invalid("total_steps", "must be at least 1"));
         }
         let pct_start = args.number("pct_start", 0.3, Domain::UNIT)?;
-        if !(0.0..=1.0).contains(&pct_start) {
-            return Err(args.invalid("pct_start", "must be in [0, 1]"));
-        }
         Ok(OneCycle {
             max_lr: args.required_number("max_lr", Domain::NON_NEGATIVE)?,
             total_steps,

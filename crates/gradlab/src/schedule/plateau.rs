@@ -52,9 +52,6 @@ impl Plateau {
             ));
         }
         let min_lr = args.number("min_lr", 0.0, Domain::NON_NEGATIVE)?;
-        if min_lr < 0.0 {
-            return Err(args.invalid("min_lr", "must be >= 0"));
-        }
         Ok(Plateau {
             mode: args.word("mode", "min", &["min", "max"])?,
             factor,
