@@ -7,9 +7,10 @@
 //! `checkpoint/`; a crash between the two renames leaves no `checkpoint/`, and a load then
 //! takes the complete, verified `checkpoint.tmp/` (the newer) or else `checkpoint.old/`.
 
+use crate::data::Split;
 use crate::models::Model;
 use crate::optim::GradlabOptimizer;
-use crate::train::{model_tensors, TrainConfig};
+use crate::train::{model_tensors, Averages, TrainConfig};
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};
 use gradlab::dist::Collective;
@@ -41,15 +42,14 @@ pub struct Resumed {
     pub epoch: usize,
 }
 
-/// The configuration keys that must match for a resume.
+/// The configuration keys that must match for a resume and that every checkpoint records.
+/// (`optimizer` and `schedule` are compared as canonical specs, the data by fingerprint.)
 const MUST_MATCH: &[&str] = &[
     "model",
     "widths",
     "activation",
     "batch_norm",
     "dropout",
-    "optimizer",
-    "schedule",
     "schedule_unit",
     "batch_size",
     "seed",
@@ -58,20 +58,22 @@ const MUST_MATCH: &[&str] = &[
     "ema",
     "swa_start",
     "swa_lr",
-    "data",
-    "train_limit",
 ];
+
+/// Keys added after the first checkpoints: an older checkpoint without one was trained with
+/// the default value.
+const MUST_MATCH_OR_DEFAULT: &[&str] = &["swa_anneal_steps", "swa_anneal"];
 
 #[allow(clippy::too_many_arguments)]
 /// Writes `out/checkpoint/` atomically.
-pub fn save(
+pub(crate) fn save(
     out: &Path,
     config: &TrainConfig,
     model: &Model,
     opt: &mut GradlabOptimizer,
     scheduler: Option<&Scheduler>,
-    ema: &Option<Vec<Tensor>>,
-    swa: &Option<(Vec<Tensor>, usize)>,
+    averages: &Averages,
+    split: &Split,
     step: u64,
     epoch: usize,
 ) -> Result<()> {
@@ -79,6 +81,7 @@ pub fn save(
     let Some(optimizer_state) = opt.full_state_bytes()? else {
         return Ok(());
     };
+    let (ema, swa) = (&averages.ema, &averages.swa);
     let tmp = out.join("checkpoint.tmp");
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| Error::Msg(format!("{}: {e}", tmp.display())))?;
@@ -117,8 +120,10 @@ pub fn save(
         "step": step,
         "epoch": epoch,
         "config": config.to_json(),
+        "data": {"train": split.train.fingerprint(), "test": split.test.fingerprint()},
         "schedule": scheduler.map(|s| s.state()),
         "swa_count": swa.as_ref().map(|s| s.1),
+        "swa_schedule": averages.swa_schedule.as_ref().map(|s| s.state()),
         "rng": {"seed": config.seed, "next_step": step, "next_epoch": epoch},
     });
     gradlab::io::write_atomic(
@@ -143,32 +148,24 @@ pub fn save(
 /// optimizer, schedule and averages. With several ranks, rank 0 reads the files and sends
 /// them to the others (collective), so only rank 0's machine needs them.
 #[allow(clippy::too_many_arguments)]
-pub fn load(
+pub(crate) fn load(
     dir: &Path,
     config: &TrainConfig,
     model: &Model,
     opt: &mut GradlabOptimizer,
     scheduler: Option<&mut Scheduler>,
-    ema: &mut Option<Vec<Tensor>>,
-    swa: &mut Option<(Vec<Tensor>, usize)>,
+    averages: &mut Averages,
+    split: &Split,
     collective: &dyn Collective,
 ) -> Result<Resumed> {
     let files = read_files(dir, collective)?;
     let ck = files.dir.clone();
     let state_path = ck.join("state.json");
     let state = parse_state(&files.state, &state_path)?;
-    let saved = &state["config"];
-    let now = config.to_json();
-    for key in MUST_MATCH {
-        if saved[key] != now[key] {
-            return Err(Error::Msg(format!(
-                "{}: the checkpoint was trained with {key} = {}, this run has {key} = {}",
-                state_path.display(),
-                saved[key],
-                now[key]
-            )));
-        }
-    }
+    check_same_run(&state, config, split)
+        .map_err(|e| Error::Msg(format!("{}: {e}", state_path.display())))?;
+    let resumed = position(&state, split.train.len().div_ceil(config.batch_size) as u64)
+        .map_err(|e| Error::Msg(format!("{}: {e}", state_path.display())))?;
     let model_path = ck.join("model.safetensors");
     let tensors = candle_core::safetensors::load_buffer(&files.model, &Device::Cpu)
         .map_err(|e| Error::Msg(format!("{}: {e}", model_path.display())))?;
@@ -190,24 +187,153 @@ pub fn load(
             })
             .collect()
     };
-    if ema.is_some() {
-        *ema = Some(averaged("ema")?);
+    if averages.ema.is_some() {
+        averages.ema = Some(averaged("ema")?);
     }
     if let Some(count) = state["swa_count"].as_u64() {
-        *swa = Some((averaged("swa")?, count as usize));
+        averages.swa = Some((averaged("swa")?, count as usize));
+    }
+    if let (Some(spec), Some(saved)) = (config.swa_schedule(), state.get("swa_schedule")) {
+        if !saved.is_null() {
+            averages.swa_schedule = Some(
+                Scheduler::resume(&spec, saved)
+                    .map_err(|e| Error::Msg(format!("{}: {e}", state_path.display())))?,
+            );
+        }
     }
     opt.load_state_bytes(&files.optimizer, &ck.join("optimizer.safetensors"))?;
     if let Some(s) = scheduler {
         s.load_state(&state["schedule"])?;
     }
-    let step = state["step"]
-        .as_u64()
-        .ok_or_else(|| Error::Msg(format!("{}: no step", state_path.display())))?;
-    let epoch = state["epoch"]
-        .as_u64()
-        .ok_or_else(|| Error::Msg(format!("{}: no epoch", state_path.display())))?
-        as usize;
-    Ok(Resumed { step, epoch })
+    Ok(resumed)
+}
+
+/// Refuses a resume whose configuration or data differs from the checkpoint's: the specs
+/// compared in canonical form (`lr=1e-3` is `lr=0.001`), the data by fingerprint (the same
+/// digits under another path resume; changed digits under the same path do not).
+fn check_same_run(
+    state: &Value,
+    config: &TrainConfig,
+    split: &Split,
+) -> std::result::Result<(), String> {
+    let saved = state
+        .get("config")
+        .filter(|c| c.is_object())
+        .ok_or("field 'config' is missing or not an object")?;
+    let now = config.to_json();
+    let differs = |key: &str, was: &Value, is: &Value| {
+        format!("the checkpoint was trained with {key} = {was}, this run has {key} = {is}")
+    };
+    for key in MUST_MATCH {
+        let was = saved
+            .get(*key)
+            .ok_or_else(|| format!("field 'config.{key}' is missing"))?;
+        if *was != now[key] {
+            return Err(differs(key, was, &now[key]));
+        }
+    }
+    let defaults = TrainConfig::new(config.model.clone(), &config.optimizer, &config.out).to_json();
+    for key in MUST_MATCH_OR_DEFAULT {
+        let was = saved.get(*key).unwrap_or(&defaults[key]);
+        if *was != now[key] {
+            return Err(differs(key, was, &now[key]));
+        }
+    }
+    let optimizer = saved["optimizer"]
+        .as_str()
+        .ok_or("field 'config.optimizer' is missing or not a string")?;
+    if canonical(optimizer, gradlab::optim::canonical_spec)?
+        != canonical(&config.optimizer, gradlab::optim::canonical_spec)?
+    {
+        return Err(differs("optimizer", &saved["optimizer"], &now["optimizer"]));
+    }
+    let schedule = match &saved["schedule"] {
+        Value::Null => None,
+        Value::String(s) => Some(canonical(s, gradlab::schedule::canonical_spec)?),
+        other => {
+            return Err(format!(
+                "field 'config.schedule' is not a spec string: {other}"
+            ))
+        }
+    };
+    let schedule_now = config
+        .schedule
+        .as_deref()
+        .map(|s| canonical(s, gradlab::schedule::canonical_spec))
+        .transpose()?;
+    if schedule != schedule_now {
+        return Err(differs("schedule", &saved["schedule"], &now["schedule"]));
+    }
+    check_same_data(state, saved, &now, split)
+}
+
+/// The canonical text of a spec, or an error naming the spec that does not parse.
+fn canonical(
+    spec: &str,
+    canonical_spec: fn(&str) -> gradlab::Result<String>,
+) -> std::result::Result<String, String> {
+    canonical_spec(spec).map_err(|e| format!("spec '{spec}': {e}"))
+}
+
+/// Compares the data by fingerprint; a checkpoint too old to hold one is compared by the
+/// data's path and training-set limit.
+fn check_same_data(
+    state: &Value,
+    saved: &Value,
+    now: &Value,
+    split: &Split,
+) -> std::result::Result<(), String> {
+    let Some(data) = state.get("data") else {
+        for key in ["data", "train_limit"] {
+            if saved[key] != now[key] {
+                return Err(format!(
+                    "the checkpoint was trained with {key} = {}, this run has {key} = {}",
+                    saved[key], now[key]
+                ));
+            }
+        }
+        return Ok(());
+    };
+    for (part, set) in [("train", &split.train), ("test", &split.test)] {
+        let was = data[part]
+            .as_str()
+            .ok_or_else(|| format!("field 'data.{part}' is missing or not a string"))?;
+        let is = set.fingerprint();
+        if was != is {
+            return Err(format!(
+                "the checkpoint was trained on other {part} data ({was}), this run's {part}                  data ({}) is {is}",
+                split.source
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The step and epoch a checkpoint leaves off at, checked against each other: `step` must
+/// be `epoch` whole epochs of `steps_per_epoch` steps.
+fn position(state: &Value, steps_per_epoch: u64) -> std::result::Result<Resumed, String> {
+    let count = |key: &str| {
+        state[key].as_u64().ok_or_else(|| {
+            format!(
+                "field '{key}' is missing or not a non-negative integer (found {})",
+                state
+                    .get(key)
+                    .map_or("nothing".to_string(), |v| v.to_string())
+            )
+        })
+    };
+    let (step, epoch) = (count("step")?, count("epoch")?);
+    if epoch == 0 || epoch.checked_mul(steps_per_epoch) != Some(step) {
+        return Err(format!(
+            "step {step} and epoch {epoch} disagree: a checkpoint is written after whole \
+             epochs, here of {steps_per_epoch} steps each, so step must be {steps_per_epoch} \
+             × epoch with epoch ≥ 1"
+        ));
+    }
+    Ok(Resumed {
+        step,
+        epoch: epoch as usize,
+    })
 }
 
 /// The three files of a checkpoint, as bytes.
@@ -471,21 +597,8 @@ pub fn load_model(dir: &Path) -> Result<(Model, Value)> {
     let ck = files.dir.clone();
     let state = parse_state(&files.state, &ck.join("state.json"))?;
     let config = state["config"].clone();
-    let spec = crate::models::ModelSpec {
-        kind: config["model"].as_str().unwrap_or_default().parse()?,
-        widths: config["widths"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_u64())
-                    .map(|v| v as usize)
-                    .collect()
-            })
-            .unwrap_or_default(),
-        activation: config["activation"].as_str().unwrap_or("relu").parse()?,
-        batch_norm: config["batch_norm"].as_bool().unwrap_or(false),
-        dropout: config["dropout"].as_f64().unwrap_or(0.0),
-    };
+    let spec = model_spec(&config)
+        .map_err(|e| Error::Msg(format!("{}: {e}", ck.join("state.json").display())))?;
     let tensors = candle_core::safetensors::load_buffer(&files.model, &Device::Cpu)
         .map_err(|e| Error::Msg(format!("{}: {e}", ck.join("model.safetensors").display())))?;
     // The image size follows from the first fully connected layer's inputs.
@@ -519,4 +632,54 @@ pub fn load_model(dir: &Path) -> Result<(Model, Value)> {
     let model = Model::new(&spec, rows_cols.0, rows_cols.1, 0)?;
     restore_model(&model, &tensors, &ck.join("model.safetensors"))?;
     Ok((model, config))
+}
+
+/// The model described by a checkpoint's `config`, each field checked.
+fn model_spec(config: &Value) -> std::result::Result<crate::models::ModelSpec, String> {
+    let found = |key: &str| {
+        config
+            .get(key)
+            .map_or("nothing".to_string(), |v| v.to_string())
+    };
+    let text = |key: &str| {
+        config[key].as_str().ok_or_else(|| {
+            format!(
+                "field 'config.{key}' is missing or not a string (found {})",
+                found(key)
+            )
+        })
+    };
+    let widths = config["widths"]
+        .as_array()
+        .and_then(|a| a.iter().map(|v| v.as_u64().map(|v| v as usize)).collect::<Option<Vec<_>>>())
+        .ok_or_else(|| {
+            format!(
+                "field 'config.widths' is missing or not a list of non-negative integers (found {})",
+                found("widths")
+            )
+        })?;
+    Ok(crate::models::ModelSpec {
+        kind: text("model")?
+            .parse()
+            .map_err(|e| format!("config.model: {e}"))?,
+        widths,
+        activation: match config.get("activation") {
+            None => crate::models::Activation::Relu,
+            Some(_) => text("activation")?
+                .parse()
+                .map_err(|e| format!("config.activation: {e}"))?,
+        },
+        batch_norm: match config.get("batch_norm") {
+            None => false,
+            Some(v) => v.as_bool().ok_or_else(|| {
+                format!("field 'config.batch_norm' is not true or false (found {v})")
+            })?,
+        },
+        dropout: match config.get("dropout") {
+            None => 0.0,
+            Some(v) => v
+                .as_f64()
+                .ok_or_else(|| format!("field 'config.dropout' is not a number (found {v})"))?,
+        },
+    })
 }

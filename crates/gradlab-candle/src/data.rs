@@ -30,6 +30,28 @@ impl Dataset {
         self.labels.len()
     }
 
+    /// The examples' identity, whatever path they were read from: count, image size and the
+    /// CRC-32 of the pixels and of the labels (`8000x28x28 crc32 1a2b3c4d/5e6f7a8b`). Any
+    /// changed pixel or label changes it.
+    pub fn fingerprint(&self) -> String {
+        let mut pixels = crc32fast::Hasher::new();
+        let mut bytes = [0u8; 4096];
+        for chunk in self.images.chunks(bytes.len() / 4) {
+            for (out, x) in bytes.chunks_exact_mut(4).zip(chunk) {
+                out.copy_from_slice(&x.to_le_bytes());
+            }
+            pixels.update(&bytes[..chunk.len() * 4]);
+        }
+        format!(
+            "{}x{}x{} crc32 {:08x}/{:08x}",
+            self.len(),
+            self.rows,
+            self.cols,
+            pixels.finalize(),
+            crc32fast::hash(&self.labels)
+        )
+    }
+
     /// True when there are no examples.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
@@ -72,8 +94,60 @@ fn file_error(path: &Path, what: impl std::fmt::Display) -> Error {
     Error::Msg(format!("{}: {what}", path.display()))
 }
 
+/// What is at `path` when it is not a regular file (or a link to one): a folder, a FIFO, a
+/// device, a dangling link or a link loop, named. `Ok(false)` when nothing is there.
+fn check_regular_file(path: &Path) -> Result<bool> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => Ok(true),
+        Ok(m) => Err(file_error(
+            path,
+            format!(
+                "is {}, not a regular file",
+                describe_file_type(&m.file_type())
+            ),
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            match std::fs::symlink_metadata(path) {
+                Ok(_) => Err(file_error(
+                    path,
+                    "is a symbolic link to nothing (its target does not exist)",
+                )),
+                Err(_) => Ok(false),
+            }
+        }
+        Err(e) => Err(file_error(path, format!("cannot be opened: {e}"))),
+    }
+}
+
+/// A file type in words.
+fn describe_file_type(t: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO (named pipe)";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+        if t.is_block_device() || t.is_char_device() {
+            return "a device";
+        }
+    }
+    if t.is_dir() {
+        "a folder"
+    } else if t.is_file() {
+        "a file"
+    } else {
+        "a special file"
+    }
+}
+
 /// Reads a whole file, gunzipping it when it starts with the gzip magic bytes.
 fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>> {
+    if !check_regular_file(path)? {
+        return Err(file_error(path, "missing file"));
+    }
     let raw = std::fs::read(path).map_err(|e| file_error(path, format!("cannot read: {e}")))?;
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
@@ -111,6 +185,14 @@ pub fn read_images(path: &Path) -> Result<(usize, usize, usize, Vec<u8>)> {
         be_u32(&bytes, 8) as usize,
         be_u32(&bytes, 12) as usize,
     );
+    if rows == 0 || cols == 0 {
+        return Err(file_error(
+            path,
+            format!(
+                "the header gives images of {rows}×{cols} pixels: each side must be at least 1"
+            ),
+        ));
+    }
     let expected = n
         .checked_mul(rows)
         .and_then(|v| v.checked_mul(cols))
@@ -224,7 +306,7 @@ pub fn bundled() -> Result<Split> {
 fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
     for name in [stem.to_string(), format!("{stem}.gz")] {
         let p = dir.join(&name);
-        if p.is_file() {
+        if check_regular_file(&p)? {
             return Ok(p);
         }
     }
@@ -236,8 +318,18 @@ fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
 
 /// Full MNIST / Fashion-MNIST / KMNIST from their standard file names in `dir`.
 pub fn load_dir(dir: &Path) -> Result<Split> {
-    if !dir.is_dir() {
-        return Err(Error::Msg(format!("{}: not a folder", dir.display())));
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(m) => {
+            return Err(file_error(
+                dir,
+                format!("is {}, not a folder", describe_file_type(&m.file_type())),
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(file_error(dir, "no such folder"))
+        }
+        Err(e) => return Err(file_error(dir, format!("cannot be opened: {e}"))),
     }
     let train = read_pair(
         &find(dir, "train-images-idx3-ubyte")?,

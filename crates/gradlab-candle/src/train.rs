@@ -38,6 +38,26 @@ pub enum ScheduleUnit {
     Epoch,
 }
 
+/// How the learning rate goes from its value at the SWA start to `--swa-lr` (PyTorch's
+/// `SWALR` `anneal_strategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwaAnneal {
+    /// `(1 − cos πt) / 2`.
+    Cos,
+    /// `t`.
+    Linear,
+}
+
+impl SwaAnneal {
+    /// The name used in specs and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            SwaAnneal::Cos => "cos",
+            SwaAnneal::Linear => "linear",
+        }
+    }
+}
+
 /// Everything a training run depends on.
 #[derive(Debug, Clone)]
 pub struct TrainConfig {
@@ -63,8 +83,14 @@ pub struct TrainConfig {
     pub ema: Option<f64>,
     /// SWA from this epoch (0-based) on.
     pub swa_start: Option<usize>,
-    /// Learning rate during SWA.
+    /// Learning rate during SWA: from the SWA start the rate follows PyTorch's `SWALR` alone
+    /// (stepped after every optimizer step; the schedule is no longer stepped).
     pub swa_lr: Option<f64>,
+    /// Optimizer steps over which the rate is annealed from its value at the SWA start to
+    /// `swa_lr` (0: `swa_lr` from the first SWA step).
+    pub swa_anneal_steps: u64,
+    /// The annealing curve.
+    pub swa_anneal: SwaAnneal,
     /// Non-finite gradients.
     pub nonfinite: NonFinitePolicy,
     /// With `nonfinite = skip`: stop with an error after this many consecutive skipped
@@ -97,6 +123,8 @@ impl TrainConfig {
             ema: None,
             swa_start: None,
             swa_lr: None,
+            swa_anneal_steps: 0,
+            swa_anneal: SwaAnneal::Cos,
             nonfinite: NonFinitePolicy::Error,
             max_skipped: 100,
             data_dir: None,
@@ -125,11 +153,30 @@ impl TrainConfig {
             "ema": self.ema,
             "swa_start": self.swa_start,
             "swa_lr": self.swa_lr,
+            "swa_anneal_steps": self.swa_anneal_steps,
+            "swa_anneal": self.swa_anneal.name(),
             "nonfinite": match self.nonfinite { NonFinitePolicy::Error => "error", NonFinitePolicy::Skip => "skip" },
             "max_skipped": self.max_skipped,
             "data": self.data_dir.as_ref().map(|p| p.display().to_string()),
             "train_limit": self.train_limit,
         })
+    }
+
+    /// The SWA learning-rate schedule's spec, when SWA is on.
+    pub(crate) fn swa_schedule(&self) -> Option<String> {
+        self.swa_lr.map(|lr| {
+            format!(
+                "swalr(swa_lr={}, anneal_epochs={}, anneal_strategy={})",
+                gradlab::spec::format_number(lr),
+                self.swa_anneal_steps,
+                self.swa_anneal.name()
+            )
+        })
+    }
+
+    /// Whether `epoch` (0-based) averages weights.
+    fn in_swa(&self, epoch: usize) -> bool {
+        self.swa_start.is_some_and(|s| epoch >= s)
     }
 
     fn check(&self) -> Result<()> {
@@ -163,6 +210,11 @@ impl TrainConfig {
         }
         if self.swa_start.is_some() != self.swa_lr.is_some() {
             return Err(Error::Msg("--swa-start and --swa-lr go together".into()));
+        }
+        if self.swa_start.is_none() && self.swa_anneal_steps > 0 {
+            return Err(Error::Msg(
+                "--swa-anneal-steps needs --swa-start and --swa-lr".into(),
+            ));
         }
         if let Some(eta) = self.grad_noise {
             if !(eta.is_finite() && eta >= 0.0) {
@@ -301,6 +353,38 @@ pub(crate) fn step_rng(seed: u64, step: u64) -> Rng {
     )
 }
 
+/// Why a step met a non-finite gradient, when it can be told: parameters already
+/// non-finite mean the previous update overflowed (its learning rate and the optimizer's
+/// settings named); a non-finite loss at finite parameters means the forward pass did.
+fn non_finite_cause(model: &Model, loss: f64, previous_lr: Option<f64>, optimizer: &str) -> String {
+    for (name, v) in model.params() {
+        let Ok(values) = flat(v.as_tensor()) else {
+            continue;
+        };
+        if let Some(i) = values.iter().position(|x| !x.is_finite()) {
+            let update = match previous_lr {
+                Some(lr) => format!(
+                    "the previous step's update with lr = {} ({optimizer})",
+                    gradlab::spec::format_number(lr)
+                ),
+                None => "the checkpoint's parameters".to_string(),
+            };
+            return format!(
+                "; cause: parameter '{name}' is already {} at element {i}: {update} made it \
+                 overflow; lower the learning rate, raise eps, or clip gradients (--clip-norm)",
+                values[i]
+            );
+        }
+    }
+    if !loss.is_finite() {
+        return format!(
+            "; cause: the loss is {loss} at finite parameters (the logits overflowed); lower the \
+             learning rate or clip gradients (--clip-norm)"
+        );
+    }
+    String::new()
+}
+
 fn flat(t: &Tensor) -> Result<Vec<f32>> {
     Ok(t.flatten_all()?.to_vec1::<f32>()?)
 }
@@ -312,10 +396,14 @@ fn norm(v: &[f32]) -> f64 {
         .sqrt()
 }
 
-/// Weight averages kept beside the raw weights.
-struct Averages {
-    ema: Option<Vec<Tensor>>,
-    swa: Option<(Vec<Tensor>, usize)>,
+/// Weight averages kept beside the raw weights, and the SWA learning-rate schedule.
+pub(crate) struct Averages {
+    /// The EMA weights.
+    pub(crate) ema: Option<Vec<Tensor>>,
+    /// The SWA mean and how many epochs' weights it averages.
+    pub(crate) swa: Option<(Vec<Tensor>, usize)>,
+    /// `SWALR`, from the SWA start on: the one owner of the learning rate during SWA.
+    pub(crate) swa_schedule: Option<gradlab::schedule::Scheduler>,
 }
 
 /// Swaps `weights` into the model, runs `f`, and puts the raw weights back.
@@ -423,6 +511,7 @@ pub fn train_on(
     let mut avg = Averages {
         ema: config.ema.map(|_| copies(&model)).transpose()?,
         swa: None,
+        swa_schedule: None,
     };
     let batches_per_epoch = split.train.len().div_ceil(config.batch_size) as u64;
     let total_steps = batches_per_epoch * config.epochs as u64;
@@ -442,8 +531,8 @@ pub fn train_on(
             &model,
             &mut opt,
             scheduler.as_mut(),
-            &mut avg.ema,
-            &mut avg.swa,
+            &mut avg,
+            &split,
             collective.as_ref(),
         )?;
         step = resumed.step;
@@ -482,11 +571,17 @@ pub fn train_on(
     let skip_limit = config.max_skipped.min(batches_per_epoch.max(1));
     // Consecutive skipped steps, and the first of them.
     let (mut skipped_run, mut first_skipped) = (0u64, 0u64);
+    // The learning rate of the last step taken, named when the next one meets a
+    // non-finite gradient.
+    let mut previous_lr = None;
     for epoch in start_epoch..config.epochs {
-        if let (Some(start), Some(lr)) = (config.swa_start, config.swa_lr) {
-            if epoch >= start {
-                opt.with_engine(|e| (0..e.groups()).for_each(|g| e.set_lr_of(g, lr)));
-            }
+        if let (true, None, Some(spec)) = (
+            config.in_swa(epoch),
+            avg.swa_schedule.as_ref(),
+            config.swa_schedule(),
+        ) {
+            // From here on SWALR alone sets the learning rate.
+            avg.swa_schedule = Some(opt.with_engine(|e| e.scheduler(&spec))?);
         }
         let order = shuffle(split.train.len(), config.seed, epoch);
         let (mut loss_sum, mut right, mut seen) = (0.0, 0.0, 0usize);
@@ -540,7 +635,16 @@ pub fn train_on(
                 let weight = mine.len() as f32 / idx.len() as f32;
                 opt.step_shared(grads.as_ref(), weight, noise)
             }
-            .map_err(|e| Error::Msg(format!("step {}: {e}", step + 1)))?;
+            .map_err(|e| {
+                let cause = match &e {
+                    Error::Gradlab(gradlab::Error::NonFiniteGradient { .. }) => {
+                        non_finite_cause(&model, loss_value, previous_lr, &config.optimizer)
+                    }
+                    _ => String::new(),
+                };
+                Error::Msg(format!("step {}: {e}{cause}", step + 1))
+            })?;
+            previous_lr = Some(lr);
             if let Some(before) = before {
                 let grad_norms = tensor_grad_norms(&opt, grads.as_ref())?;
                 for ((name, v), w0) in model.params().iter().zip(&before) {
@@ -577,7 +681,9 @@ pub fn train_on(
             } else {
                 skipped_run = 0;
             }
-            if let (Some(s), ScheduleUnit::Step, false) =
+            if let Some(s) = avg.swa_schedule.as_mut() {
+                opt.with_engine(|e| e.step_schedule(s, None))?;
+            } else if let (Some(s), ScheduleUnit::Step, false) =
                 (scheduler.as_mut(), config.schedule_unit, plateau)
             {
                 opt.with_engine(|e| e.step_schedule(s, None))?;
@@ -602,14 +708,14 @@ pub fn train_on(
             });
         }
         let (test_loss, test_accuracy) = evaluate_shared(&model, &split.test, collective.as_ref())?;
-        if let Some(s) = scheduler.as_mut() {
+        if let (Some(s), false) = (scheduler.as_mut(), config.in_swa(epoch)) {
             if plateau {
                 opt.with_engine(|e| e.step_schedule(s, Some(test_loss)))?;
             } else if config.schedule_unit == ScheduleUnit::Epoch {
                 opt.with_engine(|e| e.step_schedule(s, None))?;
             }
         }
-        if config.swa_start.is_some_and(|s| epoch >= s) {
+        if config.in_swa(epoch) {
             let current = copies(&model)?;
             avg.swa = Some(match avg.swa.take() {
                 None => (current, 1),
@@ -655,8 +761,8 @@ pub fn train_on(
             &model,
             &mut opt,
             scheduler.as_ref(),
-            &avg.ema,
-            &avg.swa,
+            &avg,
+            &split,
             step,
             epoch + 1,
         )?;
@@ -833,8 +939,8 @@ fn check_ranks(
     }
     let mut facts = config.to_json();
     facts["out"] = json!(config.out.display().to_string());
-    facts["training data"] = json!(format!("{:016x}", fingerprint(&split.train)));
-    facts["test data"] = json!(format!("{:016x}", fingerprint(&split.test)));
+    facts["training data"] = json!(split.train.fingerprint());
+    facts["test data"] = json!(split.test.fingerprint());
     facts["parameters"] = json!(model.num_parameters());
     facts["gradlab version"] = json!(env!("CARGO_PKG_VERSION"));
     let all = collective.all_gather_bytes(facts.to_string().as_bytes());
@@ -856,21 +962,6 @@ fn check_ranks(
         }
     }
     Ok(())
-}
-
-/// A 64-bit FNV-1a hash of a dataset's pixels and labels.
-fn fingerprint(data: &Dataset) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for &b in bytes {
-            h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    };
-    for x in &data.images {
-        eat(&x.to_le_bytes());
-    }
-    eat(&data.labels);
-    h
 }
 
 /// Recomputes batch-norm statistics for the current weights with one pass over the

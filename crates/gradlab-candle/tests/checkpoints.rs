@@ -187,3 +187,152 @@ fn every_checkpoint_file_has_the_same_mode() {
     }
     std::fs::remove_dir_all(out).unwrap();
 }
+
+/// Writes an IDX image file (`n` images of 28×28 from a seeded generator) and its labels.
+fn write_idx_pair(dir: &Path, prefix: &str, n: usize, seed: u64) {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let mut next = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) as u8
+    };
+    let mut images = vec![0, 0, 8, 3];
+    for d in [n as u32, 28, 28] {
+        images.extend(d.to_be_bytes());
+    }
+    images.extend((0..n * 784).map(|_| next()));
+    let mut labels = vec![0, 0, 8, 1];
+    labels.extend((n as u32).to_be_bytes());
+    labels.extend((0..n).map(|_| next() % 10));
+    std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), images).unwrap();
+    std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), labels).unwrap();
+}
+
+/// A folder of MNIST-format files: 100 training and 30 test digits.
+fn data_folder(name: &str) -> PathBuf {
+    let dir = scratch(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    write_idx_pair(&dir, "train", 100, 1);
+    write_idx_pair(&dir, "t10k", 30, 2);
+    dir
+}
+
+fn resume_with(out: &Path, change: impl FnOnce(&mut TrainConfig)) -> Result<(), String> {
+    let mut c = config(out, 2);
+    change(&mut c);
+    train::train(&c, Some(out), |_| {})
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn resume_compares_canonical_specs_and_data_by_content() {
+    let data = data_folder("data");
+    let out = scratch("canonical");
+    let mut first = config(&out, 1);
+    first.optimizer = "adamw(lr=1e-3)".into();
+    first.schedule = Some("cosine(t_max=8)".into());
+    first.data_dir = Some(data.clone());
+    train::train(&first, None, |_| {}).unwrap();
+    // The same optimizer and schedule spelled otherwise, the same data under another
+    // spelling of its path: the resume goes on.
+    let respelled = data.join("..").join(data.file_name().unwrap()).join(".");
+    resume_with(&out, |c| {
+        c.optimizer = "adamw(lr=0.001, betas=(0.9, 0.999))".into();
+        c.schedule = Some("cosine(t_max=8.0, eta_min=0)".into());
+        c.data_dir = Some(respelled);
+    })
+    .unwrap();
+    // A different optimizer value is still refused, naming the key.
+    let e = resume_with(&out, |c| {
+        c.epochs = 3;
+        c.optimizer = "adamw(lr=0.002)".into();
+        c.schedule = Some("cosine(t_max=8)".into());
+        c.data_dir = Some(data.clone());
+    })
+    .unwrap_err();
+    assert!(
+        e.contains("optimizer") && e.contains("adamw(lr=0.002)"),
+        "{e}"
+    );
+    // Changed digits under the same path are refused, naming the fingerprints.
+    let images = data.join("train-images-idx3-ubyte");
+    let mut bytes = std::fs::read(&images).unwrap();
+    bytes[16 + 300] ^= 0xff;
+    std::fs::write(&images, bytes).unwrap();
+    let e = resume_with(&out, |c| {
+        c.epochs = 3;
+        c.optimizer = "adamw(lr=1e-3)".into();
+        c.schedule = Some("cosine(t_max=8)".into());
+        c.data_dir = Some(data.clone());
+    })
+    .unwrap_err();
+    assert!(e.contains("other train data") && e.contains("crc32"), "{e}");
+    for d in [out, data] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+/// A change made to `state.json`.
+type Edit = dyn Fn(&mut Value);
+
+#[test]
+fn tampered_state_fields_are_refused_by_name() {
+    let out = trained("fields");
+    let path = out.join("checkpoint/state.json");
+    let original = std::fs::read(&path).unwrap();
+    let edit = |change: &Edit| {
+        let mut state: Value = serde_json::from_slice(&original).unwrap();
+        change(&mut state);
+        std::fs::write(&path, serde_json::to_vec(&state).unwrap()).unwrap();
+    };
+    // 200 examples in batches of 50: 4 steps per epoch, one epoch done.
+    let cases: [(&Edit, &str); 6] = [
+        (&|s| s["step"] = 7.into(), "step 7 and epoch 1 disagree"),
+        (&|s| s["epoch"] = 0.into(), "step 4 and epoch 0 disagree"),
+        (
+            &|s| s["step"] = (-4).into(),
+            "field 'step' is missing or not a non-negative integer (found -4)",
+        ),
+        (
+            &|s| {
+                s.as_object_mut().unwrap().remove("epoch");
+            },
+            "field 'epoch' is missing or not a non-negative integer (found nothing)",
+        ),
+        (
+            &|s| s["config"]["model"] = "".into(),
+            "trained with model = \"\", this run has model = \"mlp\"",
+        ),
+        (
+            &|s| {
+                s["config"].as_object_mut().unwrap().remove("widths");
+            },
+            "field 'config.widths' is missing",
+        ),
+    ];
+    for (change, expected) in cases {
+        edit(change);
+        let e = resume_error(&out);
+        assert!(
+            e.contains(expected) && e.contains("state.json"),
+            "{expected}: {e}"
+        );
+    }
+    // The loader of `hessian` and `landscape` names the model field too.
+    edit(&|s| {
+        s["config"].as_object_mut().unwrap().remove("model");
+    });
+    let e = load_error(&out);
+    assert!(
+        e.contains("field 'config.model' is missing or not a string (found nothing)"),
+        "{e}"
+    );
+    edit(&|s| s["config"]["model"] = "resnet".into());
+    let e = load_error(&out);
+    assert!(e.contains("config.model: unknown model 'resnet'"), "{e}");
+    std::fs::remove_dir_all(out).unwrap();
+}

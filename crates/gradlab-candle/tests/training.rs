@@ -126,6 +126,67 @@ fn swa_and_plateau_and_epoch_schedules_run() {
     std::fs::remove_dir_all(out).unwrap();
 }
 
+/// The learning rate of every step, from metrics.jsonl.
+fn step_lrs(dir: &Path) -> Vec<f64> {
+    metrics(dir)
+        .iter()
+        .filter(|v| v["kind"] == "step")
+        .map(|v| v["lr"].as_f64().unwrap())
+        .collect()
+}
+
+#[test]
+fn during_swa_the_learning_rate_follows_swalr_alone() {
+    // The reliability issue's case: a per-step cosine used to overwrite --swa-lr after the
+    // first SWA batch, and the rate climbed to 3.59.
+    let out = scratch("swa-lr");
+    let mut c = small(&out, 3);
+    c.schedule = Some("cosine(t_max=25)".into());
+    c.swa_start = Some(1);
+    c.swa_lr = Some(0.01);
+    let s = train::train(&c, None, |_| {}).unwrap();
+    assert!(s.json["train_loss"].as_f64().unwrap().is_finite());
+    let lrs = step_lrs(&out);
+    assert_eq!(lrs.len(), 36);
+    assert!(lrs[..12].windows(2).all(|w| w[1] < w[0]), "{lrs:?}");
+    assert!(lrs[12..].iter().all(|&lr| lr == 0.01), "{lrs:?}");
+
+    // Annealed over 20 steps from the rate the cosine had reached: SWALR's cos curve, and a
+    // resume in the middle of the annealing repeats the uninterrupted run exactly.
+    let (full, split) = (scratch("swa-anneal"), scratch("swa-anneal-resumed"));
+    let anneal = |out: &Path, epochs: usize| {
+        let mut c = small(out, epochs);
+        c.schedule = Some("cosine(t_max=25)".into());
+        c.swa_start = Some(1);
+        c.swa_lr = Some(0.01);
+        c.swa_anneal_steps = 20;
+        c
+    };
+    train::train(&anneal(&full, 3), None, |_| {}).unwrap();
+    let lrs = step_lrs(&full);
+    let cosine_at_12 = 0.05 * (1.0 + (std::f64::consts::PI * 12.0 / 25.0).cos()) / 2.0;
+    for (k, lr) in lrs[12..].iter().enumerate() {
+        let t = (k as f64 / 20.0).min(1.0);
+        let alpha = (1.0 - (std::f64::consts::PI * t).cos()) / 2.0;
+        let want = 0.01 * alpha + cosine_at_12 * (1.0 - alpha);
+        assert!(
+            (lr - want).abs() < 1e-12,
+            "SWA step {k}: lr {lr}, SWALR {want}"
+        );
+    }
+    train::train(&anneal(&split, 2), None, |_| {}).unwrap();
+    train::train(&anneal(&split, 3), Some(&split), |_| {}).unwrap();
+    assert_eq!(metrics(&full), metrics(&split));
+    let mut bad = anneal(&split, 3);
+    bad.swa_start = None;
+    bad.swa_lr = None;
+    let e = train::train(&bad, None, |_| {}).unwrap_err().to_string();
+    assert!(e.contains("--swa-anneal-steps needs --swa-start"), "{e}");
+    for d in [out, full, split] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
 fn write(path: &Path, bytes: &[u8]) {
     std::fs::write(path, bytes).unwrap();
 }
@@ -176,8 +237,43 @@ fn bad_files_name_the_file_and_the_problem() {
     expect("not a digit class");
     write(&img, &[1, 2, 3]);
     expect("too short");
+    write(&img, &idx_images(2, 0, 0, 0));
+    expect("images of 0×0 pixels: each side must be at least 1");
     std::fs::remove_file(&img).unwrap();
-    expect("cannot read");
+    expect("missing file");
+    // What is not a regular file is named for what it is, never read (a FIFO would hang).
+    std::fs::create_dir(&img).unwrap();
+    expect("is a folder, not a regular file");
+    std::fs::remove_dir(&img).unwrap();
+    #[cfg(unix)]
+    {
+        let status = std::process::Command::new("mkfifo")
+            .arg(&img)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        expect("is a FIFO (named pipe), not a regular file");
+        std::fs::remove_file(&img).unwrap();
+        std::os::unix::fs::symlink(&img, &img).unwrap();
+        expect("cannot be opened");
+        expect("symbolic links");
+        std::fs::remove_file(&img).unwrap();
+        std::os::unix::fs::symlink(d.join("nowhere"), &img).unwrap();
+        expect("is a symbolic link to nothing");
+        std::fs::remove_file(&img).unwrap();
+        // The same in a data folder: the file with the standard name is named.
+        let fifo = d.join("train-images-idx3-ubyte");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let e = data::load_dir(&d).unwrap_err().to_string();
+        assert!(e.contains("train-images-idx3-ubyte: is a FIFO"), "{e}");
+        std::fs::remove_file(&fifo).unwrap();
+        let e = data::load_dir(&lab).unwrap_err().to_string();
+        assert!(e.contains("is a file, not a folder"), "{e}");
+    }
     // gzip files are read too; a corrupt gzip stream is named.
     write(&img, &[0x1f, 0x8b, 0, 1, 2]);
     expect("broken gzip");
@@ -293,6 +389,16 @@ fn a_run_that_keeps_skipping_steps_stops_with_the_count() {
     let e = train::train(&c, None, |_| {}).unwrap_err().to_string();
     assert!(
         e.contains("3 consecutive steps skipped") && e.contains("--max-skipped"),
+        "{e}"
+    );
+    // With the `error` policy the failing step names the cause, not just the tensor.
+    c.nonfinite = gradlab::optim::NonFinitePolicy::Error;
+    c.overwrite = true;
+    let e = train::train(&c, None, |_| {}).unwrap_err().to_string();
+    assert!(
+        e.contains("non-finite gradient")
+            && e.contains("; cause: ")
+            && e.contains("lower the learning rate"),
         "{e}"
     );
     // A healthy run with the same limit is not stopped.

@@ -4,6 +4,7 @@ mod bench_cmd;
 mod critical_cmd;
 mod csv;
 mod hessian_cmd;
+mod interrupt;
 mod lab;
 mod landscape_cmd;
 mod lr_find_cmd;

@@ -4,7 +4,7 @@ use crate::ranks::Group;
 use anyhow::{bail, Context, Result};
 use gradlab::optim::NonFinitePolicy;
 use gradlab_candle::models::{ModelKind, ModelSpec};
-use gradlab_candle::train::{self, Event, ScheduleUnit, TrainConfig};
+use gradlab_candle::train::{self, Event, ScheduleUnit, SwaAnneal, TrainConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -84,9 +84,17 @@ pub struct TrainArgs {
     /// Start stochastic weight averaging at this epoch (0-based).
     #[arg(long)]
     swa_start: Option<usize>,
-    /// Learning rate during SWA.
+    /// Learning rate during SWA: from --swa-start on it follows PyTorch's SWALR alone,
+    /// after every step (the --schedule is no longer stepped).
     #[arg(long)]
     swa_lr: Option<f64>,
+    /// Anneal the learning rate from its value at the SWA start to --swa-lr over this many
+    /// steps (0: --swa-lr at once).
+    #[arg(long, default_value_t = 0)]
+    swa_anneal_steps: u64,
+    /// cos or linear: the annealing curve of --swa-anneal-steps.
+    #[arg(long, default_value = "cos")]
+    swa_anneal: String,
     /// error or skip: what to do with non-finite gradients.
     #[arg(long, default_value = "error")]
     nonfinite: String,
@@ -123,6 +131,12 @@ impl TrainArgs {
         c.ema = self.ema;
         c.swa_start = self.swa_start;
         c.swa_lr = self.swa_lr;
+        c.swa_anneal_steps = self.swa_anneal_steps;
+        c.swa_anneal = match self.swa_anneal.as_str() {
+            "cos" => SwaAnneal::Cos,
+            "linear" => SwaAnneal::Linear,
+            other => bail!("--swa-anneal '{other}' must be cos or linear"),
+        };
         c.nonfinite = self
             .nonfinite
             .parse::<NonFinitePolicy>()

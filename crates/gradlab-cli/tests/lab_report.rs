@@ -191,3 +191,61 @@ fn compare_and_batch_study_write_their_reports() {
     );
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+/// Ctrl-C while the second study runs: the run in progress finishes, the report of the
+/// first study is written marked incomplete, and the exit status is 130.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_writes_the_report_of_the_finished_studies_and_exits_130() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let out = std::env::temp_dir().join(format!("gradlab-lab-int-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gradlab"))
+        .args(["lab", "--quick", "--out"])
+        .arg(&out)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        log.push_str(&line);
+        log.push('\n');
+        if line.starts_with("[2/5]") {
+            break;
+        }
+    }
+    assert!(
+        log.contains("[2/5]"),
+        "the lab never reached its second study: {log}"
+    );
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    for line in lines {
+        log.push_str(&line.unwrap());
+        log.push('\n');
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{log}");
+    assert!(
+        log.contains("interrupted: report of 1 of 5 studies"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("[3/5]"),
+        "a study started after Ctrl-C: {log}"
+    );
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(html.contains("<section id=\"optimizers\">"));
+    assert!(!html.contains("<section id=\"schedules\">"));
+    assert!(
+        html.contains("Incomplete.") && html.contains("not run: schedules, batch size"),
+        "the report does not say it is incomplete"
+    );
+    std::fs::remove_dir_all(&out).unwrap();
+}

@@ -329,6 +329,7 @@ fn canonical_schedule_specs_round_trip() {
             "sequential" => "sequential(linear, cosine(t_max=5), milestones=[5])",
             "warmup_cosine" => "warmup_cosine(warmup_steps=2, total_steps=10)",
             "wsd" => "wsd(warmup_steps=1, stable_steps=2, decay_steps=3)",
+            "swalr" => "swalr(swa_lr=0.05, anneal_epochs=3)",
             other => other,
         };
         let s = schedule::build(text).unwrap();
@@ -338,5 +339,54 @@ fn canonical_schedule_specs_round_trip() {
             canonical,
             "{text}"
         );
+    }
+}
+
+/// `torch.optim.swa_utils.SWALR(SGD(lr=0.05, momentum=0.9), swa_lr=0.01, ...)`: the lr of
+/// 9 optimizer steps, printed by torch 2 (its recursive form, `_get_initial_lr`).
+#[test]
+fn swalr_matches_pytorch() {
+    let cases: [(&str, [f64; 9]); 3] = [
+        (
+            "swalr(swa_lr=0.01, anneal_epochs=5, anneal_strategy=cos)",
+            [
+                0.05,
+                0.04618033988749895,
+                0.03618033988749895,
+                0.02381966011250105,
+                0.013819660112501051,
+                0.01,
+                0.01,
+                0.01,
+                0.01,
+            ],
+        ),
+        (
+            "swalr(swa_lr=0.01, anneal_epochs=3, anneal_strategy=linear)",
+            [
+                0.05,
+                0.036666666666666674,
+                0.023333333333333338,
+                0.01,
+                0.01,
+                0.01,
+                0.01,
+                0.01,
+                0.01,
+            ],
+        ),
+        ("swalr(swa_lr=0.01, anneal_epochs=0)", [0.01; 9]),
+    ];
+    for (spec, want) in cases {
+        let mut opt = optimizer("sgd(lr=0.05, momentum=0.9)");
+        let mut sched = Scheduler::new(spec, opt.as_mut()).unwrap();
+        let got = trace(opt.as_mut(), &mut sched, want.len());
+        for (k, ((lr, _), want)) in got.iter().zip(want).enumerate() {
+            assert!(
+                close(*lr, want, 1e-15),
+                "{spec}: step {}: {lr} vs {want}",
+                k + 1
+            );
+        }
     }
 }

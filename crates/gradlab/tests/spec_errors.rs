@@ -173,6 +173,112 @@ proptest! {
     fn arbitrary_text_never_panics(text in "\\PC{0,40}") {
         let _ = spec::parse(&text);
         let _ = optim::build::<f32>(&text, Layout::single("w", 1), &[], Options::default());
+        let _ = gradlab::schedule::build(&text);
+    }
+}
+
+/// Specs made of the spec language's own tokens: real names, keys and numbers (some out
+/// of range, overflowing or malformed) in random, often broken order.
+fn token_soup() -> impl Strategy<Value = String> {
+    let token = prop_oneof![
+        prop::sample::select(vec![
+            "adam",
+            "adamw",
+            "sgd",
+            "lion",
+            "lookahead",
+            "sam",
+            "muon",
+            "lbfgs",
+            "cosine",
+            "onecycle",
+            "wsd",
+            "plateau",
+            "sequential",
+            "chained",
+            "warmup",
+            "exponential",
+            "swalr",
+            "cyclic",
+        ]),
+        prop::sample::select(vec![
+            "lr",
+            "betas",
+            "eps",
+            "momentum",
+            "weight_decay",
+            "nesterov",
+            "gamma",
+            "t_max",
+            "eta_min",
+            "factor",
+            "inner",
+            "k",
+            "alpha",
+            "rho",
+            "base",
+            "milestones",
+            "anneal_epochs",
+            "max_lr",
+            "total_steps",
+            "power",
+        ]),
+        prop::sample::select(vec![
+            "(",
+            ")",
+            ",",
+            "=",
+            "[",
+            "]",
+            " ",
+            "0",
+            "1",
+            "-1",
+            "0.9",
+            "1e-3",
+            "1e400",
+            "inf",
+            "nan",
+            "-0",
+            "1e-400",
+            "true",
+            "false",
+            "(0.9, 0.999)",
+            "2.",
+            ".5",
+            "1_0",
+            "'",
+        ]),
+    ];
+    prop::collection::vec(token, 0..24).prop_map(|t| t.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    #[test]
+    fn token_soup_is_built_or_refused_never_a_panic(text in token_soup()) {
+        let built = optim::build::<f64>(&text, Layout::single("w", 2), &[], Options::default());
+        if let Err(e) = &built {
+            prop_assert!(!e.to_string().is_empty());
+        }
+        // A schedule that is accepted drives the learning rate through finite, non-negative
+        // values, or stops with an error.
+        let mut opt = sgd_with_momentum();
+        if let Ok(mut s) = gradlab::schedule::Scheduler::new(&text, opt.as_mut()) {
+            for _ in 0..40 {
+                let lr = opt.lr(0);
+                prop_assert!(lr.is_finite() && lr >= 0.0, "{}: lr {}", text, lr);
+                let stepped = if s.needs_metric() {
+                    s.step_with_metric(opt.as_mut(), 1.0)
+                } else {
+                    s.step(opt.as_mut())
+                };
+                if stepped.is_err() {
+                    break;
+                }
+            }
+        }
     }
 }
 

@@ -134,31 +134,59 @@ pub fn run(args: LabArgs) -> Result<()> {
         ),
     );
     let out = &args.out;
-    eprintln!("[1/5] optimizers");
-    report.push(studies::optimizers(
-        out,
-        &budget,
-        &studies::lab_optimizers(),
-        None,
-    )?);
-    eprintln!("[2/5] schedules");
-    report.push(studies::schedules(out, &budget)?);
-    eprintln!("[3/5] batch size");
-    report.push(studies::batch_size(out, &budget, "adam(lr=0.001)")?);
-    eprintln!("[4/5] small gradient vs stuck");
-    report.push(studies::stuck(out, &budget)?);
-    eprintln!("[5/5] error surfaces");
-    report.push(studies::surfaces(out)?);
-    report.footer(&format!(
-        "Generated in {:.0} s.",
-        started.elapsed().as_secs_f64()
-    ));
+    crate::interrupt::install()?;
+    type Study<'a> = Box<dyn FnOnce() -> Result<report::Section> + 'a>;
+    let studies: Vec<(&str, Study)> = vec![
+        (
+            "optimizers",
+            Box::new(|| studies::optimizers(out, &budget, &studies::lab_optimizers(), None)),
+        ),
+        ("schedules", Box::new(|| studies::schedules(out, &budget))),
+        (
+            "batch size",
+            Box::new(|| studies::batch_size(out, &budget, "adam(lr=0.001)")),
+        ),
+        (
+            "small gradient vs stuck",
+            Box::new(|| studies::stuck(out, &budget)),
+        ),
+        ("error surfaces", Box::new(|| studies::surfaces(out))),
+    ];
+    let total = studies.len();
+    let mut not_run = Vec::new();
+    for (i, (name, study)) in studies.into_iter().enumerate() {
+        if crate::interrupt::requested() {
+            not_run.push(name);
+            continue;
+        }
+        eprintln!("[{}/{total}] {name}", i + 1);
+        match study() {
+            Ok(section) => report.push(section),
+            Err(e) if crate::interrupt::caused(&e) => not_run.push(name),
+            Err(e) => return Err(e),
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    if !not_run.is_empty() {
+        report.interrupted(&format!(
+            "Interrupted (Ctrl-C) after {:.0} s: {} of {total} studies are complete; not run: {}. \
+             Run <code>gradlab lab</code> again for the full report.",
+            seconds,
+            total - not_run.len(),
+            report::esc(&not_run.join(", "))
+        ));
+    }
+    report.footer(&format!("Generated in {seconds:.0} s."));
     let path = report.write(out)?;
-    println!(
-        "report: {} ({:.0} s)",
-        path.display(),
-        started.elapsed().as_secs_f64()
-    );
+    if !not_run.is_empty() {
+        eprintln!(
+            "interrupted: report of {} of {total} studies: {}",
+            total - not_run.len(),
+            path.display()
+        );
+        std::process::exit(crate::interrupt::EXIT_STATUS);
+    }
+    println!("report: {} ({seconds:.0} s)", path.display());
     Ok(())
 }
 

@@ -38,6 +38,8 @@ pub struct Report {
     intro: String,
     sections: Vec<Section>,
     footer: String,
+    /// Why the report is incomplete (HTML), shown under the introduction.
+    interrupted: Option<String>,
 }
 
 /// Escapes text for HTML.
@@ -73,6 +75,7 @@ nav ol { columns: 2; } figure { margin: 1.5em 0; } figure svg { width: 100%; hei
 figcaption { color: #555; font-size: 0.92em; } table { border-collapse: collapse; margin: 1em 0; font-size: 0.92em; }
 th, td { border: 1px solid #ddd; padding: 0.3em 0.6em; text-align: right; } th:first-child, td:first-child { text-align: left; }
 pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; font-size: 0.85em; } .summary { background: #f3f8fc; border-left: 4px solid #0072b2; padding: 0.5em 1em; }
+.interrupted { background: #fdf3e7; border-left: 4px solid #d55e00; padding: 0.5em 1em; }
 @media print { body { max-width: none; } figure { break-inside: avoid; } nav { display: none; } }
 "#;
 
@@ -84,7 +87,13 @@ impl Report {
             intro: intro.to_string(),
             sections: Vec::new(),
             footer: String::new(),
+            interrupted: None,
         }
+    }
+
+    /// Marks the report as incomplete, saying why (HTML, already escaped).
+    pub fn interrupted(&mut self, html: &str) {
+        self.interrupted = Some(html.to_string());
     }
 
     /// Adds a study.
@@ -107,6 +116,12 @@ impl Report {
             esc(&self.title),
             self.intro
         );
+        if let Some(why) = &self.interrupted {
+            let _ = write!(
+                h,
+                "<p class=\"interrupted\"><strong>Incomplete.</strong> {why}</p>"
+            );
+        }
         for s in &self.sections {
             let _ = write!(h, "<li><a href=\"#{}\">{}</a></li>", s.id, esc(&s.title));
         }

@@ -107,7 +107,10 @@ fn config(
     c
 }
 
+/// One training run; after Ctrl-C, none starts (the run in progress has finished and
+/// written its files).
 fn run(config: &TrainConfig) -> Result<Run> {
+    crate::interrupt::check()?;
     let summary = train::train(config, None, |_| {})
         .with_context(|| format!("training with {}", config.optimizer))?;
     let text = std::fs::read_to_string(config.out.join("metrics.jsonl"))?;

@@ -286,6 +286,16 @@ pub trait Optimizer<T: Real>: Send {
     }
 }
 
+/// The canonical form of an optimizer spec, every hyperparameter written out: specs that mean
+/// the same optimizer (`adamw(lr=1e-3)`, `adamw(lr=0.001, betas=(0.9, 0.999))`) give the same
+/// string. An invalid spec is its error.
+pub fn canonical_spec(spec: &str) -> Result<String> {
+    let layout = Layout::new([("p", vec![1])])?;
+    Ok(build::<f64>(spec, layout, &[], Options::default())?
+        .spec()
+        .to_string())
+}
+
 /// Builds an optimizer from a spec string such as `"adamw(lr=1e-3, weight_decay=0.05)"`.
 pub fn build<T: Real>(
     spec: &str,

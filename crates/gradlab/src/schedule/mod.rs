@@ -24,6 +24,7 @@
 //! | `warmup_cosine(warmup_steps, total_steps, eta_min, warmup_start_factor)` | `sequential(linear, cosine)` |
 //! | `wsd(warmup_steps, stable_steps, decay_steps, eta_min)` | warm-up, stable, linear decay |
 //! | `plateau(mode, factor, patience, ...)` | `ReduceLROnPlateau` (stepped with a metric) |
+//! | `swalr(swa_lr, anneal_epochs=10, anneal_strategy=cos)` | `swa_utils.SWALR` |
 
 pub mod cyclic;
 pub mod decay;
@@ -33,6 +34,7 @@ pub mod plateau;
 pub mod range_test;
 pub mod sequential;
 pub mod sgdr;
+pub mod swalr;
 pub mod wsd;
 
 use crate::optim::Optimizer;
@@ -57,6 +59,7 @@ pub const SCHEDULES: &[&str] = &[
     "warmup_cosine",
     "wsd",
     "plateau",
+    "swalr",
 ];
 
 /// The hyperparameters a schedule drives, one entry per parameter group.
@@ -119,6 +122,12 @@ pub fn build(spec: &str) -> Result<Box<dyn Schedule>> {
     build_from_spec(&crate::spec::parse(spec)?)
 }
 
+/// The canonical form of a schedule spec, every key written out (`cosine(t_max=10)` and
+/// `cosine(t_max=1e1, eta_min=0)` give the same string).
+pub fn canonical_spec(spec: &str) -> Result<String> {
+    Ok(build(spec)?.spec().to_string())
+}
+
 /// Builds a schedule from a parsed spec.
 pub fn build_from_spec(spec: &Spec) -> Result<Box<dyn Schedule>> {
     let args = Args::new(
@@ -141,6 +150,7 @@ pub fn build_from_spec(spec: &Spec) -> Result<Box<dyn Schedule>> {
         "warmup_cosine" => Box::new(sequential::warmup_cosine(&args)?),
         "wsd" => Box::new(wsd::Wsd::parse(&args)?),
         "plateau" => Box::new(plateau::Plateau::parse(&args)?),
+        "swalr" => Box::new(swalr::Swalr::parse(&args)?),
         other => {
             return Err(Error::UnknownName {
                 what: "schedule",
@@ -177,6 +187,14 @@ impl Scheduler {
             .map_err(|e| with_optimizer(e, opt.name()))?;
         check_values(schedule.as_ref(), &hp)?;
         hp.apply(opt)?;
+        Ok(Scheduler { schedule })
+    }
+
+    /// A schedule continued from a saved [`Scheduler::state`], without the initial step (the
+    /// optimizer's values were saved with its own state).
+    pub fn resume(spec: &str, state: &serde_json::Value) -> Result<Self> {
+        let mut schedule = build(spec)?;
+        schedule.load_state(state)?;
         Ok(Scheduler { schedule })
     }
 

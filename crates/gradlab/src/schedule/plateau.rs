@@ -44,17 +44,10 @@ impl Plateau {
     /// Parses `plateau(mode=min, factor=0.1, patience=10, threshold=1e-4, threshold_mode=rel,
     /// cooldown=0, min_lr=0, eps=1e-8)`.
     pub fn parse(args: &Args) -> Result<Self> {
-        let factor = args.f64("factor", 0.1)?;
-        if !(factor > 0.0 && factor < 1.0) {
-            return Err(args.invalid(
-                "factor",
-                "must be in (0, 1): the learning rate is multiplied by it",
-            ));
-        }
         let min_lr = args.number("min_lr", 0.0, Domain::NON_NEGATIVE)?;
         Ok(Plateau {
             mode: args.word("mode", "min", &["min", "max"])?,
-            factor,
+            factor: args.number("factor", 0.1, Domain::UNIT_OPEN)?,
             patience: args.count("patience", 10)?,
             threshold: args.number("threshold", 1e-4, Domain::NON_NEGATIVE)?,
             threshold_mode: args.word("threshold_mode", "rel", &["rel", "abs"])?,

@@ -31,6 +31,8 @@ impl Domain {
     pub const UNIT: Domain = Domain::new(0.0, false, 1.0, false);
     /// `(0, 1]`.
     pub const UNIT_OPEN_LOW: Domain = Domain::new(0.0, true, 1.0, false);
+    /// `(0, 1)`: factors that must shrink a value without zeroing it.
+    pub const UNIT_OPEN: Domain = Domain::new(0.0, true, 1.0, true);
 
     /// The interval from `lo` to `hi`, each end open or closed.
     pub const fn new(lo: f64, lo_open: bool, hi: f64, hi_open: bool) -> Self {
