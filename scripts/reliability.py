@@ -114,7 +114,8 @@ def spec_cases():
                  "lookahead(inner=lookahead(inner=nothing(lr=1)))", "sam(rho=-1, inner=sgd(lr=0.1))",
                  "sgd(lr=0.1, nesterov=true)", "sgd(lr=0.1, nesterov=maybe)"]:
         yield text
-    yield "lookahead(inner=" * 10000 + "sgd(lr=0.1)" + ")" * 10000
+    # 5,000 deep (one argument is at most 128 KiB on Linux).
+    yield "lookahead(inner=" * 5000 + "sgd(lr=0.1)" + ")" * 5000
 
 
 def schedule_cases():
@@ -251,7 +252,7 @@ def train_once(binary, out, epochs, resume=False, extra=()):
     cmd = [binary, "train", "--epochs", str(epochs), "--train-limit", "400", "--batch-size", "50",
            "--widths", "16", "--out", out] + list(extra)
     if resume:
-        cmd.append("--resume")
+        cmd += ["--resume", out]
     return run(cmd)
 
 

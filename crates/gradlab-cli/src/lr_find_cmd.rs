@@ -150,9 +150,9 @@ pub fn run(args: LrFindArgs) -> Result<()> {
     let surface: Surface = function.parse()?;
     let mut xy = parse_point(start, "--start")?;
     let spec = spec::parse(&args.optimizer)
-        .with_context(|| format!("--optimizer '{}'", args.optimizer))?;
+        .with_context(|| format!("--optimizer {}", gradlab::error::quote(&args.optimizer)))?;
     let mut opt = replay::optimizer_for_surface(&spec, Options::default())
-        .with_context(|| format!("--optimizer '{}'", args.optimizer))?;
+        .with_context(|| format!("--optimizer {}", gradlab::error::quote(&args.optimizer)))?;
     let result = test.run(|lr| {
         opt.set_lr_all(lr);
         let loss = surface.value(xy[0], xy[1]);

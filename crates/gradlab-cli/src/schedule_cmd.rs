@@ -31,19 +31,23 @@ pub struct ScheduleArgs {
 /// The lr and momentum of each of `steps` steps.
 pub fn trace(schedule: &str, optimizer: &str, steps: u64) -> Result<Vec<(f64, Option<f64>)>> {
     let mut opt = optim::build::<f64>(optimizer, Layout::single("w", 1), &[], Options::default())
-        .with_context(|| format!("--optimizer '{optimizer}'"))?;
+        .with_context(|| format!("--optimizer {}", gradlab::error::quote(optimizer)))?;
     let mut sched = Scheduler::new(schedule, opt.as_mut())
-        .with_context(|| format!("--schedule '{schedule}'"))?;
+        .with_context(|| format!("--schedule {}", gradlab::error::quote(schedule)))?;
     if sched.needs_metric() {
-        bail!("--schedule '{schedule}' is driven by a metric (e.g. the validation loss), so it has no fixed course to print; use it with 'gradlab train'");
+        bail!("--schedule {} is driven by a metric (e.g. the validation loss), so it has no fixed course to print; use it with 'gradlab train'", gradlab::error::quote(schedule));
     }
     let mut out = Vec::with_capacity(steps as usize);
     for k in 0..steps {
         out.push((opt.lr(0), opt.momentum(0)));
         if k + 1 < steps {
-            sched
-                .step(opt.as_mut())
-                .with_context(|| format!("--schedule '{schedule}' at step {}", k + 2))?;
+            sched.step(opt.as_mut()).with_context(|| {
+                format!(
+                    "--schedule {} at step {}",
+                    gradlab::error::quote(schedule),
+                    k + 2
+                )
+            })?;
         }
     }
     Ok(out)

@@ -59,17 +59,19 @@ pub fn run(args: SurfaceArgs) -> Result<()> {
     let specs = args
         .optimizers
         .iter()
-        .map(|s| spec::parse(s).with_context(|| format!("--optimizer '{s}'")))
+        .map(|s| {
+            spec::parse(s).with_context(|| format!("--optimizer {}", gradlab::error::quote(s)))
+        })
         .collect::<Result<Vec<_>>>()?;
     let schedule = args
         .schedule
         .as_deref()
-        .map(|s| spec::parse(s).with_context(|| format!("--schedule '{s}'")))
+        .map(|s| spec::parse(s).with_context(|| format!("--schedule {}", gradlab::error::quote(s))))
         .transpose()?;
     let mut runs = Vec::new();
     for (text, spec) in args.optimizers.iter().zip(&specs) {
         let mut opt = replay::optimizer_for_surface(spec, Options::default())
-            .with_context(|| format!("--optimizer '{text}'"))?;
+            .with_context(|| format!("--optimizer {}", gradlab::error::quote(text)))?;
         let traj =
             replay::run_scheduled(surface, start, opt.as_mut(), args.steps, schedule.as_ref())
                 .with_context(|| {

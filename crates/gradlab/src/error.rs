@@ -16,7 +16,7 @@ pub enum Error {
         message: String,
     },
     /// A spec whose name is not known.
-    #[error("unknown {what} '{name}' in '{spec}'; known: {known}")]
+    #[error("unknown {what} '{name}' in {}; known: {known}", quote(spec))]
     UnknownName {
         /// `optimizer`, `schedule`, `function`, ...
         what: &'static str,
@@ -28,7 +28,7 @@ pub enum Error {
         known: String,
     },
     /// A key that the spec does not take.
-    #[error("unknown key '{key}' in '{spec}'; valid keys: {valid}")]
+    #[error("unknown key '{key}' in {}; valid keys: {valid}", quote(spec))]
     UnknownKey {
         /// The whole spec.
         spec: String,
@@ -38,7 +38,7 @@ pub enum Error {
         valid: String,
     },
     /// A value of the wrong type or out of range.
-    #[error("invalid value for '{key}' in '{spec}': {message}")]
+    #[error("invalid value for '{key}' in {}: {message}", quote(spec))]
     InvalidArgument {
         /// The whole spec.
         spec: String,
@@ -95,6 +95,12 @@ pub enum Error {
 
 /// Shorthand for results with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `text` quoted, or its first 80 characters and its length when it is longer: how every
+/// error quotes a spec or argument the user typed.
+pub fn quote(text: &str) -> String {
+    excerpt(text, 41)
+}
 
 /// At most about 80 characters of `text` around 1-based `column`, quoted, with `…` where
 /// text was left out (a 10,000-deep spec's error would otherwise print all of it).

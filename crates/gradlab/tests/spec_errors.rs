@@ -295,6 +295,17 @@ fn values_outside_their_domain_are_refused_with_the_key_and_range() {
         ("lookahead(sgd, alpha=0)", "'alpha'", "(0, 1]"),
         ("adam(betas=(0.9, 1))", "index 1", "[0, 1)"),
         ("adamw(weight_decay=-1)", "'weight_decay'", ">= 0"),
+        (
+            "sgd(lr=0.1, momentum=0.9, dampening=2)",
+            "'dampening'",
+            "[0, 1]",
+        ),
+        ("sgd(lr=0.1, dampening=-0.5)", "'dampening'", "[0, 1]"),
+        (
+            "lars(lr=0.1, trust_coefficient=0)",
+            "'trust_coefficient'",
+            "> 0",
+        ),
     ] {
         let e = error_of(spec);
         assert!(e.contains(key) && e.contains(says), "{spec}: {e}");
@@ -330,6 +341,13 @@ fn schedules_never_produce_a_negative_or_non_finite_lr() {
             "cyclic(base_lr=0.1, max_lr=1, step_size_up=2, mode=exp_range, gamma=1e300)",
             "which must be",
         ),
+        (
+            "cyclic(base_lr=0.1, max_lr=0.01)",
+            "max_lr must be at least base_lr",
+        ),
+        ("constant(factor=0)", "'factor'"),
+        ("constant(factor=1.5)", "'factor'"),
+        ("noam(d_model=16, warmup=4, factor=-1)", "'factor'"),
     ] {
         let e = schedule_error(spec);
         assert!(e.contains(says), "{spec}: {e}");
@@ -355,4 +373,27 @@ fn onecycle_holds_its_final_lr_after_its_last_step() {
         .unwrap_err()
         .to_string()
         .contains("the cycle is over"));
+}
+
+#[test]
+fn errors_quote_long_specs_in_part() {
+    let deep = format!(
+        "{}sgd(lr=0.1){}",
+        "lookahead(inner=".repeat(5000),
+        ")".repeat(5000)
+    );
+    let e = error_of(&deep);
+    assert!(
+        e.len() < 300 && e.contains("nested more than"),
+        "{} bytes: {}",
+        e.len(),
+        &e[..300.min(e.len())]
+    );
+    let long_key = format!("adam(lr=0.1, {}=1)", "k".repeat(5000));
+    let e = error_of(&long_key);
+    assert!(
+        e.len() < 6000 && e.contains("characters)"),
+        "{} bytes",
+        e.len()
+    );
 }

@@ -274,7 +274,8 @@ pub fn optimizers(
     let mut switch_notes = Vec::new();
     let mut switch_markers = Vec::new();
     for (i, spec_text) in specs.iter().enumerate() {
-        spec::parse(spec_text).with_context(|| format!("--optimizer '{spec_text}'"))?;
+        spec::parse(spec_text)
+            .with_context(|| format!("--optimizer {}", gradlab::error::quote(spec_text)))?;
         let mut runs = Vec::new();
         for seed in 0..budget.seeds as u64 {
             let mut c = config(

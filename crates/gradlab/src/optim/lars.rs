@@ -12,7 +12,7 @@
 
 use super::rule::{check, Grad, Rule, Scalars, Slots, Sums, LANES};
 use super::sgd::{momentum_kernel, MomentumCoef};
-use crate::spec::{Args, Spec};
+use crate::spec::{Args, Domain, Spec};
 use crate::{Real, Result};
 
 /// Hyperparameters of `lars`.
@@ -55,10 +55,10 @@ impl Rule for Lars {
         let cfg = LarsConfig {
             lr: check::non_negative(args, "lr", 1e-2)?,
             momentum: check::decay(args, "momentum", 0.0)?,
-            dampening: args.f64("dampening", 0.0)?,
+            dampening: check::fraction(args, "dampening", 0.0)?,
             weight_decay: check::non_negative(args, "weight_decay", 0.0)?,
             nesterov: args.bool("nesterov", false)?,
-            trust_coefficient: check::non_negative(args, "trust_coefficient", 0.01)?,
+            trust_coefficient: args.number("trust_coefficient", 0.01, Domain::POSITIVE)?,
             eps: check::non_negative(args, "eps", 1e-8)?,
         };
         if cfg.nesterov && (cfg.momentum <= 0.0 || cfg.dampening != 0.0) {

@@ -341,6 +341,12 @@ pub mod check {
         args.number(key, default, Domain::DECAY)
     }
 
+    /// A fraction in `[0, 1]`: SGD's dampening (above 1 the momentum buffer would climb
+    /// the gradient, below 0 amplify it).
+    pub fn fraction(args: &Args, key: &'static str, default: f64) -> Result<f64> {
+        args.number(key, default, Domain::UNIT)
+    }
+
     /// A number in `[lo, hi]`.
     pub fn within(args: &Args, key: &'static str, default: f64, lo: f64, hi: f64) -> Result<f64> {
         args.number(key, default, Domain::new(lo, false, hi, false))

@@ -132,7 +132,7 @@ impl Rule for Sgd {
             decoupled: args.spec().name == "sgdw",
             lr: check::non_negative(args, "lr", 1e-3)?,
             momentum: check::decay(args, "momentum", 0.0)?,
-            dampening: args.f64("dampening", 0.0)?,
+            dampening: check::fraction(args, "dampening", 0.0)?,
             weight_decay: check::non_negative(args, "weight_decay", 0.0)?,
             nesterov: args.bool("nesterov", false)?,
         };

@@ -40,9 +40,20 @@ impl Cyclic {
         if step_size_up + step_size_down.unwrap_or(step_size_up) == 0 {
             return Err(args.invalid("step_size_up", "the cycle must have at least one step"));
         }
+        let base_lr = args.required_number("base_lr", Domain::NON_NEGATIVE)?;
+        let max_lr = args.required_number("max_lr", Domain::NON_NEGATIVE)?;
+        if max_lr < base_lr {
+            return Err(args.invalid(
+                "max_lr",
+                format!(
+                    "is {max_lr}, below base_lr = {base_lr}: the cycle runs from base_lr up to \
+                     max_lr, so max_lr must be at least base_lr"
+                ),
+            ));
+        }
         Ok(Cyclic {
-            base_lr: args.required_number("base_lr", Domain::NON_NEGATIVE)?,
-            max_lr: args.required_number("max_lr", Domain::NON_NEGATIVE)?,
+            base_lr,
+            max_lr,
             step_size_up,
             step_size_down,
             mode: args.word(

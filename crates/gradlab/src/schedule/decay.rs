@@ -142,16 +142,10 @@ impl Decay {
                 total_iters: positive("total_iters", Some(5))?,
                 power: args.number("power", 1.0, Domain::NON_NEGATIVE)?,
             },
-            "constant" => {
-                let factor = args.f64("factor", 1.0 / 3.0)?;
-                if !(factor > 0.0 && factor <= 1.0) {
-                    return Err(args.invalid("factor", "must be in (0, 1]"));
-                }
-                Kind::Constant {
-                    factor,
-                    total_iters: args.count("total_iters", 5)?,
-                }
-            }
+            "constant" => Kind::Constant {
+                factor: args.number("factor", 1.0 / 3.0, Domain::UNIT_OPEN_LOW)?,
+                total_iters: args.count("total_iters", 5)?,
+            },
             other => unreachable!("decay::parse called for '{other}'"),
         };
         Ok(Decay::new(kind))

@@ -37,7 +37,7 @@ impl Noam {
         Ok(Noam {
             d_model,
             warmup,
-            factor: args.f64("factor", 1.0)?,
+            factor: args.number("factor", 1.0, Domain::POSITIVE)?,
             progress: Progress::default(),
         })
     }
