@@ -406,6 +406,10 @@ def kill_table(binary, work, trials):
         p.wait()
         resume = os.path.exists(os.path.join(out, "checkpoint")) or os.path.exists(os.path.join(out, "checkpoint.tmp"))
         s, e = train_once(binary, out, epochs, resume=resume, extra=[] if resume else ["--overwrite"])
+        if s != 0 and "no complete checkpoint here" in e:
+            # Killed during the first save: the refusal says so, and a fresh start must work.
+            print(f"  trial {trial}: killed during the first save, refused clearly; starting afresh")
+            s, e = train_once(binary, out, epochs, extra=["--overwrite"])
         if s == 0:
             got = json.load(open(os.path.join(out, "summary.json")))
             same = all(got[k] == ref[k] for k in ["train_loss", "test_loss", "test_accuracy"])

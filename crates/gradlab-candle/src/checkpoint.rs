@@ -202,8 +202,18 @@ pub(crate) fn load(
         }
     }
     opt.load_state_bytes(&files.optimizer, &ck.join("optimizer.safetensors"))?;
-    if let Some(s) = scheduler {
-        s.load_state(&state["schedule"])?;
+    match (scheduler, &state["schedule"]) {
+        (Some(s), saved) => s
+            .load_state(saved)
+            .map_err(|e| Error::Msg(format!("{}: schedule: {e}", state_path.display())))?,
+        (None, Value::Null) => {}
+        (None, saved) => {
+            return Err(Error::Msg(format!(
+                "{}: holds a schedule state {} but the run has no schedule",
+                state_path.display(),
+                gradlab::error::quote(&saved.to_string())
+            )))
+        }
     }
     Ok(resumed)
 }
@@ -419,13 +429,26 @@ fn locate(dir: &Path) -> Result<Files> {
             Err(e) => problems.push(e.to_string()),
         }
     }
-    Err(Error::Msg(if problems.is_empty() {
+    let unfinished: Vec<&str> = CANDIDATES
+        .iter()
+        .copied()
+        .filter(|name| dir.join(name).is_dir())
+        .collect();
+    Err(Error::Msg(if !problems.is_empty() {
+        problems.join("; ")
+    } else if unfinished.is_empty() {
         format!(
             "{}: no checkpoint here (expected checkpoint/state.json)",
             dir.display()
         )
     } else {
-        problems.join("; ")
+        format!(
+            "{}: no complete checkpoint here: {} without state.json is a save that was \
+             interrupted before the first checkpoint was complete, so nothing can be resumed; \
+             start the run afresh (gradlab train --overwrite)",
+            dir.display(),
+            unfinished.join(", ")
+        )
     }))
 }
 

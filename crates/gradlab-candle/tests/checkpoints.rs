@@ -290,7 +290,11 @@ fn tampered_state_fields_are_refused_by_name() {
         std::fs::write(&path, serde_json::to_vec(&state).unwrap()).unwrap();
     };
     // 200 examples in batches of 50: 4 steps per epoch, one epoch done.
-    let cases: [(&Edit, &str); 6] = [
+    let cases: [(&Edit, &str); 7] = [
+        (
+            &|s| s["schedule"] = serde_json::json!({"step": "x"}),
+            "holds a schedule state '{\"step\":\"x\"}' but the run has no schedule",
+        ),
         (&|s| s["step"] = 7.into(), "step 7 and epoch 1 disagree"),
         (&|s| s["epoch"] = 0.into(), "step 4 and epoch 0 disagree"),
         (
@@ -334,5 +338,26 @@ fn tampered_state_fields_are_refused_by_name() {
     edit(&|s| s["config"]["model"] = "resnet".into());
     let e = load_error(&out);
     assert!(e.contains("config.model: unknown model 'resnet'"), "{e}");
+    std::fs::remove_dir_all(out).unwrap();
+}
+
+#[test]
+fn a_run_killed_during_its_first_save_says_nothing_can_be_resumed() {
+    let out = trained("unfinished");
+    let ck = out.join("checkpoint");
+    let tmp = out.join("checkpoint.tmp");
+    std::fs::rename(&ck, &tmp).unwrap();
+    std::fs::remove_file(tmp.join("state.json")).unwrap();
+    let e = resume_error(&out);
+    assert!(
+        e.contains("no complete checkpoint here: checkpoint.tmp without state.json")
+            && e.contains("--overwrite"),
+        "{e}"
+    );
+    // Starting afresh over the unfinished save works and leaves a complete checkpoint.
+    let mut afresh = config(&out, 1);
+    afresh.overwrite = true;
+    train::train(&afresh, None, |_| {}).unwrap();
+    assert!(out.join("checkpoint/state.json").is_file() && !tmp.exists());
     std::fs::remove_dir_all(out).unwrap();
 }

@@ -42,6 +42,8 @@ fn bf16_moments_train_like_f32_moments() {
         "adamax(lr=0.01)",
         "lion(lr=0.005)",
         "lamb(lr=0.05)",
+        "adopt(lr=0.01)",
+        "ademamix(lr=0.01)",
     ] {
         let compact = format!("{}, state_dtype=bf16)", spec.trim_end_matches(')'));
         let (_, full) = descend(build(spec, &layout).as_mut(), &layout, 400);

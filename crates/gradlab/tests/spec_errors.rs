@@ -306,6 +306,21 @@ fn values_outside_their_domain_are_refused_with_the_key_and_range() {
             "'trust_coefficient'",
             "> 0",
         ),
+        ("adopt(betas=(0.9, 1))", "index 1", "[0, 1)"),
+        ("ademamix(betas=(0.9, 0.999, 1))", "index 2", "[0, 1)"),
+        ("ademamix(betas=(0.9, 0.999))", "'betas'", "three numbers"),
+        ("ademamix(t_alpha_beta3=0)", "'t_alpha_beta3'", "> 0"),
+        (
+            "ademamix(betas=(0, 0.999, 0.9999), t_alpha_beta3=100)",
+            "'betas'",
+            "(0, 1) with t_alpha_beta3",
+        ),
+        ("rprop(etas=(1.2, 0.5))", "'etas'", "0 < η− < 1 < η+"),
+        ("rprop(etas=(0.5, 1))", "'etas'", "0 < η− < 1 < η+"),
+        ("rprop(step_sizes=(1, 0.1))", "'step_sizes'", "min <= max"),
+        ("rprop(step_sizes=(-1, 1))", "index 0", ">= 0"),
+        ("asgd(alpha=-1)", "'alpha'", ">= 0"),
+        ("asgd(t0=-5)", "'t0'", ">= 0"),
     ] {
         let e = error_of(spec);
         assert!(e.contains(key) && e.contains(says), "{spec}: {e}");

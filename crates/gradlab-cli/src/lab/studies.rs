@@ -42,6 +42,8 @@ pub fn lab_optimizers() -> Vec<String> {
         "lamb(lr=0.01)",
         "lars(lr=1.0, momentum=0.9, trust_coefficient=0.01)",
         "lion(lr=0.0001)",
+        "adopt(lr=0.001)",
+        "ademamix(lr=0.001)",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -33,6 +33,10 @@
 //! | `lion` | sign of interpolated momentum | Chen et al. 2023 |
 //! | `swats` | Adam that switches to SGD | Keskar & Socher 2017 |
 //! | `lookahead(INNER)` | k fast steps, 1 slow step back | Zhang et al. 2019 |
+//! | `adopt` | Adam normalising by the previous steps' v, clipped | pytorch-optimizer `ADOPT` |
+//! | `ademamix` | Adam plus a slow momentum | pytorch-optimizer `AdEMAMix` |
+//! | `rprop` | sign steps with per-element adaptive sizes | PyTorch `Rprop` |
+//! | `asgd` | SGD with a decaying step and Polyak averaging | PyTorch `ASGD` |
 
 // Kernels spell each update as `x = x + ...`, the order PyTorch evaluates it in.
 #![allow(clippy::assign_op_pattern)]
@@ -42,6 +46,9 @@ pub mod adadelta;
 pub mod adagrad;
 pub mod adam;
 pub mod adamax;
+pub mod ademamix;
+pub mod adopt;
+pub mod asgd;
 pub mod compact;
 pub mod engine;
 pub mod lamb;
@@ -53,6 +60,7 @@ pub mod nadam;
 pub mod plan;
 pub mod radam;
 pub mod rmsprop;
+pub mod rprop;
 pub mod rule;
 pub mod sgd;
 pub(crate) mod simd;
@@ -84,6 +92,10 @@ pub const OPTIMIZERS: &[&str] = &[
     "lion",
     "swats",
     "lookahead",
+    "adopt",
+    "ademamix",
+    "rprop",
+    "asgd",
 ];
 
 /// What to do with a step whose gradients hold NaN or infinity.
@@ -337,6 +349,10 @@ pub fn build_from_spec<T: Real>(
         "lars" => engine::<T, lars::Lars>(spec, layout, groups, options),
         "lion" => engine::<T, lion::Lion>(spec, layout, groups, options),
         "swats" => engine::<T, swats::Swats>(spec, layout, groups, options),
+        "adopt" => engine::<T, adopt::Adopt>(spec, layout, groups, options),
+        "ademamix" => engine::<T, ademamix::Ademamix>(spec, layout, groups, options),
+        "rprop" => engine::<T, rprop::Rprop>(spec, layout, groups, options),
+        "asgd" => engine::<T, asgd::Asgd>(spec, layout, groups, options),
         "lookahead" => Ok(Box::new(lookahead::Lookahead::from_spec(
             spec, layout, groups, options,
         )?)),

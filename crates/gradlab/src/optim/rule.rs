@@ -229,6 +229,18 @@ pub fn decay_terms(decoupled: bool, lr: f64, weight_decay: f64) -> (f64, f64) {
     }
 }
 
+/// Weight decay as pytorch-optimizer's `BaseOptimizer.apply_weight_decay` does it (ADOPT,
+/// AdEMAMix), as [`decay_terms`]' `(l2, factor)`: decoupled `θ ← θ(1 − γλ)`, or with
+/// `fixed_decay` `θ ← θ(1 − λ)` whatever the learning rate; otherwise L2 `g ← g + λθ`.
+pub fn pytorch_optimizer_decay(
+    decoupled: bool,
+    fixed: bool,
+    lr: f64,
+    weight_decay: f64,
+) -> (f64, f64) {
+    decay_terms(decoupled, if fixed { 1.0 } else { lr }, weight_decay)
+}
+
 /// Independent partial sums kept by every reduction: enough to hide the latency of the
 /// additions, and fixed, so that sums never depend on how work was split among threads.
 pub const LANES: usize = 32;

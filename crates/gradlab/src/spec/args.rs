@@ -124,6 +124,25 @@ impl<'a> Args<'a> {
         }
     }
 
+    /// A triple of numbers such as AdEMAMix's `betas=(0.9, 0.999, 0.9999)`.
+    pub fn triple(
+        &self,
+        key: &'static str,
+        default: (f64, f64, f64),
+    ) -> Result<(f64, f64, f64), Error> {
+        let message = "must be three numbers such as (0.9, 0.999, 0.9999)";
+        match self.raw(key) {
+            None => Ok(default),
+            Some(Value::Tuple(items)) | Some(Value::List(items)) if items.len() == 3 => {
+                match (&items[0], &items[1], &items[2]) {
+                    (Value::Num(a), Value::Num(b), Value::Num(c)) => Ok((*a, *b, *c)),
+                    _ => Err(self.invalid(key, message)),
+                }
+            }
+            Some(v) => Err(self.invalid(key, format!("{message}, got {v}"))),
+        }
+    }
+
     /// A list of whole numbers such as `milestones=[30, 80]`.
     pub fn counts(&self, key: &'static str) -> Result<Option<Vec<u64>>, Error> {
         match self.raw(key) {

@@ -133,6 +133,22 @@ impl Args<'_> {
         }
         Ok((a, b))
     }
+
+    /// A triple of numbers, each in `domain` (AdEMAMix's `betas=(0.9, 0.999, 0.9999)`).
+    pub fn triple_in(
+        &self,
+        key: &'static str,
+        default: (f64, f64, f64),
+        domain: Domain,
+    ) -> Result<(f64, f64, f64), Error> {
+        let (a, b, c) = self.triple(key, default)?;
+        for (i, x) in [a, b, c].into_iter().enumerate() {
+            domain
+                .check(x)
+                .map_err(|m| self.invalid(key, format!("item at index {i} {m}")))?;
+        }
+        Ok((a, b, c))
+    }
 }
 
 #[cfg(test)]

@@ -109,6 +109,12 @@ impl From<(f64, f64)> for Value {
         Value::Tuple(vec![Value::Num(a), Value::Num(b)])
     }
 }
+
+impl From<(f64, f64, f64)> for Value {
+    fn from((a, b, c): (f64, f64, f64)) -> Self {
+        Value::Tuple(vec![Value::Num(a), Value::Num(b), Value::Num(c)])
+    }
+}
 impl From<Spec> for Value {
     fn from(s: Spec) -> Self {
         Value::Spec(s)

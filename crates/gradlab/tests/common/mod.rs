@@ -31,6 +31,12 @@ pub const SPECS: &[&str] = &[
     "swats(lr=0.01)",
     "lookahead(adam(lr=0.01), k=3, alpha=0.5)",
     "lookahead(sgd(lr=0.01, momentum=0.9), k=2, alpha=0.8)",
+    "adopt(lr=0.01, weight_decay=0.01)",
+    "adopt(lr=0.01, weight_decay=0.1, weight_decouple=true, clip=false)",
+    "ademamix(lr=0.01, t_alpha_beta3=20, weight_decay=0.01)",
+    "ademamix(lr=0.01, weight_decay=0.1, weight_decouple=true, fixed_decay=true)",
+    "rprop(lr=0.01)",
+    "asgd(lr=0.01, t0=5, weight_decay=0.01)",
 ];
 
 /// A small deterministic random generator (xorshift64*).

@@ -1,0 +1,173 @@
+//! ADOPT (Taniguchi et al. 2024, arXiv:2411.02853, "ADOPT: Modified Adam Can Converge with
+//! Any β2 with the Optimal Rate"), as pytorch-optimizer 4.1.0's `ADOPT`:
+//!
+//! ```text
+//! θ ← θ·(1 − γλ)  or  g ← g + λθ              (weight_decouple, or L2; on every step)
+//! step 1:  v ← g²                              (no move)
+//! step t:  n ← clamp(g / max(√v, ε), ±t^¼)     (ε is a floor; clip=false: no clamp)
+//!          m ← lerp(m, n, 1 − β1)
+//!          θ ← θ − γ m
+//!          v ← β2 v + (1 − β2) g²              (after the move: v holds steps < t)
+//! ```
+//! No bias correction anywhere: the second moment is decorrelated from the current
+//! gradient instead.
+
+use super::rule::{
+    check, pytorch_optimizer_decay, Buffer, CompactSlots, Grad, Rule, Scalars, Slots, Sums,
+};
+use crate::spec::{Args, Spec};
+use crate::{Real, Result};
+
+/// Hyperparameters of `adopt`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdoptConfig {
+    /// Learning rate (default 1e-3).
+    pub lr: f64,
+    /// (β1, β2) (default (0.9, 0.9999)).
+    pub betas: (f64, f64),
+    /// Floor on √v (default 1e-6).
+    pub eps: f64,
+    /// Weight decay λ (default 0).
+    pub weight_decay: f64,
+    /// Decoupled decay `θ ← θ(1 − γλ)` instead of L2 (default false).
+    pub weight_decouple: bool,
+    /// With `weight_decouple`, decay by `1 − λ` whatever the learning rate (default false).
+    pub fixed_decay: bool,
+    /// Clamp the normalised gradient to `±step^0.25` (the reference's `clip_lambda`; false is
+    /// its `clip_lambda=None`) (default true).
+    pub clip: bool,
+}
+
+/// The ADOPT rule.
+pub struct Adopt;
+
+/// ADOPT's per-step coefficients.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AdoptCoef {
+    first: bool,
+    lr: f64,
+    b1: f64,
+    b2: f64,
+    eps: f64,
+    clip: f64,
+    l2: f64,
+    decay_factor: f64,
+}
+
+impl Rule for Adopt {
+    type Config = AdoptConfig;
+    type Coef = AdoptCoef;
+    const NAME: &'static str = "adopt";
+    const COMPACT_STATE: bool = true;
+
+    fn parse(args: &Args) -> Result<AdoptConfig> {
+        Ok(AdoptConfig {
+            lr: check::non_negative(args, "lr", 1e-3)?,
+            betas: check::betas(args, (0.9, 0.9999))?,
+            eps: check::non_negative(args, "eps", 1e-6)?,
+            weight_decay: check::non_negative(args, "weight_decay", 0.0)?,
+            weight_decouple: args.bool("weight_decouple", false)?,
+            fixed_decay: args.bool("fixed_decay", false)?,
+            clip: args.bool("clip", true)?,
+        })
+    }
+
+    fn to_spec(c: &AdoptConfig) -> Spec {
+        Spec::new(Self::NAME)
+            .with("lr", c.lr)
+            .with("betas", c.betas)
+            .with("eps", c.eps)
+            .with("weight_decay", c.weight_decay)
+            .with("weight_decouple", c.weight_decouple)
+            .with("fixed_decay", c.fixed_decay)
+            .with("clip", c.clip)
+    }
+
+    fn lr(c: &AdoptConfig) -> f64 {
+        c.lr
+    }
+    fn set_lr(c: &mut AdoptConfig, lr: f64) {
+        c.lr = lr;
+    }
+    fn momentum(c: &AdoptConfig) -> Option<f64> {
+        Some(c.betas.0)
+    }
+    fn set_momentum(c: &mut AdoptConfig, m: f64) -> bool {
+        c.betas.0 = m;
+        true
+    }
+    fn slots(_: &[AdoptConfig]) -> Vec<&'static str> {
+        vec!["exp_avg", "exp_avg_sq"]
+    }
+
+    fn begin(c: &AdoptConfig, s: &mut Scalars) -> AdoptCoef {
+        s[0] += 1.0;
+        let t = s[0];
+        let (l2, decay_factor) =
+            pytorch_optimizer_decay(c.weight_decouple, c.fixed_decay, c.lr, c.weight_decay);
+        AdoptCoef {
+            first: t == 1.0,
+            lr: c.lr,
+            b1: c.betas.0,
+            b2: c.betas.1,
+            eps: c.eps,
+            clip: if c.clip { t.powf(0.25) } else { f64::INFINITY },
+            l2,
+            decay_factor,
+        }
+    }
+
+    #[inline(always)]
+    fn kernel<T: Real>(c: &AdoptCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
+        let n = p.len();
+        adopt_loop(c, p, g, &mut s.a[..n], &mut s.b[..n]);
+        [0.0; 4]
+    }
+
+    #[inline(always)]
+    fn compact_kernel<T: Real>(
+        c: &AdoptCoef,
+        p: &mut [T],
+        g: Grad<T>,
+        s: &mut CompactSlots,
+    ) -> Sums {
+        adopt_loop(c, p, g, s.a.reborrow(), s.b.reborrow());
+        [0.0; 4]
+    }
+}
+
+/// The ADOPT update over a chunk, whatever its buffers are stored in.
+#[inline(always)]
+fn adopt_loop<T: Real, M: Buffer<T>, V: Buffer<T>>(
+    c: &AdoptCoef,
+    p: &mut [T],
+    g: Grad<T>,
+    mut m: M,
+    mut v: V,
+) {
+    let l2 = T::from_f64(c.l2);
+    let decay = T::from_f64(c.decay_factor);
+    let (b2, w2) = (T::from_f64(c.b2), T::from_f64(1.0 - c.b2));
+    if c.first {
+        for (i, param) in p.iter_mut().enumerate() {
+            *param = *param * decay;
+            let d = g.at(i) + l2 * *param;
+            v.set(i, d * d);
+        }
+        return;
+    }
+    let neg_lr = T::from_f64(-c.lr);
+    let (w1, b1) = (T::from_f64(1.0 - c.b1), T::from_f64(c.b1));
+    let eps = T::from_f64(c.eps);
+    let clip = T::from_f64(c.clip);
+    for (i, param) in p.iter_mut().enumerate() {
+        let theta = *param * decay;
+        let d = g.at(i) + l2 * theta;
+        let vi = v.get(i);
+        let normed = (d / vi.sqrt().max(eps)).max(-clip).min(clip);
+        let m_new = super::rule::lerp(m.get(i), normed, w1, b1);
+        m.set(i, m_new);
+        *param = theta + neg_lr * m_new;
+        v.set(i, vi * b2 + w2 * d * d);
+    }
+}
