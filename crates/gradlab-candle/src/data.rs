@@ -143,20 +143,71 @@ fn describe_file_type(t: &std::fs::FileType) -> &'static str {
     }
 }
 
-/// Reads a whole file, gunzipping it when it starts with the gzip magic bytes.
-fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>> {
-    if !check_regular_file(path)? {
-        return Err(file_error(path, "missing file"));
+/// An IDX file opened for reading: through a gzip decoder when it starts with the gzip
+/// magic bytes. Callers read the header first and then at most the size it promises, so a
+/// small compressed file cannot expand into memory without bound (a "gzip bomb").
+struct IdxReader<'a> {
+    path: &'a Path,
+    gzip: bool,
+    inner: Box<dyn Read>,
+}
+
+impl<'a> IdxReader<'a> {
+    fn open(path: &'a Path) -> Result<Self> {
+        if !check_regular_file(path)? {
+            return Err(file_error(path, "missing file"));
+        }
+        let mut file =
+            std::fs::File::open(path).map_err(|e| file_error(path, format!("cannot read: {e}")))?;
+        let mut magic = Vec::with_capacity(2);
+        (&mut file)
+            .take(2)
+            .read_to_end(&mut magic)
+            .map_err(|e| file_error(path, format!("cannot read: {e}")))?;
+        let gzip = magic == [0x1f, 0x8b];
+        let head = std::io::Cursor::new(magic).chain(file);
+        let inner: Box<dyn Read> = if gzip {
+            Box::new(flate2::read::GzDecoder::new(head))
+        } else {
+            Box::new(head)
+        };
+        Ok(IdxReader { path, gzip, inner })
     }
-    let raw = std::fs::read(path).map_err(|e| file_error(path, format!("cannot read: {e}")))?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
+
+    /// The next bytes, at most `limit` of them (fewer at the end of the file).
+    fn read_at_most(&mut self, limit: u64) -> Result<Vec<u8>> {
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..])
+        (&mut self.inner)
+            .take(limit)
             .read_to_end(&mut out)
-            .map_err(|e| file_error(path, format!("broken gzip data: {e}")))?;
+            .map_err(|e| {
+                if self.gzip {
+                    file_error(self.path, format!("broken gzip data: {e}"))
+                } else {
+                    file_error(self.path, format!("cannot read: {e}"))
+                }
+            })?;
         Ok(out)
-    } else {
-        Ok(raw)
+    }
+
+    /// The body after the header: exactly `expected` bytes, or an error saying how the file
+    /// differs from what its header promises (`promise` describes it).
+    fn body(&mut self, expected: usize, promise: &str) -> Result<Vec<u8>> {
+        let body = self.read_at_most(expected as u64 + 1)?;
+        if body.len() == expected {
+            return Ok(body);
+        }
+        let holds = if body.len() > expected {
+            format!("more than {expected} bytes")
+        } else {
+            format!("{} bytes", body.len())
+        };
+        Err(file_error(
+            self.path,
+            format!(
+                "truncated or oversized: the header promises {promise}, the file holds {holds}"
+            ),
+        ))
     }
 }
 
@@ -166,7 +217,8 @@ fn be_u32(bytes: &[u8], at: usize) -> u32 {
 
 /// Reads an IDX image file (magic 2051): `(count, rows, cols, pixels)`.
 pub fn read_images(path: &Path) -> Result<(usize, usize, usize, Vec<u8>)> {
-    let bytes = read_maybe_gzip(path)?;
+    let mut reader = IdxReader::open(path)?;
+    let bytes = reader.read_at_most(16)?;
     if bytes.len() < 16 {
         return Err(file_error(
             path,
@@ -197,22 +249,17 @@ pub fn read_images(path: &Path) -> Result<(usize, usize, usize, Vec<u8>)> {
         .checked_mul(rows)
         .and_then(|v| v.checked_mul(cols))
         .ok_or_else(|| file_error(path, "impossible image dimensions"))?;
-    let body = &bytes[16..];
-    if body.len() != expected {
-        return Err(file_error(
-            path,
-            format!(
-                "truncated or oversized: the header promises {n} images of {rows}×{cols} ({expected} bytes), the file holds {}",
-                body.len()
-            ),
-        ));
-    }
-    Ok((n, rows, cols, body.to_vec()))
+    let body = reader.body(
+        expected,
+        &format!("{n} images of {rows}×{cols} ({expected} bytes)"),
+    )?;
+    Ok((n, rows, cols, body))
 }
 
 /// Reads an IDX label file (magic 2049).
 pub fn read_labels(path: &Path) -> Result<Vec<u8>> {
-    let bytes = read_maybe_gzip(path)?;
+    let mut reader = IdxReader::open(path)?;
+    let bytes = reader.read_at_most(8)?;
     if bytes.len() < 8 {
         return Err(file_error(
             path,
@@ -227,23 +274,14 @@ pub fn read_labels(path: &Path) -> Result<Vec<u8>> {
         ));
     }
     let n = be_u32(&bytes, 4) as usize;
-    let body = &bytes[8..];
-    if body.len() != n {
-        return Err(file_error(
-            path,
-            format!(
-                "truncated or oversized: the header promises {n} labels, the file holds {}",
-                body.len()
-            ),
-        ));
-    }
+    let body = reader.body(n, &format!("{n} labels"))?;
     if let Some((i, l)) = body.iter().enumerate().find(|(_, l)| **l > 9) {
         return Err(file_error(
             path,
             format!("label {i} is {l}, not a digit class 0-9"),
         ));
     }
-    Ok(body.to_vec())
+    Ok(body)
 }
 
 /// Reads a pair of image and label files.

@@ -277,6 +277,19 @@ fn bad_files_name_the_file_and_the_problem() {
     // gzip files are read too; a corrupt gzip stream is named.
     write(&img, &[0x1f, 0x8b, 0, 1, 2]);
     expect("broken gzip");
+    // A gzip bomb (2 images promised, 64 MB of zeros packed into 64 KB) is refused
+    // after reading one byte past the promise, not expanded into memory.
+    {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&idx_images(2, 4, 4, 0)).unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..64 {
+            gz.write_all(&zeros).unwrap();
+        }
+        write(&img, &gz.finish().unwrap());
+    }
+    expect("the header promises 2 images of 4×4 (32 bytes), the file holds more than 32 bytes");
     // A folder without the standard names.
     let e = data::load_dir(&d).unwrap_err().to_string();
     assert!(e.contains("train-images-idx3-ubyte"), "{e}");
