@@ -498,6 +498,20 @@ pub fn train_on(
     }
     let (split, model, mut opt) = setup(config, collective.clone())?;
     check_ranks(config, &split, &model, collective.as_ref())?;
+    let closure_steps = opt.needs_closure();
+    let eval_point = opt.has_eval_point();
+    if eval_point && ranks > 1 {
+        return Err(Error::Msg(format!(
+            "--optimizer '{}' evaluates the model at another point than it trains at: it runs in one process",
+            config.optimizer
+        )));
+    }
+    if closure_steps && (ranks > 1 || config.grad_noise.is_some()) {
+        return Err(Error::Msg(format!(
+            "--optimizer '{}' evaluates the batch more than once per step: it runs in one process and without --grad-noise",
+            config.optimizer
+        )));
+    }
     let mut scheduler = match &config.schedule {
         Some(s) => Some(opt.with_engine(|e| e.scheduler(s))?),
         None => None,
@@ -583,6 +597,8 @@ pub fn train_on(
             // From here on SWALR alone sets the learning rate.
             avg.swa_schedule = Some(opt.with_engine(|e| e.scheduler(&spec))?);
         }
+        // The weights to train from (schedule-free: y; the epoch before ended at x).
+        opt.train_mode()?;
         let order = shuffle(split.train.len(), config.seed, epoch);
         let (mut loss_sum, mut right, mut seen) = (0.0, 0.0, 0usize);
         let mut health = Vec::new();
@@ -590,7 +606,7 @@ pub fn train_on(
         for (b, idx) in batches.iter().enumerate() {
             let mine = share(idx, collective.as_ref());
             let mut rng = step_rng(config.seed, step);
-            let (mut grads, mut sums) = (None, [0.0, 0.0]);
+            let (mut grads, mut sums, mut inputs) = (None, [0.0, 0.0], None);
             if !mine.is_empty() {
                 let (x, y) = batch(&split.train, mine)?;
                 let logits = model.forward(&x, true, &mut rng)?;
@@ -600,6 +616,7 @@ pub fn train_on(
                     correct(&logits, &y)? as f64,
                 ];
                 grads = Some(loss.backward()?);
+                inputs = Some((x, y));
             }
             collective.all_sum(&mut sums);
             let loss_value = sums[0] / idx.len() as f64;
@@ -619,8 +636,31 @@ pub fn train_on(
             } else {
                 None
             };
+            let grad_norms = match before {
+                Some(_) => Some(tensor_grad_norms(&opt, grads.as_ref())?),
+                None => None,
+            };
             let (lr, momentum) = opt.with_engine(|e| (e.lr_of(0), e.momentum0()));
-            let outcome = if ranks == 1 {
+            let mut evaluations = 1;
+            let outcome = if closure_steps {
+                // The gradient at the current weights is the one just computed; further
+                // evaluations redo the batch with the same dropout masks.
+                let (x, y) = inputs.as_ref().expect("one rank has the whole batch");
+                let mut first = grads.take();
+                let first_loss = loss_value;
+                opt.step_with_closure(|| {
+                    if let Some(store) = first.take() {
+                        return Ok((first_loss, store));
+                    }
+                    let logits = model.forward(x, true, &mut step_rng(config.seed, step))?;
+                    let loss = cross_entropy(&logits, y)?;
+                    Ok((loss.to_scalar::<f32>()? as f64, loss.backward()?))
+                })
+                .map(|o| {
+                    evaluations = o.evaluations;
+                    o.step
+                })
+            } else if ranks == 1 {
                 let grads = grads.as_mut().expect("one rank has the whole batch");
                 if let Some(std) = noise_std {
                     add_noise_to_store(&opt, grads, config.seed, step, std)?;
@@ -645,8 +685,7 @@ pub fn train_on(
                 Error::Msg(format!("step {}: {e}{cause}", step + 1))
             })?;
             previous_lr = Some(lr);
-            if let Some(before) = before {
-                let grad_norms = tensor_grad_norms(&opt, grads.as_ref())?;
+            if let (Some(before), Some(grad_norms)) = (before, grad_norms) {
                 for ((name, v), w0) in model.params().iter().zip(&before) {
                     let w1 = flat(v.as_tensor())?;
                     let delta: Vec<f32> = w1.iter().zip(w0).map(|(a, b)| a - b).collect();
@@ -697,6 +736,7 @@ pub fn train_on(
                 "loss": loss_value,
                 "grad_norm": outcome.grad_norm,
                 "skipped": outcome.skipped,
+                "evaluations": evaluations,
                 "lr": lr,
                 "momentum": momentum,
                 "seconds": started.elapsed().as_secs_f64(),
@@ -706,6 +746,14 @@ pub fn train_on(
                 total: total_steps,
                 loss: loss_value,
             });
+        }
+        if eval_point {
+            // Test, checkpoint and analyse the average x, with batch-norm statistics of x.
+            opt.eval_mode()?;
+            if model.has_batch_norm() {
+                recompute_batch_norm(&model, &split.train, config.batch_size)?;
+                model.set_cumulative_batch_norm(false)?;
+            }
         }
         let (test_loss, test_accuracy) = evaluate_shared(&model, &split.test, collective.as_ref())?;
         if let (Some(s), false) = (scheduler.as_mut(), config.in_swa(epoch)) {

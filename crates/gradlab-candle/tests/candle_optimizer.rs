@@ -165,3 +165,40 @@ fn every_optimizer_runs_through_candle_and_resumes_exactly() {
     let err = opt.backward_step(&n.loss(&x, &y)).unwrap_err().to_string();
     assert!(err.contains("'unused'"), "{err}");
 }
+
+#[test]
+fn sam_and_lbfgs_step_a_candle_model_through_a_closure() {
+    let (x, y) = data();
+    // SAM with radius 0 is its base optimizer, whatever path it takes.
+    let (a, b) = (Net::new(), Net::new());
+    let mut sam = GradlabOptimizer::with_names(
+        a.named(),
+        &OptimizerConfig::new("sam(adam(lr=0.01), rho=0)"),
+    )
+    .unwrap();
+    let mut adam =
+        GradlabOptimizer::with_names(b.named(), &OptimizerConfig::new("adam(lr=0.01)")).unwrap();
+    assert!(sam.needs_closure() && !adam.needs_closure());
+    for _ in 0..5 {
+        let out = sam.step_with_loss(|| Ok(a.loss(&x, &y))).unwrap();
+        assert_eq!(out.evaluations, 2);
+        adam.backward_step(&b.loss(&x, &y)).unwrap();
+    }
+    assert_eq!(a.flat(), b.flat());
+    // A plain step of a closure optimizer is refused by name.
+    let err = sam.backward_step(&a.loss(&x, &y)).unwrap_err().to_string();
+    assert!(err.contains("step_with_closure"), "{err}");
+    // L-BFGS with a line search lowers the loss far more than one gradient step.
+    let net = Net::new();
+    let start = net.loss(&x, &y).to_scalar::<f32>().unwrap();
+    let mut lbfgs = GradlabOptimizer::with_names(
+        net.named(),
+        &OptimizerConfig::new("lbfgs(max_iter=20, line_search_fn=strong_wolfe)"),
+    )
+    .unwrap();
+    let out = lbfgs.step_with_loss(|| Ok(net.loss(&x, &y))).unwrap();
+    assert_eq!(out.loss as f32, start);
+    assert!(out.evaluations > 5, "{}", out.evaluations);
+    let end = net.loss(&x, &y).to_scalar::<f32>().unwrap();
+    assert!(end < 0.5 * start, "{start} -> {end}");
+}

@@ -422,3 +422,77 @@ fn a_run_that_keeps_skipping_steps_stops_with_the_count() {
     train::train(&ok, None, |_| {}).unwrap();
     std::fs::remove_dir_all(out).unwrap();
 }
+
+#[test]
+fn closure_optimizers_train_resume_exactly_and_report_their_passes() {
+    for (name, spec, passes) in [
+        ("sam", "sam(sgd(lr=0.05, momentum=0.9), rho=0.05)", Some(2)),
+        ("lbfgs", "lbfgs(lr=0.2, max_iter=3, history_size=4)", None),
+    ] {
+        let config = |out: &Path, epochs| {
+            let mut c = small(out, epochs);
+            c.optimizer = spec.into();
+            c.grad_noise = None;
+            c.schedule = None;
+            c
+        };
+        let (a, b) = (scratch(&format!("{name}-a")), scratch(&format!("{name}-b")));
+        let full = train::train(&config(&a, 2), None, |_| {}).unwrap();
+        train::train(&config(&b, 1), None, |_| {}).unwrap();
+        train::train(&config(&b, 2), Some(&b), |_| {}).unwrap();
+        assert_eq!(metrics(&a), metrics(&b), "{spec}: 1 epoch + resume differs");
+        let steps: Vec<Value> = metrics(&a)
+            .into_iter()
+            .filter(|v| v["kind"] == "step")
+            .collect();
+        for line in &steps {
+            let evaluations = line["evaluations"].as_u64().unwrap();
+            match passes {
+                Some(n) => assert_eq!(evaluations, n, "{spec}"),
+                None => assert!((1..=4).contains(&evaluations), "{spec}: {evaluations}"),
+            }
+        }
+        // Training still learns: the loss of the last steps is below the first.
+        let loss = |v: &Value| v["loss"].as_f64().unwrap();
+        assert!(loss(&steps[steps.len() - 1]) < loss(&steps[0]), "{spec}");
+        assert!(full.json["test_accuracy"].as_f64().unwrap() > 0.3, "{spec}");
+        // Two evaluations per step cannot be shared with gradient noise.
+        let mut noisy = config(&a, 1);
+        noisy.grad_noise = Some(0.01);
+        noisy.overwrite = true;
+        let err = train::train(&noisy, None, |_| {}).unwrap_err().to_string();
+        assert!(err.contains("--grad-noise"), "{err}");
+        for d in [a, b] {
+            std::fs::remove_dir_all(d).unwrap();
+        }
+    }
+}
+
+#[test]
+fn schedule_free_is_tested_and_saved_at_its_average_and_resumes_exactly() {
+    let config = |out: &Path, epochs| {
+        let mut c = small(out, epochs);
+        c.optimizer = "sgd_schedulefree(lr=0.5, warmup_steps=5)".into();
+        c.schedule = None;
+        c
+    };
+    let (a, b) = (scratch("sf-a"), scratch("sf-b"));
+    let full = train::train(&config(&a, 2), None, |_| {}).unwrap();
+    train::train(&config(&b, 1), None, |_| {}).unwrap();
+    train::train(&config(&b, 2), Some(&b), |_| {}).unwrap();
+    assert_eq!(metrics(&a), metrics(&b), "1 epoch + resume differs");
+    assert_eq!(
+        std::fs::read(a.join("checkpoint/model.safetensors")).unwrap(),
+        std::fs::read(b.join("checkpoint/model.safetensors")).unwrap()
+    );
+    assert!(full.json["test_accuracy"].as_f64().unwrap() > 0.5);
+    // The checkpoint holds x (the optimizer's state says so), not the training point y.
+    let state = std::fs::read_to_string(a.join("checkpoint/state.json")).unwrap();
+    assert!(state.contains("sgd_schedulefree"), "{state}");
+    let opt = gradlab::optim::StateDict::<f32>::load(&a.join("checkpoint/optimizer.safetensors"))
+        .unwrap();
+    assert_eq!(opt.meta.extra["eval_mode"], 1.0);
+    for d in [a, b] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}

@@ -13,6 +13,7 @@ pub mod dist;
 pub mod error;
 pub mod io;
 pub mod landscape;
+pub mod matmul;
 pub mod memory;
 pub mod optim;
 pub mod pool;

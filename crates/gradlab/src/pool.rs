@@ -229,6 +229,32 @@ pub fn current_threads() -> usize {
     }
 }
 
+/// A raw pointer that tasks on the pool may share (each writes a disjoint part).
+struct SharedMut<T>(*mut T);
+// SAFETY: only used by `for_each_chunk`, whose tasks write disjoint chunks.
+unsafe impl<T: Send> Sync for SharedMut<T> {}
+
+/// Splits `out` into consecutive chunks of `chunk` values and runs `f(index, chunk)` for each
+/// on gradlab's pool. The split does not depend on the thread count.
+pub fn for_each_chunk<T: Send>(out: &mut [T], chunk: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+    if out.is_empty() {
+        return;
+    }
+    let chunk = chunk.max(1);
+    let count = out.len().div_ceil(chunk);
+    let len = out.len();
+    let base = SharedMut(out.as_mut_ptr());
+    let base = &base;
+    run(count, &|i| {
+        let start = i * chunk;
+        let n = chunk.min(len - start);
+        // SAFETY: task i alone touches `out[start..start + n]`, inside `out` (start < len),
+        // and `out` is borrowed mutably for the whole of `run`, which waits for every task.
+        let part = unsafe { std::slice::from_raw_parts_mut(base.0.add(start), n) };
+        f(i, part);
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -160,8 +160,10 @@ fn every_optimizer_sharded_equals_one_process() {
         ..Options::default()
     };
     let plain = Options::default();
+    // Muon needs whole matrices and refuses to be sharded (tests/muon.rs).
     let cases: Vec<(&str, &Options)> = SPECS
         .iter()
+        .filter(|s| !s.starts_with("muon"))
         .map(|s| (*s, &clipped))
         .chain([
             ("lamb(lr=0.01)", &plain),

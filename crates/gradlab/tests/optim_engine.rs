@@ -596,3 +596,27 @@ fn the_one_pass_norm_equals_the_separate_pass_norm() {
         }
     }
 }
+
+#[test]
+fn scalar_state_survives_a_file_bit_for_bit() {
+    // serde_json's default float parser can be one ulp off; state scalars must not be.
+    let layout = small_layout();
+    let opt = build::<f64>("adam(lr=0.01)", &layout, Options::default());
+    let mut state = opt.state_dict();
+    let mut rng = Rng(11);
+    let values: Vec<f64> = (0..2000)
+        .map(|i| rng.symmetric() * 10f64.powi(i % 40 - 20))
+        .chain([7650550.9955842905, 1.0 / 3.0, f64::MIN_POSITIVE, 5e-324])
+        .collect();
+    for (i, v) in values.iter().enumerate() {
+        state.meta.extra.insert(format!("x{i}"), *v);
+    }
+    let back = StateDict::<f64>::from_bytes(&state.to_bytes().unwrap()).unwrap();
+    for (i, v) in values.iter().enumerate() {
+        assert_eq!(
+            back.meta.extra[&format!("x{i}")].to_bits(),
+            v.to_bits(),
+            "{v}"
+        );
+    }
+}

@@ -41,7 +41,9 @@ fn unknown_names_and_keys_list_the_valid_ones() {
     let e = error_of("lookahead(adam(lr=0.1, foo=1))");
     assert!(e.contains("unknown key 'foo'"), "{e}");
     let e = error_of("lookahead(k=3)");
-    assert!(e.contains("inner optimizer"), "{e}");
+    assert!(e.contains("the optimizer it wraps"), "{e}");
+    let e = error_of("sam(rho=0.1)");
+    assert!(e.contains("the optimizer it wraps"), "{e}");
     let e = error_of("sgd(0.1)");
     assert!(e.contains("positional"), "{e}");
 }
@@ -102,17 +104,17 @@ fn syntax_errors_name_the_column() {
 #[test]
 fn canonical_specs_of_every_optimizer_rebuild_the_same_optimizer() {
     for name in OPTIMIZERS {
-        let text = if *name == "lookahead" {
-            "lookahead(adam)".to_string()
-        } else {
-            name.to_string()
+        let text = match *name {
+            "lookahead" | "sam" => format!("{name}(adam)"),
+            _ => name.to_string(),
         };
-        let opt =
-            optim::build::<f64>(&text, Layout::single("w", 3), &[], Options::default()).unwrap();
+        let layout = match *name {
+            "muon" => Layout::new([("w", vec![3, 1])]).unwrap(),
+            _ => Layout::single("w", 3),
+        };
+        let opt = optim::build::<f64>(&text, layout.clone(), &[], Options::default()).unwrap();
         let canonical = opt.spec().to_string();
-        let again =
-            optim::build::<f64>(&canonical, Layout::single("w", 3), &[], Options::default())
-                .unwrap();
+        let again = optim::build::<f64>(&canonical, layout, &[], Options::default()).unwrap();
         assert_eq!(again.spec().to_string(), canonical);
         assert_eq!(opt.name(), *name);
     }

@@ -53,7 +53,9 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Layout, Result, Tensor};
 
 /// The float types the ops compute in.
-pub(crate) trait Float: candle_core::WithDType + num_traits::Float + Default {
+pub(crate) trait Float:
+    candle_core::WithDType + num_traits::Float + Default + gradlab::matmul::Scalar
+{
     /// Wraps a vector as candle storage.
     fn storage(v: Vec<Self>) -> CpuStorage;
     /// The contiguous values of a storage of this type.
@@ -142,35 +144,7 @@ pub fn second_order_enabled() -> bool {
     ENABLED.with(|e| *e)
 }
 
-/// A raw pointer that tasks on the pool may share (each writes a disjoint part).
-struct SharedMut<T>(*mut T);
-// SAFETY: only used by `for_each_chunk`, whose tasks write disjoint chunks.
-unsafe impl<T: Send> Sync for SharedMut<T> {}
-
-/// Splits `out` into consecutive chunks of `chunk` values and runs `f(index, chunk)` for each
-/// on gradlab's pool. The split does not depend on the thread count.
-pub(crate) fn for_each_chunk<T: Send>(
-    out: &mut [T],
-    chunk: usize,
-    f: impl Fn(usize, &mut [T]) + Sync,
-) {
-    if out.is_empty() {
-        return;
-    }
-    let chunk = chunk.max(1);
-    let count = out.len().div_ceil(chunk);
-    let len = out.len();
-    let base = SharedMut(out.as_mut_ptr());
-    let base = &base;
-    gradlab::pool::run(count, &|i| {
-        let start = i * chunk;
-        let n = chunk.min(len - start);
-        // SAFETY: task i alone touches `out[start..start + n]`, inside `out` (start < len),
-        // and `out` is borrowed mutably for the whole of `run`, which waits for every task.
-        let part = unsafe { std::slice::from_raw_parts_mut(base.0.add(start), n) };
-        f(i, part);
-    });
-}
+pub(crate) use gradlab::pool::for_each_chunk;
 
 /// `tensor` made contiguous (a no-op when it already is).
 pub(crate) fn dense(t: &Tensor) -> Result<Tensor> {

@@ -12,6 +12,9 @@ use crate::spec::{Args, Spec, Value};
 use crate::{Error, Real, Result};
 use std::collections::BTreeMap;
 
+/// The state scalar that records whether the parameters hold the evaluation point.
+const EVAL_MODE: &str = "eval_mode";
+
 /// Blocks of [`LANES`] squares summed in the gradients' type before going into the f64 lanes.
 const SQUARE_GROUP: usize = 64;
 
@@ -35,6 +38,8 @@ pub struct Engine<T: Real, R: Rule> {
     param_ptrs: Vec<(usize, usize)>,
     step: u64,
     sync: Option<ShardSync>,
+    /// Whether the parameters hold the evaluation point ([`Rule::EVAL_POINT`] rules).
+    eval: bool,
 }
 
 /// A sharded engine's link to the other ranks: the whole-model index of each local segment
@@ -169,6 +174,7 @@ impl<T: Real, R: Rule> Engine<T, R> {
             layout,
             step: 0,
             sync,
+            eval: false,
         }
     }
 
@@ -243,6 +249,49 @@ impl<T: Real, R: Rule> Engine<T, R> {
             }
             None => self.slots[slot][range].copy_from_slice(values),
         }
+    }
+
+    /// Moves the parameters to the evaluation point or back (see [`Rule::swap_point`]).
+    fn swap_point(&mut self, params: &mut dyn ParamAccess<T>, to_eval: bool) -> Result<()> {
+        if !R::EVAL_POINT || self.eval == to_eval {
+            return Ok(());
+        }
+        if params.count() != self.layout.segments().len() {
+            return Err(Error::Layout(format!(
+                "{}: expected {} parameter tensors, got {}",
+                self.name(),
+                self.layout.segments().len(),
+                params.count()
+            )));
+        }
+        for (i, seg) in self.layout.segments().iter().enumerate() {
+            if self.scalars[i][0] == 0.0 {
+                continue; // no step yet: both points are the initial weights
+            }
+            let range = seg.offset..seg.offset + seg.len;
+            let slots: Vec<Vec<T>> = (0..self.slot_names.len())
+                .map(|k| self.slot_values(k, range.clone()))
+                .collect();
+            let cfg = &self.configs[self.seg_group[i]];
+            let mut wrong_len = None;
+            params.update(i, &mut |p: &mut [T]| {
+                if p.len() == seg.len {
+                    R::swap_point(cfg, p, &slots, to_eval);
+                } else {
+                    wrong_len = Some(p.len());
+                }
+            })?;
+            if let Some(len) = wrong_len {
+                return Err(Error::Layout(format!(
+                    "{}: tensor '{}' has {len} elements, expected {}",
+                    self.name(),
+                    seg.name,
+                    seg.len
+                )));
+            }
+        }
+        self.eval = to_eval;
+        Ok(())
     }
 
     /// The spec of one group, with `state_dtype` when it is not the default.
@@ -645,6 +694,12 @@ impl<T: Real, R: Rule> Optimizer<T> for Engine<T, R> {
         if let Some(reason) = &self.failed {
             return Err(state_error(None, reason.clone()));
         }
+        if self.eval {
+            return Err(Error::Layout(format!(
+                "{}: the parameters hold the evaluation point (eval_mode); call train_mode before the next step",
+                self.name()
+            )));
+        }
         // One pass over the gradients when nothing must be known before the update: they
         // are checked chunk by chunk while they are in the cache (see `pass`), tensor by
         // tensor when they are lent one at a time.
@@ -826,10 +881,26 @@ impl<T: Real, R: Rule> Optimizer<T> for Engine<T, R> {
                 groups: self.group_specs().iter().map(|s| s.to_string()).collect(),
                 step: self.step,
                 scalars,
-                extra: BTreeMap::new(),
+                extra: if R::EVAL_POINT {
+                    BTreeMap::from([(EVAL_MODE.to_string(), if self.eval { 1.0 } else { 0.0 })])
+                } else {
+                    BTreeMap::new()
+                },
             },
             tensors,
         }
+    }
+
+    fn has_eval_point(&self) -> bool {
+        R::EVAL_POINT
+    }
+
+    fn eval_mode(&mut self, params: &mut dyn ParamAccess<T>) -> Result<()> {
+        self.swap_point(params, true)
+    }
+
+    fn train_mode(&mut self, params: &mut dyn ParamAccess<T>) -> Result<()> {
+        self.swap_point(params, false)
     }
 
     fn load_state_dict(&mut self, state: &StateDict<T>) -> Result<()> {
@@ -911,6 +982,16 @@ impl<T: Real, R: Rule> Optimizer<T> for Engine<T, R> {
                 format!("scalars for unknown tensor '{extra}'"),
             ));
         }
+        let eval = match meta.extra.get(EVAL_MODE) {
+            None => false,
+            Some(v) if *v == 0.0 || *v == 1.0 => R::EVAL_POINT && *v == 1.0,
+            Some(v) => {
+                return Err(state_error(
+                    None,
+                    format!("scalar '{EVAL_MODE}' is {v}; it must be 0 (train) or 1 (eval)"),
+                ))
+            }
+        };
         let configs = meta
             .groups
             .iter()
@@ -932,6 +1013,7 @@ impl<T: Real, R: Rule> Optimizer<T> for Engine<T, R> {
         self.configs = configs;
         self.step = meta.step;
         self.failed = None;
+        self.eval = eval;
         Ok(())
     }
 }

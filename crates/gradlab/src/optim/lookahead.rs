@@ -9,8 +9,11 @@
 //! (non-finite gradients) do not count towards k.
 
 use super::state::{state_error, StateDict};
-use super::{build_from_spec, Layout, Optimizer, Options, ParamAccess, ParamGroup, StepOutcome};
-use crate::spec::{Args, Spec, Value};
+use super::{
+    build_from_spec, Closure, ClosureOutcome, Layout, Optimizer, Options, ParamAccess, ParamGroup,
+    StepOutcome,
+};
+use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
 /// Lookahead around any optimizer.
@@ -45,19 +48,7 @@ impl<T: Real> Lookahead<T> {
         options: Options,
     ) -> Result<Self> {
         let args = Args::new(spec, 1);
-        let inner_spec = match args.positional(0) {
-            Some(Value::Spec(s)) => s.clone(),
-            Some(Value::Word(w)) => Spec::new(w.clone()),
-            Some(other) => {
-                return Err(args.invalid("(inner)", format!("the first argument must be an optimizer spec, got {other}")))
-            }
-            None => {
-                return Err(args.invalid(
-                    "(inner)",
-                    "lookahead needs the inner optimizer as first argument, e.g. lookahead(adam(lr=0.001), k=5)",
-                ))
-            }
-        };
+        let inner_spec = super::wrapped_spec(&args, "lookahead(adam(lr=0.001), k=5)")?;
         if inner_spec.name == "lookahead" {
             return Err(args.invalid("(inner)", "lookahead cannot wrap another lookahead"));
         }
@@ -69,6 +60,41 @@ impl<T: Real> Lookahead<T> {
         args.finish()?;
         let inner = build_from_spec(&inner_spec, layout, groups, options)?;
         Ok(Self::new(inner, k, alpha))
+    }
+
+    /// Copies the starting point into the slow weights before the first step.
+    fn start(&mut self, params: &mut dyn ParamAccess<T>) -> Result<()> {
+        if self.initialized || params.count() != self.layout().segments().len() {
+            return Ok(());
+        }
+        let Lookahead {
+            inner,
+            slow: all_slow,
+            ..
+        } = self;
+        for (i, seg) in inner.layout().segments().iter().enumerate() {
+            let slow = &mut all_slow[seg.offset..seg.offset + seg.len];
+            params.read(i, &mut |p: &[T]| {
+                if p.len() == slow.len() {
+                    slow.copy_from_slice(p);
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Counts a step the inner optimizer took and synchronises every k of them.
+    fn after(&mut self, outcome: StepOutcome, params: &mut dyn ParamAccess<T>) -> Result<()> {
+        if outcome.skipped {
+            return Ok(());
+        }
+        self.initialized = true;
+        self.counter += 1;
+        if self.counter >= self.k {
+            self.counter = 0;
+            self.sync(params)?;
+        }
+        Ok(())
     }
 
     fn sync(&mut self, params: &mut dyn ParamAccess<T>) -> Result<()> {
@@ -136,32 +162,35 @@ impl<T: Real> Optimizer<T> for Lookahead<T> {
         grads: &[&[T]],
         params: &mut dyn ParamAccess<T>,
     ) -> Result<StepOutcome> {
-        if !self.initialized && params.count() == self.layout().segments().len() {
-            let Lookahead {
-                inner,
-                slow: all_slow,
-                ..
-            } = self;
-            for (i, seg) in inner.layout().segments().iter().enumerate() {
-                let slow = &mut all_slow[seg.offset..seg.offset + seg.len];
-                params.read(i, &mut |p: &[T]| {
-                    if p.len() == slow.len() {
-                        slow.copy_from_slice(p);
-                    }
-                })?;
-            }
-        }
+        self.start(params)?;
         let outcome = self.inner.step_with(grads, params)?;
-        if outcome.skipped {
-            return Ok(outcome);
-        }
-        self.initialized = true;
-        self.counter += 1;
-        if self.counter >= self.k {
-            self.counter = 0;
-            self.sync(params)?;
-        }
+        self.after(outcome, params)?;
         Ok(outcome)
+    }
+
+    fn needs_closure(&self) -> bool {
+        self.inner.needs_closure()
+    }
+
+    fn step_with_closure(
+        &mut self,
+        params: &mut dyn ParamAccess<T>,
+        closure: &mut Closure<'_, T>,
+    ) -> Result<ClosureOutcome> {
+        self.start(params)?;
+        let outcome = self.inner.step_with_closure(params, closure)?;
+        self.after(outcome.step, params)?;
+        Ok(outcome)
+    }
+
+    fn has_eval_point(&self) -> bool {
+        self.inner.has_eval_point()
+    }
+    fn eval_mode(&mut self, params: &mut dyn ParamAccess<T>) -> Result<()> {
+        self.inner.eval_mode(params)
+    }
+    fn train_mode(&mut self, params: &mut dyn ParamAccess<T>) -> Result<()> {
+        self.inner.train_mode(params)
     }
 
     /// The inner optimizer's, plus the synchronisation (slow and fast weights read and
@@ -199,16 +228,21 @@ impl<T: Real> Optimizer<T> for Lookahead<T> {
     }
 
     fn load_state_dict(&mut self, state: &StateDict<T>) -> Result<()> {
-        let expected = format!("lookahead({})", self.inner.name());
-        if state.meta.optimizer != expected {
+        let Some(inner_name) = state
+            .meta
+            .optimizer
+            .strip_prefix("lookahead(")
+            .and_then(|rest| rest.strip_suffix(')'))
+        else {
             return Err(state_error(
                 None,
                 format!(
-                    "was saved by optimizer '{}', cannot load into '{expected}'",
-                    state.meta.optimizer
+                    "was saved by optimizer '{}', cannot load into 'lookahead({})'",
+                    state.meta.optimizer,
+                    self.inner.name()
                 ),
             ));
-        }
+        };
         let get = |k: &str| {
             state
                 .meta
@@ -220,7 +254,7 @@ impl<T: Real> Optimizer<T> for Lookahead<T> {
         let counter = get("lookahead_counter")?;
         let initialized = get("lookahead_initialized")? != 0.0;
         let mut inner = state.clone();
-        inner.meta.optimizer = self.inner.name().to_string();
+        inner.meta.optimizer = inner_name.to_string();
         for k in [
             "lookahead_counter",
             "lookahead_initialized",

@@ -37,6 +37,10 @@
 //! | `ademamix` | Adam plus a slow momentum | pytorch-optimizer `AdEMAMix` |
 //! | `rprop` | sign steps with per-element adaptive sizes | PyTorch `Rprop` |
 //! | `asgd` | SGD with a decaying step and Polyak averaging | PyTorch `ASGD` |
+//! | `sgd_schedulefree`, `adamw_schedulefree` | no schedule: train at y, evaluate the average x | `schedulefree` 1.4.1 |
+//! | `muon` | orthogonalised (Newton–Schulz) momentum for 2-D weights, a fallback for the rest | PyTorch `Muon` |
+//! | `lbfgs` | quasi-Newton with a limited memory, optional strong-Wolfe line search | PyTorch `LBFGS` |
+//! | `sam(BASE)` | BASE stepped with the gradient at the sharpest nearby point | pytorch-optimizer `SAM` |
 
 // Kernels spell each update as `x = x + ...`, the order PyTorch evaluates it in.
 #![allow(clippy::assign_op_pattern)]
@@ -54,14 +58,18 @@ pub mod engine;
 pub mod lamb;
 pub mod lars;
 pub mod layout;
+pub mod lbfgs;
 pub mod lion;
 pub mod lookahead;
+pub mod muon;
 pub mod nadam;
 pub mod plan;
 pub mod radam;
 pub mod rmsprop;
 pub mod rprop;
 pub mod rule;
+pub mod sam;
+pub mod schedule_free;
 pub mod sgd;
 pub(crate) mod simd;
 pub mod state;
@@ -96,6 +104,11 @@ pub const OPTIMIZERS: &[&str] = &[
     "ademamix",
     "rprop",
     "asgd",
+    "sam",
+    "lbfgs",
+    "sgd_schedulefree",
+    "adamw_schedulefree",
+    "muon",
 ];
 
 /// What to do with a step whose gradients hold NaN or infinity.
@@ -222,6 +235,33 @@ impl<T> ParamAccess<T> for &mut [&mut [T]] {
     }
 }
 
+/// The loss and its gradient at the parameters as they stand now, for optimizers that need
+/// more than one gradient per step (SAM, L-BFGS; PyTorch's `closure`). It reads the
+/// parameters through the [`ParamAccess`] it is given (or from wherever the caller keeps the
+/// tensors the access writes to), writes each tensor's gradient into the buffer of the same
+/// index (layout order; each is exactly as long as its tensor) and returns the loss.
+pub type Closure<'a, T> = dyn FnMut(&mut dyn ParamAccess<T>, &mut [Vec<T>]) -> Result<f64> + 'a;
+
+/// What a step with a [`Closure`] did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClosureOutcome {
+    /// The loss at the parameters the step started from (the closure's first result).
+    pub loss: f64,
+    /// How many times the step called the closure (forward and backward passes).
+    pub evaluations: u32,
+    /// The last update's gradient report.
+    pub step: StepOutcome,
+}
+
+/// Gradient buffers shaped as a layout's tensors, for closures to write into.
+pub fn gradient_buffers<T: Real>(layout: &Layout) -> Vec<Vec<T>> {
+    layout
+        .segments()
+        .iter()
+        .map(|s| vec![T::ZERO; s.len])
+        .collect()
+}
+
 /// An optimizer over a fixed [`Layout`] of named tensors.
 pub trait Optimizer<T: Real>: Send {
     /// Spec name (`adam`, `lookahead`, ...).
@@ -256,6 +296,51 @@ pub trait Optimizer<T: Real>: Send {
     fn step(&mut self, mut params: &mut [&mut [T]], grads: &[&[T]]) -> Result<StepOutcome> {
         self.step_with(grads, &mut params)
     }
+    /// Whether a step needs a [`Closure`] (more than one gradient per step): such optimizers
+    /// refuse [`Optimizer::step_with`] and are stepped with [`Optimizer::step_with_closure`].
+    fn needs_closure(&self) -> bool {
+        false
+    }
+
+    /// One step that evaluates the loss and gradient itself, as often as the method needs
+    /// (PyTorch's `optimizer.step(closure)`). Optimizers that need one gradient call the
+    /// closure once and step with its gradient.
+    fn step_with_closure(
+        &mut self,
+        params: &mut dyn ParamAccess<T>,
+        closure: &mut Closure<'_, T>,
+    ) -> Result<ClosureOutcome> {
+        let mut grads = gradient_buffers::<T>(self.layout());
+        let loss = closure(params, &mut grads)?;
+        let views: Vec<&[T]> = grads.iter().map(Vec::as_slice).collect();
+        let step = self.step_with(&views, params)?;
+        Ok(ClosureOutcome {
+            loss,
+            evaluations: 1,
+            step,
+        })
+    }
+
+    /// Whether the model is evaluated at another point than where gradients are taken
+    /// (schedule-free), so that [`Optimizer::eval_mode`] changes the parameters.
+    fn has_eval_point(&self) -> bool {
+        false
+    }
+
+    /// Puts into the parameters the point at which the model is to be evaluated (tested,
+    /// checkpointed, analysed), for optimizers whose gradient point differs from it
+    /// (schedule-free: x instead of y; PyTorch's `optimizer.eval()`). Nothing for the others.
+    /// Idempotent; [`Optimizer::train_mode`] undoes it.
+    fn eval_mode(&mut self, _params: &mut dyn ParamAccess<T>) -> Result<()> {
+        Ok(())
+    }
+
+    /// Puts the gradient point back into the parameters (`optimizer.train()`); steps are
+    /// refused in eval mode. Idempotent.
+    fn train_mode(&mut self, _params: &mut dyn ParamAccess<T>) -> Result<()> {
+        Ok(())
+    }
+
     /// Bytes per parameter the step must move (see `Rule::traffic`), for benchmarks.
     fn bytes_per_param(&self) -> f64;
     /// Per-tensor scalar state (`step`, SWATS's `switched_at` and `sgd_lr`, ...).
@@ -302,10 +387,18 @@ pub trait Optimizer<T: Real>: Send {
 /// the same optimizer (`adamw(lr=1e-3)`, `adamw(lr=0.001, betas=(0.9, 0.999))`) give the same
 /// string. An invalid spec is its error.
 pub fn canonical_spec(spec: &str) -> Result<String> {
-    let layout = Layout::new([("p", vec![1])])?;
-    Ok(build::<f64>(spec, layout, &[], Options::default())?
-        .spec()
-        .to_string())
+    let parsed = crate::spec::parse(spec)?;
+    // A matrix (Muon needs one), and a vector when Muon has a fallback to check.
+    let mut tensors = vec![("w", vec![1, 1])];
+    if parsed.name == "muon" && parsed.get("fallback").is_some() {
+        tensors.push(("b", vec![1]));
+    }
+    let layout = Layout::new(tensors)?;
+    Ok(
+        build_from_spec::<f64>(&parsed, layout, &[], Options::default())?
+            .spec()
+            .to_string(),
+    )
 }
 
 /// Builds an optimizer from a spec string such as `"adamw(lr=1e-3, weight_decay=0.05)"`.
@@ -353,7 +446,19 @@ pub fn build_from_spec<T: Real>(
         "ademamix" => engine::<T, ademamix::Ademamix>(spec, layout, groups, options),
         "rprop" => engine::<T, rprop::Rprop>(spec, layout, groups, options),
         "asgd" => engine::<T, asgd::Asgd>(spec, layout, groups, options),
+        "sgd_schedulefree" | "adamw_schedulefree" => {
+            engine::<T, schedule_free::ScheduleFree>(spec, layout, groups, options)
+        }
         "lookahead" => Ok(Box::new(lookahead::Lookahead::from_spec(
+            spec, layout, groups, options,
+        )?)),
+        "sam" => Ok(Box::new(sam::Sam::from_spec(
+            spec, layout, groups, options,
+        )?)),
+        "muon" => Ok(Box::new(muon::Muon::from_spec(
+            spec, layout, groups, options,
+        )?)),
+        "lbfgs" => Ok(Box::new(lbfgs::Lbfgs::from_spec(
             spec, layout, groups, options,
         )?)),
         other => Err(Error::UnknownName {
@@ -362,6 +467,24 @@ pub fn build_from_spec<T: Real>(
             spec: spec.to_string(),
             known: OPTIMIZERS.join(", "),
         }),
+    }
+}
+
+/// The optimizer a wrapper (`lookahead`, `sam`) takes as its first argument; `example`
+/// shows the form in the error when it is missing.
+pub(crate) fn wrapped_spec(args: &crate::spec::Args, example: &str) -> Result<Spec> {
+    let wrapper = args.spec().name.clone();
+    match args.positional(0) {
+        Some(Value::Spec(s)) => Ok(s.clone()),
+        Some(Value::Word(w)) => Ok(Spec::new(w.clone())),
+        Some(other) => Err(args.invalid(
+            "(inner)",
+            format!("the first argument must be an optimizer spec, got {other}"),
+        )),
+        None => Err(args.invalid(
+            "(inner)",
+            format!("{wrapper} needs the optimizer it wraps as first argument, e.g. {example}"),
+        )),
     }
 }
 

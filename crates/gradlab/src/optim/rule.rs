@@ -142,6 +142,11 @@ pub trait Rule: Sized + Send + Sync + 'static {
     /// by running the same loop as [`Rule::kernel`] over [`Buffer`]s of another storage.
     const COMPACT_STATE: bool = false;
 
+    /// Whether the point where the model is evaluated differs from the one where gradients
+    /// are taken (schedule-free): the engine then moves the parameters between them with
+    /// [`Rule::swap_point`] on `eval_mode` / `train_mode`.
+    const EVAL_POINT: bool = false;
+
     /// Reads and validates the hyperparameters.
     fn parse(args: &Args) -> Result<Self::Config>;
     /// The canonical spec with every hyperparameter.
@@ -214,6 +219,10 @@ pub trait Rule: Sized + Send + Sync + 'static {
     ) -> Sums {
         unreachable!("{} has no direct bfloat16 kernel", Self::NAME)
     }
+    /// Moves one tensor's parameters to its evaluation point (`to_eval`) or back to the
+    /// gradient point, given its element buffers (only called when [`Rule::EVAL_POINT`],
+    /// and only for tensors that have taken a step).
+    fn swap_point<T: Real>(_cfg: &Self::Config, _p: &mut [T], _slots: &[Vec<T>], _to_eval: bool) {}
     /// Consumes the update pass's sums (e.g. SWATS's switch test).
     fn end(_cfg: &Self::Config, _s: &mut Scalars, _c: &Self::Coef, _sums: Sums) {}
 }

@@ -143,6 +143,20 @@ impl<'a> Args<'a> {
         }
     }
 
+    /// An optimizer or schedule spec such as `fallback=adamw(lr=3e-4)` (a bare name is a spec
+    /// without arguments), if given.
+    pub fn spec_value(&self, key: &'static str) -> Result<Option<Spec>, Error> {
+        match self.raw(key) {
+            None => Ok(None),
+            Some(Value::Spec(s)) => Ok(Some(s.clone())),
+            Some(Value::Word(w)) => Ok(Some(Spec::new(w.clone()))),
+            Some(v) => Err(self.invalid(
+                key,
+                format!("must be a spec such as adamw(lr=3e-4), got {v}"),
+            )),
+        }
+    }
+
     /// A list of whole numbers such as `milestones=[30, 80]`.
     pub fn counts(&self, key: &'static str) -> Result<Option<Vec<u64>>, Error> {
         match self.raw(key) {

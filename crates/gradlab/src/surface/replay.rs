@@ -1,7 +1,7 @@
 //! Running optimizers on a surface: the trajectory the `gradlab surface` command prints.
 
 use super::Surface;
-use crate::optim::{build_from_spec, Layout, Optimizer, Options};
+use crate::optim::{build_from_spec, Layout, Optimizer, Options, ParamAccess};
 use crate::schedule::Scheduler;
 use crate::spec::Spec;
 use crate::Result;
@@ -23,8 +23,15 @@ pub struct Row {
 }
 
 /// Builds an optimizer over the surface's two coordinates, held as one tensor `xy`.
+/// Muon, which updates matrices only, sees the point as a 2×1 matrix (a column), as the
+/// shared references do.
 pub fn optimizer_for_surface(spec: &Spec, options: Options) -> Result<Box<dyn Optimizer<f64>>> {
-    build_from_spec(spec, Layout::new([("xy", vec![2])])?, &[], options)
+    let shape = if spec.name == "muon" {
+        vec![2, 1]
+    } else {
+        vec![2]
+    };
+    build_from_spec(spec, Layout::new([("xy", shape)])?, &[], options)
 }
 
 /// A trajectory, and why it stopped early if it did (a diverging optimizer reaches a
@@ -66,16 +73,48 @@ where
             break;
         }
         rows.last_mut().expect("row 0 exists").lr = opt.lr(0);
-        let g = surface.gradient(xy[0], xy[1]);
-        if let Err(e) = opt.step(&mut [&mut xy], &[&g]) {
-            stopped = Some(e);
-            break;
+        let shown = step_once(surface, opt, &mut xy);
+        match shown {
+            Ok(shown) => rows.push(row(shown, k)),
+            Err(e) => {
+                stopped = Some(e);
+                break;
+            }
         }
-        rows.push(row(xy, k));
     }
     let last_lr = opt.lr(0);
     rows.last_mut().expect("row 0 exists").lr = last_lr;
     Trajectory { rows, stopped }
+}
+
+/// One step at `xy` (with a closure for the optimizers that evaluate the surface more than
+/// once per step); returns the point to show: the optimizer's evaluation point (schedule-free:
+/// x, while `xy` keeps the gradient point y).
+fn step_once(
+    surface: Surface,
+    opt: &mut dyn Optimizer<f64>,
+    xy: &mut [f64; 2],
+) -> Result<[f64; 2]> {
+    let mut held: [&mut [f64]; 1] = [xy];
+    let mut params: &mut [&mut [f64]] = &mut held;
+    if opt.needs_closure() {
+        let mut closure = |access: &mut dyn ParamAccess<f64>, grads: &mut [Vec<f64>]| {
+            let mut loss = f64::NAN;
+            access.read(0, &mut |p: &[f64]| {
+                grads[0].copy_from_slice(&surface.gradient(p[0], p[1]));
+                loss = surface.value(p[0], p[1]);
+            })?;
+            Ok(loss)
+        };
+        opt.step_with_closure(&mut params, &mut closure)?;
+    } else {
+        let g = surface.gradient(params[0][0], params[0][1]);
+        opt.step_with(&[&g], &mut params)?;
+    }
+    opt.eval_mode(&mut params)?;
+    let shown = [params[0][0], params[0][1]];
+    opt.train_mode(&mut params)?;
+    Ok(shown)
 }
 
 /// Runs `steps` steps with an optional schedule stepped after every optimizer step, as

@@ -37,6 +37,10 @@ pub const SPECS: &[&str] = &[
     "ademamix(lr=0.01, weight_decay=0.1, weight_decouple=true, fixed_decay=true)",
     "rprop(lr=0.01)",
     "asgd(lr=0.01, t0=5, weight_decay=0.01)",
+    "sgd_schedulefree(lr=0.05, weight_decay=0.01, warmup_steps=3)",
+    "adamw_schedulefree(lr=0.01, warmup_steps=2, weight_decay=0.01, r=0.5)",
+    "muon(lr=0.02, fallback=adamw(lr=0.01))",
+    "muon(lr=0.02, nesterov=false, ns_dtype=f32, adjust_lr_fn=match_rms_adamw, fallback=sgd(lr=0.01, momentum=0.9))",
 ];
 
 /// A small deterministic random generator (xorshift64*).

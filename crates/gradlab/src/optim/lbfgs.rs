@@ -1,0 +1,896 @@
+//! L-BFGS (Liu & Nocedal 1989; Nocedal & Wright, *Numerical Optimization*, Algorithms 7.4
+//! and 3.5/3.6), as `torch.optim.LBFGS`: every tensor of the layout is one flat vector, and
+//! each step calls the closure as often as its inner iterations and line search need.
+//!
+//! ```text
+//! repeat up to max_iter times (while evaluations < max_eval):
+//!   y = g − g_prev,  s = t·d;  if y·s > 1e-10: remember (y, s, ρ = 1/(y·s)), H₀ = y·s / y·y
+//!   d = −H g           (two-loop recursion over the last history_size pairs; −g at first)
+//!   t = lr             (min(1, 1/‖g‖₁)·lr at the very first iteration)
+//!   x ← x + t·d        (t from a strong-Wolfe line search with line_search_fn=strong_wolfe)
+//!   stop when max|g| ≤ tolerance_grad, max|t·d| ≤ tolerance_change or |Δloss| < tolerance_change
+//! ```
+//! The memory, direction, step length and counters persist across steps, as in PyTorch.
+
+use super::state::{state_error, StateDict, StateMeta, STATE_VERSION};
+use super::{
+    gradient_buffers, Closure, ClosureOutcome, Layout, NonFinitePolicy, Optimizer, Options,
+    ParamAccess, ParamGroup, StepOutcome,
+};
+use crate::spec::{Args, Domain, Spec};
+use crate::{Error, Real, Result};
+use std::collections::{BTreeMap, VecDeque};
+
+/// Hyperparameters of `lbfgs` (torch.optim.LBFGS's names and defaults).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LbfgsConfig {
+    /// Step length (default 1).
+    pub lr: f64,
+    /// Iterations per step (default 20).
+    pub max_iter: u64,
+    /// Closure evaluations per step (default `max_iter * 5 / 4`).
+    pub max_eval: u64,
+    /// Stop when the largest gradient element is at most this (default 1e-7).
+    pub tolerance_grad: f64,
+    /// Stop when a move or the loss change is below this (default 1e-9).
+    pub tolerance_change: f64,
+    /// Curvature pairs remembered (default 100).
+    pub history_size: u64,
+    /// A strong-Wolfe line search instead of the fixed step `lr` (default false).
+    pub strong_wolfe: bool,
+}
+
+impl LbfgsConfig {
+    fn parse(args: &Args) -> Result<Self> {
+        let lr = args.number("lr", 1.0, Domain::POSITIVE)?;
+        let max_iter = args.count("max_iter", 20)?;
+        if max_iter == 0 {
+            return Err(args.invalid("max_iter", "must be at least 1"));
+        }
+        let max_eval = args.count("max_eval", max_iter * 5 / 4)?;
+        if max_eval == 0 {
+            return Err(args.invalid("max_eval", "must be at least 1"));
+        }
+        let history_size = args.count("history_size", 100)?;
+        if history_size == 0 {
+            return Err(args.invalid("history_size", "must be at least 1"));
+        }
+        Ok(LbfgsConfig {
+            lr,
+            max_iter,
+            max_eval,
+            tolerance_grad: args.number("tolerance_grad", 1e-7, Domain::NON_NEGATIVE)?,
+            tolerance_change: args.number("tolerance_change", 1e-9, Domain::NON_NEGATIVE)?,
+            history_size,
+            strong_wolfe: args.word("line_search_fn", "none", &["none", "strong_wolfe"])?
+                == "strong_wolfe",
+        })
+    }
+
+    fn to_spec(&self) -> Spec {
+        Spec::new("lbfgs")
+            .with("lr", self.lr)
+            .with("max_iter", self.max_iter as f64)
+            .with("max_eval", self.max_eval as f64)
+            .with("tolerance_grad", self.tolerance_grad)
+            .with("tolerance_change", self.tolerance_change)
+            .with("history_size", self.history_size as f64)
+            .with(
+                "line_search_fn",
+                crate::spec::Value::Word(
+                    if self.strong_wolfe {
+                        "strong_wolfe"
+                    } else {
+                        "none"
+                    }
+                    .into(),
+                ),
+            )
+    }
+}
+
+/// What persists between steps (PyTorch's `state` of the first parameter).
+#[derive(Debug, Clone, PartialEq)]
+struct Memory<T> {
+    func_evals: u64,
+    n_iter: u64,
+    /// Whether `d`, `t` and the previous gradient and loss exist (after the first iteration).
+    started: bool,
+    d: Vec<T>,
+    t: f64,
+    h_diag: f64,
+    prev_flat_grad: Vec<T>,
+    prev_loss: f64,
+    /// (y, s, ρ), oldest first.
+    pairs: VecDeque<(Vec<T>, Vec<T>, f64)>,
+}
+
+/// The flat vectors one step works with (kept to avoid allocating per step).
+struct Work<T> {
+    grads: Vec<Vec<T>>,
+    flat_grad: Vec<T>,
+    x_init: Vec<T>,
+    q: Vec<T>,
+    al: Vec<f64>,
+    /// The newest curvature pair, before it is known to have positive curvature.
+    y: Vec<T>,
+    s: Vec<T>,
+    /// The parameters where the step began (restored when it fails).
+    start: Vec<T>,
+    /// Line-search gradients: new, previous, and the bracket's two ends.
+    g_new: Vec<T>,
+    g_prev: Vec<T>,
+    bracket_g: [Vec<T>; 2],
+}
+
+/// L-BFGS over the whole layout.
+pub struct Lbfgs<T: Real> {
+    layout: Layout,
+    options: Options,
+    config: LbfgsConfig,
+    memory: Memory<T>,
+    work: Work<T>,
+    steps: u64,
+    failed: Option<String>,
+}
+
+fn dot<T: Real>(a: &[T], b: &[T]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x.to_f64() * y.to_f64()).sum()
+}
+
+fn max_abs<T: Real>(a: &[T]) -> f64 {
+    a.iter().fold(0.0, |m, x| m.max(x.to_f64().abs()))
+}
+
+/// `a ← a + alpha·b`.
+fn axpy<T: Real>(a: &mut [T], alpha: f64, b: &[T]) {
+    let alpha = T::from_f64(alpha);
+    for (x, y) in a.iter_mut().zip(b) {
+        *x = *x + alpha * *y;
+    }
+}
+
+/// The minimiser of the cubic through two points with their slopes, within `bounds`
+/// (torch's `_cubic_interpolate`).
+fn cubic(x1: f64, f1: f64, g1: f64, x2: f64, f2: f64, g2: f64, bounds: Option<(f64, f64)>) -> f64 {
+    let (lo, hi) = bounds.unwrap_or(if x1 <= x2 { (x1, x2) } else { (x2, x1) });
+    let d1 = g1 + g2 - 3.0 * (f1 - f2) / (x1 - x2);
+    let d2_square = d1 * d1 - g1 * g2;
+    if d2_square >= 0.0 {
+        let d2 = d2_square.sqrt();
+        let min_pos = if x1 <= x2 {
+            x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2.0 * d2))
+        } else {
+            x1 - (x1 - x2) * ((g1 + d2 - d1) / (g1 - g2 + 2.0 * d2))
+        };
+        min_pos.max(lo).min(hi)
+    } else {
+        (lo + hi) / 2.0
+    }
+}
+
+impl<T: Real> Lbfgs<T> {
+    /// Parses `lbfgs(lr=1, max_iter=20, max_eval, tolerance_grad, tolerance_change,
+    /// history_size, line_search_fn)`.
+    pub fn from_spec(
+        spec: &Spec,
+        layout: Layout,
+        groups: &[ParamGroup],
+        options: Options,
+    ) -> Result<Self> {
+        let args = Args::new(spec, 0);
+        let config = LbfgsConfig::parse(&args)?;
+        args.finish()?;
+        if !groups.is_empty() {
+            return Err(Error::Layout(
+                "lbfgs optimizes all parameters as one group (as torch.optim.LBFGS): remove the parameter groups".into(),
+            ));
+        }
+        if options.clip_norm.is_some() || options.clip_value.is_some() {
+            return Err(Error::Layout(
+                "lbfgs: gradient clipping would break its line search and curvature pairs; remove the clipping".into(),
+            ));
+        }
+        if options.distributed.is_some() {
+            return Err(Error::Layout(
+                "lbfgs: a sharded (ZeRO-1) run is not supported; its two-loop recursion needs the whole gradient".into(),
+            ));
+        }
+        let n = layout.total();
+        Ok(Lbfgs {
+            work: Work {
+                grads: gradient_buffers(&layout),
+                flat_grad: vec![T::ZERO; n],
+                x_init: vec![T::ZERO; n],
+                q: vec![T::ZERO; n],
+                al: Vec::new(),
+                y: vec![T::ZERO; n],
+                s: vec![T::ZERO; n],
+                start: vec![T::ZERO; n],
+                g_new: vec![T::ZERO; n],
+                g_prev: vec![T::ZERO; n],
+                bracket_g: [vec![T::ZERO; n], vec![T::ZERO; n]],
+            },
+            memory: Memory {
+                func_evals: 0,
+                n_iter: 0,
+                started: false,
+                d: vec![T::ZERO; n],
+                t: 0.0,
+                h_diag: 1.0,
+                prev_flat_grad: vec![T::ZERO; n],
+                prev_loss: 0.0,
+                pairs: VecDeque::new(),
+            },
+            layout,
+            options,
+            config,
+            steps: 0,
+            failed: None,
+        })
+    }
+
+    /// The closure's loss and gradient at the parameters as they stand, the gradient
+    /// flattened into `out`. A non-finite value is an error naming where it is.
+    fn evaluate(
+        &mut self,
+        params: &mut dyn ParamAccess<T>,
+        closure: &mut Closure<'_, T>,
+        out: Target,
+    ) -> Result<f64> {
+        let loss = closure(params, &mut self.work.grads)?;
+        let flat = match out {
+            Target::FlatGrad => &mut self.work.flat_grad,
+            Target::LineSearch => &mut self.work.g_new,
+        };
+        for (seg, g) in self.layout.segments().iter().zip(&self.work.grads) {
+            flat[seg.offset..seg.offset + seg.len].copy_from_slice(g);
+        }
+        if let Some(index) = flat.iter().position(|x| !x.is_finite()) {
+            let seg = self
+                .layout
+                .segments()
+                .iter()
+                .find(|s| (s.offset..s.offset + s.len).contains(&index))
+                .expect("the index lies in a tensor");
+            return Err(Error::NonFiniteGradient {
+                step: self.steps + 1,
+                tensor: seg.name.clone(),
+                index: index - seg.offset,
+                value: flat[index].to_f64(),
+                partly_updated: false,
+            });
+        }
+        if !loss.is_finite() {
+            return Err(Error::Layout(format!(
+                "lbfgs: the closure returned a non-finite loss ({loss}) at step {}",
+                self.steps + 1
+            )));
+        }
+        Ok(loss)
+    }
+
+    /// The parameters as one flat vector.
+    fn read_flat(&self, params: &mut dyn ParamAccess<T>, out: &mut [T]) -> Result<()> {
+        for (i, seg) in self.layout.segments().iter().enumerate() {
+            let out = &mut out[seg.offset..seg.offset + seg.len];
+            params.read(i, &mut |p: &[T]| out.copy_from_slice(p))?;
+        }
+        Ok(())
+    }
+
+    /// Sets the parameters to the flat vector `x`.
+    fn write_flat(params: &mut dyn ParamAccess<T>, layout: &Layout, x: &[T]) -> Result<()> {
+        for (i, seg) in layout.segments().iter().enumerate() {
+            let x = &x[seg.offset..seg.offset + seg.len];
+            params.update(i, &mut |p: &mut [T]| p.copy_from_slice(x))?;
+        }
+        Ok(())
+    }
+
+    /// Sets the parameters to `x + t·d` (`x` flat).
+    fn write_moved(
+        params: &mut dyn ParamAccess<T>,
+        layout: &Layout,
+        x: &[T],
+        t: f64,
+        d: &[T],
+    ) -> Result<()> {
+        let t = T::from_f64(t);
+        for (i, seg) in layout.segments().iter().enumerate() {
+            let range = seg.offset..seg.offset + seg.len;
+            let (x, d) = (&x[range.clone()], &d[range]);
+            params.update(i, &mut |p: &mut [T]| {
+                for ((p, x), d) in p.iter_mut().zip(x).zip(d) {
+                    *p = *x + t * *d;
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The search direction `−H·g` by the two-loop recursion, into `memory.d`.
+    fn direction(&mut self) {
+        let Work {
+            flat_grad, q, al, ..
+        } = &mut self.work;
+        let m = &mut self.memory;
+        for (q, g) in q.iter_mut().zip(flat_grad.iter()) {
+            *q = -*g;
+        }
+        al.clear();
+        al.resize(m.pairs.len(), 0.0);
+        for (i, (y, s, ro)) in m.pairs.iter().enumerate().rev() {
+            al[i] = dot(s, q) * ro;
+            axpy(q, -al[i], y);
+        }
+        let h = T::from_f64(m.h_diag);
+        for (d, q) in m.d.iter_mut().zip(q.iter()) {
+            *d = *q * h;
+        }
+        for (i, (y, s, ro)) in m.pairs.iter().enumerate() {
+            let be = dot(y, &m.d) * ro;
+            axpy(&mut m.d, al[i] - be, s);
+        }
+    }
+
+    /// Adds the newest curvature pair from the last move (if it has positive curvature) and
+    /// computes the next direction. The pair's buffers are reused once the memory is full.
+    fn update_memory(&mut self) {
+        let m = &mut self.memory;
+        let Work {
+            flat_grad: g, y, s, ..
+        } = &mut self.work;
+        let t = T::from_f64(m.t);
+        for i in 0..g.len() {
+            y[i] = g[i] - m.prev_flat_grad[i];
+            s[i] = m.d[i] * t;
+        }
+        let ys = dot(y, s);
+        if ys > 1e-10 {
+            let (spare_y, spare_s) = if m.pairs.len() as u64 == self.config.history_size {
+                let (y, s, _) = m.pairs.pop_front().expect("a full memory is not empty");
+                (y, s)
+            } else {
+                (vec![T::ZERO; g.len()], vec![T::ZERO; g.len()])
+            };
+            let y = std::mem::replace(y, spare_y);
+            let s = std::mem::replace(s, spare_s);
+            m.h_diag = ys / dot(&y, &y);
+            m.pairs.push_back((y, s, 1.0 / ys));
+        }
+        self.direction();
+    }
+
+    /// One step; on error the caller decides what the parameters become.
+    fn run(
+        &mut self,
+        params: &mut dyn ParamAccess<T>,
+        closure: &mut Closure<'_, T>,
+    ) -> Result<(f64, u32, f64)> {
+        let cfg = self.config.clone();
+        let orig_loss = self.evaluate(params, closure, Target::FlatGrad)?;
+        let grad_norm = dot(&self.work.flat_grad, &self.work.flat_grad).sqrt();
+        let mut loss = orig_loss;
+        let mut current_evals: u64 = 1;
+        self.memory.func_evals += 1;
+        if max_abs(&self.work.flat_grad) <= cfg.tolerance_grad {
+            return Ok((orig_loss, 1, grad_norm));
+        }
+        let mut n_iter = 0;
+        while n_iter < cfg.max_iter {
+            n_iter += 1;
+            self.memory.n_iter += 1;
+            if self.memory.n_iter == 1 {
+                for (d, g) in self.memory.d.iter_mut().zip(&self.work.flat_grad) {
+                    *d = -*g;
+                }
+                self.memory.pairs.clear();
+                self.memory.h_diag = 1.0;
+            } else {
+                self.update_memory();
+            }
+            self.memory
+                .prev_flat_grad
+                .copy_from_slice(&self.work.flat_grad);
+            self.memory.prev_loss = loss;
+            self.memory.started = true;
+            self.memory.t = if self.memory.n_iter == 1 {
+                let l1: f64 = self.work.flat_grad.iter().map(|g| g.to_f64().abs()).sum();
+                (1.0f64).min(1.0 / l1) * cfg.lr
+            } else {
+                cfg.lr
+            };
+            let gtd = dot(&self.work.flat_grad, &self.memory.d);
+            if gtd > -cfg.tolerance_change {
+                break;
+            }
+            let mut x_init = std::mem::take(&mut self.work.x_init);
+            self.read_flat(params, &mut x_init)?;
+            let ls_evals;
+            if cfg.strong_wolfe {
+                let max_ls = cfg.max_eval.saturating_sub(current_evals);
+                let searched = self.strong_wolfe(params, closure, &x_init, loss, gtd, max_ls);
+                self.work.x_init = x_init;
+                let (f, t, k) = searched?;
+                loss = f;
+                self.memory.t = t;
+                ls_evals = k;
+                Self::write_moved(params, &self.layout, &self.work.x_init, t, &self.memory.d)?;
+            } else {
+                Self::write_moved(params, &self.layout, &x_init, self.memory.t, &self.memory.d)?;
+                self.work.x_init = x_init;
+                if n_iter != cfg.max_iter {
+                    loss = self.evaluate(params, closure, Target::FlatGrad)?;
+                    ls_evals = 1;
+                } else {
+                    ls_evals = 0;
+                }
+            }
+            current_evals += ls_evals;
+            self.memory.func_evals += ls_evals;
+            let t = self.memory.t;
+            if n_iter == cfg.max_iter
+                || current_evals >= cfg.max_eval
+                || max_abs(&self.work.flat_grad) <= cfg.tolerance_grad
+                || self
+                    .memory
+                    .d
+                    .iter()
+                    .fold(0.0f64, |m, d| m.max((d.to_f64() * t).abs()))
+                    <= cfg.tolerance_change
+                || (loss - self.memory.prev_loss).abs() < cfg.tolerance_change
+            {
+                break;
+            }
+        }
+        Ok((orig_loss, current_evals as u32, grad_norm))
+    }
+
+    /// The step length along `d` from `x_init` that satisfies the strong Wolfe conditions
+    /// (torch's `_strong_wolfe`: c1 = 1e-4, c2 = 0.9, tolerance 1e-9, at most `max_ls`
+    /// evaluations): the loss there, the step, and the evaluations it took; its gradient is
+    /// left in `work.flat_grad`.
+    #[allow(clippy::too_many_arguments)]
+    fn strong_wolfe(
+        &mut self,
+        params: &mut dyn ParamAccess<T>,
+        closure: &mut Closure<'_, T>,
+        x_init: &[T],
+        f: f64,
+        gtd: f64,
+        max_ls: u64,
+    ) -> Result<(f64, f64, u64)> {
+        const C1: f64 = 1e-4;
+        const C2: f64 = 0.9;
+        const TOLERANCE_CHANGE: f64 = 1e-9;
+        let d_norm = max_abs(&self.memory.d);
+        let mut evals = 0;
+        // The loss and slope at x_init + t·d; its gradient goes to work.g_new.
+        let mut trial = |me: &mut Self, t: f64| -> Result<(f64, f64)> {
+            Self::write_moved(params, &me.layout, x_init, t, &me.memory.d)?;
+            let f_new = me.evaluate(params, closure, Target::LineSearch)?;
+            evals += 1;
+            Ok((f_new, dot(&me.work.g_new, &me.memory.d)))
+        };
+        let mut t = self.memory.t;
+        let (mut f_new, mut gtd_new) = trial(self, t)?;
+        let (mut t_prev, mut f_prev, mut gtd_prev) = (0.0, f, gtd);
+        self.work.g_prev.copy_from_slice(&self.work.flat_grad);
+        // The bracket's ends (one when the first phase already satisfies the conditions),
+        // their losses and slopes; their gradients are work.bracket_g.
+        let mut bracket = [0.0f64; 2];
+        let mut bracket_f = [0.0f64; 2];
+        let mut bracket_gtd = [0.0f64; 2];
+        let mut ends = 2;
+        let mut done = false;
+        let mut ls_iter = 0;
+        let mut found = false;
+        while ls_iter < max_ls {
+            let armijo_fails = f_new > f + C1 * t * gtd || (ls_iter > 1 && f_new >= f_prev);
+            if !armijo_fails && gtd_new.abs() <= -C2 * gtd {
+                bracket[0] = t;
+                bracket_f[0] = f_new;
+                self.work.bracket_g[0].copy_from_slice(&self.work.g_new);
+                ends = 1;
+                done = true;
+                found = true;
+                break;
+            }
+            if armijo_fails || gtd_new >= 0.0 {
+                bracket = [t_prev, t];
+                bracket_f = [f_prev, f_new];
+                bracket_gtd = [gtd_prev, gtd_new];
+                self.work.bracket_g[0].copy_from_slice(&self.work.g_prev);
+                self.work.bracket_g[1].copy_from_slice(&self.work.g_new);
+                found = true;
+                break;
+            }
+            let bounds = (t + 0.01 * (t - t_prev), t * 10.0);
+            let tmp = t;
+            t = cubic(t_prev, f_prev, gtd_prev, t, f_new, gtd_new, Some(bounds));
+            t_prev = tmp;
+            f_prev = f_new;
+            self.work.g_prev.copy_from_slice(&self.work.g_new);
+            gtd_prev = gtd_new;
+            (f_new, gtd_new) = trial(self, t)?;
+            ls_iter += 1;
+        }
+        if !found {
+            // Out of evaluations: the bracket [0, t] (no zoom follows, so no slopes needed).
+            bracket = [0.0, t];
+            bracket_f = [f, f_new];
+            self.work.bracket_g[0].copy_from_slice(&self.work.flat_grad);
+            self.work.bracket_g[1].copy_from_slice(&self.work.g_new);
+        }
+        let order = |bf: &[f64; 2], last: usize| if bf[0] <= bf[last] { (0, 1) } else { (1, 0) };
+        let (mut low, mut high) = order(&bracket_f, ends - 1);
+        let mut insuf_progress = false;
+        while !done && ls_iter < max_ls {
+            if (bracket[1] - bracket[0]).abs() * d_norm < TOLERANCE_CHANGE {
+                break;
+            }
+            t = cubic(
+                bracket[0],
+                bracket_f[0],
+                bracket_gtd[0],
+                bracket[1],
+                bracket_f[1],
+                bracket_gtd[1],
+                None,
+            );
+            let (b_max, b_min) = (bracket[0].max(bracket[1]), bracket[0].min(bracket[1]));
+            let eps = 0.1 * (b_max - b_min);
+            if (b_max - t).min(t - b_min) < eps {
+                if insuf_progress || t >= b_max || t <= b_min {
+                    t = if (t - b_max).abs() < (t - b_min).abs() {
+                        b_max - eps
+                    } else {
+                        b_min + eps
+                    };
+                    insuf_progress = false;
+                } else {
+                    insuf_progress = true;
+                }
+            } else {
+                insuf_progress = false;
+            }
+            (f_new, gtd_new) = trial(self, t)?;
+            ls_iter += 1;
+            if f_new > f + C1 * t * gtd || f_new >= bracket_f[low] {
+                bracket[high] = t;
+                bracket_f[high] = f_new;
+                bracket_gtd[high] = gtd_new;
+                self.work.bracket_g[high].copy_from_slice(&self.work.g_new);
+                (low, high) = order(&bracket_f, 1);
+            } else {
+                if gtd_new.abs() <= -C2 * gtd {
+                    done = true;
+                } else if gtd_new * (bracket[high] - bracket[low]) >= 0.0 {
+                    bracket[high] = bracket[low];
+                    bracket_f[high] = bracket_f[low];
+                    bracket_gtd[high] = bracket_gtd[low];
+                    let [a, b] = &mut self.work.bracket_g;
+                    if high == 0 {
+                        a.copy_from_slice(b);
+                    } else {
+                        b.copy_from_slice(a);
+                    }
+                }
+                bracket[low] = t;
+                bracket_f[low] = f_new;
+                bracket_gtd[low] = gtd_new;
+                self.work.bracket_g[low].copy_from_slice(&self.work.g_new);
+            }
+        }
+        let Work {
+            flat_grad,
+            bracket_g,
+            ..
+        } = &mut self.work;
+        flat_grad.copy_from_slice(&bracket_g[low]);
+        Ok((bracket_f[low], bracket[low], evals))
+    }
+}
+
+/// Where [`Lbfgs::evaluate`] puts the gradient.
+#[derive(Clone, Copy)]
+enum Target {
+    FlatGrad,
+    LineSearch,
+}
+
+const SLOTS: [&str; 2] = ["lbfgs_d", "lbfgs_prev_flat_grad"];
+
+impl<T: Real> Optimizer<T> for Lbfgs<T> {
+    fn name(&self) -> &'static str {
+        "lbfgs"
+    }
+    fn spec(&self) -> Spec {
+        self.config.to_spec()
+    }
+    fn group_specs(&self) -> Vec<Spec> {
+        vec![self.config.to_spec()]
+    }
+    fn layout(&self) -> &Layout {
+        &self.layout
+    }
+    fn options(&self) -> &Options {
+        &self.options
+    }
+    fn steps(&self) -> u64 {
+        self.steps
+    }
+    fn num_groups(&self) -> usize {
+        1
+    }
+    fn lr(&self, _group: usize) -> f64 {
+        self.config.lr
+    }
+    fn set_lr(&mut self, _group: usize, lr: f64) {
+        self.config.lr = lr;
+    }
+    fn momentum(&self, _group: usize) -> Option<f64> {
+        None
+    }
+    fn set_momentum(&mut self, _group: usize, _m: f64) -> Result<()> {
+        Err(Error::Layout("lbfgs has no momentum to set".into()))
+    }
+
+    fn step_with(&mut self, _: &[&[T]], _: &mut dyn ParamAccess<T>) -> Result<StepOutcome> {
+        Err(Error::Layout(
+            "lbfgs evaluates the loss several times per step (iterations, line search): step it with step_with_closure".into(),
+        ))
+    }
+
+    fn needs_closure(&self) -> bool {
+        true
+    }
+
+    fn step_with_closure(
+        &mut self,
+        params: &mut dyn ParamAccess<T>,
+        closure: &mut Closure<'_, T>,
+    ) -> Result<ClosureOutcome> {
+        if let Some(reason) = &self.failed {
+            return Err(state_error(None, reason.clone()));
+        }
+        if params.count() != self.layout.segments().len() {
+            return Err(Error::Layout(format!(
+                "lbfgs: expected {} parameter tensors, got {}",
+                self.layout.segments().len(),
+                params.count()
+            )));
+        }
+        let before_evals = self.memory.func_evals;
+        let mut start = std::mem::take(&mut self.work.start);
+        self.read_flat(params, &mut start)?;
+        let result = self.run(params, closure);
+        let restored = match &result {
+            Ok(_) => Ok(()),
+            Err(_) => Self::write_flat(params, &self.layout, &start),
+        };
+        self.work.start = start;
+        restored?;
+        let error = match result {
+            Ok((loss, evaluations, grad_norm)) => {
+                self.steps += 1;
+                return Ok(ClosureOutcome {
+                    loss,
+                    evaluations,
+                    step: StepOutcome {
+                        skipped: false,
+                        grad_norm,
+                        clip_coef: 1.0,
+                    },
+                });
+            }
+            Err(e) => e,
+        };
+        if self.memory.func_evals == before_evals {
+            // The first evaluation failed: nothing has changed.
+            return match (&error, self.options.nonfinite) {
+                (Error::NonFiniteGradient { .. }, NonFinitePolicy::Skip) => Ok(ClosureOutcome {
+                    loss: f64::NAN,
+                    evaluations: 1,
+                    step: StepOutcome {
+                        skipped: true,
+                        grad_norm: f64::NAN,
+                        clip_coef: 1.0,
+                    },
+                }),
+                _ => Err(error),
+            };
+        }
+        let reason = format!(
+            "lbfgs: step {} failed after its memory had changed ({error}); the parameters are back where the step began; load a saved state to continue",
+            self.steps + 1
+        );
+        self.failed = Some(reason.clone());
+        Err(Error::Layout(reason))
+    }
+
+    /// Per iteration the two-loop recursion reads every remembered pair twice; this counts one
+    /// iteration with the history full, plus the gradient, parameters and direction.
+    fn bytes_per_param(&self) -> f64 {
+        let pairs = self.memory.pairs.len().max(1) as f64;
+        (6.0 + 4.0 * pairs) * std::mem::size_of::<T>() as f64
+    }
+
+    fn scalar_state(&self) -> Vec<(String, Vec<(&'static str, f64)>)> {
+        vec![(
+            "(all)".into(),
+            vec![
+                ("n_iter", self.memory.n_iter as f64),
+                ("func_evals", self.memory.func_evals as f64),
+                ("t", self.memory.t),
+                ("H_diag", self.memory.h_diag),
+                ("history", self.memory.pairs.len() as f64),
+            ],
+        )]
+    }
+
+    fn state_dict(&self) -> StateDict<T> {
+        let m = &self.memory;
+        let mut tensors = BTreeMap::new();
+        let mut extra = BTreeMap::new();
+        extra.insert("lbfgs_func_evals".into(), m.func_evals as f64);
+        extra.insert("lbfgs_n_iter".into(), m.n_iter as f64);
+        extra.insert("lbfgs_started".into(), if m.started { 1.0 } else { 0.0 });
+        extra.insert("lbfgs_t".into(), m.t);
+        extra.insert("lbfgs_h_diag".into(), m.h_diag);
+        extra.insert("lbfgs_prev_loss".into(), m.prev_loss);
+        extra.insert("lbfgs_history".into(), m.pairs.len() as f64);
+        for (i, (_, _, ro)) in m.pairs.iter().enumerate() {
+            extra.insert(format!("lbfgs_ro_{i}"), *ro);
+        }
+        let k = m.pairs.len();
+        for seg in self.layout.segments() {
+            let range = seg.offset..seg.offset + seg.len;
+            tensors.insert(
+                format!("{}/{}", seg.name, SLOTS[0]),
+                (seg.shape.clone(), m.d[range.clone()].to_vec()),
+            );
+            tensors.insert(
+                format!("{}/{}", seg.name, SLOTS[1]),
+                (seg.shape.clone(), m.prev_flat_grad[range.clone()].to_vec()),
+            );
+            let mut shape = vec![k];
+            shape.extend(&seg.shape);
+            let ys: Vec<T> = m
+                .pairs
+                .iter()
+                .flat_map(|(y, _, _)| y[range.clone()].to_vec())
+                .collect();
+            let ss: Vec<T> = m
+                .pairs
+                .iter()
+                .flat_map(|(_, s, _)| s[range.clone()].to_vec())
+                .collect();
+            tensors.insert(format!("{}/lbfgs_old_dirs", seg.name), (shape.clone(), ys));
+            tensors.insert(format!("{}/lbfgs_old_stps", seg.name), (shape, ss));
+        }
+        StateDict {
+            meta: StateMeta {
+                version: STATE_VERSION,
+                optimizer: "lbfgs".into(),
+                groups: vec![self.config.to_spec().to_string()],
+                step: self.steps,
+                scalars: BTreeMap::new(),
+                extra,
+            },
+            tensors,
+        }
+    }
+
+    fn load_state_dict(&mut self, state: &StateDict<T>) -> Result<()> {
+        if state.meta.optimizer != "lbfgs" {
+            return Err(state_error(
+                None,
+                format!(
+                    "was saved by optimizer '{}', cannot load into 'lbfgs'",
+                    state.meta.optimizer
+                ),
+            ));
+        }
+        let get = |k: &str| {
+            state
+                .meta
+                .extra
+                .get(k)
+                .copied()
+                .ok_or_else(|| state_error(None, format!("scalar '{k}' is missing")))
+        };
+        // The hyperparameters as they stood (a schedule may have changed lr).
+        let config = match state.meta.groups.as_slice() {
+            [text] => {
+                let spec = crate::spec::parse(text)?;
+                let args = Args::new(&spec, 0);
+                let config = LbfgsConfig::parse(&args)?;
+                args.finish()?;
+                config
+            }
+            other => {
+                return Err(state_error(
+                    None,
+                    format!("has {} parameter groups; lbfgs has one", other.len()),
+                ))
+            }
+        };
+        let k = get("lbfgs_history")?;
+        if k < 0.0 || k.fract() != 0.0 || k > config.history_size as f64 {
+            return Err(state_error(
+                None,
+                format!(
+                    "scalar 'lbfgs_history' is {k}; it must be a whole number up to history_size = {}",
+                    config.history_size
+                ),
+            ));
+        }
+        let k = k as usize;
+        let n = self.layout.total();
+        let mut d = vec![T::ZERO; n];
+        let mut prev = vec![T::ZERO; n];
+        let mut ys = vec![vec![T::ZERO; n]; k];
+        let mut ss = vec![vec![T::ZERO; n]; k];
+        for seg in self.layout.segments() {
+            let range = seg.offset..seg.offset + seg.len;
+            let tensor = |slot: &str, shape: &[usize]| -> Result<&Vec<T>> {
+                let key = format!("{}/{slot}", seg.name);
+                match state.tensors.get(&key) {
+                    Some((s, values)) if s == shape => Ok(values),
+                    Some((s, _)) => Err(state_error(
+                        None,
+                        format!("tensor '{key}' has shape {s:?}, expected {shape:?}"),
+                    )),
+                    None => Err(state_error(None, format!("tensor '{key}' is missing"))),
+                }
+            };
+            d[range.clone()].copy_from_slice(tensor(SLOTS[0], &seg.shape)?);
+            prev[range.clone()].copy_from_slice(tensor(SLOTS[1], &seg.shape)?);
+            let mut shape = vec![k];
+            shape.extend(&seg.shape);
+            let y = tensor("lbfgs_old_dirs", &shape)?;
+            let s = tensor("lbfgs_old_stps", &shape)?;
+            for i in 0..k {
+                ys[i][range.clone()].copy_from_slice(&y[i * seg.len..(i + 1) * seg.len]);
+                ss[i][range.clone()].copy_from_slice(&s[i * seg.len..(i + 1) * seg.len]);
+            }
+        }
+        let mut pairs = VecDeque::with_capacity(k);
+        for (i, (y, s)) in ys.into_iter().zip(ss).enumerate() {
+            pairs.push_back((y, s, get(&format!("lbfgs_ro_{i}"))?));
+        }
+        let count = |k: &str| -> Result<u64> {
+            let v = get(k)?;
+            if v < 0.0 || v.fract() != 0.0 {
+                return Err(state_error(
+                    None,
+                    format!("scalar '{k}' is {v}, not a count"),
+                ));
+            }
+            Ok(v as u64)
+        };
+        self.memory = Memory {
+            func_evals: count("lbfgs_func_evals")?,
+            n_iter: count("lbfgs_n_iter")?,
+            started: get("lbfgs_started")? != 0.0,
+            d,
+            t: get("lbfgs_t")?,
+            h_diag: get("lbfgs_h_diag")?,
+            prev_flat_grad: prev,
+            prev_loss: get("lbfgs_prev_loss")?,
+            pairs,
+        };
+        self.steps = state.meta.step;
+        self.failed = None;
+        self.config = config;
+        Ok(())
+    }
+}
+
+impl<T: Real> std::fmt::Debug for Lbfgs<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", Optimizer::spec(self))
+    }
+}

@@ -1,0 +1,715 @@
+//! Muon (Jordan et al. 2024, "Muon: An optimizer for hidden layers in neural networks";
+//! Liu et al. 2025, arXiv:2502.16982), as `torch.optim.Muon` (torch 2.15): the momentum of
+//! each 2-D weight, orthogonalised by a Newton–Schulz iteration.
+//!
+//! ```text
+//! B ← lerp(B, G, 1 − μ)                    (an EMA; torch's code, not its docstring's B = μB + G)
+//! U = lerp(G, B, μ)  (nesterov)  or  B
+//! X = U / max(‖U‖_F, ε);  ns_steps times:  X ← aX + (bXXᵀ + c(XXᵀ)²)X   (on the wide side)
+//! θ ← θ(1 − γλ);   θ ← θ − γ·ratio(A, B)·X
+//! ```
+//! `ratio` is `adjust_lr_fn`: `original` √max(1, A/B), `match_rms_adamw` 0.2√max(A, B),
+//! `spectral_unclamped` √(A/B). As torch does, Newton–Schulz runs in bfloat16 by default
+//! (`ns_dtype=bf16`: every product takes bfloat16 inputs, accumulates in float32 and rounds
+//! its result once, whatever the parameters' type); `ns_dtype=f32` keeps float32. Tensors
+//! that are not 2-D go to the `fallback` optimizer (e.g. `fallback=adamw(lr=3e-4)`), as every
+//! reference recommends for biases, norms and embeddings.
+
+use super::compact::{from_bf16, to_bf16_nearest};
+use super::state::{state_error, StateDict, StateMeta, STATE_VERSION};
+use super::{
+    build_from_spec, rule::lerp, Layout, NonFinitePolicy, Optimizer, Options, ParamAccess,
+    ParamGroup, StepOutcome,
+};
+use crate::matmul::{gemm, MatRef};
+use crate::spec::{Args, Domain, Spec, Value};
+use crate::{Error, Real, Result};
+use std::collections::BTreeMap;
+
+/// How the learning rate is scaled to a weight's shape (`adjust_lr_fn`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdjustLr {
+    /// `√max(1, A/B)` (torch's default, `None` or `'original'`).
+    Original,
+    /// `0.2·√max(A, B)`: the update's RMS matches AdamW's (Liu et al. 2025).
+    MatchRmsAdamw,
+    /// `√(A/B)`.
+    SpectralUnclamped,
+}
+
+impl AdjustLr {
+    fn word(self) -> &'static str {
+        match self {
+            AdjustLr::Original => "original",
+            AdjustLr::MatchRmsAdamw => "match_rms_adamw",
+            AdjustLr::SpectralUnclamped => "spectral_unclamped",
+        }
+    }
+
+    /// The factor for a weight of shape `[a, b]`.
+    pub fn ratio(self, a: usize, b: usize) -> f64 {
+        let (a, b) = (a as f64, b as f64);
+        match self {
+            AdjustLr::Original => (a / b).max(1.0).sqrt(),
+            AdjustLr::MatchRmsAdamw => 0.2 * a.max(b).sqrt(),
+            AdjustLr::SpectralUnclamped => (a / b).sqrt(),
+        }
+    }
+}
+
+/// Hyperparameters of `muon`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MuonConfig {
+    /// Learning rate γ (default 1e-3).
+    pub lr: f64,
+    /// Decoupled weight decay λ, by the unadjusted γ (default 0.1).
+    pub weight_decay: f64,
+    /// Momentum μ (default 0.95).
+    pub momentum: f64,
+    /// Nesterov momentum (default true).
+    pub nesterov: bool,
+    /// Newton–Schulz coefficients (a, b, c) (default (3.4445, −4.7750, 2.0315)).
+    pub ns_coefficients: (f64, f64, f64),
+    /// The Frobenius norm's floor ε (default 1e-7).
+    pub eps: f64,
+    /// Newton–Schulz iterations (default 5, below 100).
+    pub ns_steps: u64,
+    /// The learning-rate scaling to the shape.
+    pub adjust_lr: AdjustLr,
+    /// Newton–Schulz in bfloat16 (torch; default) rather than float32.
+    pub ns_bf16: bool,
+    /// The optimizer of the tensors that are not 2-D.
+    pub fallback: Option<Spec>,
+}
+
+impl MuonConfig {
+    fn parse(args: &Args) -> Result<Self> {
+        let ns_steps = args.count("ns_steps", 5)?;
+        if ns_steps >= 100 {
+            return Err(args.invalid("ns_steps", format!("must be below 100, got {ns_steps}")));
+        }
+        let ns_coefficients = args.triple("ns_coefficients", (3.4445, -4.7750, 2.0315))?;
+        for x in [ns_coefficients.0, ns_coefficients.1, ns_coefficients.2] {
+            if !x.is_finite() {
+                return Err(args.invalid("ns_coefficients", format!("must be finite, got {x}")));
+            }
+        }
+        let adjust_lr = match args.word(
+            "adjust_lr_fn",
+            "original",
+            &["none", "original", "match_rms_adamw", "spectral_unclamped"],
+        )? {
+            "match_rms_adamw" => AdjustLr::MatchRmsAdamw,
+            "spectral_unclamped" => AdjustLr::SpectralUnclamped,
+            _ => AdjustLr::Original,
+        };
+        let fallback = match args.spec_value("fallback")? {
+            Some(s) if matches!(s.name.as_str(), "muon" | "sam" | "lbfgs") => {
+                return Err(args.invalid(
+                    "fallback",
+                    format!(
+                    "must be an optimizer that takes any tensor and one gradient per step, got {}",
+                    s.name
+                ),
+                ))
+            }
+            other => other,
+        };
+        Ok(MuonConfig {
+            lr: args.number("lr", 1e-3, Domain::NON_NEGATIVE)?,
+            weight_decay: args.number("weight_decay", 0.1, Domain::NON_NEGATIVE)?,
+            momentum: args.number("momentum", 0.95, Domain::DECAY)?,
+            nesterov: args.bool("nesterov", true)?,
+            ns_coefficients,
+            eps: args.number("eps", 1e-7, Domain::POSITIVE)?,
+            ns_steps,
+            adjust_lr,
+            ns_bf16: args.word("ns_dtype", "bf16", &["bf16", "f32"])? == "bf16",
+            fallback,
+        })
+    }
+
+    fn to_spec(&self) -> Spec {
+        let spec = Spec::new("muon")
+            .with("lr", self.lr)
+            .with("weight_decay", self.weight_decay)
+            .with("momentum", self.momentum)
+            .with("nesterov", self.nesterov)
+            .with("ns_coefficients", self.ns_coefficients)
+            .with("eps", self.eps)
+            .with("ns_steps", self.ns_steps as f64)
+            .with("adjust_lr_fn", Value::Word(self.adjust_lr.word().into()))
+            .with(
+                "ns_dtype",
+                Value::Word(if self.ns_bf16 { "bf16" } else { "f32" }.into()),
+            );
+        match &self.fallback {
+            Some(f) => spec.with("fallback", Value::Spec(f.clone())),
+            None => spec,
+        }
+    }
+}
+
+/// Rounds to bfloat16 (to nearest, ties to even) and back.
+#[inline(always)]
+fn bf16(x: f32) -> f32 {
+    from_bf16(to_bf16_nearest(x))
+}
+
+/// The Newton–Schulz iteration's buffers, sized for the largest matrix.
+#[derive(Default)]
+struct Scratch {
+    x: Vec<f32>,
+    product: Vec<f32>,
+    gram: Vec<f32>,
+    gram2: Vec<f32>,
+}
+
+/// Orthogonalises the `rows × cols` matrix `u` (row-major) into `out` (same shape) with
+/// `ns_steps` Newton–Schulz iterations, working on the wide orientation.
+fn newton_schulz(
+    u: &[f32],
+    rows: usize,
+    cols: usize,
+    cfg: &MuonConfig,
+    s: &mut Scratch,
+    out: &mut [f32],
+) {
+    let round = |x: f32| if cfg.ns_bf16 { bf16(x) } else { x };
+    let transpose = rows > cols;
+    let (r, c) = if transpose {
+        (cols, rows)
+    } else {
+        (rows, cols)
+    };
+    s.x.resize(r * c, 0.0);
+    s.product.resize(r * c, 0.0);
+    s.gram.resize(r * r, 0.0);
+    s.gram2.resize(r * r, 0.0);
+    for i in 0..rows {
+        for j in 0..cols {
+            let v = round(u[i * cols + j]);
+            if transpose {
+                s.x[j * c + i] = v;
+            } else {
+                s.x[i * c + j] = v;
+            }
+        }
+    }
+    let sum_sq: f64 = s.x.iter().map(|&v| v as f64 * v as f64).sum();
+    let norm = round((sum_sq as f32).sqrt()).max(round(cfg.eps as f32));
+    for v in s.x.iter_mut() {
+        *v = round(*v / norm);
+    }
+    let (a, b, cc) = (
+        cfg.ns_coefficients.0 as f32,
+        cfg.ns_coefficients.1 as f32,
+        cfg.ns_coefficients.2 as f32,
+    );
+    for _ in 0..cfg.ns_steps {
+        let x = MatRef::new(&s.x, r, c);
+        gemm(&mut s.gram, r, x, x.t(), false);
+        for g in s.gram.iter_mut() {
+            *g = round(*g);
+        }
+        let gram = MatRef::new(&s.gram, r, r);
+        gemm(&mut s.gram2, r, gram, gram, false);
+        for (g2, g) in s.gram2.iter_mut().zip(&s.gram) {
+            *g2 = round(b * *g + cc * *g2);
+        }
+        gemm(&mut s.product, c, MatRef::new(&s.gram2, r, r), x, false);
+        for (xv, p) in s.x.iter_mut().zip(&s.product) {
+            *xv = round(a * *xv + *p);
+        }
+    }
+    for i in 0..rows {
+        for j in 0..cols {
+            out[i * cols + j] = if transpose {
+                s.x[j * c + i]
+            } else {
+                s.x[i * c + j]
+            };
+        }
+    }
+}
+
+/// The tensors of a layout that the fallback optimizer steps, lent through the whole
+/// layout's access.
+struct Subset<'a, T> {
+    inner: &'a mut dyn ParamAccess<T>,
+    segs: &'a [usize],
+}
+
+impl<T> ParamAccess<T> for Subset<'_, T> {
+    fn count(&self) -> usize {
+        self.segs.len()
+    }
+    fn read(&mut self, seg: usize, f: &mut dyn FnMut(&[T])) -> Result<()> {
+        self.inner.read(self.segs[seg], f)
+    }
+    fn update(&mut self, seg: usize, f: &mut dyn FnMut(&mut [T])) -> Result<()> {
+        self.inner.update(self.segs[seg], f)
+    }
+}
+
+/// Muon over the 2-D tensors of a layout, the fallback over the others.
+pub struct Muon<T: Real> {
+    layout: Layout,
+    options: Options,
+    config: MuonConfig,
+    /// Segments updated by Muon.
+    matrices: Vec<usize>,
+    /// Segments of the fallback, with it.
+    fallback: Option<(Vec<usize>, Box<dyn Optimizer<T>>)>,
+    /// The momentum buffers (flat; the matrices' ranges are used).
+    momentum: Vec<T>,
+    steps: u64,
+    scratch: Scratch,
+    /// Per step: U and O of one matrix in f32, and the fallback's processed gradients.
+    u: Vec<f32>,
+    o: Vec<f32>,
+    fallback_grads: Vec<Vec<T>>,
+}
+
+impl<T: Real> Muon<T> {
+    /// Parses `muon(lr, weight_decay, momentum, nesterov, ns_coefficients, eps, ns_steps,
+    /// adjust_lr_fn, ns_dtype, fallback)`.
+    pub fn from_spec(
+        spec: &Spec,
+        layout: Layout,
+        groups: &[ParamGroup],
+        options: Options,
+    ) -> Result<Self> {
+        let args = Args::new(spec, 0);
+        let config = MuonConfig::parse(&args)?;
+        args.finish()?;
+        for group in groups {
+            for pattern in &group.params {
+                if let Some(s) = layout
+                    .segments()
+                    .iter()
+                    .find(|s| s.shape.len() == 2 && super::layout::glob_match(pattern, &s.name))
+                {
+                    return Err(Error::Layout(format!(
+                        "muon: parameter group '{pattern}' matches the matrix '{}'; groups apply to the fallback's tensors (those that are not 2-D), with the fallback's keys",
+                        s.name
+                    )));
+                }
+            }
+        }
+        if options.distributed.is_some() {
+            return Err(Error::Layout(
+                "muon: a sharded (ZeRO-1) run is not supported; Newton–Schulz needs whole matrices"
+                    .into(),
+            ));
+        }
+        let (matrices, others): (Vec<usize>, Vec<usize>) =
+            (0..layout.segments().len()).partition(|&i| layout.segments()[i].shape.len() == 2);
+        let fallback = match (&config.fallback, others.is_empty()) {
+            (_, true) if groups.is_empty() => None,
+            (_, true) => {
+                return Err(Error::Layout(
+                    "muon: every tensor is a matrix, so there is no fallback for the parameter groups to apply to".into(),
+                ))
+            }
+            (None, false) => {
+                let seg = &layout.segments()[others[0]];
+                return Err(Error::Layout(format!(
+                    "muon orthogonalises 2-D weights; tensor '{}' has shape {:?}: give its optimizer as fallback, e.g. muon(lr=0.02, fallback=adamw(lr=3e-4))",
+                    seg.name, seg.shape
+                )));
+            }
+            (Some(f), false) => {
+                let sub = Layout::new(others.iter().map(|&i| {
+                    let s = &layout.segments()[i];
+                    (s.name.clone(), s.shape.clone())
+                }))?;
+                let fallback_options = Options {
+                    clip_norm: None,
+                    clip_value: None,
+                    nonfinite: options.nonfinite,
+                    distributed: None,
+                };
+                let opt = build_from_spec(f, sub, groups, fallback_options)?;
+                Some((others, opt))
+            }
+        };
+        let fallback_grads = match &fallback {
+            Some((segs, _)) => segs
+                .iter()
+                .map(|&i| vec![T::ZERO; layout.segments()[i].len])
+                .collect(),
+            None => Vec::new(),
+        };
+        let largest = matrices
+            .iter()
+            .map(|&i| layout.segments()[i].len)
+            .max()
+            .unwrap_or(0);
+        Ok(Muon {
+            momentum: vec![T::ZERO; layout.total()],
+            layout,
+            options,
+            config,
+            matrices,
+            fallback,
+            steps: 0,
+            scratch: Scratch::default(),
+            u: vec![0.0; largest],
+            o: vec![0.0; largest],
+            fallback_grads,
+        })
+    }
+
+    /// The global gradient norm and the first non-finite element.
+    fn scan(&self, grads: &[&[T]]) -> (f64, Option<(usize, usize, f64)>) {
+        let mut sum = 0.0;
+        for (seg, g) in grads.iter().enumerate() {
+            for (i, x) in g.iter().enumerate() {
+                let x = x.to_f64();
+                if !x.is_finite() {
+                    return (f64::NAN, Some((seg, i, x)));
+                }
+                sum += x * x;
+            }
+        }
+        (sum.sqrt(), None)
+    }
+
+    /// One matrix: momentum, Newton–Schulz, decay and the move.
+    fn update_matrix(
+        &mut self,
+        seg: usize,
+        g: &[T],
+        process: &dyn Fn(T) -> T,
+        params: &mut dyn ParamAccess<T>,
+    ) -> Result<()> {
+        let s = &self.layout.segments()[seg];
+        let (rows, cols) = (s.shape[0], s.shape[1]);
+        let cfg = &self.config;
+        let (mu, w) = (T::from_f64(cfg.momentum), T::from_f64(1.0 - cfg.momentum));
+        let buf = &mut self.momentum[s.offset..s.offset + s.len];
+        let u = &mut self.u[..s.len];
+        for ((b, u), g) in buf.iter_mut().zip(u.iter_mut()).zip(g) {
+            let g = process(*g);
+            *b = lerp(*b, g, w, mu);
+            let v = if cfg.nesterov { lerp(g, *b, mu, w) } else { *b };
+            *u = v.to_f32();
+        }
+        let o = &mut self.o[..s.len];
+        newton_schulz(u, rows, cols, cfg, &mut self.scratch, o);
+        let decay = T::from_f64(1.0 - cfg.lr * cfg.weight_decay);
+        let step = T::from_f64(cfg.lr * cfg.adjust_lr.ratio(rows, cols));
+        let o = &self.o[..s.len];
+        params.update(seg, &mut |p: &mut [T]| {
+            for (p, o) in p.iter_mut().zip(o) {
+                *p = *p * decay - step * T::from_f32(*o);
+            }
+        })
+    }
+}
+
+const BUFFER: &str = "momentum_buffer";
+
+impl<T: Real> Optimizer<T> for Muon<T> {
+    fn name(&self) -> &'static str {
+        "muon"
+    }
+    fn spec(&self) -> Spec {
+        self.config.to_spec()
+    }
+    fn group_specs(&self) -> Vec<Spec> {
+        let mut specs = vec![self.config.to_spec()];
+        if let Some((_, f)) = &self.fallback {
+            specs.extend(f.group_specs().into_iter().skip(1));
+        }
+        specs
+    }
+    fn layout(&self) -> &Layout {
+        &self.layout
+    }
+    fn options(&self) -> &Options {
+        &self.options
+    }
+    fn steps(&self) -> u64 {
+        self.steps
+    }
+    /// Muon's group, then the fallback's beyond its base group.
+    fn num_groups(&self) -> usize {
+        1 + self
+            .fallback
+            .as_ref()
+            .map_or(0, |(_, f)| f.num_groups() - 1)
+    }
+    fn lr(&self, group: usize) -> f64 {
+        match (group, &self.fallback) {
+            (0, _) | (_, None) => self.config.lr,
+            (g, Some((_, f))) => f.lr(g),
+        }
+    }
+    /// Sets Muon's learning rate; the fallback's is scaled by the same factor, so that a
+    /// schedule shapes both.
+    fn set_lr(&mut self, group: usize, lr: f64) {
+        if group > 0 {
+            if let Some((_, f)) = &mut self.fallback {
+                f.set_lr(group, lr);
+            }
+            return;
+        }
+        if let Some((_, f)) = &mut self.fallback {
+            if self.config.lr > 0.0 {
+                let factor = lr / self.config.lr;
+                for g in 0..1 {
+                    let l = f.lr(g);
+                    f.set_lr(g, l * factor);
+                }
+            }
+        }
+        self.config.lr = lr;
+    }
+    fn momentum(&self, _group: usize) -> Option<f64> {
+        Some(self.config.momentum)
+    }
+    fn set_momentum(&mut self, _group: usize, m: f64) -> Result<()> {
+        self.config.momentum = m;
+        Ok(())
+    }
+
+    fn step_with(
+        &mut self,
+        grads: &[&[T]],
+        params: &mut dyn ParamAccess<T>,
+    ) -> Result<StepOutcome> {
+        let n = self.layout.segments().len();
+        if grads.len() != n || params.count() != n {
+            return Err(Error::Layout(format!(
+                "muon: expected {n} gradient and parameter tensors, got {} and {}",
+                grads.len(),
+                params.count()
+            )));
+        }
+        for (g, s) in grads.iter().zip(self.layout.segments()) {
+            if g.len() != s.len {
+                return Err(Error::Layout(format!(
+                    "muon: gradient of '{}' has {} elements, expected {}",
+                    s.name,
+                    g.len(),
+                    s.len
+                )));
+            }
+        }
+        let (norm, bad) = self.scan(grads);
+        if let Some((seg, index, value)) = bad {
+            return match self.options.nonfinite {
+                NonFinitePolicy::Error => Err(Error::NonFiniteGradient {
+                    step: self.steps + 1,
+                    tensor: self.layout.segments()[seg].name.clone(),
+                    index,
+                    value,
+                    partly_updated: false,
+                }),
+                NonFinitePolicy::Skip => Ok(StepOutcome {
+                    skipped: true,
+                    grad_norm: f64::NAN,
+                    clip_coef: 1.0,
+                }),
+            };
+        }
+        let coef = match self.options.clip_norm {
+            Some(max) => (max / (norm + 1e-6)).min(1.0),
+            None => 1.0,
+        };
+        let bound = self.options.clip_value.unwrap_or(f64::INFINITY);
+        let (scale, bound) = (T::from_f64(coef), T::from_f64(bound));
+        let process = move |x: T| (x * scale).min(bound).max(-bound);
+        for k in 0..self.matrices.len() {
+            let seg = self.matrices[k];
+            self.update_matrix(seg, grads[seg], &process, params)?;
+        }
+        if let Some((segs, f)) = &mut self.fallback {
+            for (out, &seg) in self.fallback_grads.iter_mut().zip(segs.iter()) {
+                for (o, g) in out.iter_mut().zip(grads[seg]) {
+                    *o = process(*g);
+                }
+            }
+            let views: Vec<&[T]> = self.fallback_grads.iter().map(Vec::as_slice).collect();
+            f.step_with(
+                &views,
+                &mut Subset {
+                    inner: params,
+                    segs,
+                },
+            )?;
+        }
+        self.steps += 1;
+        Ok(StepOutcome {
+            skipped: false,
+            grad_norm: norm,
+            clip_coef: coef,
+        })
+    }
+
+    /// Per matrix: gradient, momentum read and written, parameters read and written (the
+    /// Newton–Schulz products are compute, not traffic); the fallback's for its tensors.
+    fn bytes_per_param(&self) -> f64 {
+        5.0 * std::mem::size_of::<T>() as f64
+    }
+
+    fn scalar_state(&self) -> Vec<(String, Vec<(&'static str, f64)>)> {
+        let mut out: Vec<(String, Vec<(&'static str, f64)>)> = self
+            .matrices
+            .iter()
+            .map(|&i| {
+                (
+                    self.layout.segments()[i].name.clone(),
+                    vec![("step", self.steps as f64)],
+                )
+            })
+            .collect();
+        if let Some((_, f)) = &self.fallback {
+            out.extend(f.scalar_state());
+        }
+        out
+    }
+
+    fn state_dict(&self) -> StateDict<T> {
+        let mut tensors = BTreeMap::new();
+        let mut scalars = BTreeMap::new();
+        let mut extra = BTreeMap::new();
+        let mut groups = vec![self.config.to_spec().to_string()];
+        for &i in &self.matrices {
+            let s = &self.layout.segments()[i];
+            tensors.insert(
+                format!("{}/{BUFFER}", s.name),
+                (
+                    s.shape.clone(),
+                    self.momentum[s.offset..s.offset + s.len].to_vec(),
+                ),
+            );
+        }
+        if let Some((_, f)) = &self.fallback {
+            let fs = f.state_dict();
+            tensors.extend(fs.tensors);
+            scalars.extend(fs.meta.scalars);
+            for (k, v) in fs.meta.extra {
+                extra.insert(format!("fallback.{k}"), v);
+            }
+            extra.insert("fallback.step".into(), fs.meta.step as f64);
+            groups.extend(fs.meta.groups);
+        }
+        StateDict {
+            meta: StateMeta {
+                version: STATE_VERSION,
+                optimizer: match &self.fallback {
+                    Some((_, f)) => format!("muon+{}", f.state_dict().meta.optimizer),
+                    None => "muon".into(),
+                },
+                groups,
+                step: self.steps,
+                scalars,
+                extra,
+            },
+            tensors,
+        }
+    }
+
+    fn load_state_dict(&mut self, state: &StateDict<T>) -> Result<()> {
+        let expected = match &self.fallback {
+            Some((_, f)) => format!("muon+{}", f.state_dict().meta.optimizer),
+            None => "muon".into(),
+        };
+        if state.meta.optimizer != expected {
+            return Err(state_error(
+                None,
+                format!(
+                    "was saved by optimizer '{}', cannot load into '{expected}'",
+                    state.meta.optimizer
+                ),
+            ));
+        }
+        // The hyperparameters as they stood (a schedule may have changed lr and momentum).
+        let config = match state.meta.groups.first() {
+            Some(text) => {
+                let spec = crate::spec::parse(text)?;
+                let args = Args::new(&spec, 0);
+                let config = MuonConfig::parse(&args)?;
+                args.finish()?;
+                config
+            }
+            None => return Err(state_error(None, "has no parameter group".into())),
+        };
+        let mut momentum = self.momentum.clone();
+        let mut own = std::collections::BTreeSet::new();
+        for &i in &self.matrices {
+            let s = &self.layout.segments()[i];
+            let key = format!("{}/{BUFFER}", s.name);
+            match state.tensors.get(&key) {
+                Some((shape, values)) if *shape == s.shape && values.len() == s.len => {
+                    momentum[s.offset..s.offset + s.len].copy_from_slice(values)
+                }
+                Some((shape, _)) => {
+                    return Err(state_error(
+                        None,
+                        format!(
+                            "tensor '{key}' has shape {shape:?}, the parameter has shape {:?}",
+                            s.shape
+                        ),
+                    ))
+                }
+                None => return Err(state_error(None, format!("tensor '{key}' is missing"))),
+            }
+            own.insert(key);
+        }
+        if let Some((_, f)) = &mut self.fallback {
+            let mut fs = StateDict {
+                meta: StateMeta {
+                    version: state.meta.version,
+                    optimizer: f.state_dict().meta.optimizer,
+                    groups: state.meta.groups.iter().skip(1).cloned().collect(),
+                    step: state
+                        .meta
+                        .extra
+                        .get("fallback.step")
+                        .copied()
+                        .ok_or_else(|| {
+                            state_error(None, "scalar 'fallback.step' is missing".into())
+                        })? as u64,
+                    scalars: state.meta.scalars.clone(),
+                    extra: state
+                        .meta
+                        .extra
+                        .iter()
+                        .filter_map(|(k, v)| {
+                            k.strip_prefix("fallback.")
+                                .filter(|k| *k != "step")
+                                .map(|k| (k.to_string(), *v))
+                        })
+                        .collect(),
+                },
+                tensors: BTreeMap::new(),
+            };
+            fs.tensors = state
+                .tensors
+                .iter()
+                .filter(|(k, _)| !own.contains(*k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            f.load_state_dict(&fs)?;
+        } else if let Some(extra) = state.tensors.keys().find(|k| !own.contains(*k)) {
+            return Err(state_error(
+                None,
+                format!("tensor '{extra}' does not belong to this optimizer's parameters"),
+            ));
+        }
+        self.momentum = momentum;
+        self.steps = state.meta.step;
+        self.config = config;
+        Ok(())
+    }
+}
+
+impl<T: Real> std::fmt::Debug for Muon<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", Optimizer::spec(self))
+    }
+}
