@@ -1056,7 +1056,22 @@ pub fn lr_find(
         }
         opt.with_engine(|e| (0..e.groups()).for_each(|g| e.set_lr_of(g, lr)));
         let grads = loss.backward().map_err(|e| to_core(e.into()))?;
-        if let Err(e) = opt.step_grads(&grads) {
+        let stepped = if opt.needs_closure() {
+            // SAM, L-BFGS: the first evaluation is the one just made; more redo the batch.
+            let mut first = Some(grads);
+            opt.step_with_closure(|| {
+                if let Some(store) = first.take() {
+                    return Ok((value, store));
+                }
+                let logits = model.forward(&x, true, &mut step_rng(config.seed, step - 1))?;
+                let loss = cross_entropy(&logits, &y)?;
+                Ok((loss.to_scalar::<f32>()? as f64, loss.backward()?))
+            })
+            .map(|o| o.step)
+        } else {
+            opt.step_grads(&grads)
+        };
+        if let Err(e) = stepped {
             if let Error::Gradlab(gradlab::Error::NonFiniteGradient { .. }) = e {
                 return Ok(f64::INFINITY);
             }

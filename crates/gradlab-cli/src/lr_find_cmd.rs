@@ -158,7 +158,7 @@ pub fn run(args: LrFindArgs) -> Result<()> {
         let loss = surface.value(xy[0], xy[1]);
         let g = surface.gradient(xy[0], xy[1]);
         if loss.is_finite() && g.iter().all(|v| v.is_finite()) {
-            opt.step(&mut [&mut xy], &[&g])?;
+            replay::step_once(surface, opt.as_mut(), &mut xy)?;
         }
         Ok(loss)
     })?;

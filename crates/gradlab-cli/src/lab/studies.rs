@@ -44,6 +44,9 @@ pub fn lab_optimizers() -> Vec<String> {
         "lion(lr=0.0001)",
         "adopt(lr=0.001)",
         "ademamix(lr=0.001)",
+        "adamw_schedulefree(lr=0.0025)",
+        "sam(sgd(lr=0.05, momentum=0.9), rho=0.05)",
+        "muon(lr=0.02, fallback=adamw(lr=0.001))",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -90,7 +90,7 @@ where
 /// One step at `xy` (with a closure for the optimizers that evaluate the surface more than
 /// once per step); returns the point to show: the optimizer's evaluation point (schedule-free:
 /// x, while `xy` keeps the gradient point y).
-fn step_once(
+pub fn step_once(
     surface: Surface,
     opt: &mut dyn Optimizer<f64>,
     xy: &mut [f64; 2],
