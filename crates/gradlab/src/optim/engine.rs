@@ -727,11 +727,7 @@ impl<T: Real, R: Rule> Optimizer<T> for Engine<T, R> {
                     value,
                     partly_updated: false,
                 }),
-                NonFinitePolicy::Skip => Ok(StepOutcome {
-                    skipped: true,
-                    grad_norm: f64::NAN,
-                    clip_coef: 1.0,
-                }),
+                NonFinitePolicy::Skip => Ok(StepOutcome::SKIPPED),
             };
         }
         let mut grad_norm = sumsq.sqrt();
@@ -911,16 +907,7 @@ impl<T: Real, R: Rule> Optimizer<T> for Engine<T, R> {
                 format!("format version {} is not supported", meta.version),
             ));
         }
-        if meta.optimizer != self.name() {
-            return Err(state_error(
-                None,
-                format!(
-                    "was saved by optimizer '{}', cannot load into '{}'",
-                    meta.optimizer,
-                    self.name()
-                ),
-            ));
-        }
+        super::state::check_optimizer(&meta.optimizer, self.name())?;
         if meta.groups.len() != self.configs.len() {
             return Err(state_error(
                 None,

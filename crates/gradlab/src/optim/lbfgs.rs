@@ -94,8 +94,6 @@ impl LbfgsConfig {
 struct Memory<T> {
     func_evals: u64,
     n_iter: u64,
-    /// Whether `d`, `t` and the previous gradient and loss exist (after the first iteration).
-    started: bool,
     d: Vec<T>,
     t: f64,
     h_diag: f64,
@@ -214,7 +212,6 @@ impl<T: Real> Lbfgs<T> {
             memory: Memory {
                 func_evals: 0,
                 n_iter: 0,
-                started: false,
                 d: vec![T::ZERO; n],
                 t: 0.0,
                 h_diag: 1.0,
@@ -246,18 +243,12 @@ impl<T: Real> Lbfgs<T> {
         for (seg, g) in self.layout.segments().iter().zip(&self.work.grads) {
             flat[seg.offset..seg.offset + seg.len].copy_from_slice(g);
         }
-        if let Some(index) = flat.iter().position(|x| !x.is_finite()) {
-            let seg = self
-                .layout
-                .segments()
-                .iter()
-                .find(|s| (s.offset..s.offset + s.len).contains(&index))
-                .expect("the index lies in a tensor");
+        if let Some((seg, index, value)) = super::first_non_finite(&self.work.grads) {
             return Err(Error::NonFiniteGradient {
                 step: self.steps + 1,
-                tensor: seg.name.clone(),
-                index: index - seg.offset,
-                value: flat[index].to_f64(),
+                tensor: self.layout.segments()[seg].name.clone(),
+                index,
+                value,
                 partly_updated: false,
             });
         }
@@ -394,7 +385,6 @@ impl<T: Real> Lbfgs<T> {
                 .prev_flat_grad
                 .copy_from_slice(&self.work.flat_grad);
             self.memory.prev_loss = loss;
-            self.memory.started = true;
             self.memory.t = if self.memory.n_iter == 1 {
                 let l1: f64 = self.work.flat_grad.iter().map(|g| g.to_f64().abs()).sum();
                 (1.0f64).min(1.0 / l1) * cfg.lr
@@ -693,11 +683,7 @@ impl<T: Real> Optimizer<T> for Lbfgs<T> {
                 (Error::NonFiniteGradient { .. }, NonFinitePolicy::Skip) => Ok(ClosureOutcome {
                     loss: f64::NAN,
                     evaluations: 1,
-                    step: StepOutcome {
-                        skipped: true,
-                        grad_norm: f64::NAN,
-                        clip_coef: 1.0,
-                    },
+                    step: StepOutcome::SKIPPED,
                 }),
                 _ => Err(error),
             };
@@ -736,7 +722,6 @@ impl<T: Real> Optimizer<T> for Lbfgs<T> {
         let mut extra = BTreeMap::new();
         extra.insert("lbfgs_func_evals".into(), m.func_evals as f64);
         extra.insert("lbfgs_n_iter".into(), m.n_iter as f64);
-        extra.insert("lbfgs_started".into(), if m.started { 1.0 } else { 0.0 });
         extra.insert("lbfgs_t".into(), m.t);
         extra.insert("lbfgs_h_diag".into(), m.h_diag);
         extra.insert("lbfgs_prev_loss".into(), m.prev_loss);
@@ -784,15 +769,7 @@ impl<T: Real> Optimizer<T> for Lbfgs<T> {
     }
 
     fn load_state_dict(&mut self, state: &StateDict<T>) -> Result<()> {
-        if state.meta.optimizer != "lbfgs" {
-            return Err(state_error(
-                None,
-                format!(
-                    "was saved by optimizer '{}', cannot load into 'lbfgs'",
-                    state.meta.optimizer
-                ),
-            ));
-        }
+        super::state::check_optimizer(&state.meta.optimizer, "lbfgs")?;
         let get = |k: &str| {
             state
                 .meta
@@ -874,7 +851,6 @@ impl<T: Real> Optimizer<T> for Lbfgs<T> {
         self.memory = Memory {
             func_evals: count("lbfgs_func_evals")?,
             n_iter: count("lbfgs_n_iter")?,
-            started: get("lbfgs_started")? != 0.0,
             d,
             t: get("lbfgs_t")?,
             h_diag: get("lbfgs_h_diag")?,

@@ -228,21 +228,8 @@ impl<T: Real> Optimizer<T> for Lookahead<T> {
     }
 
     fn load_state_dict(&mut self, state: &StateDict<T>) -> Result<()> {
-        let Some(inner_name) = state
-            .meta
-            .optimizer
-            .strip_prefix("lookahead(")
-            .and_then(|rest| rest.strip_suffix(')'))
-        else {
-            return Err(state_error(
-                None,
-                format!(
-                    "was saved by optimizer '{}', cannot load into 'lookahead({})'",
-                    state.meta.optimizer,
-                    self.inner.name()
-                ),
-            ));
-        };
+        let expected = format!("lookahead({})", self.inner.name());
+        let inner_name = super::state::inner_name(&state.meta.optimizer, "lookahead", &expected)?;
         let get = |k: &str| {
             state
                 .meta

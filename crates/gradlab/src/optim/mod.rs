@@ -198,6 +198,25 @@ pub struct StepOutcome {
     pub clip_coef: f64,
 }
 
+impl StepOutcome {
+    /// A step skipped for non-finite gradients (the `skip` policy).
+    pub const SKIPPED: StepOutcome = StepOutcome {
+        skipped: true,
+        grad_norm: f64::NAN,
+        clip_coef: 1.0,
+    };
+}
+
+/// The first non-finite element of `grads` (tensor, index, value), in order.
+pub(crate) fn first_non_finite<T: Real, G: AsRef<[T]>>(grads: &[G]) -> Option<(usize, usize, f64)> {
+    grads.iter().enumerate().find_map(|(seg, g)| {
+        let g = g.as_ref();
+        g.iter()
+            .position(|x| !x.is_finite())
+            .map(|i| (seg, i, g[i].to_f64()))
+    })
+}
+
 /// How an optimizer reaches the parameters during a step: as slices held by the caller, or
 /// one tensor at a time (candle lends a tensor's storage only inside an in-place op).
 pub trait ParamAccess<T> {

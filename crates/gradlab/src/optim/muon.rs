@@ -361,21 +361,6 @@ impl<T: Real> Muon<T> {
         })
     }
 
-    /// The global gradient norm and the first non-finite element.
-    fn scan(&self, grads: &[&[T]]) -> (f64, Option<(usize, usize, f64)>) {
-        let mut sum = 0.0;
-        for (seg, g) in grads.iter().enumerate() {
-            for (i, x) in g.iter().enumerate() {
-                let x = x.to_f64();
-                if !x.is_finite() {
-                    return (f64::NAN, Some((seg, i, x)));
-                }
-                sum += x * x;
-            }
-        }
-        (sum.sqrt(), None)
-    }
-
     /// One matrix: momentum, Newton–Schulz, decay and the move.
     fn update_matrix(
         &mut self,
@@ -498,8 +483,7 @@ impl<T: Real> Optimizer<T> for Muon<T> {
                 )));
             }
         }
-        let (norm, bad) = self.scan(grads);
-        if let Some((seg, index, value)) = bad {
+        if let Some((seg, index, value)) = super::first_non_finite(grads) {
             return match self.options.nonfinite {
                 NonFinitePolicy::Error => Err(Error::NonFiniteGradient {
                     step: self.steps + 1,
@@ -508,13 +492,15 @@ impl<T: Real> Optimizer<T> for Muon<T> {
                     value,
                     partly_updated: false,
                 }),
-                NonFinitePolicy::Skip => Ok(StepOutcome {
-                    skipped: true,
-                    grad_norm: f64::NAN,
-                    clip_coef: 1.0,
-                }),
+                NonFinitePolicy::Skip => Ok(StepOutcome::SKIPPED),
             };
         }
+        let norm = grads
+            .iter()
+            .flat_map(|g| g.iter())
+            .map(|x| x.to_f64() * x.to_f64())
+            .sum::<f64>()
+            .sqrt();
         let coef = match self.options.clip_norm {
             Some(max) => (max / (norm + 1e-6)).min(1.0),
             None => 1.0,
@@ -577,6 +563,7 @@ impl<T: Real> Optimizer<T> for Muon<T> {
         let mut scalars = BTreeMap::new();
         let mut extra = BTreeMap::new();
         let mut groups = vec![self.config.to_spec().to_string()];
+        let mut optimizer = "muon".to_string();
         for &i in &self.matrices {
             let s = &self.layout.segments()[i];
             tensors.insert(
@@ -596,14 +583,12 @@ impl<T: Real> Optimizer<T> for Muon<T> {
             }
             extra.insert("fallback.step".into(), fs.meta.step as f64);
             groups.extend(fs.meta.groups);
+            optimizer = format!("muon+{}", fs.meta.optimizer);
         }
         StateDict {
             meta: StateMeta {
                 version: STATE_VERSION,
-                optimizer: match &self.fallback {
-                    Some((_, f)) => format!("muon+{}", f.state_dict().meta.optimizer),
-                    None => "muon".into(),
-                },
+                optimizer,
                 groups,
                 step: self.steps,
                 scalars,
@@ -614,19 +599,18 @@ impl<T: Real> Optimizer<T> for Muon<T> {
     }
 
     fn load_state_dict(&mut self, state: &StateDict<T>) -> Result<()> {
-        let expected = match &self.fallback {
-            Some((_, f)) => format!("muon+{}", f.state_dict().meta.optimizer),
-            None => "muon".into(),
+        // "muon", or "muon+" and the fallback's name, which the fallback checks itself.
+        let saved = &state.meta.optimizer;
+        let fallback_name = match (&self.fallback, saved.strip_prefix("muon+")) {
+            (Some(_), Some(name)) => Some(name),
+            (Some((_, f)), None) => {
+                return super::state::check_optimizer(saved, &format!("muon+{}", f.name()))
+            }
+            (None, _) => {
+                super::state::check_optimizer(saved, "muon")?;
+                None
+            }
         };
-        if state.meta.optimizer != expected {
-            return Err(state_error(
-                None,
-                format!(
-                    "was saved by optimizer '{}', cannot load into '{expected}'",
-                    state.meta.optimizer
-                ),
-            ));
-        }
         // The hyperparameters as they stood (a schedule may have changed lr and momentum).
         let config = match state.meta.groups.first() {
             Some(text) => {
@@ -664,7 +648,7 @@ impl<T: Real> Optimizer<T> for Muon<T> {
             let mut fs = StateDict {
                 meta: StateMeta {
                     version: state.meta.version,
-                    optimizer: f.state_dict().meta.optimizer,
+                    optimizer: fallback_name.unwrap_or_default().to_string(),
                     groups: state.meta.groups.iter().skip(1).cloned().collect(),
                     step: state
                         .meta

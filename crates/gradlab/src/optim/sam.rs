@@ -14,7 +14,7 @@
 //! to float32 and the global norm, its reciprocal and ρ/‖a‖ are computed in float32; ASAM's
 //! scaling is `|w|` without Kwon et al.'s offset η, so zero weights are never perturbed.
 
-use super::state::{state_error, StateDict};
+use super::state::StateDict;
 use super::{
     build_from_spec, gradient_buffers, Closure, ClosureOutcome, Layout, NonFinitePolicy, Optimizer,
     Options, ParamAccess, ParamGroup, StepOutcome,
@@ -103,18 +103,14 @@ impl<T: Real> Sam<T> {
 
     /// The first non-finite element of the first gradient, as the error the policy asks for.
     fn first_non_finite(&self) -> Option<Error> {
-        for (seg, g) in self.base.layout().segments().iter().zip(&self.grads) {
-            if let Some(index) = g.iter().position(|x| !x.is_finite()) {
-                return Some(Error::NonFiniteGradient {
-                    step: self.base.steps() + 1,
-                    tensor: seg.name.clone(),
-                    index,
-                    value: g[index].to_f64(),
-                    partly_updated: false,
-                });
-            }
-        }
-        None
+        let (seg, index, value) = super::first_non_finite(&self.grads)?;
+        Some(Error::NonFiniteGradient {
+            step: self.base.steps() + 1,
+            tensor: self.base.layout().segments()[seg].name.clone(),
+            index,
+            value,
+            partly_updated: false,
+        })
     }
 
     /// `w ← w + e`, keeping `w` in `origin`.
@@ -212,11 +208,7 @@ impl<T: Real> Optimizer<T> for Sam<T> {
                 NonFinitePolicy::Skip => Ok(ClosureOutcome {
                     loss,
                     evaluations: 1,
-                    step: StepOutcome {
-                        skipped: true,
-                        grad_norm: f64::NAN,
-                        clip_coef: 1.0,
-                    },
+                    step: StepOutcome::SKIPPED,
                 }),
             };
         }
@@ -261,21 +253,8 @@ impl<T: Real> Optimizer<T> for Sam<T> {
     }
 
     fn load_state_dict(&mut self, state: &StateDict<T>) -> Result<()> {
-        let Some(base_name) = state
-            .meta
-            .optimizer
-            .strip_prefix("sam(")
-            .and_then(|rest| rest.strip_suffix(')'))
-        else {
-            return Err(state_error(
-                None,
-                format!(
-                    "was saved by optimizer '{}', cannot load into 'sam({})'",
-                    state.meta.optimizer,
-                    self.base.name()
-                ),
-            ));
-        };
+        let expected = format!("sam({})", self.base.name());
+        let base_name = super::state::inner_name(&state.meta.optimizer, "sam", &expected)?;
         let mut base = state.clone();
         base.meta.optimizer = base_name.to_string();
         self.base.load_state_dict(&base)

@@ -132,6 +132,32 @@ impl<T: Real> StateDict<T> {
     }
 }
 
+/// Refuses a state saved by another optimizer than `expected`.
+pub(crate) fn check_optimizer(saved: &str, expected: &str) -> Result<()> {
+    if saved == expected {
+        return Ok(());
+    }
+    Err(state_error(
+        None,
+        format!("was saved by optimizer '{saved}', cannot load into '{expected}'"),
+    ))
+}
+
+/// The inner optimizer's name in a wrapper's state name (`lookahead(adam)` → `adam`); a
+/// state of anything else is refused, naming `expected`.
+pub(crate) fn inner_name<'a>(saved: &'a str, wrapper: &str, expected: &str) -> Result<&'a str> {
+    saved
+        .strip_prefix(wrapper)
+        .and_then(|rest| rest.strip_prefix('('))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .ok_or_else(|| {
+            state_error(
+                None,
+                format!("was saved by optimizer '{saved}', cannot load into '{expected}'"),
+            )
+        })
+}
+
 pub(crate) fn state_error(path: Option<&Path>, message: String) -> Error {
     Error::State {
         source_name: path.map(|p| p.display().to_string()),
