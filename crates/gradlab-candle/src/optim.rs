@@ -574,6 +574,9 @@ pub trait EngineView {
     fn state_bytes_held(&self) -> usize;
     /// SWATS status, if applicable.
     fn swats(&self) -> Option<Vec<gradlab::optim::swats::SwitchStatus>>;
+    /// What the optimizer estimates as it runs (Prodigy's `d`), see
+    /// [`gradlab::optim::Optimizer::estimates`].
+    fn estimates(&self) -> Vec<(&'static str, f64)>;
     /// Attaches a schedule.
     fn scheduler(&mut self, spec: &str) -> gradlab::Result<gradlab::schedule::Scheduler>;
     /// Steps a schedule.
@@ -616,6 +619,9 @@ impl<T: gradlab::Real> EngineView for Box<dyn optim::Optimizer<T>> {
     }
     fn swats(&self) -> Option<Vec<gradlab::optim::swats::SwitchStatus>> {
         gradlab::optim::swats::switch_status(self.as_ref())
+    }
+    fn estimates(&self) -> Vec<(&'static str, f64)> {
+        self.as_ref().estimates()
     }
     fn scheduler(&mut self, spec: &str) -> gradlab::Result<gradlab::schedule::Scheduler> {
         gradlab::schedule::Scheduler::new(spec, self.as_mut())

@@ -729,7 +729,7 @@ pub fn train_on(
             }
             loss_sum += loss_value * idx.len() as f64;
             seen += idx.len();
-            write_line(&json!({
+            let mut line = json!({
                 "kind": "step",
                 "step": step,
                 "epoch": epoch,
@@ -740,7 +740,12 @@ pub fn train_on(
                 "lr": lr,
                 "momentum": momentum,
                 "seconds": started.elapsed().as_secs_f64(),
-            }))?;
+            });
+            // Prodigy's d, after the step that updated it.
+            for (name, value) in opt.with_engine(|e| e.estimates()) {
+                line[name] = json!(value);
+            }
+            write_line(&line)?;
             on_event(Event::Step {
                 step,
                 total: total_steps,

@@ -29,6 +29,8 @@ pub trait Real:
     const ONE: Self;
     /// The type's name, as in `f32`.
     const NAME: &'static str;
+    /// The machine epsilon (`torch.finfo(dtype).eps`).
+    const EPSILON: Self;
     /// Converts (rounding to nearest) from `f32`.
     fn from_f32(x: f32) -> Self;
     /// Converts (rounding to nearest) to `f32`.
@@ -63,6 +65,7 @@ macro_rules! impl_real {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
             const NAME: &'static str = $name;
+            const EPSILON: Self = <$t>::EPSILON;
             #[inline(always)]
             fn from_f32(x: f32) -> Self {
                 x as $t

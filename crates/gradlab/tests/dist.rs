@@ -160,10 +160,15 @@ fn every_optimizer_sharded_equals_one_process() {
         ..Options::default()
     };
     let plain = Options::default();
-    // Muon needs whole matrices and refuses to be sharded (tests/muon.rs).
+    // Muon and Adafactor need whole matrices, Prodigy sums over all tensors: they refuse to
+    // be sharded (tests/muon.rs, tests/tensor_optimizers.rs).
     let cases: Vec<(&str, &Options)> = SPECS
         .iter()
-        .filter(|s| !s.starts_with("muon"))
+        .filter(|s| {
+            !["muon", "adafactor", "prodigy"]
+                .iter()
+                .any(|n| s.starts_with(n))
+        })
         .map(|s| (*s, &clipped))
         .chain([
             ("lamb(lr=0.01)", &plain),
@@ -275,4 +280,29 @@ fn non_finite_gradients_are_named_on_every_rank() {
         opt.step_flat(&mut q, &g).unwrap();
     }
     assert_close("skip", &p, &q, 1e-12);
+}
+
+#[test]
+fn optimizers_that_need_whole_tensors_or_global_sums_refuse_to_be_sharded() {
+    let full = layout();
+    for (spec, needle) in [
+        ("muon(lr=0.02, fallback=adamw(lr=0.01))", "muon"),
+        ("adafactor(lr=0.01)", "adafactor"),
+        ("prodigy(lr=1)", "prodigy"),
+    ] {
+        let group: Arc<dyn Collective> = Arc::new(ThreadGroup::new(1).pop().unwrap());
+        let shard = Shard::new(full.total(), 0, 1);
+        let options = Options {
+            distributed: Some(Distributed::new(group, &full, &shard)),
+            ..Options::default()
+        };
+        let err = optim::build::<f64>(spec, shard.layout(&full), &[], options)
+            .err()
+            .unwrap_or_else(|| panic!("{spec} accepted a sharded run"))
+            .to_string();
+        assert!(
+            err.contains(needle) && err.contains("sharded"),
+            "{spec}: {err}"
+        );
+    }
 }

@@ -45,6 +45,8 @@ pub fn lab_optimizers() -> Vec<String> {
         "adopt(lr=0.001)",
         "ademamix(lr=0.001)",
         "adamw_schedulefree(lr=0.0025)",
+        "adafactor(lr=0.01)",
+        "prodigy(lr=1)",
         "sam(sgd(lr=0.05, momentum=0.9), rho=0.05)",
         "muon(lr=0.02, fallback=adamw(lr=0.001))",
     ]

@@ -188,13 +188,7 @@ impl<T: Real, R: Rule> Engine<T, R> {
         let (base, compact) = parse_config::<R>(spec)?;
         let mut configs = vec![base];
         for group in groups {
-            let mut merged = spec.clone();
-            for (k, v) in &group.overrides {
-                merged
-                    .args
-                    .retain(|(key, _)| key.as_deref() != Some(k.as_str()));
-                merged.args.push((Some(k.clone()), v.clone()));
-            }
+            let merged = group.apply(spec);
             let (config, group_compact) = parse_config::<R>(&merged)?;
             if group_compact != compact {
                 return Err(Args::new(&merged, 0).invalid(

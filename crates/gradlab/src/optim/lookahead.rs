@@ -199,6 +199,10 @@ impl<T: Real> Optimizer<T> for Lookahead<T> {
         self.inner.bytes_per_param() + 4.0 * std::mem::size_of::<T>() as f64 / self.k as f64
     }
 
+    fn estimates(&self) -> Vec<(&'static str, f64)> {
+        self.inner.estimates()
+    }
+
     fn scalar_state(&self) -> Vec<(String, Vec<(&'static str, f64)>)> {
         self.inner.scalar_state()
     }

@@ -39,6 +39,8 @@
 //! | `asgd` | SGD with a decaying step and Polyak averaging | PyTorch `ASGD` |
 //! | `sgd_schedulefree`, `adamw_schedulefree` | no schedule: train at y, evaluate the average x | `schedulefree` 1.4.1 |
 //! | `muon` | orthogonalised (Newton–Schulz) momentum for 2-D weights, a fallback for the rest | PyTorch `Muon` |
+//! | `adafactor` | factored second moment, relative step size, update clipping | PyTorch `Adafactor` |
+//! | `prodigy` | Adam scaled by an estimated distance d to the solution (learning-rate free) | `prodigyopt` 1.1.2 |
 //! | `lbfgs` | quasi-Newton with a limited memory, optional strong-Wolfe line search | PyTorch `LBFGS` |
 //! | `sam(BASE)` | BASE stepped with the gradient at the sharpest nearby point | pytorch-optimizer `SAM` |
 
@@ -47,6 +49,7 @@
 
 pub mod adabound;
 pub mod adadelta;
+pub mod adafactor;
 pub mod adagrad;
 pub mod adam;
 pub mod adamax;
@@ -64,6 +67,7 @@ pub mod lookahead;
 pub mod muon;
 pub mod nadam;
 pub mod plan;
+pub mod prodigy;
 pub mod radam;
 pub mod rmsprop;
 pub mod rprop;
@@ -72,6 +76,7 @@ pub mod sam;
 pub mod schedule_free;
 pub mod sgd;
 pub(crate) mod simd;
+pub(crate) mod standalone;
 pub mod state;
 pub mod swats;
 
@@ -109,6 +114,8 @@ pub const OPTIMIZERS: &[&str] = &[
     "sgd_schedulefree",
     "adamw_schedulefree",
     "muon",
+    "adafactor",
+    "prodigy",
 ];
 
 /// What to do with a step whose gradients hold NaN or infinity.
@@ -184,6 +191,20 @@ impl ParamGroup {
             params: params.iter().map(|s| s.to_string()).collect(),
             overrides: out,
         })
+    }
+}
+
+impl ParamGroup {
+    /// The base spec with this group's overrides applied.
+    pub fn apply(&self, base: &Spec) -> Spec {
+        let mut merged = base.clone();
+        for (k, v) in &self.overrides {
+            merged
+                .args
+                .retain(|(key, _)| key.as_deref() != Some(k.as_str()));
+            merged.args.push((Some(k.clone()), v.clone()));
+        }
+        merged
     }
 }
 
@@ -360,6 +381,12 @@ pub trait Optimizer<T: Real>: Send {
         Ok(())
     }
 
+    /// Quantities the optimizer estimates as it runs, reported in training metrics (Prodigy's
+    /// step-size estimate `d`); empty for most.
+    fn estimates(&self) -> Vec<(&'static str, f64)> {
+        Vec::new()
+    }
+
     /// Bytes per parameter the step must move (see `Rule::traffic`), for benchmarks.
     fn bytes_per_param(&self) -> f64;
     /// Per-tensor scalar state (`step`, SWATS's `switched_at` and `sgd_lr`, ...).
@@ -475,6 +502,12 @@ pub fn build_from_spec<T: Real>(
             spec, layout, groups, options,
         )?)),
         "muon" => Ok(Box::new(muon::Muon::from_spec(
+            spec, layout, groups, options,
+        )?)),
+        "adafactor" => Ok(Box::new(adafactor::Adafactor::from_spec(
+            spec, layout, groups, options,
+        )?)),
+        "prodigy" => Ok(Box::new(prodigy::Prodigy::from_spec(
             spec, layout, groups, options,
         )?)),
         "lbfgs" => Ok(Box::new(lbfgs::Lbfgs::from_spec(

@@ -34,6 +34,14 @@ impl<'a, T: Real> Grad<'a, T> {
         Grad { raw, scale, bound }
     }
 
+    /// Elements `start..start + len` of the chunk, with the same clipping.
+    pub(crate) fn offset(&self, start: usize, len: usize) -> Self {
+        Grad {
+            raw: &self.raw[start..start + len],
+            ..*self
+        }
+    }
+
     /// The raw gradient chunk (apply [`Grad::process`] to each element).
     #[inline(always)]
     pub fn raw(&self) -> &'a [T] {

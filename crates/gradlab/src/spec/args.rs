@@ -45,6 +45,12 @@ impl<'a> Args<'a> {
         self.spec.get(key)
     }
 
+    /// The value of `key` as written, for keys of a form of their own (the key counts as
+    /// known to [`Args::finish`]).
+    pub fn value(&self, key: &'static str) -> Option<&'a Value> {
+        self.raw(key)
+    }
+
     /// The `index`-th positional argument.
     pub fn positional(&self, index: usize) -> Option<&'a Value> {
         self.spec

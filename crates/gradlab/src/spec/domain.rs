@@ -104,6 +104,16 @@ impl Args<'_> {
             .map_err(|m| self.invalid(key, m))
     }
 
+    /// A number in `domain`, or `inf` for keys where it means "no limit" (Prodigy's
+    /// `growth_rate`).
+    pub fn limit(&self, key: &'static str, default: f64, domain: Domain) -> Result<f64, Error> {
+        match self.value(key) {
+            None => Ok(default),
+            Some(super::Value::Num(x)) if *x == f64::INFINITY => Ok(*x),
+            _ => self.number(key, default, domain),
+        }
+    }
+
     /// A number in `domain`, if given.
     pub fn opt_number(&self, key: &'static str, domain: Domain) -> Result<Option<f64>, Error> {
         self.opt_f64(key)?

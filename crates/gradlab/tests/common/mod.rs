@@ -39,6 +39,10 @@ pub const SPECS: &[&str] = &[
     "asgd(lr=0.01, t0=5, weight_decay=0.01)",
     "sgd_schedulefree(lr=0.05, weight_decay=0.01, warmup_steps=3)",
     "adamw_schedulefree(lr=0.01, warmup_steps=2, weight_decay=0.01, r=0.5)",
+    "adafactor(lr=0.01, weight_decay=0.01)",
+    "adafactor(lr=0.05, beta2_decay=-0.5, eps=(1e-20, 0.001), d=2)",
+    "prodigy(lr=1, weight_decay=0.01)",
+    "prodigy(lr=1, betas=(0, 0.99), decouple=false, use_bias_correction=true, growth_rate=2)",
     "muon(lr=0.02, fallback=adamw(lr=0.01))",
     "muon(lr=0.02, nesterov=false, ns_dtype=f32, adjust_lr_fn=match_rms_adamw, fallback=sgd(lr=0.01, momentum=0.9))",
 ];

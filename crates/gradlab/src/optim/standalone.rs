@@ -1,0 +1,156 @@
+//! What the optimizers that run off the engine share (Muon, Adafactor, Prodigy: their steps
+//! need whole tensors or optimizer-wide sums before any element moves): the gradient checks
+//! before a step, gradient clipping, sums over chunks in a fixed order, and loading their
+//! element buffers from a saved state.
+
+use super::plan::CHUNK;
+use super::rule::Grad;
+use super::state::{state_error, StateDict};
+use super::{Layout, NonFinitePolicy, Options, StepOutcome};
+use crate::{Error, Real, Result};
+use std::collections::BTreeSet;
+
+/// The gradients of a step, checked: their global norm and the clipping to apply.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Checked<T> {
+    /// Global L2 norm before clipping.
+    pub norm: f64,
+    /// The norm-clipping factor (1 without `clip_norm`).
+    pub coef: f64,
+    scale: T,
+    bound: T,
+}
+
+impl<T: Real> Checked<T> {
+    /// One tensor's gradient with this step's clipping (see [`Grad`]); `raw` must be exactly
+    /// as long as the parameter chunk it goes with.
+    pub fn grad<'a>(&self, raw: &'a [T]) -> Grad<'a, T> {
+        Grad::new(raw, self.scale, self.bound)
+    }
+
+    /// What the step reports.
+    pub fn outcome(&self) -> StepOutcome {
+        StepOutcome {
+            skipped: false,
+            grad_norm: self.norm,
+            clip_coef: self.coef,
+        }
+    }
+}
+
+/// Checks a step's gradients against the layout (`name` is the optimizer's, for messages) and
+/// for non-finite values (`step` is the step attempted, 1-based): `None` when the `skip`
+/// policy skips the step.
+pub(crate) fn check_gradients<T: Real>(
+    name: &str,
+    layout: &Layout,
+    options: &Options,
+    step: u64,
+    grads: &[&[T]],
+    params: usize,
+) -> Result<Option<Checked<T>>> {
+    let n = layout.segments().len();
+    if grads.len() != n || params != n {
+        return Err(Error::Layout(format!(
+            "{name}: expected {n} gradient and parameter tensors, got {} and {params}",
+            grads.len()
+        )));
+    }
+    for (g, s) in grads.iter().zip(layout.segments()) {
+        if g.len() != s.len {
+            return Err(Error::Layout(format!(
+                "{name}: gradient of '{}' has {} elements, expected {}",
+                s.name,
+                g.len(),
+                s.len
+            )));
+        }
+    }
+    if let Some((seg, index, value)) = super::first_non_finite(grads) {
+        return match options.nonfinite {
+            NonFinitePolicy::Error => Err(Error::NonFiniteGradient {
+                step,
+                tensor: layout.segments()[seg].name.clone(),
+                index,
+                value,
+                partly_updated: false,
+            }),
+            NonFinitePolicy::Skip => Ok(None),
+        };
+    }
+    let norm = grads
+        .iter()
+        .flat_map(|g| g.iter())
+        .map(|x| x.to_f64() * x.to_f64())
+        .sum::<f64>()
+        .sqrt();
+    let coef = match options.clip_norm {
+        Some(max) => (max / (norm + 1e-6)).min(1.0),
+        None => 1.0,
+    };
+    let bound = options.clip_value.unwrap_or(f64::INFINITY);
+    Ok(Some(Checked {
+        norm,
+        coef,
+        scale: T::from_f64(coef),
+        bound: T::from_f64(bound),
+    }))
+}
+
+/// Number of chunks [`sum_chunks`] cuts `n` elements into.
+pub(crate) fn chunk_count(n: usize) -> usize {
+    n.div_ceil(CHUNK)
+}
+
+/// Runs `f` on every chunk range of `0..n` (of [`CHUNK`] elements; on the thread pool) and
+/// sums its results in chunk order, so that the sum does not depend on the thread count.
+/// `partials` holds at least [`chunk_count`]`(n)` entries (it is scratch, kept by the caller
+/// so that steps do not allocate).
+pub(crate) fn sum_chunks<const K: usize>(
+    n: usize,
+    partials: &mut [[f64; K]],
+    f: impl Fn(std::ops::Range<usize>) -> [f64; K] + Sync,
+) -> [f64; K] {
+    let count = chunk_count(n);
+    let partials = &mut partials[..count];
+    crate::pool::for_each_chunk(partials, 1, |i, out| {
+        let start = i * CHUNK;
+        out[0] = f(start..(start + CHUNK).min(n));
+    });
+    let mut total = [0.0; K];
+    for p in partials.iter() {
+        for k in 0..K {
+            total[k] += p[k];
+        }
+    }
+    total
+}
+
+/// The saved element buffer `key`, which must have `shape`.
+pub(crate) fn saved_tensor<'a, T>(
+    state: &'a StateDict<T>,
+    key: &str,
+    shape: &[usize],
+) -> Result<&'a [T]> {
+    match state.tensors.get(key) {
+        Some((s, values)) if s == shape && values.len() == shape.iter().product::<usize>() => {
+            Ok(values)
+        }
+        Some((s, _)) => Err(state_error(
+            None,
+            format!("tensor '{key}' has shape {s:?}, the parameter has shape {shape:?}"),
+        )),
+        None => Err(state_error(None, format!("tensor '{key}' is missing"))),
+    }
+}
+
+/// Refuses a state with element buffers that none of `own` names.
+pub(crate) fn refuse_foreign<T>(state: &StateDict<T>, own: &BTreeSet<String>) -> Result<()> {
+    match state.tensors.keys().find(|k| !own.contains(*k)) {
+        Some(extra) => Err(state_error(
+            None,
+            format!("tensor '{extra}' does not belong to this optimizer's parameters"),
+        )),
+        None => Ok(()),
+    }
+}
