@@ -219,3 +219,99 @@ fn prodigy_refuses_what_prodigyopt_refuses_and_groups_it_cannot_honour() {
         "prodigy(lr=1, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, decouple=true, use_bias_correction=false, safeguard_warmup=false, d0=1e-6, d_coef=1, growth_rate=inf)"
     );
 }
+
+/// Adafactor reads the gradient before its norm is known when no norm clipping is asked for
+/// (the check rides on its first pass), and after a separate norm pass when it is: both
+/// report the norm, clip by it exactly, and leave everything as it was on a skipped step.
+#[test]
+fn the_gradient_check_and_clipping_hold_on_both_reading_paths() {
+    let layout = Layout::new([
+        ("w", vec![40, 30]),
+        ("conv", vec![3, 2, 5, 7]),
+        ("bias", vec![1000]),
+    ])
+    .unwrap();
+    let n = layout.total();
+    let mut rng = Rng(11);
+    let start = rng.vec(n);
+    let grads: Vec<Vec<f64>> = (0..3).map(|_| rng.vec(n)).collect();
+    for spec in ["adafactor(lr=0.05, weight_decay=0.01)", "prodigy(lr=1)"] {
+        let run = |options: Options, scale_by_coef: bool| {
+            let mut opt = optim::build::<f64>(spec, layout.clone(), &[], options).unwrap();
+            let mut p = start.clone();
+            let mut norms = Vec::new();
+            for g in &grads {
+                let norm = g.iter().map(|x| x * x).sum::<f64>().sqrt();
+                let g: Vec<f64> = if scale_by_coef {
+                    let coef = (0.5 / (norm + 1e-6)).min(1.0);
+                    g.iter().map(|x| x * coef).collect()
+                } else {
+                    g.clone()
+                };
+                let outcome = opt
+                    .step(&mut split(&layout, &mut p), &split_ref(&layout, &g))
+                    .unwrap();
+                norms.push((outcome.grad_norm, norm));
+            }
+            (p, norms)
+        };
+        let clip = Options {
+            clip_norm: Some(0.5),
+            ..Options::default()
+        };
+        let (clipped, norms) = run(clip.clone(), false);
+        let (by_hand, _) = run(Options::default(), true);
+        // The same up to the rounding of the norm (summed in another order here).
+        let worst = clipped
+            .iter()
+            .zip(&by_hand)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            worst < 1e-12,
+            "{spec}: clipping differs from scaling by {worst:.1e}"
+        );
+        let (unclipped, _) = run(Options::default(), false);
+        let moved = clipped
+            .iter()
+            .zip(&unclipped)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        let step = unclipped
+            .iter()
+            .zip(&start)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(moved > 1e-3 * step, "{spec}: clipping changed nothing");
+        let (_, plain_norms) = run(Options::default(), false);
+        for (got, want) in norms.iter().chain(&plain_norms) {
+            assert!(
+                (got - want).abs() <= 1e-12 * want,
+                "{spec}: norm {got} vs {want}"
+            );
+        }
+        for options in [Options::default(), clip] {
+            let skip = Options {
+                nonfinite: optim::NonFinitePolicy::Skip,
+                ..options
+            };
+            let mut opt = optim::build::<f64>(spec, layout.clone(), &[], skip).unwrap();
+            let mut p = start.clone();
+            opt.step(&mut split(&layout, &mut p), &split_ref(&layout, &grads[0]))
+                .unwrap();
+            let (state, before) = (opt.state_dict(), p.clone());
+            let mut bad = grads[1].clone();
+            bad[n - 1] = f64::NAN; // the last tensor, read after the others
+            let outcome = opt
+                .step(&mut split(&layout, &mut p), &split_ref(&layout, &bad))
+                .unwrap();
+            assert!(outcome.skipped, "{spec}");
+            assert_eq!(
+                opt.state_dict(),
+                state,
+                "{spec}: a skipped step changed the state"
+            );
+            assert_eq!(p, before, "{spec}: a skipped step moved the parameters");
+        }
+    }
+}

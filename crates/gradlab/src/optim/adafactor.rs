@@ -15,12 +15,16 @@
 //! by γ, means replace sums and ε1 clamps V̂ rather than being added to g².
 //!
 //! A step reads each tensor three times (factored: the means, then RMS(U), then the move;
-//! vectors: twice), on the thread pool, with sums in a fixed order.
+//! vectors: twice, V and RMS(U) computed in the first pass and V stored in the second), on the
+//! thread pool, with sums in a fixed order. The first pass changes nothing and also sums the
+//! raw g², so the gradient's check (non-finite values, the norm) costs no pass of its own;
+//! with `clip_norm` the norm comes first, from a pass over the gradients alone.
 
 use super::plan::{Shared, CHUNK};
 use super::rule::{lerp, Buffer, Grad};
 use super::standalone::{
-    check_gradients, chunk_count, refuse_foreign, saved_tensor, sum_chunks, Checked,
+    check_shapes, chunk_count, refuse_foreign, saved_tensor, squared_norm, sum_chunks, verdict,
+    Checked,
 };
 use super::state::{state_error, StateDict, StateMeta, STATE_VERSION};
 use super::{Layout, Optimizer, Options, ParamAccess, ParamGroup, StepOutcome};
@@ -122,6 +126,23 @@ impl<T: Real> Coefs<T> {
         }
     }
 
+    /// The vector path's new second moment `lerp(V, g², w)`.
+    #[inline(always)]
+    fn second_moment(&self, v: T, g: T) -> T {
+        lerp(v, g * g, self.w, self.one_minus_w)
+    }
+
+    /// `U² = g² / max(V̂, ε1²)`, for RMS(U) (no square root: to within a rounding of `U`).
+    #[inline(always)]
+    fn update_sq(&self, g: T, v_hat: T) -> T {
+        let v = if v_hat > self.floor {
+            v_hat
+        } else {
+            self.floor
+        };
+        g * g / v
+    }
+
     /// `U = g / √max(V̂, ε1²)` (torch's `clamp_(min=ε1²).rsqrt_()` times g).
     #[inline(always)]
     fn update(&self, g: T, v_hat: T) -> T {
@@ -219,16 +240,30 @@ enum Moment<T> {
     Full { variance: Vec<T> },
 }
 
-/// Scratch sized for the largest tensor, so that steps do not allocate.
+/// What a step's first pass measures of one tensor, before any state changes (so that a
+/// non-finite gradient found by it leaves everything as it was).
+#[derive(Debug, Clone, Default)]
+struct Measured {
+    /// Σθ², ΣU² (vectors only: the factored ΣU² needs the new means) and Σ of the raw g².
+    sums: [f64; 3],
+    /// Factored tensors: Σg² of each row and of each column, per matrix.
+    row_sq: Vec<f64>,
+    col_sq: Vec<f64>,
+}
+
+/// Scratch sized at construction, so that steps do not allocate.
 #[derive(Default)]
 struct Scratch<T> {
-    /// Per unit: column sums of g², and (Σθ², ΣU²).
+    /// Per unit of the largest factored tensor: column sums of g², and (Σθ², ΣU², Σraw g²).
     col_partials: Vec<f64>,
-    unit_sums: Vec<[f64; 2]>,
+    unit_sums: Vec<[f64; 3]>,
     /// Per matrix: `max(mean R, ε1)`.
     row_scale: Vec<T>,
-    /// Per chunk of a vector: (Σθ², ΣU²).
-    chunk_sums: Vec<[f64; 2]>,
+    /// Per chunk of the longest tensor: the first pass's sums, the gradient's norm.
+    chunk_sums: Vec<[f64; 3]>,
+    norm_sums: Vec<[f64; 1]>,
+    /// Per tensor.
+    measured: Vec<Measured>,
 }
 
 /// Adafactor over the tensors of a layout.
@@ -282,15 +317,19 @@ impl<T: Real> Adafactor<T> {
             .collect();
         let mut scratch = Scratch::default();
         for (m, s) in moments.iter().zip(layout.segments()) {
-            match m {
-                Moment::Factored { geometry: g, .. } => {
-                    let units = g.units();
-                    grow(&mut scratch.col_partials, units * g.cols, 0.0);
-                    grow(&mut scratch.unit_sums, units, [0.0; 2]);
-                    grow(&mut scratch.row_scale, g.batches, T::ZERO);
-                }
-                Moment::Full { .. } => grow(&mut scratch.chunk_sums, chunk_count(s.len), [0.0; 2]),
+            let chunks = chunk_count(s.len);
+            grow(&mut scratch.chunk_sums, chunks, [0.0; 3]);
+            grow(&mut scratch.norm_sums, chunks, [0.0; 1]);
+            let mut measured = Measured::default();
+            if let Moment::Factored { geometry: g, .. } = m {
+                let units = g.units();
+                grow(&mut scratch.col_partials, units * g.cols, 0.0);
+                grow(&mut scratch.unit_sums, units, [0.0; 3]);
+                grow(&mut scratch.row_scale, g.batches, T::ZERO);
+                measured.row_sq = vec![0.0; g.batches * g.rows];
+                measured.col_sq = vec![0.0; g.batches * g.cols];
             }
+            scratch.measured.push(measured);
         }
         Ok(Adafactor {
             layout,
@@ -308,32 +347,66 @@ impl<T: Real> Adafactor<T> {
         cfg.eps1.unwrap_or(T::EPSILON.to_f64())
     }
 
-    /// One step of tensor `seg` (step `t`).
-    fn update_tensor(
+    /// Tensor `seg`'s constants at step `t`.
+    fn coefs(&self, seg: usize, t: f64) -> (AdafactorConfig, Coefs<T>) {
+        let cfg = self.configs[self.seg_group[seg]];
+        (cfg, Coefs::new(&cfg, t, Self::eps1(&cfg)))
+    }
+
+    /// The first pass over tensor `seg` (step `t`), which reads θ and g and changes nothing:
+    /// its sums go to `scratch.measured[seg]`; returns Σ of the raw g².
+    fn measure(
+        &mut self,
+        seg: usize,
+        t: f64,
+        g: Grad<'_, T>,
+        params: &mut dyn ParamAccess<T>,
+    ) -> Result<f64> {
+        let (_, c) = self.coefs(seg, t);
+        let scratch = &mut self.scratch;
+        let measured = &mut scratch.measured[seg];
+        match &self.moments[seg] {
+            Moment::Full { variance } => params.read(seg, &mut |p| {
+                measured.sums = vector_sums(&c, p, g, variance, &mut scratch.chunk_sums);
+            })?,
+            Moment::Factored { geometry, .. } => params.read(seg, &mut |p| {
+                measured.sums = factored_sums(
+                    geometry,
+                    p,
+                    g,
+                    measured,
+                    &mut scratch.col_partials,
+                    &mut scratch.unit_sums,
+                );
+            })?,
+        }
+        Ok(scratch.measured[seg].sums[2])
+    }
+
+    /// The rest of tensor `seg`'s step, after [`Adafactor::measure`] and the check: the new
+    /// second moment, then the move.
+    fn apply(
         &mut self,
         seg: usize,
         t: f64,
         g: Grad<'_, T>,
         params: &mut dyn ParamAccess<T>,
     ) -> Result<()> {
-        let cfg = self.configs[self.seg_group[seg]];
-        let eps1 = Self::eps1(&cfg);
-        let c = Coefs::<T>::new(&cfg, t, eps1);
+        let (cfg, c) = self.coefs(seg, t);
         let n = self.layout.segments()[seg].len;
         let scratch = &mut self.scratch;
+        let measured = &scratch.measured[seg];
         match &mut self.moments[seg] {
             Moment::Full { variance } => {
-                let mut sums = [0.0; 2];
-                params.read(seg, &mut |p| {
-                    sums = vector_moments(&c, p, g, variance, scratch)
-                })?;
-                let step = T::from_f64(-step_size(&cfg, t, n, sums[0], sums[1]));
-                let v: &[T] = variance;
+                let [theta_sq, update_sq, _] = measured.sums;
+                let step = T::from_f64(-step_size(&cfg, t, n, theta_sq, update_sq));
+                let v = Shared::new(variance);
                 params.update(seg, &mut |p| {
                     crate::pool::for_each_chunk(p, CHUNK, |i, p| {
                         let start = i * CHUNK;
-                        let g = g.offset(start, p.len());
-                        move_elements(&c, step, p, g, &v[start..start + p.len()], T::ONE, T::ONE)
+                        // SAFETY: chunks are disjoint; `variance` outlives `for_each_chunk`.
+                        let v = unsafe { v.slice(start..start + p.len()) };
+                        vector_move(&c, step, p, g.offset(start, p.len()), v);
                     })
                 })
             }
@@ -343,12 +416,27 @@ impl<T: Real> Adafactor<T> {
                 col_var,
             } => {
                 let geo = *geometry;
-                let mut theta_sq = 0.0;
-                params.read(seg, &mut |p| {
-                    theta_sq = factored_moments(&geo, &c, p, g, row_var, col_var, eps1, scratch)
-                })?;
+                let eps1 = Self::eps1(&cfg);
+                commit_means(
+                    &geo,
+                    &c,
+                    measured,
+                    row_var,
+                    col_var,
+                    eps1,
+                    &mut scratch.row_scale,
+                );
                 let (row_var, col_var): (&[T], &[T]) = (row_var, col_var);
-                let update_sq = factored_update_sq(&geo, &c, g, row_var, col_var, scratch);
+                let update_sq = factored_update_sq(
+                    &geo,
+                    &c,
+                    g,
+                    row_var,
+                    col_var,
+                    &scratch.row_scale,
+                    &mut scratch.unit_sums,
+                );
+                let theta_sq = measured.sums[0];
                 let step = T::from_f64(-step_size(&cfg, t, n, theta_sq, update_sq));
                 let row_scale: &[T] = &scratch.row_scale;
                 params.update(seg, &mut |p| {
@@ -362,7 +450,7 @@ impl<T: Real> Adafactor<T> {
                             let p = unsafe { view.slice(off..off + geo.cols) };
                             let g = g.offset(off, geo.cols);
                             let rv = row_var[b * geo.rows + r];
-                            move_elements(&c, step, p, g, cols, rv, row_scale[b]);
+                            factored_move(&c, step, p, g, cols, rv, row_scale[b]);
                         }
                     });
                 })
@@ -385,10 +473,9 @@ fn parse(spec: &Spec) -> Result<AdafactorConfig> {
     Ok(cfg)
 }
 
-/// `θ ← θ(1 − γλ) + step·U` over a run of elements, with `V̂ = r·cols / scale` (vectors:
-/// `cols` is V, r = scale = 1, exact in floating point).
+/// `θ ← θ(1 − γλ) + step·U` over a run of one matrix row, with `V̂ = r·cols / scale`.
 #[inline(always)]
-fn move_elements<T: Real>(
+fn factored_move<T: Real>(
     c: &Coefs<T>,
     step: T,
     p: &mut [T],
@@ -409,61 +496,87 @@ fn move_elements<T: Real>(
     )
 }
 
-/// The vector path's first pass: `V ← lerp(V, g², w)`, and (Σθ², ΣU²).
-fn vector_moments<T: Real>(
+/// The vector path's second pass over a chunk: `V ← lerp(V, g², w)` (as the first pass
+/// computed it), then `θ ← θ(1 − γλ) + step·U`.
+#[inline(always)]
+fn vector_move<T: Real>(c: &Coefs<T>, step: T, p: &mut [T], grad: Grad<'_, T>, v: &mut [T]) {
+    super::simd::wide_call(
+        #[inline(always)]
+        || {
+            let (n, raw) = (p.len(), grad.raw());
+            assert!(raw.len() == n && v.len() == n);
+            // `move`: the closure owns the slices, so that their pointers stay in registers.
+            super::rule::paired_for_each(n, move |i| {
+                // SAFETY: paired_for_each calls with i < n, the length of every slice here.
+                unsafe {
+                    let g = grad.process(*raw.get_unchecked(i));
+                    let vn = c.second_moment(*v.get_unchecked(i), g);
+                    *v.get_unchecked_mut(i) = vn;
+                    let u = c.update(g, vn);
+                    let p = p.get_unchecked_mut(i);
+                    *p = *p * c.decay;
+                    *p = *p + step * u;
+                }
+            })
+        },
+    )
+}
+
+/// The vector path's first pass: (Σθ², ΣU², Σraw g²) with U from the new V, which it does
+/// not store.
+fn vector_sums<T: Real>(
     c: &Coefs<T>,
     p: &[T],
     g: Grad<'_, T>,
-    variance: &mut [T],
-    scratch: &mut Scratch<T>,
-) -> [f64; 2] {
-    let view = Shared::new(variance);
-    sum_chunks(p.len(), &mut scratch.chunk_sums, |range| {
-        // SAFETY: chunks are disjoint; `variance` outlives `sum_chunks`.
-        let mut v = unsafe { view.slice(range.clone()) };
-        let p = &p[range.clone()];
+    v: &[T],
+    partials: &mut [[f64; 3]],
+) -> [f64; 3] {
+    sum_chunks(p.len(), partials, |range| {
+        let (p, v) = (&p[range.clone()], &v[range.clone()]);
         let g = g.offset(range.start, range.len());
         super::simd::wide_call(
             #[inline(always)]
             || {
-                super::rule::lane_sums(p.len(), |i| {
-                    let gi = g.at(i);
-                    let vi = lerp(v.get(i), gi * gi, c.w, c.one_minus_w);
-                    v.set(i, vi);
-                    let u = c.update(gi, vi).to_f64();
-                    // SAFETY: lane_sums calls with i < p.len(), the length of every slice here.
-                    let pi = unsafe { *p.get_unchecked(i) }.to_f64();
-                    [pi * pi, u * u]
+                super::rule::paired_lane_sums(p.len(), |i| {
+                    // SAFETY: called with i < p.len(), the length of every slice here.
+                    let (pi, vi, raw) = unsafe {
+                        (
+                            *p.get_unchecked(i),
+                            *v.get_unchecked(i),
+                            *g.raw().get_unchecked(i),
+                        )
+                    };
+                    let gi = g.process(raw);
+                    let u_sq = c.update_sq(gi, c.second_moment(vi, gi)).to_f64();
+                    let (pi, raw) = (pi.to_f64(), raw.to_f64());
+                    [pi * pi, u_sq, raw * raw]
                 })
             },
         )
     })
 }
 
-/// The factored path's first pass: the new row and column means (and the clamped mean of the
-/// rows per matrix, in `scratch.row_scale`); returns Σθ².
-#[allow(clippy::too_many_arguments)]
-fn factored_moments<T: Real>(
+/// The factored path's first pass: each row's and column's Σg² (into `measured`), and
+/// (Σθ², 0, Σraw g²).
+fn factored_sums<T: Real>(
     geo: &Factored,
-    c: &Coefs<T>,
     p: &[T],
     g: Grad<'_, T>,
-    row_var: &mut [T],
-    col_var: &mut [T],
-    eps1: f64,
-    scratch: &mut Scratch<T>,
-) -> f64 {
+    measured: &mut Measured,
+    col_partials: &mut [f64],
+    unit_sums: &mut [[f64; 3]],
+) -> [f64; 3] {
     let cols = geo.cols;
     let units = geo.units();
     {
-        let rows_view = Shared::new(row_var);
-        let partials = Shared::new(&mut scratch.col_partials[..units * cols]);
-        let sums = Shared::new(&mut scratch.unit_sums[..units]);
+        let rows_view = Shared::new(&mut measured.row_sq);
+        let partials = Shared::new(&mut col_partials[..units * cols]);
+        let sums = Shared::new(&mut unit_sums[..units]);
         geo.for_units(|u| {
             let (b, rows) = geo.unit(u);
-            // SAFETY: unit `u` alone writes its rows' means, its column partials and its sums;
+            // SAFETY: unit `u` alone writes its rows' sums, its column partials and its sums;
             // the buffers outlive `for_units`.
-            let (means, col_sums, sums) = unsafe {
+            let (row_sq, col_sums, sums) = unsafe {
                 (
                     rows_view.slice(b * geo.rows + rows.start..b * geo.rows + rows.end),
                     partials.slice(u * cols..(u + 1) * cols),
@@ -471,54 +584,74 @@ fn factored_moments<T: Real>(
                 )
             };
             col_sums.iter_mut().for_each(|x| *x = 0.0);
-            let mut theta_sq = 0.0;
+            let (mut theta_sq, mut raw_sq) = (0.0, 0.0);
             for (k, r) in rows.enumerate() {
                 let off = (b * geo.rows + r) * cols;
                 let (p, g) = (&p[off..off + cols], g.offset(off, cols));
                 let mut col_sums = &mut col_sums[..];
-                let [row_sq, pp] = super::simd::wide_call(
+                let [row, pp, rr] = super::simd::wide_call(
                     #[inline(always)]
                     || {
-                        super::rule::lane_sums(cols, |j| {
-                            let gj = g.at(j).to_f64();
+                        // `move`: the closure owns the column sums, so that their pointer
+                        // stays in a register.
+                        super::rule::lane_sums(cols, move |j| {
+                            // SAFETY: lane_sums calls with j < cols, the length of `p` and g.
+                            let (pj, raw) =
+                                unsafe { (*p.get_unchecked(j), *g.raw().get_unchecked(j)) };
+                            let gj = g.process(raw).to_f64();
                             col_sums.set(j, col_sums.get(j) + gj * gj);
-                            // SAFETY: lane_sums calls with j < cols, the length of `p`.
-                            let pj = unsafe { *p.get_unchecked(j) }.to_f64();
-                            [gj * gj, pj * pj]
+                            let (pj, raw) = (pj.to_f64(), raw.to_f64());
+                            [gj * gj, pj * pj, raw * raw]
                         })
                     },
                 );
                 theta_sq += pp;
-                means[k] = lerp(
-                    means[k],
-                    T::from_f64(mean_of_squares(row_sq, cols)),
-                    c.w,
-                    c.one_minus_w,
-                );
+                raw_sq += rr;
+                row_sq[k] = row;
             }
-            sums[0] = [theta_sq, 0.0];
+            sums[0] = [theta_sq, 0.0, raw_sq];
         });
     }
     for b in 0..geo.batches {
-        let col = &mut col_var[b * cols..(b + 1) * cols];
-        for (j, cv) in col.iter_mut().enumerate() {
-            let sum: f64 = (0..geo.bands)
-                .map(|k| scratch.col_partials[(b * geo.bands + k) * cols + j])
+        for j in 0..cols {
+            measured.col_sq[b * cols + j] = (0..geo.bands)
+                .map(|k| col_partials[(b * geo.bands + k) * cols + j])
                 .sum();
-            *cv = lerp(
-                *cv,
-                T::from_f64(mean_of_squares(sum, geo.rows)),
-                c.w,
-                c.one_minus_w,
-            );
         }
+    }
+    let mut total = [0.0; 3];
+    for s in &unit_sums[..units] {
+        total[0] += s[0];
+        total[2] += s[2];
+    }
+    total
+}
+
+/// The factored path's new row and column means from the first pass's sums, and the clamped
+/// mean of the rows per matrix (into `row_scale`).
+fn commit_means<T: Real>(
+    geo: &Factored,
+    c: &Coefs<T>,
+    measured: &Measured,
+    row_var: &mut [T],
+    col_var: &mut [T],
+    eps1: f64,
+    row_scale: &mut [T],
+) {
+    let mean = |sum: f64, count: usize| T::from_f64(mean_of_squares(sum, count));
+    for (r, &sum) in row_var.iter_mut().zip(&measured.row_sq) {
+        *r = lerp(*r, mean(sum, geo.cols), c.w, c.one_minus_w);
+    }
+    for (col, &sum) in col_var.iter_mut().zip(&measured.col_sq) {
+        *col = lerp(*col, mean(sum, geo.rows), c.w, c.one_minus_w);
+    }
+    for b in 0..geo.batches {
         let rows = &row_var[b * geo.rows..(b + 1) * geo.rows];
         let mean = rows.iter().map(|r| r.to_f64()).sum::<f64>() / geo.rows as f64;
         let mean = T::from_f64(mean);
         let floor = T::from_f64(eps1);
-        scratch.row_scale[b] = if mean > floor { mean } else { floor };
+        row_scale[b] = if mean > floor { mean } else { floor };
     }
-    scratch.unit_sums[..units].iter().map(|s| s[0]).sum()
 }
 
 /// The mean of `count` squares summing to `sum`, as torch computes it: the norm squared,
@@ -535,11 +668,11 @@ fn factored_update_sq<T: Real>(
     g: Grad<'_, T>,
     row_var: &[T],
     col_var: &[T],
-    scratch: &mut Scratch<T>,
+    row_scale: &[T],
+    unit_sums: &mut [[f64; 3]],
 ) -> f64 {
     let units = geo.units();
-    let row_scale: &[T] = &scratch.row_scale;
-    let sums = Shared::new(&mut scratch.unit_sums[..units]);
+    let sums = Shared::new(&mut unit_sums[..units]);
     geo.for_units(|u| {
         let (b, rows) = geo.unit(u);
         let cols = &col_var[b * geo.cols..(b + 1) * geo.cols];
@@ -554,8 +687,7 @@ fn factored_update_sq<T: Real>(
                     super::rule::lane_sums(geo.cols, |j| {
                         // SAFETY: lane_sums calls with j < geo.cols, the length of `cols`.
                         let col = unsafe { *cols.get_unchecked(j) };
-                        let u = c.update(g.at(j), rv * col / scale).to_f64();
-                        [u * u]
+                        [c.update_sq(g.at(j), rv * col / scale).to_f64()]
                     })
                 },
             );
@@ -565,7 +697,7 @@ fn factored_update_sq<T: Real>(
         let entry = unsafe { sums.slice(u..u + 1) };
         entry[0][1] = total;
     });
-    scratch.unit_sums[..units].iter().map(|s| s[1]).sum()
+    unit_sums[..units].iter().map(|s| s[1]).sum()
 }
 
 impl<T: Real> Optimizer<T> for Adafactor<T> {
@@ -614,20 +746,35 @@ impl<T: Real> Optimizer<T> for Adafactor<T> {
         grads: &[&[T]],
         params: &mut dyn ParamAccess<T>,
     ) -> Result<StepOutcome> {
-        let checked: Checked<T> = match check_gradients(
-            "adafactor",
-            &self.layout,
-            &self.options,
-            self.steps + 1,
-            grads,
-            params.count(),
-        )? {
-            Some(c) => c,
-            None => return Ok(StepOutcome::SKIPPED),
+        check_shapes("adafactor", &self.layout, grads, params.count())?;
+        let step = self.steps + 1;
+        let t = step as f64;
+        // Norm clipping needs the norm before the first pass; otherwise the first pass
+        // measures it, and the check runs before anything changes.
+        let clipped = match self.options.clip_norm {
+            Some(_) => {
+                let squared = squared_norm(grads, &mut self.scratch.norm_sums);
+                match verdict(&self.layout, &self.options, step, grads, squared)? {
+                    Some(c) => Some(c),
+                    None => return Ok(StepOutcome::SKIPPED),
+                }
+            }
+            None => None,
         };
-        let t = (self.steps + 1) as f64;
+        let reading = clipped.unwrap_or_else(|| Checked::unclipped(&self.options));
+        let mut squared = 0.0;
         for (seg, raw) in grads.iter().enumerate() {
-            self.update_tensor(seg, t, checked.grad(raw), params)?;
+            squared += self.measure(seg, t, reading.grad(raw), params)?;
+        }
+        let checked: Checked<T> = match clipped {
+            Some(c) => c,
+            None => match verdict(&self.layout, &self.options, step, grads, squared)? {
+                Some(c) => c,
+                None => return Ok(StepOutcome::SKIPPED),
+            },
+        };
+        for (seg, raw) in grads.iter().enumerate() {
+            self.apply(seg, t, checked.grad(raw), params)?;
         }
         self.steps += 1;
         Ok(checked.outcome())

@@ -170,6 +170,8 @@ pub struct Prodigy<T: Real> {
     buffers: Buffers<T>,
     /// Per chunk of the largest tensor: (⟨g, θ0 − θ⟩, Σ|s|).
     chunk_sums: Vec<[f64; 2]>,
+    /// Per chunk of the largest tensor: Σg² (the gradients' check).
+    norm_sums: Vec<[f64; 1]>,
 }
 
 const S: &str = "s";
@@ -245,6 +247,7 @@ impl<T: Real> Prodigy<T> {
                 exp_avg_sq: vec![T::ZERO; n],
             },
             chunk_sums: vec![[0.0; 2]; chunk_count(largest)],
+            norm_sums: vec![[0.0; 1]; chunk_count(largest)],
             layout,
             options,
             configs,
@@ -391,7 +394,8 @@ fn accumulate_chunk<T: Real>(
     super::simd::wide_call(
         #[inline(always)]
         || {
-            super::rule::lane_sums(p.len(), |i| {
+            // `move`: the closure owns the buffers, so their pointers stay in registers.
+            super::rule::lane_sums(p.len(), move |i| {
                 // SAFETY: lane_sums calls with i < p.len(), the length of every buffer here.
                 let pi = unsafe { *p.get_unchecked(i) };
                 let gi = g.at(i) + a.l2 * pi;
@@ -487,6 +491,7 @@ impl<T: Real> Optimizer<T> for Prodigy<T> {
             self.estimate.k + 1,
             grads,
             params.count(),
+            &mut self.norm_sums,
         )? {
             Some(c) => c,
             None => return Ok(StepOutcome::SKIPPED),

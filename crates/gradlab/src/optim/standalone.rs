@@ -22,6 +22,22 @@ pub(crate) struct Checked<T> {
 }
 
 impl<T: Real> Checked<T> {
+    /// The clipping of a step whose gradient norm is `norm`, scaled by `coef`.
+    pub fn new(options: &Options, norm: f64, coef: f64) -> Self {
+        Checked {
+            norm,
+            coef,
+            scale: T::from_f64(coef),
+            bound: T::from_f64(options.clip_value.unwrap_or(f64::INFINITY)),
+        }
+    }
+
+    /// The clipping when no norm clipping applies (element clipping only), so that a
+    /// gradient can be read before its norm is known.
+    pub fn unclipped(options: &Options) -> Self {
+        Self::new(options, f64::NAN, 1.0)
+    }
+
     /// One tensor's gradient with this step's clipping (see [`Grad`]); `raw` must be exactly
     /// as long as the parameter chunk it goes with.
     pub fn grad<'a>(&self, raw: &'a [T]) -> Grad<'a, T> {
@@ -38,17 +54,14 @@ impl<T: Real> Checked<T> {
     }
 }
 
-/// Checks a step's gradients against the layout (`name` is the optimizer's, for messages) and
-/// for non-finite values (`step` is the step attempted, 1-based): `None` when the `skip`
-/// policy skips the step.
-pub(crate) fn check_gradients<T: Real>(
+/// Checks that there is one gradient per parameter tensor, each as long as its tensor (`name`
+/// is the optimizer's, for messages).
+pub(crate) fn check_shapes<T>(
     name: &str,
     layout: &Layout,
-    options: &Options,
-    step: u64,
     grads: &[&[T]],
     params: usize,
-) -> Result<Option<Checked<T>>> {
+) -> Result<()> {
     let n = layout.segments().len();
     if grads.len() != n || params != n {
         return Err(Error::Layout(format!(
@@ -66,35 +79,81 @@ pub(crate) fn check_gradients<T: Real>(
             )));
         }
     }
-    if let Some((seg, index, value)) = super::first_non_finite(grads) {
-        return match options.nonfinite {
-            NonFinitePolicy::Error => Err(Error::NonFiniteGradient {
-                step,
-                tensor: layout.segments()[seg].name.clone(),
-                index,
-                value,
-                partly_updated: false,
-            }),
-            NonFinitePolicy::Skip => Ok(None),
-        };
-    }
-    let norm = grads
+    Ok(())
+}
+
+/// Σg² over every tensor, on the thread pool, in a fixed order (so the same for any thread
+/// count); not finite when some gradient is not. `partials` is scratch of at least
+/// [`chunk_count`] entries for the longest tensor.
+pub(crate) fn squared_norm<T: Real>(grads: &[&[T]], partials: &mut [[f64; 1]]) -> f64 {
+    grads
         .iter()
-        .flat_map(|g| g.iter())
-        .map(|x| x.to_f64() * x.to_f64())
-        .sum::<f64>()
-        .sqrt();
+        .map(|g| {
+            sum_chunks(g.len(), partials, |range| {
+                let g = &g[range];
+                super::simd::wide_call(
+                    #[inline(always)]
+                    || {
+                        super::rule::paired_lane_sums(g.len(), |i| {
+                            // SAFETY: lane_sums calls with i < g.len().
+                            let x = unsafe { *g.get_unchecked(i) }.to_f64();
+                            [x * x]
+                        })
+                    },
+                )
+            })[0]
+        })
+        .sum()
+}
+
+/// The gradients' check from their Σg² (`squared` as [`squared_norm`] sums it): the clipping
+/// to apply, or `None` when a non-finite gradient is skipped by the `skip` policy (`step` is
+/// the step attempted, 1-based, for the error of the `error` policy).
+pub(crate) fn verdict<T: Real>(
+    layout: &Layout,
+    options: &Options,
+    step: u64,
+    grads: &[&[T]],
+    squared: f64,
+) -> Result<Option<Checked<T>>> {
+    // A non-finite sum means a non-finite gradient, or squares too large for f64: only the
+    // first is an error.
+    if !squared.is_finite() {
+        if let Some((seg, index, value)) = super::first_non_finite(grads) {
+            return match options.nonfinite {
+                NonFinitePolicy::Error => Err(Error::NonFiniteGradient {
+                    step,
+                    tensor: layout.segments()[seg].name.clone(),
+                    index,
+                    value,
+                    partly_updated: false,
+                }),
+                NonFinitePolicy::Skip => Ok(None),
+            };
+        }
+    }
+    let norm = squared.sqrt();
     let coef = match options.clip_norm {
         Some(max) => (max / (norm + 1e-6)).min(1.0),
         None => 1.0,
     };
-    let bound = options.clip_value.unwrap_or(f64::INFINITY);
-    Ok(Some(Checked {
-        norm,
-        coef,
-        scale: T::from_f64(coef),
-        bound: T::from_f64(bound),
-    }))
+    Ok(Some(Checked::new(options, norm, coef)))
+}
+
+/// Checks a step's gradients (shapes, then values and norm in one threaded pass): see
+/// [`verdict`].
+pub(crate) fn check_gradients<T: Real>(
+    name: &str,
+    layout: &Layout,
+    options: &Options,
+    step: u64,
+    grads: &[&[T]],
+    params: usize,
+    partials: &mut [[f64; 1]],
+) -> Result<Option<Checked<T>>> {
+    check_shapes(name, layout, grads, params)?;
+    let squared = squared_norm(grads, partials);
+    verdict(layout, options, step, grads, squared)
 }
 
 /// Number of chunks [`sum_chunks`] cuts `n` elements into.
