@@ -160,15 +160,10 @@ fn every_optimizer_sharded_equals_one_process() {
         ..Options::default()
     };
     let plain = Options::default();
-    // Muon and Adafactor need whole matrices, Prodigy sums over all tensors: they refuse to
-    // be sharded (tests/muon.rs, tests/tensor_optimizers.rs).
+    // Adafactor's factored moments are whole-tensor state: it refuses to be sharded (below).
     let cases: Vec<(&str, &Options)> = SPECS
         .iter()
-        .filter(|s| {
-            !["muon", "adafactor", "prodigy"]
-                .iter()
-                .any(|n| s.starts_with(n))
-        })
+        .filter(|s| !s.starts_with("adafactor"))
         .map(|s| (*s, &clipped))
         .chain([
             ("lamb(lr=0.01)", &plain),
@@ -195,6 +190,8 @@ fn state_reshards_between_rank_counts() {
         "lamb(lr=0.01)",
         "swats(lr=0.01)",
         "lookahead(adam(lr=0.01), k=3)",
+        "muon(lr=0.02, fallback=adamw(lr=0.01))",
+        "prodigy(lr=1)",
     ] {
         let options = Options::default();
         let (p_ref, s_ref) = single(spec, &options, 10);
@@ -283,26 +280,89 @@ fn non_finite_gradients_are_named_on_every_rank() {
 }
 
 #[test]
-fn optimizers_that_need_whole_tensors_or_global_sums_refuse_to_be_sharded() {
+fn adafactor_refuses_to_be_sharded() {
     let full = layout();
-    for (spec, needle) in [
-        ("muon(lr=0.02, fallback=adamw(lr=0.01))", "muon"),
-        ("adafactor(lr=0.01)", "adafactor"),
-        ("prodigy(lr=1)", "prodigy"),
+    let group: Arc<dyn Collective> = Arc::new(ThreadGroup::new(1).pop().unwrap());
+    let shard = Shard::new(full.total(), 0, 1);
+    let options = Options {
+        distributed: Some(Distributed::new(group, &full, &shard)),
+        ..Options::default()
+    };
+    let err = optim::build::<f64>("adafactor(lr=0.01)", shard.layout(&full), &[], options)
+        .err()
+        .expect("adafactor accepted a sharded run")
+        .to_string();
+    assert!(
+        err.contains("adafactor") && err.contains("sharded"),
+        "{err}"
+    );
+}
+
+/// Muon gathers whole matrices: ranks that hold only pieces of a matrix, or none, or no
+/// tensor of the fallback, still take part in every exchange, and parameter groups of the
+/// fallback apply on every rank (whether or not its shard holds a tensor they name).
+#[test]
+fn muon_and_prodigy_sharded_with_groups_equal_one_process() {
+    let full = Layout::new([
+        ("w1", vec![60, 70]),
+        ("w2", vec![9, 40]),
+        ("norm.scale", vec![40]),
+        ("bias", vec![9]),
+    ])
+    .unwrap();
+    let n = full.total();
+    let groups = [optim::ParamGroup::parse(&["bias"], "weight_decay=0").unwrap()];
+    for spec in [
+        "muon(lr=0.02, fallback=adamw(lr=0.01, weight_decay=0.1))",
+        "muon(lr=0.02, nesterov=false, ns_dtype=f32, fallback=lamb(lr=0.01))",
+        "prodigy(lr=1, weight_decay=0.01)",
     ] {
-        let group: Arc<dyn Collective> = Arc::new(ThreadGroup::new(1).pop().unwrap());
-        let shard = Shard::new(full.total(), 0, 1);
-        let options = Options {
-            distributed: Some(Distributed::new(group, &full, &shard)),
-            ..Options::default()
+        let run = |opt: &mut dyn Optimizer<f64>, p: &mut [f64], range: std::ops::Range<usize>| {
+            for step in 0..6 {
+                let g: Vec<f64> = (0..n)
+                    .map(|i| ((i * 31 + step * 7) % 17) as f64 * 0.1 - 0.8)
+                    .collect();
+                opt.step_flat(&mut p[range.clone()], &g[range.clone()])
+                    .unwrap();
+            }
         };
-        let err = optim::build::<f64>(spec, shard.layout(&full), &[], options)
-            .err()
-            .unwrap_or_else(|| panic!("{spec} accepted a sharded run"))
-            .to_string();
-        assert!(
-            err.contains(needle) && err.contains("sharded"),
-            "{spec}: {err}"
-        );
+        let mut single =
+            optim::build::<f64>(spec, full.clone(), &groups, Options::default()).unwrap();
+        let mut want = initial(n);
+        run(single.as_mut(), &mut want, 0..n);
+        for ranks in [2, 3, 7] {
+            let parts: Vec<_> = std::thread::scope(|s| {
+                let handles: Vec<_> = ThreadGroup::new(ranks)
+                    .into_iter()
+                    .map(|g| {
+                        let (full, groups) = (&full, &groups);
+                        s.spawn(move || {
+                            let shard = Shard::new(n, g.rank(), g.size());
+                            let options = Options {
+                                distributed: Some(Distributed::new(Arc::new(g), full, &shard)),
+                                ..Options::default()
+                            };
+                            let mut opt =
+                                optim::build::<f64>(spec, shard.layout(full), groups, options)
+                                    .unwrap();
+                            let mut p = initial(n);
+                            run(opt.as_mut(), &mut p, shard.range.clone());
+                            (shard.range.clone(), p, opt.state_dict())
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let mut got = initial(n);
+            let mut states = Vec::new();
+            for (range, p, state) in parts {
+                got[range.clone()].copy_from_slice(&p[range]);
+                states.push(state);
+            }
+            let what = format!("{spec} on {ranks} ranks");
+            assert_close(&what, &got, &want, 1e-10);
+            let merged = dist::merge_shards(&full, states).unwrap();
+            assert_states_close(&what, &merged, &single.state_dict());
+        }
     }
 }

@@ -143,6 +143,90 @@ impl Distributed {
     }
 }
 
+impl Distributed {
+    /// The whole model's sum of squared gradients and its first non-finite gradient (tensor,
+    /// index in the tensor, value; the earliest in the full flat space), from this rank's:
+    /// `sumsq` over its pieces and `bad` (local segment of `layout`, index in the piece,
+    /// value). Every rank must call it at the same point of a step.
+    pub fn combine_gradients(
+        &self,
+        layout: &Layout,
+        sumsq: f64,
+        bad: Option<(usize, usize, f64)>,
+    ) -> (f64, Option<(String, usize, f64)>) {
+        let c = &self.collective;
+        let mut total = [sumsq, if bad.is_some() { 1.0 } else { 0.0 }];
+        c.all_sum(&mut total);
+        if total[1] == 0.0 {
+            return (total[0], None);
+        }
+        // Each rank reports its first bad element in its own slot; the earliest one wins.
+        let mut found = vec![0.0; 2 * c.size()];
+        let r = c.rank();
+        match bad {
+            Some((seg, index, value)) => {
+                found[2 * r] = (self.start + layout.segments()[seg].offset + index) as f64;
+                found[2 * r + 1] = value;
+            }
+            None => found[2 * r] = f64::INFINITY,
+        }
+        c.all_sum(&mut found);
+        let (at, value) =
+            found
+                .chunks(2)
+                .map(|p| (p[0], p[1]))
+                .fold(
+                    (f64::INFINITY, f64::NAN),
+                    |a, b| if b.0 < a.0 { b } else { a },
+                );
+        let at = at as usize;
+        let seg = self
+            .full
+            .segments()
+            .iter()
+            .find(|s| (s.offset..s.offset + s.len).contains(&at))
+            .expect("a bad element lies in some tensor");
+        (f64::NAN, Some((seg.name.clone(), at - seg.offset, value)))
+    }
+
+    /// The padded length of every rank's piece of the flat space (what an all-gather sends).
+    pub fn shard_len(&self) -> usize {
+        self.full.total().div_ceil(self.collective.size())
+    }
+
+    /// The whole model's tensor that local segment `seg` of `layout` (this rank's pieces) is
+    /// cut from, and where the piece starts in it.
+    pub fn tensor_of(&self, layout: &Layout, seg: usize) -> (usize, usize) {
+        let piece = &layout.segments()[seg];
+        let t = self
+            .full
+            .index_of(&piece.name)
+            .expect("a shard's pieces are named after the model's tensors");
+        (
+            t,
+            self.start + piece.offset - self.full.segments()[t].offset,
+        )
+    }
+}
+
+/// A step's gradient check over ranks when `dist` is given (see
+/// [`Distributed::combine_gradients`]), or on this process alone: the sum of squares, and the
+/// first non-finite gradient by tensor name.
+pub(crate) fn combine_check(
+    layout: &Layout,
+    dist: Option<&Distributed>,
+    sumsq: f64,
+    bad: Option<(usize, usize, f64)>,
+) -> (f64, Option<(String, usize, f64)>) {
+    match dist {
+        Some(d) => d.combine_gradients(layout, sumsq, bad),
+        None => (
+            sumsq,
+            bad.map(|(seg, i, v)| (layout.segments()[seg].name.clone(), i, v)),
+        ),
+    }
+}
+
 impl std::fmt::Debug for Distributed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(

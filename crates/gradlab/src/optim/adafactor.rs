@@ -300,7 +300,7 @@ impl<T: Real> Adafactor<T> {
             .chain(groups.iter().map(|g| g.apply(spec)))
             .map(|s| parse(&s))
             .collect::<Result<Vec<_>>>()?;
-        let seg_group = super::assign_groups(&layout, groups)?;
+        let seg_group = super::assign_groups(&layout, groups, &options)?;
         let moments: Vec<Moment<T>> = layout
             .segments()
             .iter()

@@ -79,50 +79,6 @@ impl ShardSync {
             sums.copy_from_slice(&self.sums[4 * t..4 * t + 4]);
         }
     }
-
-    /// The whole model's sum of squares and its first non-finite gradient (by position in the
-    /// full flat space), from this rank's.
-    fn combine_gradients(
-        &self,
-        layout: &Layout,
-        sumsq: f64,
-        bad: Option<(usize, usize, f64)>,
-    ) -> (f64, Option<(String, usize, f64)>) {
-        let c = &self.dist.collective;
-        let mut total = [sumsq, if bad.is_some() { 1.0 } else { 0.0 }];
-        c.all_sum(&mut total);
-        if total[1] == 0.0 {
-            return (total[0], None);
-        }
-        // Each rank reports its first bad element in its own slot; the earliest one wins.
-        let mut found = vec![0.0; 2 * c.size()];
-        let r = c.rank();
-        match bad {
-            Some((seg, index, value)) => {
-                found[2 * r] = (self.dist.start + layout.segments()[seg].offset + index) as f64;
-                found[2 * r + 1] = value;
-            }
-            None => found[2 * r] = f64::INFINITY,
-        }
-        c.all_sum(&mut found);
-        let (at, value) =
-            found
-                .chunks(2)
-                .map(|p| (p[0], p[1]))
-                .fold(
-                    (f64::INFINITY, f64::NAN),
-                    |a, b| if b.0 < a.0 { b } else { a },
-                );
-        let at = at as usize;
-        let seg = self
-            .dist
-            .full
-            .segments()
-            .iter()
-            .find(|s| (s.offset..s.offset + s.len).contains(&at))
-            .expect("a bad element lies in some tensor");
-        (f64::NAN, Some((seg.name.clone(), at - seg.offset, value)))
-    }
 }
 
 impl<T: Real, R: Rule> Engine<T, R> {
@@ -198,7 +154,7 @@ impl<T: Real, R: Rule> Engine<T, R> {
             }
             configs.push(config);
         }
-        let seg_group = super::assign_groups(&layout, groups)?;
+        let seg_group = super::assign_groups(&layout, groups, &options)?;
         let engine = Self::new(layout, configs, seg_group, options);
         Ok(if compact {
             engine.with_bf16_state()
@@ -705,13 +661,8 @@ impl<T: Real, R: Rule> Optimizer<T> for Engine<T, R> {
         } else {
             self.gradient_pass(grads)
         };
-        let (sumsq, bad) = match &self.sync {
-            Some(sync) => sync.combine_gradients(&self.layout, sumsq, bad),
-            None => (
-                sumsq,
-                bad.map(|(seg, i, v)| (self.layout.segments()[seg].name.clone(), i, v)),
-            ),
-        };
+        let dist = self.sync.as_ref().map(|s| &s.dist);
+        let (sumsq, bad) = crate::dist::combine_check(&self.layout, dist, sumsq, bad);
         if let Some((tensor, index, value)) = bad {
             return match self.options.nonfinite {
                 NonFinitePolicy::Error => Err(Error::NonFiniteGradient {

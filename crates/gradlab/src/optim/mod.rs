@@ -541,17 +541,23 @@ pub(crate) fn wrapped_spec(args: &crate::spec::Args, example: &str) -> Result<Sp
 }
 
 /// Group index of every segment (0 when no group matches).
-pub(crate) fn assign_groups(layout: &Layout, groups: &[ParamGroup]) -> Result<Vec<usize>> {
+pub(crate) fn assign_groups(
+    layout: &Layout,
+    groups: &[ParamGroup],
+    options: &Options,
+) -> Result<Vec<usize>> {
+    // A shard holds pieces of some tensors only: patterns must match in the whole model.
+    let model = options.distributed.as_ref().map_or(layout, |d| &*d.full);
     for group in groups {
         for pattern in &group.params {
-            if !layout
+            if !model
                 .segments()
                 .iter()
                 .any(|s| layout::glob_match(pattern, &s.name))
             {
                 return Err(Error::Layout(format!(
                     "parameter group pattern '{pattern}' matches no tensor (tensors: {})",
-                    layout
+                    model
                         .segments()
                         .iter()
                         .map(|s| s.name.as_str())

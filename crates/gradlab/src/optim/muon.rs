@@ -14,12 +14,17 @@
 //! its result once, whatever the parameters' type); `ns_dtype=f32` keeps float32. Tensors
 //! that are not 2-D go to the `fallback` optimizer (e.g. `fallback=adamw(lr=3e-4)`), as every
 //! reference recommends for biases, norms and embeddings.
+//!
+//! Sharded (ZeRO-1), each rank keeps the momentum of its pieces of the matrices; the U of
+//! every piece is all-gathered in f32 (what Newton–Schulz reads in one process too), each rank
+//! orthogonalises the whole matrices it holds pieces of and moves its pieces, and the fallback
+//! is sharded over the tensors that are not matrices: the same numbers as one process.
 
 use super::compact::{from_bf16, to_bf16_nearest};
+use super::standalone::{check_gradients, Checked};
 use super::state::{state_error, StateDict, StateMeta, STATE_VERSION};
 use super::{
-    build_from_spec, rule::lerp, Layout, NonFinitePolicy, Optimizer, Options, ParamAccess,
-    ParamGroup, StepOutcome,
+    build_from_spec, rule::lerp, Layout, Optimizer, Options, ParamAccess, ParamGroup, StepOutcome,
 };
 use crate::matmul::{gemm, MatRef};
 use crate::spec::{Args, Domain, Spec, Value};
@@ -238,11 +243,22 @@ fn newton_schulz(
 struct Subset<'a, T> {
     inner: &'a mut dyn ParamAccess<T>,
     segs: &'a [usize],
+    /// Room for the whole layout's pointers.
+    all: &'a mut [(usize, usize)],
 }
 
 impl<T> ParamAccess<T> for Subset<'_, T> {
     fn count(&self) -> usize {
         self.segs.len()
+    }
+    fn pointers(&mut self, out: &mut [(usize, usize)]) -> bool {
+        if !self.inner.pointers(self.all) {
+            return false;
+        }
+        for (o, &seg) in out.iter_mut().zip(self.segs) {
+            *o = self.all[seg];
+        }
+        true
     }
     fn read(&mut self, seg: usize, f: &mut dyn FnMut(&[T])) -> Result<()> {
         self.inner.read(self.segs[seg], f)
@@ -252,23 +268,52 @@ impl<T> ParamAccess<T> for Subset<'_, T> {
     }
 }
 
+/// One matrix Muon steps: a whole 2-D tensor, or (sharded) this rank's piece of one.
+#[derive(Debug, Clone, Copy)]
+struct Matrix {
+    /// The local segment.
+    seg: usize,
+    rows: usize,
+    cols: usize,
+    /// Where the whole matrix's U lies in the buffer Newton–Schulz reads (the local flat
+    /// space, or the gathered flat space of the whole model), and where the piece starts in it.
+    source: usize,
+    within: usize,
+}
+
+/// A sharded Muon's exchange: every rank's U of its matrix pieces, gathered so that each
+/// rank has the whole matrices it holds pieces of ("whole matrices per rank").
+struct Gather {
+    collective: std::sync::Arc<dyn crate::dist::Collective>,
+    /// This rank's piece of the flat space (U at its matrices' elements, 0 elsewhere), and
+    /// every rank's.
+    send: Vec<f32>,
+    all: Vec<f32>,
+}
+
 /// Muon over the 2-D tensors of a layout, the fallback over the others.
 pub struct Muon<T: Real> {
     layout: Layout,
     options: Options,
     config: MuonConfig,
-    /// Segments updated by Muon.
-    matrices: Vec<usize>,
+    /// The matrices (or pieces) updated by Muon.
+    matrices: Vec<Matrix>,
     /// Segments of the fallback, with it.
     fallback: Option<(Vec<usize>, Box<dyn Optimizer<T>>)>,
     /// The momentum buffers (flat; the matrices' ranges are used).
     momentum: Vec<T>,
     steps: u64,
     scratch: Scratch,
-    /// Per step: U and O of one matrix in f32, and the fallback's processed gradients.
+    /// Per step: U of the local matrices in f32 (the whole of `layout`'s flat space, or
+    /// the sharded exchange), O of one whole matrix, and the fallback's processed gradients.
     u: Vec<f32>,
+    gather: Option<Gather>,
     o: Vec<f32>,
     fallback_grads: Vec<Vec<T>>,
+    /// Per chunk of the longest tensor: Σg² (the gradients' check).
+    norm_sums: Vec<[f64; 1]>,
+    /// Room for every tensor's address, lent to the fallback.
+    pointers: Vec<(usize, usize)>,
 }
 
 impl<T: Real> Muon<T> {
@@ -283,9 +328,12 @@ impl<T: Real> Muon<T> {
         let args = Args::new(spec, 0);
         let config = MuonConfig::parse(&args)?;
         args.finish()?;
+        // Sharded, the layout holds flat pieces: shapes and names come from the whole model.
+        let dist = options.distributed.clone();
+        let model: &Layout = dist.as_ref().map_or(&layout, |d| &d.full);
         for group in groups {
             for pattern in &group.params {
-                if let Some(s) = layout
+                if let Some(s) = model
                     .segments()
                     .iter()
                     .find(|s| s.shape.len() == 2 && super::layout::glob_match(pattern, &s.name))
@@ -297,29 +345,51 @@ impl<T: Real> Muon<T> {
                 }
             }
         }
-        if options.distributed.is_some() {
-            return Err(Error::Layout(
-                "muon: a sharded (ZeRO-1) run is not supported; Newton–Schulz needs whole matrices"
-                    .into(),
-            ));
-        }
+        let whole = |i: usize| match &dist {
+            Some(d) => {
+                let (t, within) = d.tensor_of(&layout, i);
+                (&d.full.segments()[t], within)
+            }
+            None => (&layout.segments()[i], 0),
+        };
         let (matrices, others): (Vec<usize>, Vec<usize>) =
-            (0..layout.segments().len()).partition(|&i| layout.segments()[i].shape.len() == 2);
-        let fallback = match (&config.fallback, others.is_empty()) {
-            (_, true) if groups.is_empty() => None,
-            (_, true) => {
+            (0..layout.segments().len()).partition(|&i| whole(i).0.shape.len() == 2);
+        let matrices: Vec<Matrix> = matrices
+            .into_iter()
+            .map(|i| {
+                let (t, within) = whole(i);
+                Matrix {
+                    seg: i,
+                    rows: t.shape[0],
+                    cols: t.shape[1],
+                    source: if dist.is_some() {
+                        t.offset
+                    } else {
+                        layout.segments()[i].offset
+                    },
+                    within,
+                }
+            })
+            .collect();
+        let model_others: Vec<&super::Segment> = model
+            .segments()
+            .iter()
+            .filter(|s| s.shape.len() != 2)
+            .collect();
+        let fallback = match (&config.fallback, model_others.first()) {
+            (_, None) if groups.is_empty() => None,
+            (_, None) => {
                 return Err(Error::Layout(
                     "muon: every tensor is a matrix, so there is no fallback for the parameter groups to apply to".into(),
                 ))
             }
-            (None, false) => {
-                let seg = &layout.segments()[others[0]];
+            (None, Some(seg)) => {
                 return Err(Error::Layout(format!(
                     "muon orthogonalises 2-D weights; tensor '{}' has shape {:?}: give its optimizer as fallback, e.g. muon(lr=0.02, fallback=adamw(lr=3e-4))",
                     seg.name, seg.shape
                 )));
             }
-            (Some(f), false) => {
+            (Some(f), Some(_)) => {
                 let sub = Layout::new(others.iter().map(|&i| {
                     let s = &layout.segments()[i];
                     (s.name.clone(), s.shape.clone())
@@ -328,7 +398,7 @@ impl<T: Real> Muon<T> {
                     clip_norm: None,
                     clip_value: None,
                     nonfinite: options.nonfinite,
-                    distributed: None,
+                    distributed: dist.as_ref().map(|d| fallback_shard(d, &model_others)),
                 };
                 let opt = build_from_spec(f, sub, groups, fallback_options)?;
                 Some((others, opt))
@@ -341,13 +411,27 @@ impl<T: Real> Muon<T> {
                 .collect(),
             None => Vec::new(),
         };
-        let largest = matrices
-            .iter()
-            .map(|&i| layout.segments()[i].len)
-            .max()
-            .unwrap_or(0);
+        let largest = matrices.iter().map(|m| m.rows * m.cols).max().unwrap_or(0);
+        let tensors = layout.segments().len();
+        let longest = super::standalone::chunk_count(
+            layout.segments().iter().map(|s| s.len).max().unwrap_or(0),
+        );
+        // Every rank exchanges when the model has a matrix, whether or not it holds a piece.
+        let gather = match &dist {
+            Some(d) if model.segments().iter().any(|s| s.shape.len() == 2) => Some(Gather {
+                collective: d.collective.clone(),
+                send: vec![0.0; d.shard_len()],
+                all: vec![0.0; d.shard_len() * d.collective.size()],
+            }),
+            _ => None,
+        };
         Ok(Muon {
             momentum: vec![T::ZERO; layout.total()],
+            u: if gather.is_some() {
+                Vec::new()
+            } else {
+                vec![0.0; layout.total()]
+            },
             layout,
             options,
             config,
@@ -355,42 +439,96 @@ impl<T: Real> Muon<T> {
             fallback,
             steps: 0,
             scratch: Scratch::default(),
-            u: vec![0.0; largest],
+            gather,
             o: vec![0.0; largest],
             fallback_grads,
+            norm_sums: vec![[0.0]; longest],
+            pointers: vec![(0, 0); tensors],
         })
     }
 
-    /// One matrix: momentum, Newton–Schulz, decay and the move.
-    fn update_matrix(
+    /// Every matrix's momentum and U, then (sharded: after every rank's U is gathered)
+    /// Newton–Schulz on each whole matrix and the move of the local piece.
+    fn step_matrices(
         &mut self,
-        seg: usize,
-        g: &[T],
+        grads: &[&[T]],
         process: &dyn Fn(T) -> T,
         params: &mut dyn ParamAccess<T>,
     ) -> Result<()> {
-        let s = &self.layout.segments()[seg];
-        let (rows, cols) = (s.shape[0], s.shape[1]);
-        let cfg = &self.config;
-        let (mu, w) = (T::from_f64(cfg.momentum), T::from_f64(1.0 - cfg.momentum));
-        let buf = &mut self.momentum[s.offset..s.offset + s.len];
-        let u = &mut self.u[..s.len];
-        for ((b, u), g) in buf.iter_mut().zip(u.iter_mut()).zip(g) {
-            let g = process(*g);
-            *b = lerp(*b, g, w, mu);
-            let v = if cfg.nesterov { lerp(g, *b, mu, w) } else { *b };
-            *u = v.to_f32();
+        let u = match &mut self.gather {
+            Some(g) => &mut g.send,
+            None => &mut self.u,
+        };
+        for m in &self.matrices {
+            let s = &self.layout.segments()[m.seg];
+            let range = s.offset..s.offset + s.len;
+            momentum_step(
+                &self.config,
+                &mut self.momentum[range.clone()],
+                grads[m.seg],
+                process,
+                &mut u[range],
+            );
         }
-        let o = &mut self.o[..s.len];
-        newton_schulz(u, rows, cols, cfg, &mut self.scratch, o);
-        let decay = T::from_f64(1.0 - cfg.lr * cfg.weight_decay);
-        let step = T::from_f64(cfg.lr * cfg.adjust_lr.ratio(rows, cols));
-        let o = &self.o[..s.len];
-        params.update(seg, &mut |p: &mut [T]| {
-            for (p, o) in p.iter_mut().zip(o) {
-                *p = *p * decay - step * T::from_f32(*o);
+        let u: &[f32] = match &mut self.gather {
+            Some(g) => {
+                g.collective.all_gather(&g.send, &mut g.all);
+                &g.all
             }
-        })
+            None => &self.u,
+        };
+        for m in &self.matrices {
+            let o = &mut self.o[..m.rows * m.cols];
+            let whole = &u[m.source..m.source + m.rows * m.cols];
+            newton_schulz(whole, m.rows, m.cols, &self.config, &mut self.scratch, o);
+            let cfg = &self.config;
+            let decay = T::from_f64(1.0 - cfg.lr * cfg.weight_decay);
+            let step = T::from_f64(cfg.lr * cfg.adjust_lr.ratio(m.rows, m.cols));
+            let piece = &o[m.within..];
+            params.update(m.seg, &mut |p: &mut [T]| {
+                for (p, o) in p.iter_mut().zip(piece) {
+                    *p = *p * decay - step * T::from_f32(*o);
+                }
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Muon's momentum of one matrix (or piece) and the U it hands to Newton–Schulz, in f32.
+fn momentum_step<T: Real>(
+    cfg: &MuonConfig,
+    buf: &mut [T],
+    g: &[T],
+    process: &dyn Fn(T) -> T,
+    u: &mut [f32],
+) {
+    let (mu, w) = (T::from_f64(cfg.momentum), T::from_f64(1.0 - cfg.momentum));
+    for ((b, u), g) in buf.iter_mut().zip(u.iter_mut()).zip(g) {
+        let g = process(*g);
+        *b = lerp(*b, g, w, mu);
+        let v = if cfg.nesterov { lerp(g, *b, mu, w) } else { *b };
+        *u = v.to_f32();
+    }
+}
+
+/// The fallback's sharding: the whole model without its matrices (`others`, in order), in
+/// which this rank's pieces are again one contiguous range, as in one process the fallback
+/// sees the tensors that are not matrices.
+fn fallback_shard(
+    d: &crate::dist::Distributed,
+    others: &[&super::Segment],
+) -> crate::dist::Distributed {
+    let full = Layout::new(others.iter().map(|s| (s.name.clone(), s.shape.clone())))
+        .expect("a valid layout's tensors form a valid layout");
+    let start = others
+        .iter()
+        .map(|s| d.start.clamp(s.offset, s.offset + s.len) - s.offset)
+        .sum();
+    crate::dist::Distributed {
+        collective: d.collective.clone(),
+        full: std::sync::Arc::new(full),
+        start,
     }
 }
 
@@ -465,53 +603,21 @@ impl<T: Real> Optimizer<T> for Muon<T> {
         grads: &[&[T]],
         params: &mut dyn ParamAccess<T>,
     ) -> Result<StepOutcome> {
-        let n = self.layout.segments().len();
-        if grads.len() != n || params.count() != n {
-            return Err(Error::Layout(format!(
-                "muon: expected {n} gradient and parameter tensors, got {} and {}",
-                grads.len(),
-                params.count()
-            )));
-        }
-        for (g, s) in grads.iter().zip(self.layout.segments()) {
-            if g.len() != s.len {
-                return Err(Error::Layout(format!(
-                    "muon: gradient of '{}' has {} elements, expected {}",
-                    s.name,
-                    g.len(),
-                    s.len
-                )));
-            }
-        }
-        if let Some((seg, index, value)) = super::first_non_finite(grads) {
-            return match self.options.nonfinite {
-                NonFinitePolicy::Error => Err(Error::NonFiniteGradient {
-                    step: self.steps + 1,
-                    tensor: self.layout.segments()[seg].name.clone(),
-                    index,
-                    value,
-                    partly_updated: false,
-                }),
-                NonFinitePolicy::Skip => Ok(StepOutcome::SKIPPED),
-            };
-        }
-        let norm = grads
-            .iter()
-            .flat_map(|g| g.iter())
-            .map(|x| x.to_f64() * x.to_f64())
-            .sum::<f64>()
-            .sqrt();
-        let coef = match self.options.clip_norm {
-            Some(max) => (max / (norm + 1e-6)).min(1.0),
-            None => 1.0,
+        let checked: Checked<T> = match check_gradients(
+            "muon",
+            &self.layout,
+            &self.options,
+            self.steps + 1,
+            grads,
+            params.count(),
+            &mut self.norm_sums,
+        )? {
+            Some(c) => c,
+            None => return Ok(StepOutcome::SKIPPED),
         };
-        let bound = self.options.clip_value.unwrap_or(f64::INFINITY);
-        let (scale, bound) = (T::from_f64(coef), T::from_f64(bound));
-        let process = move |x: T| (x * scale).min(bound).max(-bound);
-        for k in 0..self.matrices.len() {
-            let seg = self.matrices[k];
-            self.update_matrix(seg, grads[seg], &process, params)?;
-        }
+        let clip = checked.grad(&[]);
+        let process = move |x: T| clip.process(x);
+        self.step_matrices(grads, &process, params)?;
         if let Some((segs, f)) = &mut self.fallback {
             for (out, &seg) in self.fallback_grads.iter_mut().zip(segs.iter()) {
                 for (o, g) in out.iter_mut().zip(grads[seg]) {
@@ -524,15 +630,12 @@ impl<T: Real> Optimizer<T> for Muon<T> {
                 &mut Subset {
                     inner: params,
                     segs,
+                    all: &mut self.pointers,
                 },
             )?;
         }
         self.steps += 1;
-        Ok(StepOutcome {
-            skipped: false,
-            grad_norm: norm,
-            clip_coef: coef,
-        })
+        Ok(checked.outcome())
     }
 
     /// Per matrix: gradient, momentum read and written, parameters read and written (the
@@ -545,9 +648,9 @@ impl<T: Real> Optimizer<T> for Muon<T> {
         let mut out: Vec<(String, Vec<(&'static str, f64)>)> = self
             .matrices
             .iter()
-            .map(|&i| {
+            .map(|m| {
                 (
-                    self.layout.segments()[i].name.clone(),
+                    self.layout.segments()[m.seg].name.clone(),
                     vec![("step", self.steps as f64)],
                 )
             })
@@ -564,8 +667,8 @@ impl<T: Real> Optimizer<T> for Muon<T> {
         let mut extra = BTreeMap::new();
         let mut groups = vec![self.config.to_spec().to_string()];
         let mut optimizer = "muon".to_string();
-        for &i in &self.matrices {
-            let s = &self.layout.segments()[i];
+        for m in &self.matrices {
+            let s = &self.layout.segments()[m.seg];
             tensors.insert(
                 format!("{}/{BUFFER}", s.name),
                 (
@@ -624,8 +727,8 @@ impl<T: Real> Optimizer<T> for Muon<T> {
         };
         let mut momentum = self.momentum.clone();
         let mut own = std::collections::BTreeSet::new();
-        for &i in &self.matrices {
-            let s = &self.layout.segments()[i];
+        for m in &self.matrices {
+            let s = &self.layout.segments()[m.seg];
             let key = format!("{}/{BUFFER}", s.name);
             match state.tensors.get(&key) {
                 Some((shape, values)) if *shape == s.shape && values.len() == s.len => {

@@ -12,7 +12,8 @@
 //! θ ← θ − λ·dlr·θ                                    (decouple=true)
 //! θ ← θ − dlr·m/(√v + d·ε)                           (β1 = 0: dlr·d·g/(√v + d·ε))
 //! ```
-//! Sums run over every tensor (`d` is one number for the whole optimizer); the denominator
+//! Sums run over every tensor (`d` is one number for the whole optimizer; sharded, over every
+//! rank's pieces too); the denominator
 //! takes the new `d`, the step the old `dlr`; θ0 is the point of the first step. A step whose
 //! Σ‖s‖₁ is 0 moves nothing and leaves `d` and k (but not the moments) as they were, as
 //! prodigyopt does. `betas`, `beta3`, `d0`, `d_coef`, `growth_rate`, `decouple` and
@@ -188,11 +189,6 @@ impl<T: Real> Prodigy<T> {
         groups: &[ParamGroup],
         options: Options,
     ) -> Result<Self> {
-        if options.distributed.is_some() {
-            return Err(Error::Layout(
-                "prodigy: a sharded (ZeRO-1) run is not supported yet".into(),
-            ));
-        }
         let base = parse(spec)?;
         if base.lr == 0.0 {
             return Err(Args::new(spec, 0).invalid(
@@ -229,7 +225,7 @@ impl<T: Real> Prodigy<T> {
             }
             configs.push(cfg);
         }
-        let seg_group = super::assign_groups(&layout, groups)?;
+        let seg_group = super::assign_groups(&layout, groups, &options)?;
         let n = layout.total();
         let largest = layout.segments().iter().map(|s| s.len).max().unwrap_or(0);
         Ok(Prodigy {
@@ -497,7 +493,13 @@ impl<T: Real> Optimizer<T> for Prodigy<T> {
             None => return Ok(StepOutcome::SKIPPED),
         };
         let dlr = self.dlr();
-        let (delta, denom) = self.accumulate(&checked, grads, params)?;
+        let (mut delta, mut denom) = self.accumulate(&checked, grads, params)?;
+        if let Some(dist) = &self.options.distributed {
+            // d is one number for the whole model: its sums run over every rank's pieces.
+            let mut sums = [delta, denom];
+            dist.collective.all_sum(&mut sums);
+            [delta, denom] = sums;
+        }
         if denom == 0.0 {
             return Ok(checked.outcome());
         }

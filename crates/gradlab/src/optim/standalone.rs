@@ -106,8 +106,9 @@ pub(crate) fn squared_norm<T: Real>(grads: &[&[T]], partials: &mut [[f64; 1]]) -
         .sum()
 }
 
-/// The gradients' check from their Σg² (`squared` as [`squared_norm`] sums it): the clipping
-/// to apply, or `None` when a non-finite gradient is skipped by the `skip` policy (`step` is
+/// The gradients' check from their Σg² (`squared` as [`squared_norm`] sums it; this rank's
+/// when the options are sharded, and then combined with the other ranks'): the clipping to
+/// apply, or `None` when a non-finite gradient is skipped by the `skip` policy (`step` is
 /// the step attempted, 1-based, for the error of the `error` policy).
 pub(crate) fn verdict<T: Real>(
     layout: &Layout,
@@ -117,20 +118,24 @@ pub(crate) fn verdict<T: Real>(
     squared: f64,
 ) -> Result<Option<Checked<T>>> {
     // A non-finite sum means a non-finite gradient, or squares too large for f64: only the
-    // first is an error.
-    if !squared.is_finite() {
-        if let Some((seg, index, value)) = super::first_non_finite(grads) {
-            return match options.nonfinite {
-                NonFinitePolicy::Error => Err(Error::NonFiniteGradient {
-                    step,
-                    tensor: layout.segments()[seg].name.clone(),
-                    index,
-                    value,
-                    partly_updated: false,
-                }),
-                NonFinitePolicy::Skip => Ok(None),
-            };
-        }
+    // first is an error. Sharded, the sum and the first bad value are the whole model's.
+    let bad = match squared.is_finite() {
+        true => None,
+        false => super::first_non_finite(grads),
+    };
+    let (squared, bad) =
+        crate::dist::combine_check(layout, options.distributed.as_ref(), squared, bad);
+    if let Some((tensor, index, value)) = bad {
+        return match options.nonfinite {
+            NonFinitePolicy::Error => Err(Error::NonFiniteGradient {
+                step,
+                tensor,
+                index,
+                value,
+                partly_updated: false,
+            }),
+            NonFinitePolicy::Skip => Ok(None),
+        };
     }
     let norm = squared.sqrt();
     let coef = match options.clip_norm {
