@@ -160,10 +160,8 @@ fn every_optimizer_sharded_equals_one_process() {
         ..Options::default()
     };
     let plain = Options::default();
-    // Adafactor's factored moments are whole-tensor state: it refuses to be sharded (below).
     let cases: Vec<(&str, &Options)> = SPECS
         .iter()
-        .filter(|s| !s.starts_with("adafactor"))
         .map(|s| (*s, &clipped))
         .chain([
             ("lamb(lr=0.01)", &plain),
@@ -192,6 +190,7 @@ fn state_reshards_between_rank_counts() {
         "lookahead(adam(lr=0.01), k=3)",
         "muon(lr=0.02, fallback=adamw(lr=0.01))",
         "prodigy(lr=1)",
+        "adafactor(lr=0.05)",
     ] {
         let options = Options::default();
         let (p_ref, s_ref) = single(spec, &options, 10);
@@ -279,32 +278,15 @@ fn non_finite_gradients_are_named_on_every_rank() {
     assert_close("skip", &p, &q, 1e-12);
 }
 
+/// Muon gathers whole matrices, Adafactor adds up whole tensors' row and column sums: ranks
+/// that hold only pieces of a matrix (rows cut part-way), or none, or no tensor of the
+/// fallback, still take part in every exchange, and parameter groups apply on every rank
+/// (whether or not its shard holds a tensor they name).
 #[test]
-fn adafactor_refuses_to_be_sharded() {
-    let full = layout();
-    let group: Arc<dyn Collective> = Arc::new(ThreadGroup::new(1).pop().unwrap());
-    let shard = Shard::new(full.total(), 0, 1);
-    let options = Options {
-        distributed: Some(Distributed::new(group, &full, &shard)),
-        ..Options::default()
-    };
-    let err = optim::build::<f64>("adafactor(lr=0.01)", shard.layout(&full), &[], options)
-        .err()
-        .expect("adafactor accepted a sharded run")
-        .to_string();
-    assert!(
-        err.contains("adafactor") && err.contains("sharded"),
-        "{err}"
-    );
-}
-
-/// Muon gathers whole matrices: ranks that hold only pieces of a matrix, or none, or no
-/// tensor of the fallback, still take part in every exchange, and parameter groups of the
-/// fallback apply on every rank (whether or not its shard holds a tensor they name).
-#[test]
-fn muon_and_prodigy_sharded_with_groups_equal_one_process() {
+fn muon_prodigy_and_adafactor_sharded_with_groups_equal_one_process() {
     let full = Layout::new([
         ("w1", vec![60, 70]),
+        ("conv", vec![3, 4, 5, 7]),
         ("w2", vec![9, 40]),
         ("norm.scale", vec![40]),
         ("bias", vec![9]),
@@ -316,6 +298,7 @@ fn muon_and_prodigy_sharded_with_groups_equal_one_process() {
         "muon(lr=0.02, fallback=adamw(lr=0.01, weight_decay=0.1))",
         "muon(lr=0.02, nesterov=false, ns_dtype=f32, fallback=lamb(lr=0.01))",
         "prodigy(lr=1, weight_decay=0.01)",
+        "adafactor(lr=0.05, weight_decay=0.01)",
     ] {
         let run = |opt: &mut dyn Optimizer<f64>, p: &mut [f64], range: std::ops::Range<usize>| {
             for step in 0..6 {

@@ -248,15 +248,20 @@ impl PartialEq for Distributed {
 }
 
 /// The full state of `full` from the states of its shards (in rank order), as one process
-/// would hold it: pieces concatenated into whole tensors, scalars from the first rank that
-/// holds each tensor.
+/// would hold it: pieces concatenated into whole tensors, scalars and whole-tensor state
+/// ([`StateMeta::whole`](crate::optim::StateMeta)) from the first rank that holds each tensor.
 pub fn merge_shards<T: Real>(full: &Layout, parts: Vec<StateDict<T>>) -> Result<StateDict<T>> {
     let mut parts = parts.into_iter();
     let mut merged = parts
         .next()
         .ok_or_else(|| Error::Layout("no shard states to merge".into()))?;
     for part in parts {
-        for (key, (_, values)) in part.tensors {
+        for (key, (shape, values)) in part.tensors {
+            if part.meta.whole.contains(&key) {
+                // The same whole-tensor state on every rank that holds a piece: one copy.
+                merged.tensors.entry(key).or_insert((shape, values));
+                continue;
+            }
             merged
                 .tensors
                 .entry(key)
@@ -264,12 +269,16 @@ pub fn merge_shards<T: Real>(full: &Layout, parts: Vec<StateDict<T>>) -> Result<
                 .1
                 .extend(values);
         }
+        merged.meta.whole.extend(part.meta.whole);
         for (tensor, scalars) in part.meta.scalars {
             merged.meta.scalars.entry(tensor).or_insert(scalars);
         }
     }
     for (key, (shape, values)) in merged.tensors.iter_mut() {
         let seg = tensor_of_key(full, key)?;
+        if merged.meta.whole.contains(key) {
+            continue;
+        }
         if values.len() != seg.len {
             return Err(Error::Layout(format!(
                 "shards hold {} elements of '{key}', the tensor has {}",
@@ -282,15 +291,25 @@ pub fn merge_shards<T: Real>(full: &Layout, parts: Vec<StateDict<T>>) -> Result<
     Ok(merged)
 }
 
-/// The part of a full state (saved by one process or merged) that `shard` holds.
+/// The part of a full state (saved by one process or merged) that `shard` holds: pieces of
+/// element buffers, and whole-tensor state of every tensor it holds a piece of.
 pub fn shard_state<T: Real>(
     full_state: &StateDict<T>,
     full: &Layout,
     shard: &Shard,
 ) -> Result<StateDict<T>> {
     let mut tensors = BTreeMap::new();
-    for (key, (_, values)) in &full_state.tensors {
+    let mut whole = std::collections::BTreeSet::new();
+    for (key, (shape, values)) in &full_state.tensors {
         let seg = tensor_of_key(full, key)?;
+        let piece = intersect(seg.offset..seg.offset + seg.len, &shard.range);
+        if full_state.meta.whole.contains(key) {
+            if !piece.is_empty() {
+                tensors.insert(key.clone(), (shape.clone(), values.clone()));
+                whole.insert(key.clone());
+            }
+            continue;
+        }
         if values.len() != seg.len {
             // Shapes are checked by the optimizer; keep the message there.
             return Err(Error::State {
@@ -302,7 +321,6 @@ pub fn shard_state<T: Real>(
                 ),
             });
         }
-        let piece = intersect(seg.offset..seg.offset + seg.len, &shard.range);
         if !piece.is_empty() {
             let local = piece.start - seg.offset..piece.end - seg.offset;
             tensors.insert(key.clone(), (vec![piece.len()], values[local].to_vec()));
@@ -312,6 +330,7 @@ pub fn shard_state<T: Real>(
     let mut meta = full_state.meta.clone();
     meta.scalars
         .retain(|tensor, _| pieces.index_of(tensor).is_some());
+    meta.whole = whole;
     Ok(StateDict { meta, tensors })
 }
 

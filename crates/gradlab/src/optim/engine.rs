@@ -827,6 +827,7 @@ impl<T: Real, R: Rule> Optimizer<T> for Engine<T, R> {
                 } else {
                     BTreeMap::new()
                 },
+                whole: Default::default(),
             },
             tensors,
         }

@@ -763,6 +763,7 @@ impl<T: Real> Optimizer<T> for Lbfgs<T> {
                 step: self.steps,
                 scalars: BTreeMap::new(),
                 extra,
+                whole: Default::default(),
             },
             tensors,
         }

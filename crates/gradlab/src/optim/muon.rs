@@ -667,6 +667,7 @@ impl<T: Real> Optimizer<T> for Muon<T> {
         let mut extra = BTreeMap::new();
         let mut groups = vec![self.config.to_spec().to_string()];
         let mut optimizer = "muon".to_string();
+        let mut whole = std::collections::BTreeSet::new();
         for m in &self.matrices {
             let s = &self.layout.segments()[m.seg];
             tensors.insert(
@@ -686,6 +687,7 @@ impl<T: Real> Optimizer<T> for Muon<T> {
             }
             extra.insert("fallback.step".into(), fs.meta.step as f64);
             groups.extend(fs.meta.groups);
+            whole = fs.meta.whole;
             optimizer = format!("muon+{}", fs.meta.optimizer);
         }
         StateDict {
@@ -696,6 +698,7 @@ impl<T: Real> Optimizer<T> for Muon<T> {
                 step: self.steps,
                 scalars,
                 extra,
+                whole,
             },
             tensors,
         }
@@ -772,6 +775,7 @@ impl<T: Real> Optimizer<T> for Muon<T> {
                                 .map(|k| (k.to_string(), *v))
                         })
                         .collect(),
+                    whole: state.meta.whole.clone(),
                 },
                 tensors: BTreeMap::new(),
             };

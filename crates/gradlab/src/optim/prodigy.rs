@@ -566,6 +566,7 @@ impl<T: Real> Optimizer<T> for Prodigy<T> {
                     (K.to_string(), e.k as f64),
                     (STARTED.to_string(), if e.started { 1.0 } else { 0.0 }),
                 ]),
+                whole: Default::default(),
             },
             tensors,
         }

@@ -33,6 +33,11 @@ pub struct StateMeta {
     pub scalars: BTreeMap<String, BTreeMap<String, f64>>,
     /// Optimizer-wide scalars (e.g. Lookahead's counter); also free for callers to extend.
     pub extra: BTreeMap<String, f64>,
+    /// Keys of state tensors that belong to a whole parameter tensor rather than to its
+    /// elements (Adafactor's row and column means): a sharded run keeps them whole on every
+    /// rank that holds a piece of the tensor, where element buffers are cut with the tensor.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub whole: std::collections::BTreeSet<String>,
 }
 
 impl<T: Real> StateDict<T> {

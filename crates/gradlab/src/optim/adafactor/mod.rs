@@ -1,0 +1,564 @@
+//! Adafactor (Shazeer & Stern 2018, arXiv:1804.04235), as `torch.optim.Adafactor` (torch
+//! 2.15): no first moment, and for tensors of two or more dimensions a second moment stored
+//! factored, as its row and column means over the last two dimensions.
+//!
+//! ```text
+//! t ← t + 1;   w = t^beta2_decay;   ρ = min(γ, 1/√t);   α = max(ε2, RMS(θ))·ρ
+//! θ ← θ(1 − γλ)
+//! vectors:   V ← lerp(V, g², w);                  V̂ = V
+//! matrices:  R ← lerp(R, mean_{−1} g², w);  C ← lerp(C, mean_{−2} g², w);
+//!            V̂ = R Cᵀ / max(mean_{−2} R, ε1)      (per leading index of a ≥3-D tensor)
+//! U = g / √max(V̂, ε1²);   θ ← θ − α/max(1, RMS(U)/d) · U
+//! ```
+//! RMS(θ) is taken before the decay; `eps = (ε1, ε2)` with `ε1 = none` meaning the machine
+//! epsilon of the parameters' type, as torch's `eps=(None, 1e-3)`. Unlike the paper, ρ is capped
+//! by γ, means replace sums and ε1 clamps V̂ rather than being added to g².
+//!
+//! A step reads each tensor three times (factored: the means, then RMS(U), then the move;
+//! vectors: twice, V and RMS(U) computed in the first pass and V stored in the second), on the
+//! thread pool, with sums in a fixed order. The first pass changes nothing and also sums the
+//! raw g², so the gradient's check (non-finite values, the norm) costs no pass of its own;
+//! with `clip_norm` the norm comes first, from a pass over the gradients alone.
+//!
+//! Sharded (ZeRO-1), a rank holds pieces of tensors: V is cut with them, the factored means
+//! are kept whole by every rank that holds a piece of their tensor (listed in the state's
+//! [`StateMeta::whole`]), and the sums over whole tensors are added up over the ranks
+//! (`adafactor/exchange.rs`), so that a sharded run takes the same steps as one process.
+
+mod exchange;
+mod kernels;
+
+use super::rule::Grad;
+use super::standalone::{
+    check_shapes, chunk_count, refuse_foreign, saved_tensor, squared_norm, verdict, Checked,
+};
+use super::state::{state_error, StateDict, StateMeta, STATE_VERSION};
+use super::{Layout, Optimizer, Options, ParamAccess, ParamGroup, StepOutcome};
+use crate::spec::{Args, Domain, Spec, Value};
+use crate::{Error, Real, Result};
+use exchange::Exchange;
+use kernels::{
+    commit_means, factored_move, factored_sums, factored_update_sq, step_size, vector_move,
+    vector_sums, Coefs, Factored, Measured, Moment,
+};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Hyperparameters of `adafactor` (one parameter group).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdafactorConfig {
+    /// Learning rate γ, the cap of the relative step size ρ (default 1e-2).
+    pub lr: f64,
+    /// The exponent of the second moment's averaging weight `t^beta2_decay` (default −0.8,
+    /// at most 0).
+    pub beta2_decay: f64,
+    /// ε1, the floor of V̂ (squared) and of the row means; `None` is the machine epsilon of
+    /// the parameters' type (the default).
+    pub eps1: Option<f64>,
+    /// ε2, the floor of RMS(θ) in the step size (default 1e-3).
+    pub eps2: f64,
+    /// The clipping threshold d of RMS(U) (default 1, at least 1).
+    pub d: f64,
+    /// Decoupled weight decay λ, by γ (default 0).
+    pub weight_decay: f64,
+}
+
+impl AdafactorConfig {
+    fn parse(args: &Args) -> Result<Self> {
+        let (eps1, eps2) = parse_eps(args)?;
+        Ok(AdafactorConfig {
+            lr: args.number("lr", 1e-2, Domain::NON_NEGATIVE)?,
+            beta2_decay: args.number(
+                "beta2_decay",
+                -0.8,
+                Domain::new(f64::NEG_INFINITY, true, 0.0, false),
+            )?,
+            eps1,
+            eps2,
+            d: args.number("d", 1.0, Domain::new(1.0, false, f64::INFINITY, true))?,
+            weight_decay: args.number("weight_decay", 0.0, Domain::NON_NEGATIVE)?,
+        })
+    }
+
+    fn to_spec(self) -> Spec {
+        let eps1 = match self.eps1 {
+            Some(e) => Value::Num(e),
+            None => Value::Word("none".into()),
+        };
+        Spec::new("adafactor")
+            .with("lr", self.lr)
+            .with("beta2_decay", self.beta2_decay)
+            .with("eps", Value::Tuple(vec![eps1, Value::Num(self.eps2)]))
+            .with("d", self.d)
+            .with("weight_decay", self.weight_decay)
+    }
+}
+
+/// `eps=(ε1, ε2)`, ε1 a number or `none`.
+fn parse_eps(args: &Args) -> Result<(Option<f64>, f64)> {
+    const FORM: &str = "must be a pair (eps1, eps2) of non-negative numbers, eps1 possibly none, such as (none, 1e-3)";
+    let items = match args.value("eps") {
+        None => return Ok((None, 1e-3)),
+        Some(Value::Tuple(items)) | Some(Value::List(items)) if items.len() == 2 => items,
+        Some(v) => return Err(args.invalid("eps", format!("{FORM}, got {v}"))),
+    };
+    let number = |v: &Value| match v {
+        Value::Num(x) => Domain::NON_NEGATIVE
+            .check(*x)
+            .map_err(|m| args.invalid("eps", m)),
+        other => Err(args.invalid("eps", format!("{FORM}, got {other}"))),
+    };
+    let eps1 = match &items[0] {
+        Value::Word(w) if w == "none" => None,
+        v => Some(number(v)?),
+    };
+    Ok((eps1, number(&items[1])?))
+}
+
+/// Scratch sized at construction, so that steps do not allocate.
+#[derive(Default)]
+struct Scratch {
+    /// Per unit of the largest factored tensor: column sums of g², and (Σθ², ΣU², Σraw g²).
+    col_partials: Vec<f64>,
+    unit_sums: Vec<[f64; 3]>,
+    /// Per chunk of the longest tensor: the first pass's sums, the gradient's norm.
+    chunk_sums: Vec<[f64; 3]>,
+    norm_sums: Vec<[f64; 1]>,
+    /// Per tensor.
+    measured: Vec<Measured>,
+}
+
+/// Adafactor over the tensors of a layout.
+pub struct Adafactor<T: Real> {
+    layout: Layout,
+    options: Options,
+    /// Group 0 (the base spec), then one per [`ParamGroup`].
+    configs: Vec<AdafactorConfig>,
+    seg_group: Vec<usize>,
+    moments: Vec<Moment<T>>,
+    /// Per tensor: the whole tensor's shape (sharded, the layout holds flat pieces).
+    shapes: Vec<Vec<usize>>,
+    steps: u64,
+    scratch: Scratch,
+    /// Sharded: the whole-tensor sums every rank adds up.
+    exchange: Option<Exchange>,
+}
+
+const ROW: &str = "row_var";
+const COL: &str = "col_var";
+const VARIANCE: &str = "variance";
+
+impl<T: Real> Adafactor<T> {
+    /// Parses `adafactor(lr, beta2_decay, eps, d, weight_decay)` and its groups' overrides.
+    pub fn from_spec(
+        spec: &Spec,
+        layout: Layout,
+        groups: &[ParamGroup],
+        options: Options,
+    ) -> Result<Self> {
+        let configs = std::iter::once(spec.clone())
+            .chain(groups.iter().map(|g| g.apply(spec)))
+            .map(|s| parse(&s))
+            .collect::<Result<Vec<_>>>()?;
+        let seg_group = super::assign_groups(&layout, groups, &options)?;
+        // Each local tensor's whole shape, and which of its elements are held here.
+        let (shapes, pieces): (Vec<Vec<usize>>, Vec<std::ops::Range<usize>>) =
+            (0..layout.segments().len())
+                .map(|i| {
+                    let s = &layout.segments()[i];
+                    match &options.distributed {
+                        Some(d) => {
+                            let (t, within) = d.tensor_of(&layout, i);
+                            (d.full.segments()[t].shape.clone(), within..within + s.len)
+                        }
+                        None => (s.shape.clone(), 0..s.len),
+                    }
+                })
+                .unzip();
+        let moments: Vec<Moment<T>> = shapes
+            .iter()
+            .zip(&pieces)
+            .map(|(shape, piece)| match Factored::new(shape, piece.clone()) {
+                Some(geometry) => Moment::Factored {
+                    geometry,
+                    row_var: vec![T::ZERO; geometry.batches * geometry.rows],
+                    col_var: vec![T::ZERO; geometry.batches * geometry.cols],
+                    row_scale: vec![T::ZERO; geometry.batches],
+                },
+                None => Moment::Full {
+                    variance: vec![T::ZERO; piece.len()],
+                },
+            })
+            .collect();
+        let mut scratch = Scratch::default();
+        for (m, s) in moments.iter().zip(layout.segments()) {
+            let chunks = chunk_count(s.len);
+            grow(&mut scratch.chunk_sums, chunks, [0.0; 3]);
+            grow(&mut scratch.norm_sums, chunks, [0.0; 1]);
+            let mut measured = Measured::default();
+            if let Moment::Factored { geometry: g, .. } = m {
+                let units = g.units();
+                grow(&mut scratch.col_partials, units * g.cols, 0.0);
+                grow(&mut scratch.unit_sums, units, [0.0; 3]);
+                measured.row_sq = vec![0.0; g.batches * g.rows];
+                measured.col_sq = vec![0.0; g.batches * g.cols];
+            }
+            scratch.measured.push(measured);
+        }
+        let exchange = options
+            .distributed
+            .as_ref()
+            .map(|d| Exchange::new(d, &layout));
+        Ok(Adafactor {
+            layout,
+            options,
+            configs,
+            seg_group,
+            moments,
+            shapes,
+            steps: 0,
+            scratch,
+            exchange,
+        })
+    }
+
+    /// ε1 for this group and parameter type.
+    fn eps1(cfg: &AdafactorConfig) -> f64 {
+        cfg.eps1.unwrap_or(T::EPSILON.to_f64())
+    }
+
+    /// Tensor `seg`'s constants at step `t`.
+    fn coefs(&self, seg: usize, t: f64) -> (AdafactorConfig, Coefs<T>) {
+        let cfg = self.configs[self.seg_group[seg]];
+        (cfg, Coefs::new(&cfg, t, Self::eps1(&cfg)))
+    }
+
+    /// The first pass over tensor `seg` (step `t`), which reads θ and g and changes nothing:
+    /// its sums go to `scratch.measured[seg]`; returns Σ of the raw g².
+    fn measure(
+        &mut self,
+        seg: usize,
+        t: f64,
+        g: Grad<'_, T>,
+        params: &mut dyn ParamAccess<T>,
+    ) -> Result<f64> {
+        let (_, c) = self.coefs(seg, t);
+        let scratch = &mut self.scratch;
+        let measured = &mut scratch.measured[seg];
+        match &self.moments[seg] {
+            Moment::Full { variance } => params.read(seg, &mut |p| {
+                measured.sums = vector_sums(&c, p, g, variance, &mut scratch.chunk_sums);
+            })?,
+            Moment::Factored { geometry, .. } => params.read(seg, &mut |p| {
+                measured.sums = factored_sums(
+                    geometry,
+                    p,
+                    g,
+                    measured,
+                    &mut scratch.col_partials,
+                    &mut scratch.unit_sums,
+                );
+            })?,
+        }
+        Ok(scratch.measured[seg].sums[2])
+    }
+
+    /// After the check (and, sharded, the whole tensors' sums): a factored tensor's new
+    /// means, and ΣU² of its held elements (into `measured.sums[1]`).
+    fn commit(&mut self, seg: usize, t: f64, g: Grad<'_, T>) {
+        let (cfg, c) = self.coefs(seg, t);
+        let scratch = &mut self.scratch;
+        let measured = &mut scratch.measured[seg];
+        if let Moment::Factored {
+            geometry,
+            row_var,
+            col_var,
+            row_scale,
+        } = &mut self.moments[seg]
+        {
+            let eps1 = Self::eps1(&cfg);
+            commit_means(geometry, &c, measured, row_var, col_var, eps1, row_scale);
+            measured.sums[1] = factored_update_sq(
+                geometry,
+                &c,
+                g,
+                row_var,
+                col_var,
+                row_scale,
+                &mut scratch.unit_sums,
+            );
+        }
+    }
+
+    /// The move of tensor `seg`'s held elements (a vector's V is stored on the way).
+    fn apply(
+        &mut self,
+        seg: usize,
+        t: f64,
+        g: Grad<'_, T>,
+        params: &mut dyn ParamAccess<T>,
+    ) -> Result<()> {
+        let (cfg, c) = self.coefs(seg, t);
+        let n: usize = self.shapes[seg].iter().product();
+        let [theta_sq, update_sq, _] = self.scratch.measured[seg].sums;
+        let step = T::from_f64(-step_size(&cfg, t, n, theta_sq, update_sq));
+        match &mut self.moments[seg] {
+            Moment::Full { variance } => {
+                params.update(seg, &mut |p| vector_move(&c, step, p, g, variance))
+            }
+            Moment::Factored {
+                geometry,
+                row_var,
+                col_var,
+                row_scale,
+            } => params.update(seg, &mut |p| {
+                factored_move(geometry, &c, step, p, g, row_var, col_var, row_scale)
+            }),
+        }
+    }
+}
+
+/// Extends `v` to at least `n` entries.
+fn grow<X: Clone>(v: &mut Vec<X>, n: usize, x: X) {
+    if v.len() < n {
+        v.resize(n, x);
+    }
+}
+
+fn parse(spec: &Spec) -> Result<AdafactorConfig> {
+    let args = Args::new(spec, 0);
+    let cfg = AdafactorConfig::parse(&args)?;
+    args.finish()?;
+    Ok(cfg)
+}
+
+impl<T: Real> Optimizer<T> for Adafactor<T> {
+    fn name(&self) -> &'static str {
+        "adafactor"
+    }
+    fn spec(&self) -> Spec {
+        self.configs[0].to_spec()
+    }
+    fn group_specs(&self) -> Vec<Spec> {
+        self.configs
+            .iter()
+            .copied()
+            .map(AdafactorConfig::to_spec)
+            .collect()
+    }
+    fn layout(&self) -> &Layout {
+        &self.layout
+    }
+    fn options(&self) -> &Options {
+        &self.options
+    }
+    fn steps(&self) -> u64 {
+        self.steps
+    }
+    fn num_groups(&self) -> usize {
+        self.configs.len()
+    }
+    fn lr(&self, group: usize) -> f64 {
+        self.configs[group].lr
+    }
+    fn set_lr(&mut self, group: usize, lr: f64) {
+        self.configs[group].lr = lr;
+    }
+    fn momentum(&self, _group: usize) -> Option<f64> {
+        None
+    }
+    fn set_momentum(&mut self, _group: usize, _m: f64) -> Result<()> {
+        Err(Error::Layout(
+            "optimizer 'adafactor' has no momentum or beta1 to set".into(),
+        ))
+    }
+
+    fn step_with(
+        &mut self,
+        grads: &[&[T]],
+        params: &mut dyn ParamAccess<T>,
+    ) -> Result<StepOutcome> {
+        check_shapes("adafactor", &self.layout, grads, params.count())?;
+        let step = self.steps + 1;
+        let t = step as f64;
+        // Norm clipping needs the norm before the first pass; otherwise the first pass
+        // measures it, and the check runs before anything changes.
+        let clipped = match self.options.clip_norm {
+            Some(_) => {
+                let squared = squared_norm(grads, &mut self.scratch.norm_sums);
+                match verdict(&self.layout, &self.options, step, grads, squared)? {
+                    Some(c) => Some(c),
+                    None => return Ok(StepOutcome::SKIPPED),
+                }
+            }
+            None => None,
+        };
+        let reading = clipped.unwrap_or_else(|| Checked::unclipped(&self.options));
+        let mut squared = 0.0;
+        for (seg, raw) in grads.iter().enumerate() {
+            squared += self.measure(seg, t, reading.grad(raw), params)?;
+        }
+        let checked: Checked<T> = match clipped {
+            Some(c) => c,
+            None => match verdict(&self.layout, &self.options, step, grads, squared)? {
+                Some(c) => c,
+                None => return Ok(StepOutcome::SKIPPED),
+            },
+        };
+        if let Some(x) = &mut self.exchange {
+            x.combine_measured(&mut self.scratch.measured);
+        }
+        for (seg, raw) in grads.iter().enumerate() {
+            self.commit(seg, t, checked.grad(raw));
+        }
+        if let Some(x) = &mut self.exchange {
+            x.combine_updates(&mut self.scratch.measured);
+        }
+        for (seg, raw) in grads.iter().enumerate() {
+            self.apply(seg, t, checked.grad(raw), params)?;
+        }
+        self.steps += 1;
+        Ok(checked.outcome())
+    }
+
+    /// Factored: θ and g read for the means, g for RMS(U), θ read and written and g read for
+    /// the move (6). Vectors: θ, g, V read and V written, then θ, g, V read and θ written (8).
+    /// The larger count when the layout has both.
+    fn bytes_per_param(&self) -> f64 {
+        let arrays = if self
+            .moments
+            .iter()
+            .any(|m| matches!(m, Moment::Full { .. }))
+        {
+            8
+        } else {
+            6
+        };
+        (arrays * std::mem::size_of::<T>()) as f64
+    }
+
+    fn scalar_state(&self) -> Vec<(String, Vec<(&'static str, f64)>)> {
+        self.layout
+            .segments()
+            .iter()
+            .map(|s| (s.name.clone(), vec![("step", self.steps as f64)]))
+            .collect()
+    }
+
+    fn state_dict(&self) -> StateDict<T> {
+        let mut tensors = BTreeMap::new();
+        let mut scalars = BTreeMap::new();
+        let mut whole = BTreeSet::new();
+        for ((s, m), full) in self
+            .layout
+            .segments()
+            .iter()
+            .zip(&self.moments)
+            .zip(&self.shapes)
+        {
+            for (key, shape, values) in saved_buffers(&s.shape, full, m) {
+                let key = format!("{}/{key}", s.name);
+                if matches!(m, Moment::Factored { .. }) {
+                    whole.insert(key.clone());
+                }
+                tensors.insert(key, (shape, values.to_vec()));
+            }
+            scalars.insert(
+                s.name.clone(),
+                BTreeMap::from([("step".to_string(), self.steps as f64)]),
+            );
+        }
+        StateDict {
+            meta: StateMeta {
+                version: STATE_VERSION,
+                optimizer: "adafactor".into(),
+                groups: self.group_specs().iter().map(|s| s.to_string()).collect(),
+                step: self.steps,
+                scalars,
+                extra: BTreeMap::new(),
+                whole,
+            },
+            tensors,
+        }
+    }
+
+    fn load_state_dict(&mut self, state: &StateDict<T>) -> Result<()> {
+        super::state::check_optimizer(&state.meta.optimizer, "adafactor")?;
+        let configs = load_configs(&state.meta.groups, self.configs.len())?;
+        let mut moments = self.moments.clone();
+        let mut own = BTreeSet::new();
+        for ((s, m), full) in self
+            .layout
+            .segments()
+            .iter()
+            .zip(moments.iter_mut())
+            .zip(&self.shapes)
+        {
+            let buffers: Vec<(&str, Vec<usize>)> = saved_buffers(&s.shape, full, m)
+                .into_iter()
+                .map(|(k, shape, _)| (k, shape))
+                .collect();
+            let mut targets: Vec<&mut Vec<T>> = match m {
+                Moment::Factored {
+                    row_var, col_var, ..
+                } => vec![row_var, col_var],
+                Moment::Full { variance } => vec![variance],
+            };
+            for ((key, shape), target) in buffers.iter().zip(targets.iter_mut()) {
+                let key = format!("{}/{key}", s.name);
+                target.copy_from_slice(saved_tensor(state, &key, shape)?);
+                own.insert(key);
+            }
+        }
+        refuse_foreign(state, &own)?;
+        self.moments = moments;
+        self.configs = configs;
+        self.steps = state.meta.step;
+        Ok(())
+    }
+}
+
+/// A tensor's saved buffers: name, shape as torch keeps it (`[..., n, 1]` and `[..., 1, m]`
+/// for the factored means, from the `whole` tensor's shape; V in the `held` elements' shape)
+/// and values.
+fn saved_buffers<'a, T>(
+    held: &[usize],
+    whole: &[usize],
+    m: &'a Moment<T>,
+) -> Vec<(&'static str, Vec<usize>, &'a [T])> {
+    match m {
+        Moment::Factored {
+            row_var, col_var, ..
+        } => {
+            let d = whole.len();
+            let mut rows = whole.to_vec();
+            rows[d - 1] = 1;
+            let mut cols = whole.to_vec();
+            cols[d - 2] = 1;
+            vec![(ROW, rows, row_var), (COL, cols, col_var)]
+        }
+        Moment::Full { variance } => vec![(VARIANCE, held.to_vec(), variance)],
+    }
+}
+
+/// The groups' hyperparameters as they stood when a state was saved.
+fn load_configs(groups: &[String], expected: usize) -> Result<Vec<AdafactorConfig>> {
+    if groups.len() != expected {
+        return Err(state_error(
+            None,
+            format!(
+                "has {} parameter groups, the optimizer has {expected}",
+                groups.len()
+            ),
+        ));
+    }
+    groups
+        .iter()
+        .map(|text| parse(&crate::spec::parse(text)?))
+        .collect()
+}
+
+impl<T: Real> std::fmt::Debug for Adafactor<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", Optimizer::spec(self))
+    }
+}
