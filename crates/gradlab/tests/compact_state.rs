@@ -44,6 +44,7 @@ fn bf16_moments_train_like_f32_moments() {
         "lamb(lr=0.05)",
         "adopt(lr=0.01)",
         "ademamix(lr=0.01)",
+        "adafactor(lr=0.05)",
     ] {
         let compact = format!("{}, state_dtype=bf16)", spec.trim_end_matches(')'));
         let (_, full) = descend(build(spec, &layout).as_mut(), &layout, 400);
@@ -95,25 +96,41 @@ fn bf16_state_is_half_the_bytes_and_resumes_exactly() {
                 .unwrap();
         }
     };
-    let spec = "adam(lr=0.01, state_dtype=bf16)";
-    let mut straight = build(spec, &layout);
-    let mut p1 = vec![0.5f32; n];
-    run(straight.as_mut(), &mut p1, 0..10);
-    let mut first = build(spec, &layout);
-    let mut p2 = vec![0.5f32; n];
-    run(first.as_mut(), &mut p2, 0..5);
-    let file =
-        std::env::temp_dir().join(format!("gradlab-bf16-{}.safetensors", std::process::id()));
-    first.save_state(&file).unwrap();
-    let mut second = build(spec, &layout);
-    second.load_state(&file).unwrap();
-    run(second.as_mut(), &mut p2, 5..10);
-    assert_eq!(
-        p1.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
-        p2.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
-    );
-    assert_eq!(straight.state_dict(), second.state_dict());
-    let _ = std::fs::remove_file(file);
+    for spec in [
+        "adam(lr=0.01, state_dtype=bf16)",
+        "adafactor(lr=0.01, state_dtype=bf16)",
+    ] {
+        let mut straight = build(spec, &layout);
+        let mut p1 = vec![0.5f32; n];
+        run(straight.as_mut(), &mut p1, 0..10);
+        let mut first = build(spec, &layout);
+        let mut p2 = vec![0.5f32; n];
+        run(first.as_mut(), &mut p2, 0..5);
+        let file =
+            std::env::temp_dir().join(format!("gradlab-bf16-{}.safetensors", std::process::id()));
+        first.save_state(&file).unwrap();
+        let mut second = build(spec, &layout);
+        second.load_state(&file).unwrap();
+        run(second.as_mut(), &mut p2, 5..10);
+        assert_eq!(
+            p1.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            p2.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            "{spec}"
+        );
+        assert_eq!(straight.state_dict(), second.state_dict(), "{spec}");
+        let _ = std::fs::remove_file(file);
+    }
+    // Adafactor's vectors: V read twice and written once, in 2 bytes instead of 4.
+    assert_eq!(build("adafactor", &layout).bytes_per_param(), 32.0);
+    let half = build("adafactor(state_dtype=bf16)", &layout);
+    assert_eq!(half.bytes_per_param(), 26.0);
+    assert!(half.spec().to_string().contains("state_dtype=bf16"));
+    // A state saved with one storage is refused by the other, by name.
+    let err = build("adafactor", &layout)
+        .load_state_dict(&half.state_dict())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("state_dtype=bf16"), "{err}");
 }
 
 #[test]

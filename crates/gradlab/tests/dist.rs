@@ -299,6 +299,7 @@ fn muon_prodigy_and_adafactor_sharded_with_groups_equal_one_process() {
         "muon(lr=0.02, nesterov=false, ns_dtype=f32, fallback=lamb(lr=0.01))",
         "prodigy(lr=1, weight_decay=0.01)",
         "adafactor(lr=0.05, weight_decay=0.01)",
+        "adafactor(lr=0.05, state_dtype=bf16)",
     ] {
         let run = |opt: &mut dyn Optimizer<f64>, p: &mut [f64], range: std::ops::Range<usize>| {
             for step in 0..6 {

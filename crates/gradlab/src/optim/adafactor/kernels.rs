@@ -4,6 +4,7 @@
 //! count.
 
 use super::AdafactorConfig;
+use crate::optim::compact::Bf16Slot;
 use crate::optim::plan::{Shared, CHUNK};
 use crate::optim::rule::{lane_sums, lerp, paired_for_each, paired_lane_sums, Buffer, Grad};
 use crate::optim::simd::wide_call;
@@ -170,6 +171,9 @@ pub(super) enum Moment<T> {
     },
     /// The full second moment of a vector (or scalar), for the elements held.
     Full { variance: Vec<T> },
+    /// The same in bfloat16 (`state_dtype=bf16`); `first` is the flat index of the first
+    /// held element in the whole model, which the stochastic rounding draws its bits by.
+    Compact { bits: Vec<u16>, first: u64 },
 }
 
 /// What a step's first pass measures of one tensor, before any state changes (so that a
@@ -188,11 +192,12 @@ pub(super) struct Measured {
 
 /// The vector path's first pass: (Σθ², ΣU², Σraw g²) with U from the new V, which it does
 /// not store.
-pub(super) fn vector_sums<T: Real>(
+pub(super) fn vector_sums<T: Real, S: Copy + Sync>(
     c: &Coefs<T>,
     p: &[T],
     g: Grad<'_, T>,
-    v: &[T],
+    v: &[S],
+    load: impl Fn(S) -> T + Copy + Sync,
     partials: &mut [[f64; 3]],
 ) -> [f64; 3] {
     sum_chunks(p.len(), partials, |range| {
@@ -206,7 +211,7 @@ pub(super) fn vector_sums<T: Real>(
                     let (pi, vi, raw) = unsafe {
                         (
                             *p.get_unchecked(i),
-                            *v.get_unchecked(i),
+                            load(*v.get_unchecked(i)),
                             *g.raw().get_unchecked(i),
                         )
                     };
@@ -238,20 +243,48 @@ pub(super) fn vector_move<T: Real>(
     })
 }
 
+/// [`vector_move`] with V in bfloat16, rounded stochastically at step `step` (`first` is
+/// the flat index of `p`'s first element in the whole model).
+pub(super) fn compact_vector_move<T: Real>(
+    c: &Coefs<T>,
+    step: T,
+    p: &mut [T],
+    g: Grad<'_, T>,
+    bits: &mut [u16],
+    first: u64,
+    t: u64,
+) {
+    let v = Shared::new(bits);
+    crate::pool::for_each_chunk(p, CHUNK, |i, p| {
+        let start = i * CHUNK;
+        // SAFETY: chunks are disjoint; `bits` outlives `for_each_chunk`.
+        let bits = unsafe { v.slice(start..start + p.len()) };
+        let v = Bf16Slot::new(bits, first + start as u64, t, 0);
+        vector_move_chunk(c, step, p, g.offset(start, p.len()), v);
+    })
+}
+
 #[inline(always)]
-fn vector_move_chunk<T: Real>(c: &Coefs<T>, step: T, p: &mut [T], grad: Grad<'_, T>, v: &mut [T]) {
+fn vector_move_chunk<T: Real, B: Buffer<T>>(
+    c: &Coefs<T>,
+    step: T,
+    p: &mut [T],
+    grad: Grad<'_, T>,
+    mut v: B,
+) {
     wide_call(
         #[inline(always)]
         || {
             let (n, raw) = (p.len(), grad.raw());
-            assert!(raw.len() == n && v.len() == n);
+            assert!(raw.len() == n);
             // `move`: the closure owns the slices, so that their pointers stay in registers.
             paired_for_each(n, move |i| {
-                // SAFETY: paired_for_each calls with i < n, the length of every slice here.
+                // SAFETY: paired_for_each calls with i < n, the length of every slice here
+                // (and of `v`, a chunk of the same length).
                 unsafe {
                     let g = grad.process(*raw.get_unchecked(i));
-                    let vn = c.second_moment(*v.get_unchecked(i), g);
-                    *v.get_unchecked_mut(i) = vn;
+                    let vn = c.second_moment(v.get(i), g);
+                    v.set(i, vn);
                     let u = c.update(g, vn);
                     let p = p.get_unchecked_mut(i);
                     *p = *p * c.decay;

@@ -28,6 +28,7 @@
 mod exchange;
 mod kernels;
 
+use super::compact::{from_bf16, to_bf16_nearest};
 use super::rule::Grad;
 use super::standalone::{
     check_shapes, chunk_count, refuse_foreign, saved_tensor, squared_norm, verdict, Checked,
@@ -38,8 +39,8 @@ use crate::spec::{Args, Domain, Spec, Value};
 use crate::{Error, Real, Result};
 use exchange::Exchange;
 use kernels::{
-    commit_means, factored_move, factored_sums, factored_update_sq, step_size, vector_move,
-    vector_sums, Coefs, Factored, Measured, Moment,
+    commit_means, compact_vector_move, factored_move, factored_sums, factored_update_sq, step_size,
+    vector_move, vector_sums, Coefs, Factored, Measured, Moment,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -60,6 +61,10 @@ pub struct AdafactorConfig {
     pub d: f64,
     /// Decoupled weight decay λ, by γ (default 0).
     pub weight_decay: f64,
+    /// The second moment of vectors stored in bfloat16, rounded stochastically
+    /// (`state_dtype=bf16`, optimizer-wide; the factored means, O(rows + cols), keep the
+    /// parameters' type).
+    pub bf16_state: bool,
 }
 
 impl AdafactorConfig {
@@ -76,6 +81,7 @@ impl AdafactorConfig {
             eps2,
             d: args.number("d", 1.0, Domain::new(1.0, false, f64::INFINITY, true))?,
             weight_decay: args.number("weight_decay", 0.0, Domain::NON_NEGATIVE)?,
+            bf16_state: args.word("state_dtype", "f32", &["f32", "bf16"])? == "bf16",
         })
     }
 
@@ -84,12 +90,17 @@ impl AdafactorConfig {
             Some(e) => Value::Num(e),
             None => Value::Word("none".into()),
         };
-        Spec::new("adafactor")
+        let spec = Spec::new("adafactor")
             .with("lr", self.lr)
             .with("beta2_decay", self.beta2_decay)
             .with("eps", Value::Tuple(vec![eps1, Value::Num(self.eps2)]))
             .with("d", self.d)
-            .with("weight_decay", self.weight_decay)
+            .with("weight_decay", self.weight_decay);
+        if self.bf16_state {
+            spec.with("state_dtype", Value::Word("bf16".into()))
+        } else {
+            spec
+        }
     }
 }
 
@@ -159,6 +170,16 @@ impl<T: Real> Adafactor<T> {
             .chain(groups.iter().map(|g| g.apply(spec)))
             .map(|s| parse(&s))
             .collect::<Result<Vec<_>>>()?;
+        if configs
+            .iter()
+            .any(|c| c.bf16_state != configs[0].bf16_state)
+        {
+            return Err(Args::new(spec, 0).invalid(
+                "state_dtype",
+                "is set for the whole optimizer, not per parameter group",
+            ));
+        }
+        let bf16 = configs[0].bf16_state;
         let seg_group = super::assign_groups(&layout, groups, &options)?;
         // Each local tensor's whole shape, and which of its elements are held here.
         let (shapes, pieces): (Vec<Vec<usize>>, Vec<std::ops::Range<usize>>) =
@@ -174,20 +195,33 @@ impl<T: Real> Adafactor<T> {
                     }
                 })
                 .unzip();
+        // Where each tensor's held elements start in the model's flat space (the stochastic
+        // rounding of bf16 state draws its bits by that index, as the engine does).
+        let first = |i: usize| {
+            let start = options.distributed.as_ref().map_or(0, |d| d.start);
+            (start + layout.segments()[i].offset) as u64
+        };
         let moments: Vec<Moment<T>> = shapes
             .iter()
             .zip(&pieces)
-            .map(|(shape, piece)| match Factored::new(shape, piece.clone()) {
-                Some(geometry) => Moment::Factored {
-                    geometry,
-                    row_var: vec![T::ZERO; geometry.batches * geometry.rows],
-                    col_var: vec![T::ZERO; geometry.batches * geometry.cols],
-                    row_scale: vec![T::ZERO; geometry.batches],
+            .enumerate()
+            .map(
+                |(i, (shape, piece))| match Factored::new(shape, piece.clone()) {
+                    Some(geometry) => Moment::Factored {
+                        geometry,
+                        row_var: vec![T::ZERO; geometry.batches * geometry.rows],
+                        col_var: vec![T::ZERO; geometry.batches * geometry.cols],
+                        row_scale: vec![T::ZERO; geometry.batches],
+                    },
+                    None if bf16 => Moment::Compact {
+                        bits: vec![0; piece.len()],
+                        first: first(i),
+                    },
+                    None => Moment::Full {
+                        variance: vec![T::ZERO; piece.len()],
+                    },
                 },
-                None => Moment::Full {
-                    variance: vec![T::ZERO; piece.len()],
-                },
-            })
+            )
             .collect();
         let mut scratch = Scratch::default();
         for (m, s) in moments.iter().zip(layout.segments()) {
@@ -246,7 +280,11 @@ impl<T: Real> Adafactor<T> {
         let measured = &mut scratch.measured[seg];
         match &self.moments[seg] {
             Moment::Full { variance } => params.read(seg, &mut |p| {
-                measured.sums = vector_sums(&c, p, g, variance, &mut scratch.chunk_sums);
+                measured.sums = vector_sums(&c, p, g, variance, |v| v, &mut scratch.chunk_sums);
+            })?,
+            Moment::Compact { bits, .. } => params.read(seg, &mut |p| {
+                let load = |b: u16| T::from_f32(from_bf16(b));
+                measured.sums = vector_sums(&c, p, g, bits, load, &mut scratch.chunk_sums);
             })?,
             Moment::Factored { geometry, .. } => params.read(seg, &mut |p| {
                 measured.sums = factored_sums(
@@ -305,6 +343,9 @@ impl<T: Real> Adafactor<T> {
             Moment::Full { variance } => {
                 params.update(seg, &mut |p| vector_move(&c, step, p, g, variance))
             }
+            Moment::Compact { bits, first } => params.update(seg, &mut |p| {
+                compact_vector_move(&c, step, p, g, bits, *first, self.steps + 1)
+            }),
             Moment::Factored {
                 geometry,
                 row_var,
@@ -421,19 +462,21 @@ impl<T: Real> Optimizer<T> for Adafactor<T> {
     }
 
     /// Factored: θ and g read for the means, g for RMS(U), θ read and written and g read for
-    /// the move (6). Vectors: θ, g, V read and V written, then θ, g, V read and θ written (8).
-    /// The larger count when the layout has both.
+    /// the move (6 arrays). Vectors: θ, g, V read, then θ, g, V read and θ, V written (5
+    /// arrays and V three times, in bf16 with `state_dtype=bf16`). The vectors' count when the
+    /// layout has both.
     fn bytes_per_param(&self) -> f64 {
-        let arrays = if self
+        let t = std::mem::size_of::<T>() as f64;
+        let vector = |v: f64| 5.0 * t + 3.0 * v;
+        match self
             .moments
             .iter()
-            .any(|m| matches!(m, Moment::Full { .. }))
+            .find(|m| !matches!(m, Moment::Factored { .. }))
         {
-            8
-        } else {
-            6
-        };
-        (arrays * std::mem::size_of::<T>()) as f64
+            Some(Moment::Compact { .. }) => vector(2.0),
+            Some(_) => vector(t),
+            None => 6.0 * t,
+        }
     }
 
     fn scalar_state(&self) -> Vec<(String, Vec<(&'static str, f64)>)> {
@@ -460,7 +503,7 @@ impl<T: Real> Optimizer<T> for Adafactor<T> {
                 if matches!(m, Moment::Factored { .. }) {
                     whole.insert(key.clone());
                 }
-                tensors.insert(key, (shape, values.to_vec()));
+                tensors.insert(key, (shape, values));
             }
             scalars.insert(
                 s.name.clone(),
@@ -484,6 +527,16 @@ impl<T: Real> Optimizer<T> for Adafactor<T> {
     fn load_state_dict(&mut self, state: &StateDict<T>) -> Result<()> {
         super::state::check_optimizer(&state.meta.optimizer, "adafactor")?;
         let configs = load_configs(&state.meta.groups, self.configs.len())?;
+        if configs[0].bf16_state != self.configs[0].bf16_state {
+            return Err(state_error(
+                None,
+                format!(
+                    "was saved with state_dtype={}, the optimizer has state_dtype={}",
+                    dtype(configs[0].bf16_state),
+                    dtype(self.configs[0].bf16_state)
+                ),
+            ));
+        }
         let mut moments = self.moments.clone();
         let mut own = BTreeSet::new();
         for ((s, m), full) in self
@@ -493,20 +546,25 @@ impl<T: Real> Optimizer<T> for Adafactor<T> {
             .zip(moments.iter_mut())
             .zip(&self.shapes)
         {
-            let buffers: Vec<(&str, Vec<usize>)> = saved_buffers(&s.shape, full, m)
-                .into_iter()
-                .map(|(k, shape, _)| (k, shape))
-                .collect();
-            let mut targets: Vec<&mut Vec<T>> = match m {
+            let mut saved = Vec::new();
+            for (key, shape, _) in saved_buffers(&s.shape, full, m) {
+                let key = format!("{}/{key}", s.name);
+                saved.push(saved_tensor(state, &key, &shape)?);
+                own.insert(key);
+            }
+            match m {
                 Moment::Factored {
                     row_var, col_var, ..
-                } => vec![row_var, col_var],
-                Moment::Full { variance } => vec![variance],
-            };
-            for ((key, shape), target) in buffers.iter().zip(targets.iter_mut()) {
-                let key = format!("{}/{key}", s.name);
-                target.copy_from_slice(saved_tensor(state, &key, shape)?);
-                own.insert(key);
+                } => {
+                    row_var.copy_from_slice(saved[0]);
+                    col_var.copy_from_slice(saved[1]);
+                }
+                Moment::Full { variance } => variance.copy_from_slice(saved[0]),
+                Moment::Compact { bits, .. } => {
+                    for (b, v) in bits.iter_mut().zip(saved[0]) {
+                        *b = to_bf16_nearest(v.to_f32());
+                    }
+                }
             }
         }
         refuse_foreign(state, &own)?;
@@ -520,11 +578,11 @@ impl<T: Real> Optimizer<T> for Adafactor<T> {
 /// A tensor's saved buffers: name, shape as torch keeps it (`[..., n, 1]` and `[..., 1, m]`
 /// for the factored means, from the `whole` tensor's shape; V in the `held` elements' shape)
 /// and values.
-fn saved_buffers<'a, T>(
+fn saved_buffers<T: Real>(
     held: &[usize],
     whole: &[usize],
-    m: &'a Moment<T>,
-) -> Vec<(&'static str, Vec<usize>, &'a [T])> {
+    m: &Moment<T>,
+) -> Vec<(&'static str, Vec<usize>, Vec<T>)> {
     match m {
         Moment::Factored {
             row_var, col_var, ..
@@ -534,9 +592,21 @@ fn saved_buffers<'a, T>(
             rows[d - 1] = 1;
             let mut cols = whole.to_vec();
             cols[d - 2] = 1;
-            vec![(ROW, rows, row_var), (COL, cols, col_var)]
+            vec![(ROW, rows, row_var.clone()), (COL, cols, col_var.clone())]
         }
-        Moment::Full { variance } => vec![(VARIANCE, held.to_vec(), variance)],
+        Moment::Full { variance } => vec![(VARIANCE, held.to_vec(), variance.clone())],
+        Moment::Compact { bits, .. } => {
+            let values = bits.iter().map(|&b| T::from_f32(from_bf16(b))).collect();
+            vec![(VARIANCE, held.to_vec(), values)]
+        }
+    }
+}
+
+fn dtype(bf16: bool) -> &'static str {
+    if bf16 {
+        "bf16"
+    } else {
+        "f32"
     }
 }
 
