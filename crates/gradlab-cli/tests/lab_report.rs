@@ -64,6 +64,16 @@ fn the_quick_lab_writes_a_complete_report() {
     assert!(status.success());
     let html = std::fs::read_to_string(out.join("index.html")).unwrap();
     check_page(&html);
+    // SAM's flatter minimum is measured against its base optimizer, with numbers.
+    let flat = html
+        .split("Flatness after training")
+        .nth(1)
+        .expect("the optimizer comparison measures SAM's flatness");
+    assert!(
+        flat.contains("sam(sgd(lr=0.05, momentum=0.9), rho=0.05)") && flat.contains("ε-sharpness"),
+        "{}",
+        &flat[..flat.len().min(400)]
+    );
     for data in [
         "data/optimizers.csv",
         "data/schedules.csv",

@@ -280,6 +280,8 @@ pub fn optimizers(
     let mut loss_csv = Table::new(&["optimizer", "step", "mean_loss"]);
     let mut switch_notes = Vec::new();
     let mut switch_markers = Vec::new();
+    // Each optimizer's first run, for the curvature of SAM's minimum against its base's.
+    let mut first_runs: Vec<(String, PathBuf)> = Vec::new();
     for (i, spec_text) in specs.iter().enumerate() {
         spec::parse(spec_text)
             .with_context(|| format!("--optimizer {}", gradlab::error::quote(spec_text)))?;
@@ -358,6 +360,7 @@ pub fn optimizers(
             label: spec_text.clone(),
             points: acc_mean,
         });
+        first_runs.push((spec_text.clone(), runs[0].dir.clone()));
         let acc: Vec<f64> = runs.iter().map(Run::test_accuracy).collect();
         let mean_acc = acc.iter().sum::<f64>() / acc.len() as f64;
         let spread = acc.iter().copied().fold(f64::NEG_INFINITY, f64::max)
@@ -453,6 +456,7 @@ pub fn optimizers(
         ),
     ];
     summary.extend(switch_notes.into_iter().map(|n| esc(&n)));
+    summary.extend(sam_flatness(&first_runs, budget)?);
     Ok(Section {
         id: "optimizers",
         title: "Optimizers compared".into(),
@@ -670,6 +674,44 @@ pub fn schedules(out: &Path, budget: &Budget) -> Result<Section> {
         ],
         commands,
     })
+}
+
+/// SAM's claim, measured: for each `sam(BASE, ...)` run whose BASE also ran, the curvature
+/// (ε-sharpness, top Hessian eigenvalue) of both final weights, and whether SAM's is flatter
+/// by both measures.
+fn sam_flatness(runs: &[(String, PathBuf)], budget: &Budget) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for (text, dir) in runs {
+        let sam = spec::parse(text)?;
+        if sam.name != "sam" {
+            continue;
+        }
+        let Some((None, spec::Value::Spec(base))) = sam.args.first() else {
+            continue;
+        };
+        let Some((base_text, base_dir)) = runs
+            .iter()
+            .find(|(t, _)| spec::parse(t).is_ok_and(|s| s == *base))
+        else {
+            continue;
+        };
+        let (s_sharp, s_top) = curvature(dir.clone(), budget.curvature_examples)?;
+        let (b_sharp, b_top) = curvature(base_dir.clone(), budget.curvature_examples)?;
+        let verdict = match (s_sharp < b_sharp, s_top < b_top) {
+            (true, true) => {
+                "SAM's minimum is the flatter by both measures, as Foret et al. report."
+            }
+            (false, false) => "SAM's minimum is not flatter here by either measure.",
+            _ => "the two measures disagree on which minimum is flatter.",
+        };
+        out.push(format!(
+            "Flatness after training, on {} training examples: <code>{}</code> reached ε-sharpness {s_sharp:.3} and top Hessian eigenvalue {s_top:.3}; its base <code>{}</code> {b_sharp:.3} and {b_top:.3}: {verdict}",
+            budget.curvature_examples,
+            esc(text),
+            esc(base_text),
+        ));
+    }
+    Ok(out)
 }
 
 /// Curvature of a checkpoint: (ε-sharpness, top Hessian eigenvalue), computed in f64.
