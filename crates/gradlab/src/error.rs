@@ -66,6 +66,14 @@ pub enum Error {
         /// by norm and sharded optimizers check them all first and change nothing.
         partly_updated: bool,
     },
+    /// A step without a tensor's gradient, by an optimizer that needs them all.
+    #[error("optimizer '{optimizer}' needs a gradient for every parameter at every step, and '{tensor}' has none (its step couples the tensors); give it a gradient, or use an element-wise optimizer")]
+    MissingGradient {
+        /// The optimizer's name.
+        optimizer: String,
+        /// The tensor without a gradient.
+        tensor: String,
+    },
     /// A saved state that does not fit the optimizer.
     #[error("optimizer state{}: {message}", source_name.as_ref().map(|s| format!(" '{s}'")).unwrap_or_default())]
     State {

@@ -626,3 +626,101 @@ fn scalar_state_survives_a_file_bit_for_bit() {
         );
     }
 }
+
+/// A tensor without a gradient (PyTorch's `p.grad is None`) is not moved and its state does
+/// not advance: each tensor follows exactly the trajectory of an optimizer of its own that
+/// steps only when the tensor has a gradient, and clipping takes the gradients present.
+#[test]
+fn tensors_without_a_gradient_sit_out_the_step() {
+    let layout = Layout::new([("a", vec![40_000]), ("b", vec![3, 7])]).unwrap();
+    let (na, nb) = (40_000, 21);
+    let mut rng = Rng(5);
+    let start = rng.vec(na + nb);
+    let grads: Vec<Vec<f64>> = (0..4).map(|_| rng.vec(na + nb)).collect();
+    // b has no gradient at steps 1 and 2 (0-based), a none at step 3.
+    let absent = |step: usize, seg: usize| matches!((step, seg), (1, 1) | (2, 1) | (3, 0));
+    for (spec, options) in [
+        ("adam(lr=0.01)", Options::default()),
+        ("sgd(lr=0.1, momentum=0.9)", Options::default()),
+        ("lamb(lr=0.01)", Options::default()),
+        (
+            "adamw(lr=0.01)",
+            Options {
+                clip_norm: Some(0.5),
+                ..Options::default()
+            },
+        ),
+    ] {
+        let mut joint = build::<f64>(spec, &layout, options.clone());
+        let mut p = start.clone();
+        for (step, g) in grads.iter().enumerate() {
+            let mask = [absent(step, 0), absent(step, 1)];
+            let (ga, gb) = g.split_at(na);
+            let views: [&[f64]; 2] = [
+                if mask[0] { &[] } else { ga },
+                if mask[1] { &[] } else { gb },
+            ];
+            let (pa, pb) = p.split_at_mut(na);
+            let mut params: Vec<&mut [f64]> = vec![pa, pb];
+            joint
+                .step_with_absent(&views, &mask, &mut params.as_mut_slice())
+                .unwrap();
+        }
+        for (seg, (name, range)) in [("a", 0..na), ("b", na..na + nb)].into_iter().enumerate() {
+            let own = Layout::new([(name, layout.segments()[seg].shape.clone())]).unwrap();
+            // Clipped by hand below, by the norm of the gradients present at each step.
+            let plain = Options {
+                clip_norm: None,
+                ..options.clone()
+            };
+            let mut alone = build::<f64>(spec, &own, plain);
+            let mut q = start[range.clone()].to_vec();
+            for (step, g) in grads.iter().enumerate() {
+                if absent(step, seg) {
+                    continue;
+                }
+                let present: f64 = (0..2)
+                    .filter(|&s| !absent(step, s))
+                    .flat_map(|s| if s == 0 { &g[..na] } else { &g[na..] })
+                    .map(|x| x * x)
+                    .sum::<f64>()
+                    .sqrt();
+                let coef = options
+                    .clip_norm
+                    .map_or(1.0, |m| (m / (present + 1e-6)).min(1.0));
+                let mine: Vec<f64> = g[range.clone()].iter().map(|x| x * coef).collect();
+                alone.step(&mut [&mut q], &[&mine]).unwrap();
+            }
+            let worst = p[range]
+                .iter()
+                .zip(&q)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f64::max);
+            assert!(
+                worst < 1e-12,
+                "{spec}: tensor {name} deviates by {worst:.1e}"
+            );
+        }
+    }
+    // Optimizers whose step couples the tensors refuse, naming the tensor.
+    for spec in [
+        "muon(lr=0.02, fallback=adamw)",
+        "adafactor",
+        "prodigy",
+        "lookahead(adam)",
+    ] {
+        let mut opt = build::<f64>(spec, &layout, Options::default());
+        let mut p = start.clone();
+        let (pa, pb) = p.split_at_mut(na);
+        let g = &grads[0];
+        let err = opt
+            .step_with_absent(
+                &[&g[..na], &[]],
+                &[false, true],
+                &mut [pa, pb].as_mut_slice(),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("'b' has none"), "{spec}: {err}");
+    }
+}

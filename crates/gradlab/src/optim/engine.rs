@@ -34,6 +34,9 @@ pub struct Engine<T: Real, R: Rule> {
     partials: Vec<Sums>,
     squares: Vec<f64>,
     failed: Option<String>,
+    /// Tensors without a gradient in the step under way (see
+    /// [`Optimizer::step_with_absent`]); all false otherwise.
+    absent: Vec<bool>,
     seg_sums: Vec<Sums>,
     param_ptrs: Vec<(usize, usize)>,
     step: u64,
@@ -123,6 +126,7 @@ impl<T: Real, R: Rule> Engine<T, R> {
             partials: vec![[0.0; 4]; plan.chunks.len()],
             squares: vec![0.0; plan.chunks.len()],
             failed: None,
+            absent: vec![false; layout.segments().len()],
             seg_sums: vec![[0.0; 4]; n],
             param_ptrs: vec![(0, 0); n],
             plan,
@@ -259,13 +263,18 @@ impl<T: Real, R: Rule> Engine<T, R> {
     fn gradient_pass(&mut self, grads: &[&[T]]) -> (f64, Option<(usize, usize, f64)>) {
         let chunks = &self.plan.chunks;
         let squares = Shared::new(&mut self.squares);
+        let absent = &self.absent;
         self.plan.for_each(|ci| {
             let c = chunks[ci];
-            let g = &grads[c.seg][c.start..c.end];
-            let sum = super::simd::wide_call(
-                #[inline(always)]
-                || square_sum(g),
-            );
+            let sum = if absent[c.seg] {
+                0.0
+            } else {
+                let g = &grads[c.seg][c.start..c.end];
+                super::simd::wide_call(
+                    #[inline(always)]
+                    || square_sum(g),
+                )
+            };
             // SAFETY: chunk `ci` is written by this call only.
             unsafe { squares.slice(ci..ci + 1)[0] = sum };
         });
@@ -277,7 +286,12 @@ impl<T: Real, R: Rule> Engine<T, R> {
             Some(bad) => (f64::NAN, Some(bad)),
             // Every element is finite: some squares overflowed the narrow type.
             None => (
-                exact_square_sum(chunks.iter().flat_map(|c| &grads[c.seg][c.start..c.end])),
+                exact_square_sum(
+                    chunks
+                        .iter()
+                        .filter(|c| !self.absent[c.seg])
+                        .flat_map(|c| &grads[c.seg][c.start..c.end]),
+                ),
                 None,
             ),
         }
@@ -285,12 +299,16 @@ impl<T: Real, R: Rule> Engine<T, R> {
 
     /// The first non-finite gradient element, as (segment, index, value).
     fn first_non_finite(&self, grads: &[&[T]]) -> Option<(usize, usize, f64)> {
-        self.plan.chunks.iter().find_map(|c| {
-            let g = &grads[c.seg][c.start..c.end];
-            g.iter()
-                .position(|x| !x.is_finite())
-                .map(|i| (c.seg, c.start + i, g[i].to_f64()))
-        })
+        self.plan
+            .chunks
+            .iter()
+            .filter(|c| !self.absent[c.seg])
+            .find_map(|c| {
+                let g = &grads[c.seg][c.start..c.end];
+                g.iter()
+                    .position(|x| !x.is_finite())
+                    .map(|i| (c.seg, c.start + i, g[i].to_f64()))
+            })
     }
 
     /// The error of a fused pass that met a non-finite gradient; the optimizer refuses
@@ -464,8 +482,8 @@ impl<T: Real, R: Rule> Engine<T, R> {
                 grads.len()
             )));
         }
-        for (seg, g) in segs.iter().zip(grads) {
-            if g.len() != seg.len {
+        for ((seg, g), absent) in segs.iter().zip(grads).zip(&self.absent) {
+            if !absent && g.len() != seg.len {
                 return Err(Error::Layout(format!(
                     "tensor '{}': expected {} gradients, got {}",
                     seg.name,
@@ -629,13 +647,21 @@ impl<T: Real, R: Rule> Optimizer<T> for Engine<T, R> {
                 params.count()
             )));
         }
-        let held = params.pointers(&mut self.param_ptrs);
+        // Without some gradients, the tensors go one at a time (the absent ones skipped).
+        let some_absent = self.absent.iter().any(|&a| a);
+        let held = !some_absent && params.pointers(&mut self.param_ptrs);
         if held {
             for seg in 0..self.param_ptrs.len() {
                 self.check_param_len(seg, self.param_ptrs[seg].1)?;
             }
         }
-        if self.sync.is_some() && !held {
+        if some_absent {
+            if self.sync.is_some() {
+                let seg = self.absent.iter().position(|&a| a).unwrap_or(0);
+                return Err(super::refuse_absent(self.name(), &self.layout, seg));
+            }
+            self.squares.fill(0.0);
+        } else if self.sync.is_some() && !held {
             return Err(Error::Layout(format!(
                 "{}: a sharded optimizer needs every parameter as a slice",
                 self.name()
@@ -683,7 +709,9 @@ impl<T: Real, R: Rule> Optimizer<T> for Engine<T, R> {
         let scale = T::from_f64(clip_coef);
         let bound = T::from_f64(self.options.clip_value.unwrap_or(f64::INFINITY));
         for (seg, &g) in self.seg_group.iter().enumerate() {
-            self.coefs[seg] = R::begin(&self.configs[g], &mut self.scalars[seg]);
+            if !self.absent[seg] {
+                self.coefs[seg] = R::begin(&self.configs[g], &mut self.scalars[seg]);
+            }
         }
         if held {
             // Every tensor at hand: one pass over all chunks at once.
@@ -710,6 +738,9 @@ impl<T: Real, R: Rule> Optimizer<T> for Engine<T, R> {
             // Tensors lent one at a time (e.g. by candle's in-place ops).
             let mut stopped = false;
             for seg in 0..self.layout.segments().len() {
+                if self.absent[seg] {
+                    continue;
+                }
                 if R::PRE_PASS {
                     let mut failed = None;
                     params.read(seg, &mut |p: &[T]| {
@@ -758,6 +789,9 @@ impl<T: Real, R: Rule> Optimizer<T> for Engine<T, R> {
             grad_norm = self.squares.iter().sum::<f64>().sqrt();
         }
         for (seg, &g) in self.seg_group.iter().enumerate() {
+            if self.absent[seg] {
+                continue;
+            }
             R::end(
                 &self.configs[g],
                 &mut self.scalars[seg],
@@ -771,6 +805,26 @@ impl<T: Real, R: Rule> Optimizer<T> for Engine<T, R> {
             grad_norm,
             clip_coef,
         })
+    }
+
+    fn step_with_absent(
+        &mut self,
+        grads: &[&[T]],
+        absent: &[bool],
+        params: &mut dyn ParamAccess<T>,
+    ) -> Result<StepOutcome> {
+        if absent.len() != self.absent.len() {
+            return Err(Error::Layout(format!(
+                "{}: expected {} entries in the mask of absent gradients, got {}",
+                self.name(),
+                self.absent.len(),
+                absent.len()
+            )));
+        }
+        self.absent.copy_from_slice(absent);
+        let outcome = self.step_with(grads, params);
+        self.absent.fill(false);
+        outcome
     }
 
     fn bytes_per_param(&self) -> f64 {

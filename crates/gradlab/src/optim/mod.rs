@@ -331,6 +331,23 @@ pub trait Optimizer<T: Real>: Send {
     fn step_with(&mut self, grads: &[&[T]], params: &mut dyn ParamAccess<T>)
         -> Result<StepOutcome>;
 
+    /// One step in which the tensors marked in `absent` have no gradient (PyTorch's
+    /// `p.grad is None`, candle's missing entry of a gradient store): they are not moved,
+    /// their state does not advance, and their entries of `grads` are not read (they may be
+    /// empty). Norm clipping takes the gradients present. The element-wise optimizers take
+    /// it; those whose step couples tensors (or is sharded) refuse it, naming a tensor.
+    fn step_with_absent(
+        &mut self,
+        grads: &[&[T]],
+        absent: &[bool],
+        params: &mut dyn ParamAccess<T>,
+    ) -> Result<StepOutcome> {
+        match absent.iter().position(|&a| a) {
+            None => self.step_with(grads, params),
+            Some(seg) => Err(refuse_absent(self.name(), self.layout(), seg)),
+        }
+    }
+
     /// One step: `params[i]` and `grads[i]` are the tensors of the layout, in order.
     /// Allocation-free.
     fn step(&mut self, mut params: &mut [&mut [T]], grads: &[&[T]]) -> Result<StepOutcome> {
@@ -537,6 +554,17 @@ pub(crate) fn wrapped_spec(args: &crate::spec::Args, example: &str) -> Result<Sp
             "(inner)",
             format!("{wrapper} needs the optimizer it wraps as first argument, e.g. {example}"),
         )),
+    }
+}
+
+/// The error of an optimizer that cannot step without a tensor's gradient.
+pub(crate) fn refuse_absent(name: &str, layout: &Layout, seg: usize) -> Error {
+    Error::MissingGradient {
+        optimizer: name.to_string(),
+        tensor: layout
+            .segments()
+            .get(seg)
+            .map_or_else(|| format!("#{seg}"), |s| s.name.clone()),
     }
 }
 
