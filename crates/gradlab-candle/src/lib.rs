@@ -16,10 +16,15 @@ pub mod step_timing;
 pub mod threads;
 pub mod train;
 
-pub use optim::{GradlabOptimizer, OptimizerConfig};
+pub use gradlab::optim::{NonFinitePolicy, Options, ParamGroup, StepOutcome};
+pub use gradlab::schedule::Scheduler;
+pub use gradlab::spec::{Spec, Value as SpecValue};
+pub use optim::{EngineView, GradlabOptimizer, MissingGradients, OptimizerConfig};
 
-/// Errors of the candle bridge.
+/// Errors of the candle bridge. They convert to and from `candle_core::Error`, so `?` works
+/// in functions returning either kind of result.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// From gradlab's core.
     #[error(transparent)]
@@ -27,9 +32,42 @@ pub enum Error {
     /// From candle.
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),
+    /// A parameter without a gradient, under `MissingGradients::Error` (by default such a
+    /// parameter sits out the step, as in PyTorch).
+    #[error("no gradient for parameter '{name}': is it used by the loss? (or let it sit out the step: OptimizerConfig::missing_gradients(MissingGradients::Skip))")]
+    NoGradient {
+        /// The parameter's name.
+        name: String,
+    },
+    /// A parameter (or its gradient) the optimizer cannot take: on another device, of another
+    /// type, not contiguous.
+    #[error("parameter '{name}' {problem}")]
+    Parameter {
+        /// The parameter's name.
+        name: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A saved optimizer file that does not fit these variables or this optimizer.
+    #[error("optimizer file '{path}': {problem}")]
+    SavedFile {
+        /// The file.
+        path: String,
+        /// What does not fit.
+        problem: String,
+    },
     /// Anything else, with its explanation.
     #[error("{0}")]
     Msg(String),
+}
+
+impl From<Error> for candle_core::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Candle(e) => e,
+            other => candle_core::Error::wrap(other),
+        }
+    }
 }
 
 /// Shorthand for results with [`Error`].

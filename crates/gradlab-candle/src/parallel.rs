@@ -14,7 +14,8 @@
 //! (reduce-scatter plus all-gather, as one all-reduce of the gradients would), plus
 //! `8·(2 + 4·tensors)` bytes of all-reduced sums for rules with per-tensor norms.
 
-use crate::optim::{f32_values, grad_slices, OptimizerConfig, VarAccess};
+use crate::optim::access::{f32_values, grad_slices, VarAccess};
+use crate::optim::OptimizerConfig;
 use crate::{Error, Result};
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Var};
@@ -103,8 +104,7 @@ impl ShardedOptimizer {
 
     /// Bytes of optimizer state this rank holds (element buffers).
     pub fn state_bytes_held(&self) -> usize {
-        let state = self.engine.state_dict();
-        state.tensors.values().map(|(_, v)| v.len() * 4).sum()
+        self.engine.state_bytes()
     }
 
     /// Each tensor's norm of the last step's global mean gradient (before clipping; noise
@@ -163,7 +163,7 @@ impl ShardedOptimizer {
             return Ok(());
         };
         let views = &mut self.grad_views;
-        let r = grad_slices(&self.names, &self.vars, grads, f32_values, views);
+        let r = grad_slices(&self.names, &self.vars, grads, f32_values, views, None);
         if r.is_ok() {
             for (seg, g) in self.full.segments().iter().zip(views.iter()) {
                 let dst = &mut self.flat_grads[seg.offset..seg.offset + seg.len];

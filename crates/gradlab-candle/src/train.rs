@@ -21,7 +21,7 @@ use crate::{Error, Result};
 use candle_core::{Device, Tensor};
 use gradlab::dist::{Collective, Local};
 use gradlab::landscape::Rng;
-use gradlab::optim::{NonFinitePolicy, Options};
+use gradlab::optim::NonFinitePolicy;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::Write;
@@ -436,16 +436,8 @@ pub(crate) fn setup(
         split.train.cols,
         config.seed,
     )?;
-    let opt_config = OptimizerConfig {
-        spec: config.optimizer.clone(),
-        groups: Vec::new(),
-        options: Options {
-            clip_norm: config.clip_norm,
-            clip_value: None,
-            nonfinite: config.nonfinite,
-            distributed: None,
-        },
-    };
+    let mut opt_config = OptimizerConfig::new(config.optimizer.clone()).nonfinite(config.nonfinite);
+    opt_config.options.clip_norm = config.clip_norm;
     let opt = GradlabOptimizer::data_parallel(model.params().to_vec(), &opt_config, collective)?;
     Ok((split, model, opt))
 }

@@ -151,13 +151,15 @@ fn every_optimizer_runs_through_candle_and_resumes_exactly() {
         assert_eq!(a.flat(), b.flat(), "{spec}");
     }
     std::fs::remove_dir_all(dir).unwrap();
-    // Names are sorted; a missing gradient is an error naming the parameter.
+    // Names are sorted; under MissingGradients::Error a missing gradient is an error naming
+    // the parameter (by default it sits out the step: tests/drop_in.rs).
     let n = Net::new();
     let unused = Var::zeros(3, DType::F32, &Device::Cpu).unwrap();
     let mut named = n.named();
     named.push(("unused".into(), unused));
-    let mut opt =
-        GradlabOptimizer::with_names(named, &OptimizerConfig::new("sgd(lr=0.1)")).unwrap();
+    let strict = OptimizerConfig::new("sgd(lr=0.1)")
+        .missing_gradients(gradlab_candle::MissingGradients::Error);
+    let mut opt = GradlabOptimizer::with_names(named, &strict).unwrap();
     assert_eq!(
         opt.names(),
         ["fc1.bias", "fc1.weight", "fc2.weight", "unused"]

@@ -827,6 +827,12 @@ impl<T: Real, R: Rule> Optimizer<T> for Engine<T, R> {
         outcome
     }
 
+    fn state_bytes(&self) -> usize {
+        let full: usize = self.slots.iter().map(Vec::len).sum();
+        let compact: usize = self.compact.iter().map(Vec::len).sum();
+        full * std::mem::size_of::<T>() + compact * 2
+    }
+
     fn bytes_per_param(&self) -> f64 {
         let cfg = &self.configs[0];
         let (all, state) = (R::traffic(cfg), R::slot_traffic(cfg));

@@ -199,6 +199,10 @@ impl<T: Real> Optimizer<T> for Lookahead<T> {
         self.inner.bytes_per_param() + 4.0 * std::mem::size_of::<T>() as f64 / self.k as f64
     }
 
+    fn state_bytes(&self) -> usize {
+        self.inner.state_bytes() + self.slow.len() * std::mem::size_of::<T>()
+    }
+
     fn estimates(&self) -> Vec<(&'static str, f64)> {
         self.inner.estimates()
     }

@@ -406,6 +406,12 @@ pub trait Optimizer<T: Real>: Send {
 
     /// Bytes per parameter the step must move (see `Rule::traffic`), for benchmarks.
     fn bytes_per_param(&self) -> f64;
+    /// Bytes of element state held (as stored: 2 per element in bfloat16).
+    fn state_bytes(&self) -> usize {
+        let state = self.state_dict();
+        let elements: usize = state.tensors.values().map(|(_, v)| v.len()).sum();
+        elements * std::mem::size_of::<T>()
+    }
     /// Per-tensor scalar state (`step`, SWATS's `switched_at` and `sgd_lr`, ...).
     fn scalar_state(&self) -> Vec<(String, Vec<(&'static str, f64)>)>;
     /// A copy of the full state.

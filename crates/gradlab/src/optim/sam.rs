@@ -242,6 +242,10 @@ impl<T: Real> Optimizer<T> for Sam<T> {
         self.base.bytes_per_param() + 7.0 * std::mem::size_of::<T>() as f64
     }
 
+    fn state_bytes(&self) -> usize {
+        self.base.state_bytes()
+    }
+
     fn estimates(&self) -> Vec<(&'static str, f64)> {
         self.base.estimates()
     }

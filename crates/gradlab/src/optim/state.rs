@@ -49,6 +49,15 @@ impl<T: Real> StateDict<T> {
 
     /// Serialises to safetensors bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        self.to_bytes_with(std::iter::empty())
+    }
+
+    /// Serialises to safetensors bytes with more metadata entries beside the state's (for
+    /// callers that keep a configuration with it; read them with [`read_metadata`]).
+    pub fn to_bytes_with(
+        &self,
+        extra: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Vec<u8>> {
         let raw: Vec<(String, Vec<usize>, Vec<u8>)> = self
             .tensors
             .iter()
@@ -71,7 +80,7 @@ impl<T: Real> StateDict<T> {
             })
             .collect::<Result<_>>()?;
         let meta = serde_json::to_string(&self.meta).expect("state metadata serialises");
-        let mut info = std::collections::HashMap::new();
+        let mut info: std::collections::HashMap<String, String> = extra.into_iter().collect();
         info.insert("gradlab_optimizer_state".to_string(), meta);
         safetensors::serialize(views, Some(info)).map_err(|e| state_error(None, e.to_string()))
     }
@@ -135,6 +144,14 @@ impl<T: Real> StateDict<T> {
         }
         Ok(StateDict { meta, tensors })
     }
+}
+
+/// The metadata entries of a safetensors file's bytes (the state's own and those given to
+/// [`StateDict::to_bytes_with`]).
+pub fn read_metadata(bytes: &[u8]) -> Result<std::collections::HashMap<String, String>> {
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
+        .map_err(|e| state_error(None, format!("not a safetensors file: {e}")))?;
+    Ok(header.metadata().clone().unwrap_or_default())
 }
 
 /// Refuses a state saved by another optimizer than `expected`.

@@ -479,6 +479,20 @@ impl<T: Real> Optimizer<T> for Adafactor<T> {
         }
     }
 
+    fn state_bytes(&self) -> usize {
+        let t = std::mem::size_of::<T>();
+        self.moments
+            .iter()
+            .map(|m| match m {
+                Moment::Factored {
+                    row_var, col_var, ..
+                } => (row_var.len() + col_var.len()) * t,
+                Moment::Full { variance } => variance.len() * t,
+                Moment::Compact { bits, .. } => bits.len() * 2,
+            })
+            .sum()
+    }
+
     fn scalar_state(&self) -> Vec<(String, Vec<(&'static str, f64)>)> {
         self.layout
             .segments()

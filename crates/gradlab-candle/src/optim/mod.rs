@@ -6,36 +6,22 @@
 //! are read straight from their storage. Parameters are named and kept in sorted name order,
 //! so saved states are reproducible and keyed by name.
 
+pub(crate) mod access;
+mod config;
+mod engine_view;
+mod saved;
+
+pub use config::{MissingGradients, OptimizerConfig};
+pub use engine_view::EngineView;
+
 use crate::{Error, Result};
+use access::{f32_values, f64_values, grad_slices, VarAccess};
 use candle_core::backprop::GradStore;
-use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Storage, Var};
+use candle_core::{CpuStorage, DType, Var};
 use gradlab::optim::{
-    self, ClosureOutcome, Layout as ParamLayout, Options, ParamAccess, ParamGroup, StateDict,
-    StepOutcome,
+    self, ClosureOutcome, Layout as ParamLayout, ParamAccess, ParamGroup, StateDict, StepOutcome,
 };
-use std::cell::RefCell;
-
-/// What [`GradlabOptimizer::new`] takes as `candle_nn::Optimizer::Config`.
-#[derive(Debug, Clone)]
-pub struct OptimizerConfig {
-    /// The optimizer spec, e.g. `adamw(lr=1e-3)`.
-    pub spec: String,
-    /// Parameter groups by name pattern.
-    pub groups: Vec<ParamGroup>,
-    /// Clipping and non-finite policy.
-    pub options: Options,
-}
-
-impl OptimizerConfig {
-    /// A config with no groups and default options.
-    pub fn new(spec: impl Into<String>) -> Self {
-        OptimizerConfig {
-            spec: spec.into(),
-            groups: Vec::new(),
-            options: Options::default(),
-        }
-    }
-}
+use gradlab::schedule::Scheduler;
 
 enum Inner {
     F32(Box<dyn optim::Optimizer<f32>>),
@@ -43,7 +29,7 @@ enum Inner {
     Sharded(Box<crate::parallel::ShardedOptimizer>),
 }
 
-/// A gradlab optimizer over named candle variables.
+/// A gradlab optimizer over named candle variables, with its schedule.
 pub struct GradlabOptimizer {
     names: Vec<String>,
     vars: Vec<Var>,
@@ -51,156 +37,47 @@ pub struct GradlabOptimizer {
     last: Option<StepOutcome>,
     grads_f32: Vec<&'static [f32]>,
     grads_f64: Vec<&'static [f64]>,
-}
-
-/// The engine's per-tensor update, lent to candle.
-type Update<'a, T> = &'a mut dyn FnMut(&mut [T]);
-
-/// Applies a closure to a tensor's storage in place.
-struct InPlace<'a, T> {
-    f: RefCell<Update<'a, T>>,
-}
-
-macro_rules! in_place {
-    ($t:ty, $variant:ident) => {
-        impl InplaceOp1 for InPlace<'_, $t> {
-            fn name(&self) -> &'static str {
-                "gradlab-step"
-            }
-            fn cpu_fwd(
-                &self,
-                storage: &mut CpuStorage,
-                layout: &Layout,
-            ) -> candle_core::Result<()> {
-                let CpuStorage::$variant(values) = storage else {
-                    candle_core::bail!("gradlab: parameter storage is not {}", stringify!($t));
-                };
-                let Some((start, end)) = layout.contiguous_offsets() else {
-                    candle_core::bail!("gradlab: parameter is not contiguous");
-                };
-                (self.f.borrow_mut())(&mut values[start..end]);
-                Ok(())
-            }
-        }
-    };
-}
-in_place!(f32, F32);
-in_place!(f64, F64);
-
-/// Lends candle variables to the engine one at a time.
-pub(crate) struct VarAccess<'a> {
-    pub(crate) vars: &'a [Var],
-}
-
-macro_rules! var_access {
-    ($t:ty, $variant:ident) => {
-        impl ParamAccess<$t> for VarAccess<'_> {
-            fn count(&self) -> usize {
-                self.vars.len()
-            }
-            fn read(&mut self, seg: usize, f: &mut dyn FnMut(&[$t])) -> gradlab::Result<()> {
-                let (storage, layout) = self.vars[seg].as_tensor().storage_and_layout();
-                let Storage::Cpu(CpuStorage::$variant(values)) = &*storage else {
-                    return Err(lend_error(
-                        seg,
-                        "is not a CPU tensor of the optimizer's float type",
-                    ));
-                };
-                let (start, end) = layout
-                    .contiguous_offsets()
-                    .ok_or_else(|| lend_error(seg, "is not contiguous"))?;
-                f(&values[start..end]);
-                Ok(())
-            }
-            fn update(&mut self, seg: usize, f: &mut dyn FnMut(&mut [$t])) -> gradlab::Result<()> {
-                let op = InPlace { f: RefCell::new(f) };
-                self.vars[seg]
-                    .as_tensor()
-                    .inplace_op1(&op)
-                    .map_err(|e| lend_error(seg, &e.to_string()))
-            }
-        }
-    };
-}
-var_access!(f32, F32);
-var_access!(f64, F64);
-
-fn lend_error(seg: usize, what: &str) -> gradlab::Error {
-    gradlab::Error::Layout(format!("parameter {seg} {what}"))
-}
-
-/// Fills `out` with the gradient slice of every variable, in order, without copying or
-/// allocating (`out` keeps its capacity between steps).
-///
-/// The slices borrow the gradients' storage past the read lock: that is sound because the
-/// gradient store keeps the tensors alive for the whole step, nothing writes gradients
-/// during a step, and the caller clears `out` before the step returns.
-/// The values of an f32 storage.
-pub(crate) fn f32_values(s: &CpuStorage) -> Option<&[f32]> {
-    match s {
-        CpuStorage::F32(v) => Some(v.as_slice()),
-        _ => None,
-    }
-}
-
-/// The values of an f64 storage.
-fn f64_values(s: &CpuStorage) -> Option<&[f64]> {
-    match s {
-        CpuStorage::F64(v) => Some(v.as_slice()),
-        _ => None,
-    }
-}
-
-pub(crate) fn grad_slices<T>(
-    names: &[String],
-    vars: &[Var],
-    grads: &GradStore,
-    extract: impl Fn(&CpuStorage) -> Option<&[T]>,
-    out: &mut Vec<&'static [T]>,
-) -> Result<()> {
-    out.clear();
-    for (name, v) in names.iter().zip(vars) {
-        let t = grads.get(v.as_tensor()).ok_or_else(|| {
-            Error::Msg(format!(
-                "no gradient for parameter '{name}': is it used by the loss?"
-            ))
-        })?;
-        let (storage, layout) = t.storage_and_layout();
-        let Storage::Cpu(cpu) = &*storage else {
-            return Err(Error::Msg(format!(
-                "gradient of '{name}' is not on the CPU"
-            )));
-        };
-        let values = extract(cpu).ok_or_else(|| {
-            Error::Msg(format!(
-                "gradient of '{name}' has another float type than the parameter"
-            ))
-        })?;
-        let (start, end) = layout
-            .contiguous_offsets()
-            .ok_or_else(|| Error::Msg(format!("gradient of '{name}' is not contiguous")))?;
-        let slice = &values[start..end];
-        // SAFETY: see the function's documentation.
-        out.push(unsafe { std::slice::from_raw_parts(slice.as_ptr(), slice.len()) });
-    }
-    Ok(())
+    /// Per step: the parameters without a gradient.
+    absent: Vec<bool>,
+    /// What it was built from, groups by variable resolved to names.
+    config: OptimizerConfig,
+    /// Built without names (`candle_nn::Optimizer::new`): parameters are `param0`, ...
+    unnamed: bool,
+    scheduler: Option<Scheduler>,
+    /// Each group's learning rate as configured (before any schedule).
+    configured_lr: Vec<f64>,
 }
 
 impl GradlabOptimizer {
-    /// An optimizer over `named` variables (sorted by name here), all f32 or all f64.
+    /// An optimizer over `named` variables (sorted by name here), all f32 or all f64, all on
+    /// the CPU. No variables is allowed (a step then does nothing).
     pub fn with_names(named: Vec<(String, Var)>, config: &OptimizerConfig) -> Result<Self> {
+        Self::build(named, config, false)
+    }
+
+    /// An optimizer over every variable of `varmap`, named as in the map (the names that
+    /// `VarBuilder` paths give, e.g. `fc1.weight`), so that groups match names and a saved
+    /// state is matched by name.
+    pub fn from_varmap(varmap: &candle_nn::VarMap, config: &OptimizerConfig) -> Result<Self> {
+        let named: Vec<(String, Var)> = varmap
+            .data()
+            .lock()
+            .map_err(|_| Error::Msg("the VarMap's lock is poisoned".into()))?
+            .iter()
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect();
+        Self::with_names(named, config)
+    }
+
+    fn build(named: Vec<(String, Var)>, config: &OptimizerConfig, unnamed: bool) -> Result<Self> {
+        config.check()?;
         let mut named = named;
         named.sort_by(|a, b| a.0.cmp(&b.0));
-        if named.is_empty() {
-            return Err(Error::Msg(
-                "an optimizer needs at least one parameter".into(),
-            ));
-        }
-        let dtype = named[0].1.dtype();
-        if let Some((name, _)) = named.iter().find(|(_, v)| v.dtype() != dtype) {
-            return Err(Error::Msg(format!(
-                "parameter '{name}' is not {dtype:?} like the others"
-            )));
+        let dtype = check_vars(&named)?;
+        let mut config = config.clone();
+        resolve_var_groups(&mut config, &named)?;
+        if unnamed {
+            refuse_unmatched_patterns(&config, &named)?;
         }
         let layout = ParamLayout::new(named.iter().map(|(n, v)| (n.clone(), v.dims().to_vec())))?;
         let inner = match dtype {
@@ -210,28 +87,43 @@ impl GradlabOptimizer {
                 &config.groups,
                 config.options.clone(),
             )?),
-            DType::F64 => Inner::F64(optim::build::<f64>(
+            _ => Inner::F64(optim::build::<f64>(
                 &config.spec,
                 layout,
                 &config.groups,
                 config.options.clone(),
             )?),
-            other => {
-                return Err(Error::Msg(format!(
-                    "parameters of type {other:?} are not supported (f32 or f64)"
-                )))
-            }
         };
         let (names, vars): (Vec<String>, Vec<Var>) = named.into_iter().unzip();
+        Self::assemble(names, vars, inner, config, unnamed)
+    }
+
+    fn assemble(
+        names: Vec<String>,
+        vars: Vec<Var>,
+        inner: Inner,
+        config: OptimizerConfig,
+        unnamed: bool,
+    ) -> Result<Self> {
         let n = vars.len();
-        Ok(GradlabOptimizer {
+        let mut opt = GradlabOptimizer {
             names,
             vars,
             inner,
             last: None,
             grads_f32: Vec::with_capacity(n),
             grads_f64: Vec::with_capacity(n),
-        })
+            absent: vec![false; n],
+            config,
+            unnamed,
+            scheduler: None,
+            configured_lr: Vec::new(),
+        };
+        opt.configured_lr = opt.with_engine(|e| (0..e.groups()).map(|g| e.lr_of(g)).collect());
+        if let Some(spec) = opt.config.schedule.clone() {
+            opt.scheduler = Some(opt.with_engine(|e| e.scheduler(&spec))?);
+        }
+        Ok(opt)
     }
 
     /// One rank's optimizer in a data-parallel group: the optimizer state is sharded over the
@@ -247,18 +139,21 @@ impl GradlabOptimizer {
         if collective.size() == 1 {
             return Self::with_names(named, config);
         }
+        config.check()?;
         let mut sorted = named.clone();
         sorted.sort_by(|a, b| a.0.cmp(&b.0));
-        let sharded = crate::parallel::ShardedOptimizer::new(named, config, collective)?;
+        check_vars(&sorted)?;
+        let mut config = config.clone();
+        resolve_var_groups(&mut config, &sorted)?;
+        let sharded = crate::parallel::ShardedOptimizer::new(named, &config, collective)?;
         let (names, vars): (Vec<String>, Vec<Var>) = sorted.into_iter().unzip();
-        Ok(GradlabOptimizer {
+        Self::assemble(
             names,
             vars,
-            inner: Inner::Sharded(Box::new(sharded)),
-            last: None,
-            grads_f32: Vec::new(),
-            grads_f64: Vec::new(),
-        })
+            Inner::Sharded(Box::new(sharded)),
+            config,
+            false,
+        )
     }
 
     /// The sharded optimizer of a data-parallel rank.
@@ -376,7 +271,8 @@ impl GradlabOptimizer {
     }
 
     /// One step from a gradient store: parameters are updated in place, nothing is copied
-    /// and nothing allocated.
+    /// and nothing allocated; then the schedule, if any, takes its step (unless the step was
+    /// skipped). Parameters without a gradient sit out the step (see [`MissingGradients`]).
     pub fn step_grads(&mut self, grads: &GradStore) -> Result<StepOutcome> {
         let GradlabOptimizer {
             names,
@@ -384,29 +280,210 @@ impl GradlabOptimizer {
             inner,
             grads_f32,
             grads_f64,
+            absent,
+            config,
             ..
         } = self;
-        let outcome = match inner {
-            Inner::Sharded(s) => {
-                let share = 1.0 / s.shard().ranks as f32;
-                s.step(Some(grads), share, None)?
-            }
-            Inner::F32(o) => {
-                let r = grad_slices(names, vars, grads, f32_values, grads_f32)
-                    .and_then(|()| Ok(o.step_with(grads_f32, &mut VarAccess { vars })?));
-                grads_f32.clear();
-                r?
-            }
-            Inner::F64(o) => {
-                let r = grad_slices(names, vars, grads, f64_values, grads_f64)
-                    .and_then(|()| Ok(o.step_with(grads_f64, &mut VarAccess { vars })?));
-                grads_f64.clear();
-                r?
-            }
+        let mask = match config.missing_gradients {
+            MissingGradients::Skip => Some(&mut absent[..]),
+            MissingGradients::Error => None,
         };
+        let outcome =
+            match inner {
+                Inner::Sharded(s) => {
+                    let share = 1.0 / s.shard().ranks as f32;
+                    s.step(Some(grads), share, None)?
+                }
+                Inner::F32(o) => {
+                    let r = grad_slices(names, vars, grads, f32_values, grads_f32, mask).and_then(
+                        |()| Ok(o.step_with_absent(grads_f32, absent, &mut VarAccess { vars })?),
+                    );
+                    grads_f32.clear();
+                    r?
+                }
+                Inner::F64(o) => {
+                    let r = grad_slices(names, vars, grads, f64_values, grads_f64, mask).and_then(
+                        |()| Ok(o.step_with_absent(grads_f64, absent, &mut VarAccess { vars })?),
+                    );
+                    grads_f64.clear();
+                    r?
+                }
+            };
         self.last = Some(outcome);
+        if !outcome.skipped {
+            self.advance_schedule(None, false)?;
+        }
         Ok(outcome)
     }
+
+    /// Backpropagates `loss` and steps with its gradients (and the schedule).
+    pub fn backward_step(&mut self, loss: &candle_core::Tensor) -> Result<StepOutcome> {
+        let grads = loss.backward()?;
+        self.step_grads(&grads)
+    }
+
+    /// Steps the schedule of a `plateau` schedule with the metric it watches (other schedules
+    /// step by themselves after every optimizer step, and refuse this).
+    pub fn schedule_step(&mut self, metric: f64) -> Result<()> {
+        self.advance_schedule(Some(metric), true)
+    }
+
+    fn advance_schedule(&mut self, metric: Option<f64>, by_hand: bool) -> Result<()> {
+        let Some(mut s) = self.scheduler.take() else {
+            if by_hand {
+                return Err(Error::Msg(
+                    "this optimizer has no schedule (OptimizerConfig::schedule)".into(),
+                ));
+            }
+            return Ok(());
+        };
+        let r = match (by_hand, s.needs_metric()) {
+            (true, false) => Err(Error::Msg(format!(
+                "schedule '{}' steps by itself after every optimizer step; it takes no metric",
+                s.spec()
+            ))),
+            // A plateau schedule waits for its metric.
+            (false, true) => Ok(()),
+            _ => self
+                .with_engine(|e| e.step_schedule(&mut s, metric))
+                .map_err(Error::from),
+        };
+        self.scheduler = Some(s);
+        r
+    }
+
+    /// The learning rate of group 0 as it stands (scheduled).
+    pub fn lr(&mut self) -> f64 {
+        self.lr_of(0)
+    }
+
+    /// A group's learning rate as it stands (scheduled).
+    pub fn lr_of(&mut self, group: usize) -> f64 {
+        self.with_engine(|e| e.lr_of(group))
+    }
+
+    /// The parameter group of the parameter `name` (0: the base spec; `i`: the `i`-th group
+    /// of the config), or `None` for a name the optimizer does not hold.
+    pub fn group_of(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| n == name)?;
+        Some(
+            self.config
+                .groups
+                .iter()
+                .position(|g| g.params.iter().any(|p| optim::layout::glob_match(p, name)))
+                .map_or(0, |i| i + 1),
+        )
+    }
+
+    /// What the optimizer was built from (groups by variable appear by name).
+    pub fn config(&self) -> &OptimizerConfig {
+        &self.config
+    }
+}
+
+impl std::fmt::Debug for GradlabOptimizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GradlabOptimizer({self} over {:?})", self.names)
+    }
+}
+
+impl std::fmt::Display for GradlabOptimizer {
+    /// The configured spec, with the learning rates as scheduled beside it when they differ:
+    /// `adamw(lr=0.003, ...) [lr now 0.0012]`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let spec = gradlab::spec::parse(&self.config.spec)
+            .map(|s| s.to_string())
+            .unwrap_or_else(|_| self.config.spec.clone());
+        write!(f, "{spec}")?;
+        let now: Vec<f64> = match &self.inner {
+            Inner::F32(o) => (0..o.num_groups()).map(|g| o.lr(g)).collect(),
+            Inner::F64(o) => (0..o.num_groups()).map(|g| o.lr(g)).collect(),
+            Inner::Sharded(s) => {
+                let o = s.engine_ref();
+                (0..o.num_groups()).map(|g| o.lr(g)).collect()
+            }
+        };
+        if now != self.configured_lr {
+            let shown: Vec<String> = now.iter().map(|lr| format!("{lr}")).collect();
+            write!(f, " [lr now {}]", shown.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks the variables: unique names, all on the CPU, all f32 or all f64; their type (f32
+/// when there are none).
+fn check_vars(named: &[(String, Var)]) -> Result<DType> {
+    for w in named.windows(2) {
+        if w[0].0 == w[1].0 {
+            return Err(Error::Parameter {
+                name: w[0].0.clone(),
+                problem: "is given twice".into(),
+            });
+        }
+    }
+    for (name, v) in named {
+        if !v.device().is_cpu() {
+            return Err(Error::Parameter {
+                name: name.clone(),
+                problem: format!(
+                    "is on {:?}: gradlab's optimizers run on the CPU (move the model there)",
+                    v.device()
+                ),
+            });
+        }
+        if !matches!(v.dtype(), DType::F32 | DType::F64) {
+            return Err(Error::Parameter {
+                name: name.clone(),
+                problem: format!("has type {:?}; the optimizers take f32 or f64", v.dtype()),
+            });
+        }
+    }
+    let dtype = named.first().map_or(DType::F32, |(_, v)| v.dtype());
+    if let Some((name, v)) = named.iter().find(|(_, v)| v.dtype() != dtype) {
+        return Err(Error::Parameter {
+            name: name.clone(),
+            problem: format!("is {:?}, the others {dtype:?}", v.dtype()),
+        });
+    }
+    Ok(dtype)
+}
+
+/// Turns the groups given by variables into groups by the names the variables have here.
+fn resolve_var_groups(config: &mut OptimizerConfig, named: &[(String, Var)]) -> Result<()> {
+    for (vars, group) in std::mem::take(&mut config.var_groups) {
+        let mut params = Vec::with_capacity(vars.len());
+        for v in &vars {
+            let id = v.as_tensor().id();
+            let (name, _) = named
+                .iter()
+                .find(|(_, w)| w.as_tensor().id() == id)
+                .ok_or_else(|| {
+                    Error::Msg(format!(
+                        "a parameter group names a variable of shape {:?} that the optimizer was not given",
+                        v.dims()
+                    ))
+                })?;
+            params.push(name.clone());
+        }
+        config.groups.push(ParamGroup { params, ..group });
+    }
+    Ok(())
+}
+
+/// Without names, a group pattern can only match the made-up names `param0`, ...: a pattern
+/// that matches none of them is refused with the way out.
+fn refuse_unmatched_patterns(config: &OptimizerConfig, named: &[(String, Var)]) -> Result<()> {
+    for g in &config.groups {
+        for p in &g.params {
+            if !named.iter().any(|(n, _)| optim::layout::glob_match(p, n)) {
+                return Err(Error::Msg(format!(
+                    "parameter group pattern '{p}' cannot match: these variables were given without names (param0, param1, ...); build the optimizer with GradlabOptimizer::from_varmap or with_names, or give the group's variables with OptimizerConfig::group_vars"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Copies the gradients of `vars` from `store` into `out` (layout order).
@@ -418,7 +495,7 @@ fn copy_grads<T: Copy + 'static>(
     out: &mut [Vec<T>],
 ) -> Result<()> {
     let mut views = Vec::with_capacity(vars.len());
-    grad_slices(names, vars, store, extract, &mut views)?;
+    grad_slices(names, vars, store, extract, &mut views, None)?;
     for (o, g) in out.iter_mut().zip(&views) {
         o.copy_from_slice(g);
     }
@@ -552,92 +629,6 @@ fn refuse_sharded_eval_point(s: &crate::parallel::ShardedOptimizer) -> Result<()
     Ok(())
 }
 
-/// The float-type-independent part of an engine (learning rate, momentum, state files).
-pub trait EngineView {
-    /// Number of groups.
-    fn groups(&self) -> usize;
-    /// A group's learning rate.
-    fn lr_of(&self, group: usize) -> f64;
-    /// Sets every group's learning rate.
-    fn set_lr_of(&mut self, group: usize, lr: f64);
-    /// Momentum/beta1 of group 0.
-    fn momentum0(&self) -> Option<f64>;
-    /// Saves the state atomically.
-    fn save(&self, path: &std::path::Path) -> gradlab::Result<()>;
-    /// Loads a saved state.
-    fn load(&mut self, path: &std::path::Path) -> gradlab::Result<()>;
-    /// Canonical spec.
-    fn spec_string(&self) -> String;
-    /// Steps taken.
-    fn steps_taken(&self) -> u64;
-    /// Bytes of per-element optimizer state held (this rank's, when sharded).
-    fn state_bytes_held(&self) -> usize;
-    /// SWATS status, if applicable.
-    fn swats(&self) -> Option<Vec<gradlab::optim::swats::SwitchStatus>>;
-    /// What the optimizer estimates as it runs (Prodigy's `d`), see
-    /// [`gradlab::optim::Optimizer::estimates`].
-    fn estimates(&self) -> Vec<(&'static str, f64)>;
-    /// Attaches a schedule.
-    fn scheduler(&mut self, spec: &str) -> gradlab::Result<gradlab::schedule::Scheduler>;
-    /// Steps a schedule.
-    fn step_schedule(
-        &mut self,
-        s: &mut gradlab::schedule::Scheduler,
-        metric: Option<f64>,
-    ) -> gradlab::Result<()>;
-}
-
-impl<T: gradlab::Real> EngineView for Box<dyn optim::Optimizer<T>> {
-    fn groups(&self) -> usize {
-        self.num_groups()
-    }
-    fn lr_of(&self, group: usize) -> f64 {
-        self.lr(group)
-    }
-    fn set_lr_of(&mut self, group: usize, lr: f64) {
-        self.set_lr(group, lr)
-    }
-    fn momentum0(&self) -> Option<f64> {
-        self.momentum(0)
-    }
-    fn save(&self, path: &std::path::Path) -> gradlab::Result<()> {
-        self.save_state(path)
-    }
-    fn load(&mut self, path: &std::path::Path) -> gradlab::Result<()> {
-        self.load_state(path)
-    }
-    fn spec_string(&self) -> String {
-        self.spec().to_string()
-    }
-    fn steps_taken(&self) -> u64 {
-        self.steps()
-    }
-    fn state_bytes_held(&self) -> usize {
-        let state = self.state_dict();
-        let elements: usize = state.tensors.values().map(|(_, v)| v.len()).sum();
-        elements * std::mem::size_of::<T>()
-    }
-    fn swats(&self) -> Option<Vec<gradlab::optim::swats::SwitchStatus>> {
-        gradlab::optim::swats::switch_status(self.as_ref())
-    }
-    fn estimates(&self) -> Vec<(&'static str, f64)> {
-        self.as_ref().estimates()
-    }
-    fn scheduler(&mut self, spec: &str) -> gradlab::Result<gradlab::schedule::Scheduler> {
-        gradlab::schedule::Scheduler::new(spec, self.as_mut())
-    }
-    fn step_schedule(
-        &mut self,
-        s: &mut gradlab::schedule::Scheduler,
-        metric: Option<f64>,
-    ) -> gradlab::Result<()> {
-        match metric {
-            Some(m) => s.step_with_metric(self.as_mut(), m),
-            None => s.step(self.as_mut()),
-        }
-    }
-}
-
 impl candle_nn::Optimizer for GradlabOptimizer {
     type Config = OptimizerConfig;
 
@@ -649,14 +640,12 @@ impl candle_nn::Optimizer for GradlabOptimizer {
             .enumerate()
             .map(|(i, v)| (format!("param{i:0width$}"), v))
             .collect();
-        GradlabOptimizer::with_names(named, &config)
-            .map_err(|e| candle_core::Error::Msg(e.to_string()))
+        Ok(GradlabOptimizer::build(named, &config, true)?)
     }
 
     fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
-        self.step_grads(grads)
-            .map(|_| ())
-            .map_err(|e| candle_core::Error::Msg(e.to_string()))
+        self.step_grads(grads)?;
+        Ok(())
     }
 
     fn learning_rate(&self) -> f64 {

@@ -1,0 +1,157 @@
+//! How the engine reaches candle's tensors: parameters lent one at a time through candle's
+//! in-place ops, gradients read straight from their storage.
+
+use crate::{Error, Result};
+use candle_core::backprop::GradStore;
+use candle_core::{CpuStorage, InplaceOp1, Layout, Storage, Var};
+use gradlab::optim::ParamAccess;
+use std::cell::RefCell;
+
+/// The engine's per-tensor update, lent to candle.
+type Update<'a, T> = &'a mut dyn FnMut(&mut [T]);
+
+/// Applies a closure to a tensor's storage in place.
+struct InPlace<'a, T> {
+    f: RefCell<Update<'a, T>>,
+}
+
+macro_rules! in_place {
+    ($t:ty, $variant:ident) => {
+        impl InplaceOp1 for InPlace<'_, $t> {
+            fn name(&self) -> &'static str {
+                "gradlab-step"
+            }
+            fn cpu_fwd(
+                &self,
+                storage: &mut CpuStorage,
+                layout: &Layout,
+            ) -> candle_core::Result<()> {
+                let CpuStorage::$variant(values) = storage else {
+                    candle_core::bail!("gradlab: parameter storage is not {}", stringify!($t));
+                };
+                let Some((start, end)) = layout.contiguous_offsets() else {
+                    candle_core::bail!("gradlab: parameter is not contiguous");
+                };
+                (self.f.borrow_mut())(&mut values[start..end]);
+                Ok(())
+            }
+        }
+    };
+}
+in_place!(f32, F32);
+in_place!(f64, F64);
+
+/// Lends candle variables to the engine one at a time.
+pub(crate) struct VarAccess<'a> {
+    pub(crate) vars: &'a [Var],
+}
+
+macro_rules! var_access {
+    ($t:ty, $variant:ident) => {
+        impl ParamAccess<$t> for VarAccess<'_> {
+            fn count(&self) -> usize {
+                self.vars.len()
+            }
+            fn read(&mut self, seg: usize, f: &mut dyn FnMut(&[$t])) -> gradlab::Result<()> {
+                let (storage, layout) = self.vars[seg].as_tensor().storage_and_layout();
+                let Storage::Cpu(CpuStorage::$variant(values)) = &*storage else {
+                    return Err(lend_error(
+                        seg,
+                        "is not a CPU tensor of the optimizer's float type",
+                    ));
+                };
+                let (start, end) = layout
+                    .contiguous_offsets()
+                    .ok_or_else(|| lend_error(seg, "is not contiguous"))?;
+                f(&values[start..end]);
+                Ok(())
+            }
+            fn update(&mut self, seg: usize, f: &mut dyn FnMut(&mut [$t])) -> gradlab::Result<()> {
+                let op = InPlace { f: RefCell::new(f) };
+                self.vars[seg]
+                    .as_tensor()
+                    .inplace_op1(&op)
+                    .map_err(|e| lend_error(seg, &e.to_string()))
+            }
+        }
+    };
+}
+var_access!(f32, F32);
+var_access!(f64, F64);
+
+fn lend_error(seg: usize, what: &str) -> gradlab::Error {
+    gradlab::Error::Layout(format!("parameter {seg} {what}"))
+}
+
+/// The values of an f32 storage.
+pub(crate) fn f32_values(s: &CpuStorage) -> Option<&[f32]> {
+    match s {
+        CpuStorage::F32(v) => Some(v.as_slice()),
+        _ => None,
+    }
+}
+
+/// The values of an f64 storage.
+pub(crate) fn f64_values(s: &CpuStorage) -> Option<&[f64]> {
+    match s {
+        CpuStorage::F64(v) => Some(v.as_slice()),
+        _ => None,
+    }
+}
+
+/// Fills `out` with the gradient slice of every variable, in order, without copying or
+/// allocating (`out` keeps its capacity between steps). A variable without a gradient gets an
+/// empty slice and `true` in `absent` (when `absent` is given; otherwise it is an error).
+///
+/// The slices borrow the gradients' storage past the read lock: that is sound because the
+/// gradient store keeps the tensors alive for the whole step, nothing writes gradients
+/// during a step, and the caller clears `out` before the step returns.
+pub(crate) fn grad_slices<T>(
+    names: &[String],
+    vars: &[Var],
+    grads: &GradStore,
+    extract: impl Fn(&CpuStorage) -> Option<&[T]>,
+    out: &mut Vec<&'static [T]>,
+    mut absent: Option<&mut [bool]>,
+) -> Result<()> {
+    out.clear();
+    for (i, (name, v)) in names.iter().zip(vars).enumerate() {
+        let Some(t) = grads.get(v.as_tensor()) else {
+            match absent.as_deref_mut() {
+                Some(mask) => {
+                    mask[i] = true;
+                    out.push(&[]);
+                    continue;
+                }
+                None => return Err(Error::NoGradient { name: name.clone() }),
+            }
+        };
+        if let Some(mask) = absent.as_deref_mut() {
+            mask[i] = false;
+        }
+        let (storage, layout) = t.storage_and_layout();
+        let Storage::Cpu(cpu) = &*storage else {
+            return Err(Error::Parameter {
+                name: name.clone(),
+                problem: format!("has its gradient on {:?}, not on the CPU", t.device()),
+            });
+        };
+        let values = extract(cpu).ok_or_else(|| Error::Parameter {
+            name: name.clone(),
+            problem: format!(
+                "has a gradient of type {:?}, another than the parameter's",
+                t.dtype()
+            ),
+        })?;
+        let (start, end) = layout
+            .contiguous_offsets()
+            .ok_or_else(|| Error::Parameter {
+                name: name.clone(),
+                problem: "has a gradient that is not contiguous".into(),
+            })?;
+        let slice = &values[start..end];
+        // SAFETY: see the function's documentation.
+        out.push(unsafe { std::slice::from_raw_parts(slice.as_ptr(), slice.len()) });
+    }
+    Ok(())
+}

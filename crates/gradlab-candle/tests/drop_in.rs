@@ -1,0 +1,307 @@
+//! gradlab-candle as a drop-in for a candle user: a `VarMap`-built optimizer with its schedule
+//! saved to one file and resumed bit-exactly in a new process (three same-shaped weights, so a
+//! mix-up of tensors would show), the unnamed `candle_nn::Optimizer::new` path refusing what it
+//! cannot match, parameters without a gradient, typed errors that mix with candle's.
+
+use candle_core::{DType, Device, Module, Tensor, Var};
+use candle_nn::{Linear, VarBuilder, VarMap};
+use gradlab_candle::{Error, GradlabOptimizer, MissingGradients, NonFinitePolicy, OptimizerConfig};
+use std::path::{Path, PathBuf};
+
+/// Three same-shaped layers and a head, as a user would write it.
+struct Net {
+    layers: Vec<Linear>,
+    head: Linear,
+}
+
+impl Net {
+    fn new(vb: VarBuilder) -> candle_core::Result<Net> {
+        let layers = (0..3)
+            .map(|i| candle_nn::linear(6, 6, vb.pp(format!("block{i}"))))
+            .collect::<candle_core::Result<_>>()?;
+        Ok(Net {
+            layers,
+            head: candle_nn::linear(6, 2, vb.pp("head"))?,
+        })
+    }
+
+    fn loss(&self, step: usize) -> candle_core::Result<Tensor> {
+        let (x, y) = batch(step)?;
+        let mut h = x;
+        for l in &self.layers {
+            h = l.forward(&h)?.tanh()?;
+        }
+        (self.head.forward(&h)? - y)?.sqr()?.mean_all()
+    }
+}
+
+/// A deterministic batch for each step.
+fn batch(step: usize) -> candle_core::Result<(Tensor, Tensor)> {
+    let v = |seed: usize, n: usize| -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0) - 1.0)
+            .collect()
+    };
+    let d = Device::Cpu;
+    Ok((
+        Tensor::from_vec(v(step, 8 * 6), (8, 6), &d)?,
+        Tensor::from_vec(v(step + 1000, 8 * 2), (8, 2), &d)?,
+    ))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("gradlab-dropin-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn config() -> OptimizerConfig {
+    OptimizerConfig::new("adamw(lr=0.01, weight_decay=0.1)")
+        .schedule("warmup_cosine(warmup_steps=3, total_steps=10)")
+        .group(["*.bias"], "weight_decay=0")
+        .clip_norm(1.0)
+}
+
+/// A model whose weights are those saved in `dir/init.safetensors` (made once).
+fn model(dir: &Path) -> (VarMap, Net) {
+    let mut varmap = VarMap::new();
+    let net = Net::new(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
+    let init = dir.join("init.safetensors");
+    if init.exists() {
+        varmap.load(&init).unwrap();
+    } else {
+        varmap.save(&init).unwrap();
+    }
+    (varmap, net)
+}
+
+fn train(net: &Net, opt: &mut GradlabOptimizer, steps: std::ops::Range<usize>) {
+    for step in steps {
+        opt.backward_step(&net.loss(step).unwrap()).unwrap();
+    }
+}
+
+fn weights(varmap: &VarMap) -> Vec<(String, Vec<u32>)> {
+    let mut out: Vec<(String, Vec<u32>)> = varmap
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(n, v)| {
+            let values = v
+                .as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            (n.clone(), values.iter().map(|x| x.to_bits()).collect())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The second half of the run, in a process of its own (started by the test below with
+/// GRADLAB_DROPIN_CHILD set; a no-op otherwise): loads the model and the optimizer file,
+/// trains steps 5..10 and saves the weights.
+#[test]
+fn child_resumes_from_files() {
+    let Ok(dir) = std::env::var("GRADLAB_DROPIN_CHILD") else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let (mut varmap, net) = model(&dir);
+    varmap.load(dir.join("model.safetensors")).unwrap();
+    let mut opt = GradlabOptimizer::load(dir.join("optimizer.safetensors"), &varmap).unwrap();
+    train(&net, &mut opt, 5..10);
+    varmap.save(dir.join("final.safetensors")).unwrap();
+}
+
+#[test]
+fn a_varmap_optimizer_resumes_bit_exactly_in_a_new_process() {
+    let dir = scratch("resume");
+    let (straight_map, net) = model(&dir);
+    let mut opt = GradlabOptimizer::from_varmap(&straight_map, &config()).unwrap();
+    assert_eq!(opt.group_of("block0.bias"), Some(1));
+    assert_eq!(opt.group_of("head.weight"), Some(0));
+    assert_eq!(opt.group_of("nothing"), None);
+    train(&net, &mut opt, 0..10);
+    let want = weights(&straight_map);
+
+    let (first_map, net) = model(&dir);
+    let mut opt = GradlabOptimizer::from_varmap(&first_map, &config()).unwrap();
+    train(&net, &mut opt, 0..5);
+    // Mid-schedule: the configured lr and the scheduled one are both shown.
+    let shown = opt.to_string();
+    assert!(
+        shown.starts_with("adamw(lr=0.01") && shown.contains("[lr now"),
+        "{shown}"
+    );
+    first_map.save(dir.join("model.safetensors")).unwrap();
+    opt.save(dir.join("optimizer.safetensors")).unwrap();
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_resumes_from_files", "--test-threads=1"])
+        .env("GRADLAB_DROPIN_CHILD", &dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut resumed = VarMap::new();
+    let _ = Net::new(VarBuilder::from_varmap(&resumed, DType::F32, &Device::Cpu)).unwrap();
+    resumed.load(dir.join("final.safetensors")).unwrap();
+    assert_eq!(weights(&resumed), want, "the resumed run differs");
+    let moved = weights(&first_map) != want;
+    assert!(moved, "the test trains too little to tell runs apart");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// `candle_nn::Optimizer::new(varmap.all_vars(), ...)` has no names: its file carries a
+/// fingerprint, and a load into variables in another order (or with other values) is refused
+/// instead of sending state to the wrong tensors.
+#[test]
+fn the_unnamed_path_refuses_a_mismatched_load() {
+    use candle_nn::Optimizer;
+    let dir = scratch("unnamed");
+    let (varmap, net) = model(&dir);
+    // One map's order is the same for every call within a process.
+    let vars = varmap.all_vars();
+    let plain = OptimizerConfig::new("adam(lr=0.01)");
+    let mut opt = GradlabOptimizer::new(vars.clone(), plain.clone()).unwrap();
+    train(&net, &mut opt, 0..3);
+    let file = dir.join("opt.safetensors");
+    opt.save(&file).unwrap();
+    // Same order, same values: accepted.
+    let mut same = GradlabOptimizer::new(vars.clone(), plain.clone()).unwrap();
+    same.resume_from(&file).unwrap();
+    // Two same-shaped weights swapped: refused, naming the cause.
+    let mut swapped = vars.clone();
+    let (i, j) = (0..swapped.len())
+        .flat_map(|i| (i + 1..swapped.len()).map(move |j| (i, j)))
+        .find(|&(i, j)| swapped[i].dims() == swapped[j].dims())
+        .unwrap();
+    swapped.swap(i, j);
+    let mut other = GradlabOptimizer::new(swapped, plain.clone()).unwrap();
+    let err = other.resume_from(&file).unwrap_err().to_string();
+    assert!(
+        err.contains("another order") && err.contains("from_varmap"),
+        "{err}"
+    );
+    // Values changed since the save (weights not restored): refused.
+    train(&net, &mut opt, 3..4);
+    let mut stale = GradlabOptimizer::new(vars.clone(), plain.clone()).unwrap();
+    let err = stale.resume_from(&file).unwrap_err().to_string();
+    assert!(err.contains("values differ"), "{err}");
+    // A named file cannot be loaded without names, and the reverse.
+    let err = GradlabOptimizer::load(&file, &varmap)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("without names"), "{err}");
+    // Groups by name need names; groups by variable work without.
+    let err = GradlabOptimizer::new(vars.clone(), plain.clone().group(["*.bias"], "lr=0"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("group_vars") && err.contains("from_varmap"),
+        "{err}"
+    );
+    let head_bias = varmap.data().lock().unwrap()["head.bias"].clone();
+    let frozen = plain
+        .clone()
+        .group_vars(std::slice::from_ref(&head_bias), "lr=0");
+    let mut opt = GradlabOptimizer::new(vars, frozen).unwrap();
+    let before = head_bias.as_tensor().to_vec1::<f32>().unwrap();
+    train(&net, &mut opt, 0..2);
+    assert_eq!(head_bias.as_tensor().to_vec1::<f32>().unwrap(), before);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A parameter the loss does not use sits out the step (PyTorch's `p.grad is None`); with
+/// `MissingGradients::Error` the step fails naming it. An empty optimizer steps.
+#[test]
+fn parameters_without_a_gradient_sit_out_the_step() {
+    let d = Device::Cpu;
+    let used = Var::from_tensor(&Tensor::new(&[1.0f32, -2.0], &d).unwrap()).unwrap();
+    let unused = Var::from_tensor(&Tensor::new(&[3.0f32], &d).unwrap()).unwrap();
+    let named = vec![
+        ("used".to_string(), used.clone()),
+        ("unused".to_string(), unused.clone()),
+    ];
+    let loss = || used.as_tensor().sqr().unwrap().sum_all().unwrap();
+    let mut opt =
+        GradlabOptimizer::with_names(named.clone(), &OptimizerConfig::new("adam(lr=0.1)")).unwrap();
+    opt.backward_step(&loss()).unwrap();
+    assert_eq!(unused.as_tensor().to_vec1::<f32>().unwrap(), [3.0]);
+    let moved = used.as_tensor().to_vec1::<f32>().unwrap();
+    assert!(
+        (moved[0] - 0.9).abs() < 1e-6 && (moved[1] + 1.9).abs() < 1e-6,
+        "{moved:?}"
+    );
+    let strict = OptimizerConfig::new("adam(lr=0.1)").missing_gradients(MissingGradients::Error);
+    let mut opt = GradlabOptimizer::with_names(named, &strict).unwrap();
+    match opt.backward_step(&loss()) {
+        Err(Error::NoGradient { name }) => assert_eq!(name, "unused"),
+        other => panic!("{other:?}"),
+    }
+    let mut empty = GradlabOptimizer::with_names(Vec::new(), &OptimizerConfig::new("sgd")).unwrap();
+    empty.step_grads(&loss().backward().unwrap()).unwrap();
+}
+
+/// Errors convert both ways, so `?` works in a candle user's functions; bad parameters and
+/// configs are refused when the optimizer is built.
+#[test]
+fn errors_mix_with_candles_and_bad_parameters_are_refused_at_construction() {
+    fn user_code() -> candle_core::Result<GradlabOptimizer> {
+        let v = Var::new(&[1.0f32], &Device::Cpu)?;
+        let opt =
+            GradlabOptimizer::with_names(vec![("w".into(), v)], &OptimizerConfig::new("adamm"))?;
+        Ok(opt)
+    }
+    let err = user_code().err().unwrap().to_string();
+    assert!(err.contains("adamm"), "{err}");
+    fn bridge_code() -> gradlab_candle::Result<f32> {
+        let t = Tensor::new(&[2.0f32], &Device::Cpu)?;
+        Ok(t.to_vec1::<f32>()?[0])
+    }
+    assert_eq!(bridge_code().unwrap(), 2.0);
+
+    let d = Device::Cpu;
+    let half = Var::from_tensor(
+        &Tensor::new(&[1.0f32], &d)
+            .unwrap()
+            .to_dtype(DType::F16)
+            .unwrap(),
+    )
+    .unwrap();
+    let err = GradlabOptimizer::with_names(vec![("h".into(), half)], &OptimizerConfig::new("sgd"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("'h'") && err.contains("F16"), "{err}");
+    let v = Var::new(&[1.0f32], &d).unwrap();
+    for (config, needle) in [
+        (OptimizerConfig::new("sgd").clip_norm(-1.0), "clip_norm"),
+        (OptimizerConfig::new("sgd").group(["*"], "lr=oops"), "lr"),
+        (
+            OptimizerConfig::new("sgd").schedule("cosine(t_max=0)"),
+            "t_max",
+        ),
+        (
+            OptimizerConfig::new("sgd")
+                .nonfinite(NonFinitePolicy::Skip)
+                .schedule("nope"),
+            "nope",
+        ),
+    ] {
+        let err = GradlabOptimizer::with_names(vec![("w".into(), v.clone())], &config)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
+    let twice = vec![("w".to_string(), v.clone()), ("w".to_string(), v)];
+    let err = GradlabOptimizer::with_names(twice, &OptimizerConfig::new("sgd"))
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("twice"), "{err}");
+}
