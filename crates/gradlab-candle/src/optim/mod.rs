@@ -9,6 +9,7 @@
 pub(crate) mod access;
 mod config;
 mod engine_view;
+mod master;
 mod saved;
 
 pub use config::{MissingGradients, OptimizerConfig};
@@ -22,10 +23,13 @@ use gradlab::optim::{
     self, ClosureOutcome, Layout as ParamLayout, ParamAccess, ParamGroup, StateDict, StepOutcome,
 };
 use gradlab::schedule::Scheduler;
+use master::MasterWeights;
 
 enum Inner {
     F32(Box<dyn optim::Optimizer<f32>>),
     F64(Box<dyn optim::Optimizer<f64>>),
+    /// bf16 or f16 parameters, stepped through f32 master copies.
+    Master(Box<MasterWeights>),
     Sharded(Box<crate::parallel::ShardedOptimizer>),
 }
 
@@ -80,6 +84,7 @@ impl GradlabOptimizer {
             refuse_unmatched_patterns(&config, &named)?;
         }
         let layout = ParamLayout::new(named.iter().map(|(n, v)| (n.clone(), v.dims().to_vec())))?;
+        let (names, vars): (Vec<String>, Vec<Var>) = named.into_iter().unzip();
         let inner = match dtype {
             DType::F32 => Inner::F32(optim::build::<f32>(
                 &config.spec,
@@ -87,6 +92,10 @@ impl GradlabOptimizer {
                 &config.groups,
                 config.options.clone(),
             )?),
+            DType::BF16 | DType::F16 => Inner::Master(Box::new(MasterWeights::new(
+                optim::build::<f32>(&config.spec, layout, &config.groups, config.options.clone())?,
+                &vars,
+            )?)),
             _ => Inner::F64(optim::build::<f64>(
                 &config.spec,
                 layout,
@@ -94,7 +103,6 @@ impl GradlabOptimizer {
                 config.options.clone(),
             )?),
         };
-        let (names, vars): (Vec<String>, Vec<Var>) = named.into_iter().unzip();
         Self::assemble(names, vars, inner, config, unnamed)
     }
 
@@ -142,7 +150,11 @@ impl GradlabOptimizer {
         config.check()?;
         let mut sorted = named.clone();
         sorted.sort_by(|a, b| a.0.cmp(&b.0));
-        check_vars(&sorted)?;
+        if master::is_half(check_vars(&sorted)?) {
+            return Err(Error::Msg(
+                "data-parallel training takes f32 parameters (16-bit parameters step through f32 master copies in one process)".into(),
+            ));
+        }
         let mut config = config.clone();
         resolve_var_groups(&mut config, &sorted)?;
         let sharded = crate::parallel::ShardedOptimizer::new(named, &config, collective)?;
@@ -200,6 +212,7 @@ impl GradlabOptimizer {
         match &self.inner {
             Inner::F32(o) => Ok(Some(o.state_dict().to_bytes()?)),
             Inner::F64(o) => Ok(Some(o.state_dict().to_bytes()?)),
+            Inner::Master(m) => Ok(Some(m.state_dict().to_bytes()?)),
             Inner::Sharded(s) => s.full_state_bytes(),
         }
     }
@@ -219,6 +232,9 @@ impl GradlabOptimizer {
                 .load_state_dict(&StateDict::from_bytes(bytes).map_err(named)?)
                 .map_err(named)?,
             Inner::F64(o) => o
+                .load_state_dict(&StateDict::from_bytes(bytes).map_err(named)?)
+                .map_err(named)?,
+            Inner::Master(m) => m
                 .load_state_dict(&StateDict::from_bytes(bytes).map_err(named)?)
                 .map_err(named)?,
             Inner::Sharded(s) => s
@@ -257,6 +273,7 @@ impl GradlabOptimizer {
     pub fn engine_f32(&mut self) -> Option<&mut dyn optim::Optimizer<f32>> {
         match &mut self.inner {
             Inner::F32(o) => Some(o.as_mut()),
+            Inner::Master(m) => Some(m.engine.as_mut()),
             Inner::F64(_) | Inner::Sharded(_) => None,
         }
     }
@@ -266,6 +283,7 @@ impl GradlabOptimizer {
         match &mut self.inner {
             Inner::F32(o) => f(o),
             Inner::F64(o) => f(o),
+            Inner::Master(m) => f(&mut m.engine),
             Inner::Sharded(s) => f(s.engine()),
         }
     }
@@ -284,6 +302,7 @@ impl GradlabOptimizer {
             config,
             ..
         } = self;
+        let skip_missing = config.missing_gradients == MissingGradients::Skip;
         let mask = match config.missing_gradients {
             MissingGradients::Skip => Some(&mut absent[..]),
             MissingGradients::Error => None,
@@ -301,6 +320,7 @@ impl GradlabOptimizer {
                     grads_f32.clear();
                     r?
                 }
+                Inner::Master(m) => m.step(names, vars, grads, skip_missing, absent)?,
                 Inner::F64(o) => {
                     let r = grad_slices(names, vars, grads, f64_values, grads_f64, mask).and_then(
                         |()| Ok(o.step_with_absent(grads_f64, absent, &mut VarAccess { vars })?),
@@ -398,6 +418,7 @@ impl std::fmt::Display for GradlabOptimizer {
         let now: Vec<f64> = match &self.inner {
             Inner::F32(o) => (0..o.num_groups()).map(|g| o.lr(g)).collect(),
             Inner::F64(o) => (0..o.num_groups()).map(|g| o.lr(g)).collect(),
+            Inner::Master(m) => (0..m.engine.num_groups()).map(|g| m.engine.lr(g)).collect(),
             Inner::Sharded(s) => {
                 let o = s.engine_ref();
                 (0..o.num_groups()).map(|g| o.lr(g)).collect()
@@ -411,8 +432,8 @@ impl std::fmt::Display for GradlabOptimizer {
     }
 }
 
-/// Checks the variables: unique names, all on the CPU, all f32 or all f64; their type (f32
-/// when there are none).
+/// Checks the variables: unique names, all on the CPU, all of one type among f32, f64, bf16
+/// and f16; their type (f32 when there are none).
 fn check_vars(named: &[(String, Var)]) -> Result<DType> {
     for w in named.windows(2) {
         if w[0].0 == w[1].0 {
@@ -432,10 +453,16 @@ fn check_vars(named: &[(String, Var)]) -> Result<DType> {
                 ),
             });
         }
-        if !matches!(v.dtype(), DType::F32 | DType::F64) {
+        if !matches!(
+            v.dtype(),
+            DType::F32 | DType::F64 | DType::BF16 | DType::F16
+        ) {
             return Err(Error::Parameter {
                 name: name.clone(),
-                problem: format!("has type {:?}; the optimizers take f32 or f64", v.dtype()),
+                problem: format!(
+                    "has type {:?}; the optimizers take f32, f64, bf16 or f16",
+                    v.dtype()
+                ),
             });
         }
     }
@@ -542,6 +569,7 @@ impl GradlabOptimizer {
         match &self.inner {
             Inner::F32(o) => o.needs_closure(),
             Inner::F64(o) => o.needs_closure(),
+            Inner::Master(m) => m.engine.needs_closure(),
             Inner::Sharded(s) => s.engine_ref().needs_closure(),
         }
     }
@@ -561,6 +589,9 @@ impl GradlabOptimizer {
             match inner {
                 Inner::F32(o) => closure_step(o.as_mut(), names, vars, f32_values, grads_at)?,
                 Inner::F64(o) => closure_step(o.as_mut(), names, vars, f64_values, grads_at)?,
+                Inner::Master(_) => return Err(Error::Msg(
+                    "optimizers that take several gradients per step (SAM, L-BFGS) need f32 or f64 parameters".into(),
+                )),
                 Inner::Sharded(_) => return Err(Error::Msg(
                     "a sharded optimizer takes one gradient per step; closures are not supported"
                         .into(),
@@ -588,6 +619,7 @@ impl GradlabOptimizer {
         match &self.inner {
             Inner::F32(o) => o.has_eval_point(),
             Inner::F64(o) => o.has_eval_point(),
+            Inner::Master(m) => m.engine.has_eval_point(),
             Inner::Sharded(s) => s.engine_ref().has_eval_point(),
         }
     }
@@ -600,6 +632,7 @@ impl GradlabOptimizer {
         match inner {
             Inner::F32(o) => o.eval_mode(&mut VarAccess { vars })?,
             Inner::F64(o) => o.eval_mode(&mut VarAccess { vars })?,
+            Inner::Master(m) => m.with_params(vars, |e, p| e.eval_mode(p))?,
             Inner::Sharded(s) => refuse_sharded_eval_point(s)?,
         }
         Ok(())
@@ -611,6 +644,7 @@ impl GradlabOptimizer {
         match inner {
             Inner::F32(o) => o.train_mode(&mut VarAccess { vars })?,
             Inner::F64(o) => o.train_mode(&mut VarAccess { vars })?,
+            Inner::Master(m) => m.with_params(vars, |e, p| e.train_mode(p))?,
             Inner::Sharded(s) => refuse_sharded_eval_point(s)?,
         }
         Ok(())
@@ -652,6 +686,7 @@ impl candle_nn::Optimizer for GradlabOptimizer {
         match &self.inner {
             Inner::F32(o) => o.lr(0),
             Inner::F64(o) => o.lr(0),
+            Inner::Master(m) => m.engine.lr(0),
             Inner::Sharded(s) => s.engine_ref().lr(0),
         }
     }
@@ -660,6 +695,7 @@ impl candle_nn::Optimizer for GradlabOptimizer {
         match &mut self.inner {
             Inner::F32(o) => o.set_lr_all(lr),
             Inner::F64(o) => o.set_lr_all(lr),
+            Inner::Master(m) => m.engine.set_lr_all(lr),
             Inner::Sharded(s) => s.engine().set_lr_all(lr),
         }
     }
