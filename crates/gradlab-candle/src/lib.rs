@@ -19,7 +19,7 @@ pub mod train;
 pub use gradlab::optim::{NonFinitePolicy, Options, ParamGroup, StepOutcome};
 pub use gradlab::schedule::Scheduler;
 pub use gradlab::spec::{Spec, Value as SpecValue};
-pub use optim::{EngineView, GradlabOptimizer, MissingGradients, OptimizerConfig};
+pub use optim::{EngineView, GradlabOptimizer, MissingGradients, OptimizerConfig, TensorStats};
 
 /// Errors of the candle bridge. They convert to and from `candle_core::Error`, so `?` works
 /// in functions returning either kind of result.

@@ -406,3 +406,53 @@ fn sixteen_bit_parameters_step_through_f32_master_copies() {
         assert_eq!(bits(&w), [1.5; 4], "{dtype:?}");
     }
 }
+
+/// On request, each step reports every parameter's gradient norm and update against its
+/// weight; the step's own outcome has the global norm and the clipping.
+#[test]
+fn a_step_reports_what_users_log() {
+    let d = Device::Cpu;
+    let a = Var::new(&[3.0f32, 4.0], &d).unwrap();
+    let b = Var::new(&[1.0f32, 0.0, 0.0], &d).unwrap();
+    let unused = Var::new(&[2.0f32], &d).unwrap();
+    let named = vec![
+        ("a".to_string(), a.clone()),
+        ("b".to_string(), b.clone()),
+        ("unused".to_string(), unused),
+    ];
+    // loss = Σ a·(1, 2) + Σ b·(2, 0, 0): gradients (1, 2) and (2, 0, 0).
+    let loss = || {
+        let wa = Tensor::new(&[1.0f32, 2.0], &d).unwrap();
+        let wb = Tensor::new(&[2.0f32, 0.0, 0.0], &d).unwrap();
+        ((a.as_tensor() * wa).unwrap().sum_all().unwrap()
+            + (b.as_tensor() * wb).unwrap().sum_all().unwrap())
+        .unwrap()
+    };
+    let mut opt =
+        GradlabOptimizer::with_names(named, &OptimizerConfig::new("sgd(lr=0.1)").clip_norm(1.5))
+            .unwrap();
+    opt.backward_step(&loss()).unwrap();
+    assert!(opt.tensor_stats().is_empty(), "figures without being asked");
+    opt.track_tensors(true);
+    let outcome = opt.backward_step(&loss()).unwrap();
+    assert!((outcome.grad_norm - 3.0).abs() < 1e-6, "{outcome:?}");
+    assert!((outcome.clip_coef - 0.5).abs() < 1e-6, "{outcome:?}");
+    let stats = opt.tensor_stats();
+    let by = |n: &str| stats.iter().find(|s| s.name == n).unwrap().clone();
+    let (sa, sb, su) = (by("a"), by("b"), by("unused"));
+    assert!((sa.grad_norm.unwrap() - 5f64.sqrt()).abs() < 1e-6);
+    assert!((sb.grad_norm.unwrap() - 2.0).abs() < 1e-6);
+    // Clipped by 0.5, lr 0.1: the update is 0.05 times the gradient.
+    assert!((sa.update_norm - 0.05 * 5f64.sqrt()).abs() < 1e-6, "{sa:?}");
+    assert!(
+        (sb.update_ratio() - 0.1 / sb.weight_norm).abs() < 1e-6,
+        "{sb:?}"
+    );
+    assert_eq!(
+        (su.grad_norm, su.update_norm, su.update_ratio()),
+        (None, 0.0, 0.0)
+    );
+    opt.track_tensors(false);
+    opt.backward_step(&loss()).unwrap();
+    assert!(opt.tensor_stats().is_empty());
+}

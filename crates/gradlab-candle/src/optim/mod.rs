@@ -11,9 +11,11 @@ mod config;
 mod engine_view;
 mod master;
 mod saved;
+mod stats;
 
 pub use config::{MissingGradients, OptimizerConfig};
 pub use engine_view::EngineView;
+pub use stats::TensorStats;
 
 use crate::{Error, Result};
 use access::{f32_values, f64_values, grad_slices, VarAccess};
@@ -50,6 +52,8 @@ pub struct GradlabOptimizer {
     scheduler: Option<Scheduler>,
     /// Each group's learning rate as configured (before any schedule).
     configured_lr: Vec<f64>,
+    /// Per-parameter figures, when asked for.
+    tracker: Option<stats::Tracker>,
 }
 
 impl GradlabOptimizer {
@@ -126,6 +130,7 @@ impl GradlabOptimizer {
             unnamed,
             scheduler: None,
             configured_lr: Vec::new(),
+            tracker: None,
         };
         opt.configured_lr = opt.with_engine(|e| (0..e.groups()).map(|g| e.lr_of(g)).collect());
         if let Some(spec) = opt.config.schedule.clone() {
@@ -292,6 +297,30 @@ impl GradlabOptimizer {
     /// and nothing allocated; then the schedule, if any, takes its step (unless the step was
     /// skipped). Parameters without a gradient sit out the step (see [`MissingGradients`]).
     pub fn step_grads(&mut self, grads: &GradStore) -> Result<StepOutcome> {
+        if let Some(t) = &mut self.tracker {
+            t.before(&self.names, &self.vars, grads)?;
+        }
+        let outcome = self.step_inner(grads)?;
+        if let Some(t) = &mut self.tracker {
+            t.after(&self.vars)?;
+        }
+        Ok(outcome)
+    }
+
+    /// Turns on (or off) the per-parameter figures of each step: gradient norms and the size
+    /// of each update against its weight ([`GradlabOptimizer::tensor_stats`]). Off, a step
+    /// reads nothing for them.
+    pub fn track_tensors(&mut self, on: bool) {
+        self.tracker = on.then(stats::Tracker::default);
+    }
+
+    /// The per-parameter figures of the last step (empty unless
+    /// [`GradlabOptimizer::track_tensors`] is on).
+    pub fn tensor_stats(&self) -> &[TensorStats] {
+        self.tracker.as_ref().map_or(&[], |t| &t.stats)
+    }
+
+    fn step_inner(&mut self, grads: &GradStore) -> Result<StepOutcome> {
         let GradlabOptimizer {
             names,
             vars,
