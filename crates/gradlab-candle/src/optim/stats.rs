@@ -24,9 +24,10 @@ impl TensorStats {
     /// `update_norm / weight_norm` (0 when nothing moved; infinite for a weight of 0 that
     /// moved).
     pub fn update_ratio(&self) -> f64 {
-        match (self.update_norm, self.weight_norm) {
-            (u, _) if u == 0.0 => 0.0,
-            (u, w) => u / w,
+        if self.update_norm == 0.0 {
+            0.0
+        } else {
+            self.update_norm / self.weight_norm
         }
     }
 }
