@@ -14,7 +14,7 @@
 
 use crate::models::{cross_entropy, scalar, Model};
 use crate::{Error, Result};
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 use gradlab::landscape::{FiniteDifferenceHessian, HessianOperator, Objective, Rng};
 
 /// How Hessian-vector products are computed.
@@ -33,26 +33,52 @@ pub enum HvpMethod {
 /// backward pass of its own), under a lock: concurrent callers cannot remove it from under
 /// each other's threads (which silently detached their gradients).
 pub fn second_order<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    with_second_order(f)
+}
+
+/// [`second_order`] for work that borrows (a scoped thread): build and use a
+/// [`NetworkHessian`] of any model inside `f`.
+///
+/// ```
+/// use candle_core::{Device, Var};
+/// use gradlab_candle::hessian::{with_second_order, HvpMethod, NetworkHessian};
+/// let w = Var::new(&[1.0f64, 2.0], &Device::Cpu)?;
+/// // loss = w0² + 3·w1², whose Hessian is diag(2, 6).
+/// let scale = candle_core::Tensor::new(&[1.0f64, 3.0], &Device::Cpu)?;
+/// let top = with_second_order(|| -> gradlab_candle::Result<f64> {
+///     let loss = || Ok((w.as_tensor().sqr()? * &scale)?.sum_all()?);
+///     let mut h = NetworkHessian::of_loss(vec![("w".into(), w.clone())], loss)?;
+///     assert_eq!(h.method(), HvpMethod::DoubleBackward);
+///     let mut hv = [0.0; 2];
+///     gradlab::landscape::HessianOperator::hvp(&mut h, &[0.0, 1.0], &mut hv)?;
+///     Ok(hv[1])
+/// })?;
+/// assert!((top - 6.0).abs() < 1e-12);
+/// # Ok::<(), gradlab_candle::Error>(())
+/// ```
+pub fn with_second_order<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     static ENVIRONMENT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let guard = ENVIRONMENT.lock().unwrap_or_else(|e| e.into_inner());
-    let previous = std::env::var_os("CANDLE_GRAD_DO_NOT_DETACH");
-    std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1");
-    let (latched, wait) = std::sync::mpsc::channel();
-    let handle = std::thread::spawn(move || {
-        latch_second_order();
-        let _ = latched.send(());
-        f()
-    });
-    let _ = wait.recv();
-    match previous {
-        Some(v) => std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", v),
-        None => std::env::remove_var("CANDLE_GRAD_DO_NOT_DETACH"),
-    }
-    drop(guard);
-    match handle.join() {
-        Ok(r) => r,
-        Err(panic) => std::panic::resume_unwind(panic),
-    }
+    std::thread::scope(|scope| {
+        let guard = ENVIRONMENT.lock().unwrap_or_else(|e| e.into_inner());
+        let previous = std::env::var_os("CANDLE_GRAD_DO_NOT_DETACH");
+        std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1");
+        let (latched, wait) = std::sync::mpsc::channel();
+        let handle = scope.spawn(move || {
+            latch_second_order();
+            let _ = latched.send(());
+            f()
+        });
+        let _ = wait.recv();
+        match previous {
+            Some(v) => std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", v),
+            None => std::env::remove_var("CANDLE_GRAD_DO_NOT_DETACH"),
+        }
+        drop(guard);
+        match handle.join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
 }
 
 /// Makes this thread read `CANDLE_GRAD_DO_NOT_DETACH` now: candle at its first backward
@@ -78,45 +104,106 @@ pub fn flat_params(model: &Model) -> Result<Vec<f64>> {
     Ok(out)
 }
 
-/// A network's loss over fixed batches as a function of its flattened parameters.
+/// The losses a [`NetworkObjective`] averages: each a scalar tensor with its weight.
+type Losses<'a> = Box<dyn Fn() -> Result<Vec<(Tensor, f64)>> + 'a>;
+
+/// A network's loss as a function of its flattened parameters: a built-in model's mean
+/// cross-entropy over fixed batches ([`NetworkObjective::new`]), or any loss a closure builds
+/// from the variables' current values ([`NetworkObjective::from_loss`]: a user's own model).
 pub struct NetworkObjective<'a> {
-    model: &'a Model,
-    batches: Vec<(Tensor, Tensor)>,
-    sizes: Vec<usize>,
+    params: Vec<(String, Var)>,
+    losses: Losses<'a>,
+    dtype: DType,
 }
 
 impl<'a> NetworkObjective<'a> {
-    /// The loss of `model` on `batches` (inputs, labels).
+    /// The loss of `model` on `batches` (inputs, labels), in evaluation mode.
     pub fn new(model: &'a Model, batches: Vec<(Tensor, Tensor)>) -> Result<Self> {
         if batches.is_empty() {
             return Err(Error::Msg("the Hessian needs at least one batch".into()));
         }
-        let sizes = batches.iter().map(|(_, y)| y.dims()[0]).collect();
+        let sizes: Vec<usize> = batches.iter().map(|(_, y)| y.dims()[0]).collect();
+        let total: usize = sizes.iter().sum();
+        let losses = move || -> Result<Vec<(Tensor, f64)>> {
+            let mut rng = Rng::new(0);
+            batches
+                .iter()
+                .zip(&sizes)
+                .map(|((x, y), n)| {
+                    let logits = model.forward(x, false, &mut rng)?;
+                    Ok((cross_entropy(&logits, y)?, *n as f64 / total as f64))
+                })
+                .collect()
+        };
+        Self::with_losses(model.params().to_vec(), Box::new(losses))
+    }
+
+    /// The scalar loss that `loss` builds from the current values of `params` (named, in the
+    /// order they are flattened): any model, e.g. a candle `Module` of the user's. Make the
+    /// loss deterministic (no dropout, batch norm in evaluation mode): it is evaluated at
+    /// many points.
+    pub fn from_loss(
+        params: Vec<(String, Var)>,
+        loss: impl Fn() -> Result<Tensor> + 'a,
+    ) -> Result<Self> {
+        Self::with_losses(params, Box::new(move || Ok(vec![(loss()?, 1.0)])))
+    }
+
+    fn with_losses(params: Vec<(String, Var)>, losses: Losses<'a>) -> Result<Self> {
+        let dtype = params
+            .first()
+            .map(|(_, v)| v.dtype())
+            .ok_or_else(|| Error::Msg("the Hessian needs at least one parameter".into()))?;
+        for (name, v) in &params {
+            if v.dtype() != dtype || !matches!(dtype, DType::F32 | DType::F64) {
+                return Err(Error::Parameter {
+                    name: name.clone(),
+                    problem: format!(
+                        "is {:?}: the Hessian takes parameters all f32 or all f64 (f64 for accurate spectra)",
+                        v.dtype()
+                    ),
+                });
+            }
+        }
         Ok(NetworkObjective {
-            model,
-            batches,
-            sizes,
+            params,
+            losses,
+            dtype,
         })
     }
 
-    /// The model.
-    pub fn model(&self) -> &Model {
-        self.model
+    /// The parameters' float type.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The parameters, in the order they are flattened.
+    pub fn params(&self) -> &[(String, Var)] {
+        &self.params
     }
 
     /// Number of parameters.
     pub fn dim(&self) -> usize {
-        self.model.num_parameters()
+        self.params.iter().map(|(_, v)| v.elem_count()).sum()
     }
 
-    /// The current parameters, flattened in the model's order.
+    /// The current parameters, flattened.
     pub fn point(&self) -> Result<Vec<f64>> {
-        flat_params(self.model)
+        let mut out = Vec::with_capacity(self.dim());
+        for (_, v) in &self.params {
+            out.extend(
+                v.as_tensor()
+                    .flatten_all()?
+                    .to_dtype(DType::F64)?
+                    .to_vec1::<f64>()?,
+            );
+        }
+        Ok(out)
     }
 
     fn set_point(&self, x: &[f64]) -> Result<()> {
         let mut offset = 0;
-        for (_, v) in self.model.params() {
+        for (_, v) in &self.params {
             let n = v.elem_count();
             let t = Tensor::from_slice(&x[offset..offset + n], v.shape(), v.device())?
                 .to_dtype(v.dtype())?;
@@ -126,18 +213,9 @@ impl<'a> NetworkObjective<'a> {
         Ok(())
     }
 
-    /// The averaged loss as a tensor (graph kept), batch by batch weighted by size.
+    /// The losses with their weights (graphs kept).
     fn loss_tensors(&self) -> Result<Vec<(Tensor, f64)>> {
-        let total: usize = self.sizes.iter().sum();
-        let mut rng = Rng::new(0);
-        self.batches
-            .iter()
-            .zip(&self.sizes)
-            .map(|((x, y), n)| {
-                let logits = self.model.forward(x, false, &mut rng)?;
-                Ok((cross_entropy(&logits, y)?, *n as f64 / total as f64))
-            })
-            .collect()
+        (self.losses)()
     }
 
     /// Loss and flattened gradient at the model's current parameters.
@@ -148,11 +226,11 @@ impl<'a> NetworkObjective<'a> {
             loss += w * scalar(&l)?;
             let grads = l.backward()?;
             let mut offset = 0;
-            for (name, v) in self.model.params() {
+            for (name, v) in &self.params {
                 let n = v.elem_count();
                 let g = grads
                     .get(v.as_tensor())
-                    .ok_or_else(|| Error::Msg(format!("no gradient for '{name}'")))?
+                    .ok_or_else(|| Error::NoGradient { name: name.clone() })?
                     .flatten_all()?
                     .to_dtype(candle_core::DType::F64)?
                     .to_vec1::<f64>()?;
@@ -168,7 +246,7 @@ impl<'a> NetworkObjective<'a> {
     /// `H v` by double backward at the current parameters.
     pub fn hvp_double_backward(&self, v: &[f64], out: &mut [f64]) -> Result<()> {
         out.iter_mut().for_each(|o| *o = 0.0);
-        let params: Vec<&Var> = self.model.params().iter().map(|(_, v)| v).collect();
+        let params: Vec<&Var> = self.params.iter().map(|(_, v)| v).collect();
         let mut vs = Vec::with_capacity(params.len());
         let mut offset = 0;
         for p in &params {
@@ -193,6 +271,9 @@ impl<'a> NetworkObjective<'a> {
                 });
             }
             let second = dot.expect("at least one parameter").backward()?;
+            if params.iter().all(|p| second.get(p.as_tensor()).is_none()) {
+                return Err(Error::Msg(DETACHED.into()));
+            }
             let mut offset = 0;
             for p in &params {
                 let n = p.elem_count();
@@ -224,7 +305,7 @@ impl NetworkObjective<'_> {
 
 impl Objective for NetworkObjective<'_> {
     fn dim(&self) -> usize {
-        self.model.num_parameters()
+        NetworkObjective::dim(self)
     }
     fn loss(&mut self, x: &[f64]) -> gradlab::Result<f64> {
         let here = self.point().map_err(core)?;
@@ -242,6 +323,9 @@ impl Objective for NetworkObjective<'_> {
     }
 }
 
+/// Why double backward gave nothing.
+const DETACHED: &str = "double backward gave no second derivative: the gradient's graph was detached (candle keeps it only on a thread that read CANDLE_GRAD_DO_NOT_DETACH before its first backward pass; run the Hessian inside gradlab_candle::hessian::with_second_order)";
+
 fn core(e: Error) -> gradlab::Error {
     gradlab::Error::Layout(format!("network: {e}"))
 }
@@ -257,6 +341,9 @@ pub struct NetworkHessian<'a> {
     /// The operator's measured asymmetry with the method in use
     /// ([`gradlab::landscape::symmetry::asymmetry`], two random pairs).
     pub asymmetry: f64,
+    /// Why finite differences are used, when double backward was not (its graph was
+    /// detached, or it disagreed with finite differences).
+    pub note: Option<String>,
 }
 
 impl<'a> NetworkHessian<'a> {
@@ -264,7 +351,7 @@ impl<'a> NetworkHessian<'a> {
     /// (relative difference below 1e-4 in f64, 1e-2 in f32), else finite differences.
     pub fn new(objective: NetworkObjective<'a>) -> Result<Self> {
         let point = objective.point()?;
-        let f64_model = objective.model().dtype() == candle_core::DType::F64;
+        let f64_model = objective.dtype() == DType::F64;
         let unit_roundoff = if f64_model {
             f64::EPSILON / 2.0
         } else {
@@ -275,15 +362,13 @@ impl<'a> NetworkHessian<'a> {
             method: HvpMethod::FiniteDifference,
             cross_check: f64::NAN,
             asymmetry: f64::NAN,
+            note: None,
         };
         let n = h.fd.dim();
         let mut rng = Rng::new(17);
         let v = gradlab::landscape::random_unit(n, &mut rng);
         let (mut exact, mut fd) = (vec![0.0; n], vec![0.0; n]);
-        let double_ok =
-            h.fd.objective_mut()
-                .hvp_double_backward(&v, &mut exact)
-                .is_ok();
+        let double = h.fd.objective_mut().hvp_double_backward(&v, &mut exact);
         h.fd.hvp(&v, &mut fd)?;
         let diff: f64 = exact
             .iter()
@@ -299,8 +384,15 @@ impl<'a> NetworkHessian<'a> {
             .max(f64::MIN_POSITIVE);
         h.cross_check = diff / scale;
         let tolerance = if f64_model { 1e-4 } else { 1e-2 };
-        if double_ok && h.cross_check <= tolerance {
-            h.method = HvpMethod::DoubleBackward;
+        match double {
+            Ok(()) if h.cross_check <= tolerance => h.method = HvpMethod::DoubleBackward,
+            Ok(()) => {
+                h.note = Some(format!(
+                    "double backward disagreed with finite differences by {:.2e} (more than {tolerance:.0e}); using finite differences",
+                    h.cross_check
+                ))
+            }
+            Err(e) => h.note = Some(format!("{e}; using finite differences")),
         }
         h.asymmetry = gradlab::landscape::symmetry::asymmetry(&mut h, 2, 23)?;
         Ok(h)
@@ -321,7 +413,7 @@ impl<'a> NetworkHessian<'a> {
     /// The largest asymmetry accepted before eigenvalues are computed: 1e-4 in f64, 1e-2 in
     /// f32, the cross-check's tolerances (an exact operator measures about 1e-15 in f64).
     pub fn asymmetry_tolerance(&self) -> f64 {
-        if self.fd.objective_ref().model().dtype() == candle_core::DType::F64 {
+        if self.fd.objective_ref().dtype() == DType::F64 {
             1e-4
         } else {
             1e-2
@@ -347,6 +439,15 @@ impl<'a> NetworkHessian<'a> {
             self.asymmetry_tolerance(),
             self.cross_check
         )))
+    }
+
+    /// The Hessian of the scalar loss that `loss` builds from `params` (any model; see
+    /// [`NetworkObjective::from_loss`]); exact products need [`with_second_order`].
+    pub fn of_loss(
+        params: Vec<(String, Var)>,
+        loss: impl Fn() -> Result<Tensor> + 'a,
+    ) -> Result<Self> {
+        Self::new(NetworkObjective::from_loss(params, loss)?)
     }
 
     /// The loss objective.
