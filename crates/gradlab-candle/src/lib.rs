@@ -3,6 +3,7 @@
 //! training loop with checkpoints, and Hessian-vector products of real networks.
 
 pub mod analysis;
+pub mod averaging;
 pub mod checkpoint;
 pub mod data;
 pub mod hessian;

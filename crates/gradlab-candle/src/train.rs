@@ -18,7 +18,7 @@ use crate::data::{self, Dataset, Split};
 use crate::models::{correct, cross_entropy, Model, ModelSpec};
 use crate::optim::{GradlabOptimizer, OptimizerConfig};
 use crate::{Error, Result};
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, Var};
 use gradlab::dist::{Collective, Local};
 use gradlab::landscape::Rng;
 use gradlab::optim::NonFinitePolicy;
@@ -408,19 +408,8 @@ pub(crate) struct Averages {
 
 /// Swaps `weights` into the model, runs `f`, and puts the raw weights back.
 fn with_weights<R>(model: &Model, weights: &[Tensor], f: impl FnOnce() -> Result<R>) -> Result<R> {
-    let raw: Vec<Tensor> = model
-        .params()
-        .iter()
-        .map(|(_, v)| v.as_tensor().copy())
-        .collect::<candle_core::Result<_>>()?;
-    for ((_, v), w) in model.params().iter().zip(weights) {
-        v.set(w)?;
-    }
-    let result = f();
-    for ((_, v), w) in model.params().iter().zip(&raw) {
-        v.set(w)?;
-    }
-    result
+    let vars: Vec<Var> = model.params().iter().map(|(_, v)| v.clone()).collect();
+    crate::averaging::with_weights(&vars, weights, f)
 }
 
 /// The data, a freshly initialised model and its optimizer for `config` (one rank's, sharded,
@@ -691,9 +680,8 @@ pub fn train_on(
                 }
             }
             if let (Some(d), Some(ema)) = (config.ema, avg.ema.as_mut()) {
-                for (e, (_, v)) in ema.iter_mut().zip(model.params()) {
-                    *e = ((&*e * d)? + (v.as_tensor() * (1.0 - d))?)?;
-                }
+                let vars: Vec<Var> = model.params().iter().map(|(_, v)| v.clone()).collect();
+                crate::averaging::ema_update(ema, &vars, d)?;
             }
             step += 1;
             if outcome.skipped {
@@ -761,17 +749,12 @@ pub fn train_on(
             }
         }
         if config.in_swa(epoch) {
-            let current = copies(&model)?;
             avg.swa = Some(match avg.swa.take() {
-                None => (current, 1),
-                Some((mean, n)) => {
-                    let w = 1.0 / (n as f64 + 1.0);
-                    let mixed = mean
-                        .iter()
-                        .zip(&current)
-                        .map(|(m, c)| Ok(((m * (1.0 - w))? + (c * w)?)?))
-                        .collect::<Result<Vec<_>>>()?;
-                    (mixed, n + 1)
+                None => (copies(&model)?, 1),
+                Some((mut mean, n)) => {
+                    let vars: Vec<Var> = model.params().iter().map(|(_, v)| v.clone()).collect();
+                    crate::averaging::mean_update(&mut mean, n, &vars)?;
+                    (mean, n + 1)
                 }
             });
         }

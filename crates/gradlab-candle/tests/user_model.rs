@@ -96,3 +96,66 @@ fn a_users_module_has_its_hessian_by_double_backward() {
         "double backward {exact} vs finite differences {fd}"
     );
 }
+
+/// EMA and SWA over a user's variables: the formulas by hand, the raw weights restored, and
+/// the recompute hook running with the average in place.
+#[test]
+fn averages_of_a_users_variables() {
+    use gradlab_candle::averaging::{Ema, Swa};
+    let (varmap, model, x, _) = setup();
+    let vars: Vec<candle_core::Var> = named(&varmap).into_iter().map(|(_, v)| v).collect();
+    let first = vars[0]
+        .as_tensor()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap();
+    let mut ema = Ema::new(&vars, 0.5).unwrap();
+    let mut swa = Swa::new(&vars);
+    assert!(
+        swa.with_average(|| Ok(())).is_err(),
+        "an empty SWA average was usable"
+    );
+    let mut seen = vec![first.clone()];
+    for k in 1..=2 {
+        for v in &vars {
+            v.set(&(v.as_tensor() + k as f64).unwrap()).unwrap();
+        }
+        ema.update().unwrap();
+        swa.update().unwrap();
+        seen.push(
+            vars[0]
+                .as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap(),
+        );
+    }
+    let ema0 = ema.average()[0]
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap();
+    for (i, e) in ema0.iter().enumerate() {
+        let want = 0.25 * seen[0][i] + 0.25 * seen[1][i] + 0.5 * seen[2][i];
+        assert!((e - want).abs() < 1e-12);
+    }
+    let raw = model.forward(&x).unwrap().to_vec2::<f64>().unwrap();
+    let mut recomputed = false;
+    let during = swa
+        .with_average_recomputed(
+            || {
+                recomputed = true;
+                Ok(())
+            },
+            || Ok(vars[0].as_tensor().flatten_all()?.to_vec1::<f64>()?),
+        )
+        .unwrap();
+    assert!(recomputed);
+    for (i, d) in during.iter().enumerate() {
+        assert!((d - 0.5 * (seen[1][i] + seen[2][i])).abs() < 1e-12);
+    }
+    assert_eq!(model.forward(&x).unwrap().to_vec2::<f64>().unwrap(), raw);
+    assert!(Ema::new(&vars, 1.0).is_err());
+}
