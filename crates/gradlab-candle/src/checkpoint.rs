@@ -406,7 +406,8 @@ fn read_files(dir: &Path, collective: &dyn Collective) -> Result<Files> {
     }
 }
 
-/// The folder holding the checkpoint files inside `dir` (see [`locate`]).
+/// The folder holding the checkpoint files inside `dir` (the verified `checkpoint/`, or a
+/// recovered `checkpoint.tmp/` or `checkpoint.old/` after a crash between renames).
 pub fn checkpoint_dir(dir: &Path) -> Result<std::path::PathBuf> {
     Ok(locate(dir)?.dir)
 }

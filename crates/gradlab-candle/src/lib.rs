@@ -1,6 +1,54 @@
 //! gradlab on candle: every gradlab optimizer as a `candle_nn::Optimizer` updating `Var`s in
-//! place, models (logistic regression, MLP, LeNet-style CNN), MNIST-format data, the
-//! training loop with checkpoints, and Hessian-vector products of real networks.
+//! place, models (logistic regression, MLP, LeNet-style CNN) with fast CPU ops, MNIST-format
+//! data, the training loop with checkpoints, weight averaging, and Hessian-vector products of
+//! any model.
+//!
+//! A candle user's quick start: a model on a `VarMap`, an optimizer with parameter groups, a
+//! schedule and clipping, a training loop, one file to resume from, and the Hessian of the
+//! model.
+//!
+//! ```
+//! use candle_core::{DType, Device, Module, Tensor};
+//! use candle_nn::{VarBuilder, VarMap};
+//! use gradlab::landscape::lanczos::{lanczos, LanczosOptions};
+//! use gradlab_candle::hessian::{with_second_order, NetworkHessian};
+//! use gradlab_candle::{GradlabOptimizer, OptimizerConfig};
+//!
+//! let varmap = VarMap::new();
+//! let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
+//! let model = candle_nn::linear(3, 1, vb.pp("fc"))?;
+//! let config = OptimizerConfig::new("adamw(lr=0.05)")
+//!     .schedule("warmup_cosine(warmup_steps=5, total_steps=50)")
+//!     .group(["*.bias"], "weight_decay=0")
+//!     .clip_norm(1.0);
+//! let mut opt = GradlabOptimizer::from_varmap(&varmap, &config)?;
+//! let x = Tensor::new(&[[1.0f64, 0.0, 2.0], [0.0, 1.0, -1.0], [2.0, 1.0, 0.0]], &Device::Cpu)?;
+//! let y = Tensor::new(&[[1.0f64], [0.0], [2.0]], &Device::Cpu)?;
+//! let loss = || -> gradlab_candle::Result<Tensor> {
+//!     Ok((model.forward(&x)? - &y)?.sqr()?.mean_all()?)
+//! };
+//! for _ in 0..20 {
+//!     opt.backward_step(&loss()?)?; // parameters updated in place, the schedule stepped
+//! }
+//! let file = std::env::temp_dir().join(format!("quick-start-{}.safetensors", std::process::id()));
+//! opt.save(&file)?; // optimizer state, config and schedule state in one file
+//! let mut opt = GradlabOptimizer::load(&file, &varmap)?; // in a new process, after the weights
+//! opt.backward_step(&loss()?)?;
+//! // The Hessian of this model's loss, exact by double backward (on a thread that keeps
+//! // gradient graphs).
+//! let curvature = with_second_order(|| -> gradlab_candle::Result<f64> {
+//!     let mut vars: Vec<_> = varmap.data().lock().unwrap().clone().into_iter().collect();
+//!     vars.sort_by(|a, b| a.0.cmp(&b.0));
+//!     let mut h = NetworkHessian::of_loss(vars, loss)?;
+//!     let opts = LanczosOptions { top: 1, bottom: 0, tol: 1e-10, max_iter: None, seed: 0 };
+//!     Ok(lanczos(&mut h, &opts)?.top[0].value)
+//! })?;
+//! assert!(curvature > 0.0);
+//! # std::fs::remove_file(&file).ok();
+//! # Ok::<(), gradlab_candle::Error>(())
+//! ```
+
+#![warn(missing_docs)]
 
 pub mod analysis;
 pub mod averaging;
@@ -71,5 +119,10 @@ impl From<Error> for candle_core::Error {
     }
 }
 
-/// Shorthand for results with [`Error`].
+/// Shorthand for results with [`enum@Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The README's Rust examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

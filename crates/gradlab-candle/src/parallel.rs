@@ -1,5 +1,5 @@
 //! Data-parallel steps with sharded optimizer state (ZeRO-1) over any
-//! [`Collective`](gradlab::dist::Collective).
+//! [`gradlab::dist::Collective`].
 //!
 //! Every rank holds the whole model and computes the gradient of its slice of the global
 //! batch. A step then:

@@ -159,3 +159,32 @@ fn averages_of_a_users_variables() {
     assert_eq!(model.forward(&x).unwrap().to_vec2::<f64>().unwrap(), raw);
     assert!(Ema::new(&vars, 1.0).is_err());
 }
+
+/// `examples/candle_user.rs` (built by `cargo test`) trains a user's MLP, resumes it from
+/// files and prints its top Hessian eigenvalue.
+#[test]
+fn the_candle_user_example_runs() {
+    let exe = std::env::current_exe().unwrap();
+    let example = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("examples").join("candle_user"))
+        .unwrap();
+    assert!(example.exists(), "{} was not built", example.display());
+    let out = std::process::Command::new(&example).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let accuracy: f64 = text
+        .lines()
+        .rev()
+        .find_map(|l| l.split("test acc:").nth(1))
+        .and_then(|s| s.trim().split('%').next())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no accuracy in {text}"));
+    assert!(accuracy > 85.0, "{text}");
+    assert!(text.contains("top Hessian eigenvalue"), "{text}");
+}

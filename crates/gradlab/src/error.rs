@@ -101,7 +101,7 @@ pub enum Error {
     },
 }
 
-/// Shorthand for results with [`Error`].
+/// Shorthand for results with [`enum@Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// `text` quoted, or its first 80 characters and its length when it is longer: how every

@@ -94,7 +94,7 @@ pub fn gemm<T: Scalar>(dst: &mut [T], dst_rs: usize, a: MatRef<T>, b: MatRef<T>,
     }
 }
 
-/// [`gemm`] on the calling thread.
+/// [`fn@gemm`] on the calling thread.
 pub fn gemm_serial<T: Scalar>(
     dst: &mut [T],
     dst_rs: usize,

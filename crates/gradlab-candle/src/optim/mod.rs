@@ -2,7 +2,7 @@
 //! place.
 //!
 //! gradlab's engine owns the optimizer state; each parameter is updated inside one of
-//! candle's in-place custom ops ([`InplaceOp1`]), so parameters are never copied. Gradients
+//! candle's in-place custom ops (`InplaceOp1`), so parameters are never copied. Gradients
 //! are read straight from their storage. Parameters are named and kept in sorted name order,
 //! so saved states are reproducible and keyed by name.
 

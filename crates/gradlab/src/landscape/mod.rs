@@ -13,6 +13,22 @@
 //!   the minimum ratio, and the escape direction out of a saddle.
 //! - [`sharpness`]: Keskar et al.'s ε-sharpness; [`slices`]: 1-D and 2-D slices,
 //!   filter-normalised directions, and the PCA plane of a trajectory.
+//!
+//! The saddle of `(1 − xy)²` at the origin, by its Hessian's eigenvalues:
+//!
+//! ```
+//! use gradlab::landscape::critical::{classify, Kind};
+//! use gradlab::landscape::lanczos::{lanczos, LanczosOptions};
+//! use gradlab::landscape::SurfaceHessian;
+//! use gradlab::surface::Surface;
+//! let mut h = SurfaceHessian { surface: "product".parse::<Surface>()?, at: [0.0, 0.0] };
+//! let opts = LanczosOptions { top: 1, bottom: 1, tol: 1e-12, max_iter: None, seed: 0 };
+//! let eig = lanczos(&mut h, &opts)?;
+//! let values = [eig.top[0].value, eig.bottom[0].value];
+//! assert!((values[0] - 2.0).abs() < 1e-12 && (values[1] + 2.0).abs() < 1e-12);
+//! assert_eq!(classify(&values, 1e-9), Kind::Saddle);
+//! # Ok::<(), gradlab::Error>(())
+//! ```
 
 pub mod critical;
 pub mod hutchinson;

@@ -1,7 +1,7 @@
 //! Optimizers on named parameter segments.
 //!
 //! Every optimizer of the lecture is a [`Rule`](rule::Rule) (its update formula, written once,
-//! in its own module) run by one generic [`Engine`](engine::Engine) that owns the state, the
+//! in its own module) run by one generic [`engine::Engine`] that owns the state, the
 //! thread pool plan, gradient clipping, non-finite handling and save/restore. Wrappers compose
 //! ([`Lookahead`](lookahead::Lookahead) wraps any optimizer; AdamW is Adam with decoupled
 //! decay; SGDW is SGD with decoupled decay).

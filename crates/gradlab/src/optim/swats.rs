@@ -8,7 +8,7 @@
 //! SGD phase:   v_sgd ← β1 v_sgd + g;  θ ← θ − (1 − β1) Λ v_sgd
 //! ```
 //! ε (default 1e-9) serves both in Adam's denominator and in the switch test. The switch and
-//! the learned rate Λ are visible in [`Optimizer::scalar_state`](super::Optimizer::scalar_state)
+//! the learned rate Λ are visible in [`super::Optimizer::scalar_state`]
 //! (`switched_at`, the step of the switch or 0, and `sgd_lr`) and through [`switch_status`].
 
 use super::rule::{check, lane_sums, Grad, Rule, Scalars, Slots, Sums};

@@ -7,6 +7,20 @@
 //! so they agree with PyTorch to the last bits; where PyTorch has a quirk, the schedule's
 //! doc comment says how it is matched.
 //!
+//! ```
+//! use gradlab::optim::{self, Layout, Options};
+//! use gradlab::schedule::Scheduler;
+//! let mut opt = optim::build::<f64>("sgd(lr=0.1)", Layout::single("w", 1), &[], Options::default())?;
+//! let mut s = Scheduler::new("step(step_size=2, gamma=0.5)", opt.as_mut())?;
+//! let mut lrs = Vec::new();
+//! for _ in 0..5 {
+//!     lrs.push(opt.lr(0)); // the value this step uses
+//!     s.step(opt.as_mut())?;
+//! }
+//! assert_eq!(lrs, [0.1, 0.1, 0.05, 0.05, 0.025]);
+//! # Ok::<(), gradlab::Error>(())
+//! ```
+//!
 //! | spec | PyTorch |
 //! |---|---|
 //! | `step(step_size, gamma=0.1)` | `StepLR` |
