@@ -8,7 +8,7 @@
 //! takes the complete, verified `checkpoint.tmp/` (the newer) or else `checkpoint.old/`.
 
 use crate::data::Split;
-use crate::models::Model;
+use crate::models::{Model, Network};
 use crate::optim::GradlabOptimizer;
 use crate::train::{model_tensors, Averages, TrainConfig};
 use crate::{Error, Result};
@@ -69,7 +69,7 @@ const MUST_MATCH_OR_DEFAULT: &[&str] = &["swa_anneal_steps", "swa_anneal"];
 pub(crate) fn save(
     out: &Path,
     config: &TrainConfig,
-    model: &Model,
+    model: &dyn Network,
     opt: &mut GradlabOptimizer,
     scheduler: Option<&Scheduler>,
     averages: &Averages,
@@ -151,7 +151,7 @@ pub(crate) fn save(
 pub(crate) fn load(
     dir: &Path,
     config: &TrainConfig,
-    model: &Model,
+    model: &dyn Network,
     opt: &mut GradlabOptimizer,
     scheduler: Option<&mut Scheduler>,
     averages: &mut Averages,
@@ -564,7 +564,7 @@ pub fn load_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
 
 /// Sets a model's parameters and buffers from named tensors, checking names and shapes.
 pub fn restore_model(
-    model: &Model,
+    model: &dyn Network,
     tensors: &HashMap<String, Tensor>,
     source: &Path,
 ) -> Result<()> {
@@ -623,6 +623,15 @@ pub fn load_model(dir: &Path) -> Result<(Model, Value)> {
     let config = state["config"].clone();
     let spec = model_spec(&config)
         .map_err(|e| Error::Msg(format!("{}: {e}", ck.join("state.json").display())))?;
+    if spec.kind == crate::models::ModelKind::Custom {
+        return Err(Error::Msg(format!(
+            "{}: the checkpoint is of a model of a user's own (config.model = custom), which \
+             gradlab cannot rebuild: load {} into that model with \
+             gradlab_candle::checkpoint::load_tensors and restore_model",
+            ck.display(),
+            ck.join("model.safetensors").display()
+        )));
+    }
     let tensors = candle_core::safetensors::load_buffer(&files.model, &Device::Cpu)
         .map_err(|e| Error::Msg(format!("{}: {e}", ck.join("model.safetensors").display())))?;
     // The image size follows from the first fully connected layer's inputs.

@@ -33,6 +33,8 @@ pub enum ModelKind {
     Mlp,
     /// LeNet-5-like convolutional network.
     Cnn,
+    /// A model of the user's own, given to [`crate::train::Trainer`] (not built from a spec).
+    Custom,
 }
 
 /// Hidden activations.
@@ -53,6 +55,7 @@ impl std::str::FromStr for ModelKind {
             "logreg" => Ok(ModelKind::LogReg),
             "mlp" => Ok(ModelKind::Mlp),
             "cnn" => Ok(ModelKind::Cnn),
+            "custom" => Ok(ModelKind::Custom),
             other => Err(Error::Msg(format!(
                 "unknown model '{other}'; known: logreg, mlp, cnn"
             ))),
@@ -81,6 +84,7 @@ impl ModelKind {
             ModelKind::LogReg => "logreg",
             ModelKind::Mlp => "mlp",
             ModelKind::Cnn => "cnn",
+            ModelKind::Custom => "custom",
         }
     }
 }
@@ -158,6 +162,11 @@ impl Model {
     /// Builds the model for `rows×cols` single-channel images and 10 classes, initialised
     /// from `seed`.
     pub fn new(spec: &ModelSpec, rows: usize, cols: usize, seed: u64) -> Result<Self> {
+        if spec.kind == ModelKind::Custom {
+            return Err(Error::Msg(
+                "a custom model is not built from a spec: train a candle Module of your own with gradlab_candle::train::Trainer".into(),
+            ));
+        }
         if spec.kind == ModelKind::Mlp && spec.widths.is_empty() {
             return Err(Error::Msg("an MLP needs at least one hidden width".into()));
         }
@@ -177,6 +186,7 @@ impl Model {
         let mut rng = Rng::new(seed);
         let inputs = rows * cols;
         match spec.kind {
+            ModelKind::Custom => unreachable!("refused above"),
             ModelKind::LogReg => {
                 m.layers.push(Layer::Flatten);
                 m.linear("fc", inputs, 10, &mut rng)?;
@@ -565,4 +575,96 @@ pub fn correct(logits: &Tensor, labels: &Tensor) -> Result<usize> {
 /// A scalar tensor's value as f64, whatever its float type.
 pub fn scalar(t: &Tensor) -> Result<f64> {
     Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+}
+
+/// What the trainer needs of a model: named parameters, class logits for a batch of inputs,
+/// and (for batch norm) running statistics. The built-in [`Model`] is one; a candle user's own
+/// `ModuleT` is another ([`crate::train::Trainer`]).
+pub trait Network {
+    /// Named parameters (the optimizer's, the checkpoint's).
+    fn params(&self) -> &[(String, Var)];
+    /// Logits `(N, classes)` for inputs `(N, rows, cols)`; `train` selects training behaviour
+    /// (batch statistics, dropout from `rng`).
+    fn forward(&self, x: &Tensor, train: bool, rng: &mut Rng) -> Result<Tensor>;
+    /// Number of scalar parameters.
+    fn num_parameters(&self) -> usize {
+        self.params().iter().map(|(_, v)| v.elem_count()).sum()
+    }
+    /// Running statistics saved with the weights (batch norm's).
+    fn buffers(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+    /// Restores a buffer of [`Network::buffers`].
+    fn set_buffer(&self, name: &str, _value: Tensor) -> Result<()> {
+        Err(Error::Msg(format!("the model has no buffer '{name}'")))
+    }
+    /// Whether the model has batch norm (whose statistics are recomputed for averaged weights).
+    fn has_batch_norm(&self) -> bool {
+        false
+    }
+    /// Batch norm: a cumulative average of the next batches' statistics (`true`), or back to
+    /// the running average.
+    fn set_cumulative_batch_norm(&self, _on: bool) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl Network for Model {
+    fn params(&self) -> &[(String, Var)] {
+        Model::params(self)
+    }
+    fn forward(&self, x: &Tensor, train: bool, rng: &mut Rng) -> Result<Tensor> {
+        Model::forward(self, x, train, rng)
+    }
+    fn buffers(&self) -> Vec<(String, Tensor)> {
+        Model::buffers(self)
+    }
+    fn set_buffer(&self, name: &str, value: Tensor) -> Result<()> {
+        Model::set_buffer(self, name, value)
+    }
+    fn has_batch_norm(&self) -> bool {
+        Model::has_batch_norm(self)
+    }
+    fn set_cumulative_batch_norm(&self, on: bool) -> Result<()> {
+        Model::set_cumulative_batch_norm(self, on)
+    }
+}
+
+/// A candle `ModuleT` of the user's as a [`Network`]: `forward_t(x, train)` gives the logits.
+pub struct CustomModel<M> {
+    module: M,
+    params: Vec<(String, Var)>,
+}
+
+impl<M: candle_nn::ModuleT> CustomModel<M> {
+    /// `module` with its named parameters (from its `VarMap`, sorted by name).
+    pub fn new(module: M, params: Vec<(String, Var)>) -> Result<Self> {
+        if params.is_empty() {
+            return Err(Error::Msg("a model to train needs parameters".into()));
+        }
+        let mut params = params;
+        params.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(CustomModel { module, params })
+    }
+
+    /// The module.
+    pub fn module(&self) -> &M {
+        &self.module
+    }
+}
+
+impl<M: candle_nn::ModuleT> Network for CustomModel<M> {
+    fn params(&self) -> &[(String, Var)] {
+        &self.params
+    }
+    /// The batch (f32) is given in the parameters' type, so an f64 or bf16 module takes it.
+    fn forward(&self, x: &Tensor, train: bool, _rng: &mut Rng) -> Result<Tensor> {
+        let dtype = self.params[0].1.dtype();
+        let x = if x.dtype() == dtype {
+            x.clone()
+        } else {
+            x.to_dtype(dtype)?
+        };
+        Ok(self.module.forward_t(&x, train)?)
+    }
 }

@@ -15,7 +15,7 @@
 //! gradient noise, so a resumed run repeats exactly what the uninterrupted run would do.
 
 use crate::data::{self, Dataset, Split};
-use crate::models::{correct, cross_entropy, Model, ModelSpec};
+use crate::models::{correct, cross_entropy, CustomModel, Model, ModelSpec, Network};
 use crate::optim::{GradlabOptimizer, OptimizerConfig};
 use crate::{Error, Result};
 use candle_core::{Device, Tensor, Var};
@@ -251,10 +251,15 @@ pub struct Summary {
 
 /// Loads the configured data.
 pub fn load_data(config: &TrainConfig) -> Result<Split> {
-    let mut split = match &config.data_dir {
+    let split = match &config.data_dir {
         Some(dir) => data::load_dir(dir)?,
         None => data::bundled()?,
     };
+    limit_data(split, config)
+}
+
+/// `split` cut to `config.train_limit`, refused when a part is empty.
+fn limit_data(mut split: Split, config: &TrainConfig) -> Result<Split> {
     if let Some(n) = config.train_limit {
         let n = n.min(split.train.len());
         split.train = split.train.slice(0..n);
@@ -291,14 +296,14 @@ pub fn batch(data: &Dataset, indices: &[usize]) -> Result<(Tensor, Tensor)> {
 }
 
 /// Mean loss and accuracy of `model` (evaluation mode) on `data`.
-pub fn evaluate(model: &Model, data: &Dataset) -> Result<(f64, f64)> {
+pub fn evaluate(model: &dyn Network, data: &Dataset) -> Result<(f64, f64)> {
     evaluate_shared(model, data, &Local)
 }
 
 /// [`evaluate`] split over the ranks of `collective`: each rank evaluates its share of the
 /// examples and the sums are combined (collective).
 pub fn evaluate_shared(
-    model: &Model,
+    model: &dyn Network,
     data: &Dataset,
     collective: &dyn Collective,
 ) -> Result<(f64, f64)> {
@@ -356,7 +361,12 @@ pub(crate) fn step_rng(seed: u64, step: u64) -> Rng {
 /// Why a step met a non-finite gradient, when it can be told: parameters already
 /// non-finite mean the previous update overflowed (its learning rate and the optimizer's
 /// settings named); a non-finite loss at finite parameters means the forward pass did.
-fn non_finite_cause(model: &Model, loss: f64, previous_lr: Option<f64>, optimizer: &str) -> String {
+fn non_finite_cause(
+    model: &dyn Network,
+    loss: f64,
+    previous_lr: Option<f64>,
+    optimizer: &str,
+) -> String {
     for (name, v) in model.params() {
         let Ok(values) = flat(v.as_tensor()) else {
             continue;
@@ -407,7 +417,11 @@ pub(crate) struct Averages {
 }
 
 /// Swaps `weights` into the model, runs `f`, and puts the raw weights back.
-fn with_weights<R>(model: &Model, weights: &[Tensor], f: impl FnOnce() -> Result<R>) -> Result<R> {
+fn with_weights<R>(
+    model: &dyn Network,
+    weights: &[Tensor],
+    f: impl FnOnce() -> Result<R>,
+) -> Result<R> {
     let vars: Vec<Var> = model.params().iter().map(|(_, v)| v.clone()).collect();
     crate::averaging::with_weights(&vars, weights, f)
 }
@@ -425,10 +439,101 @@ pub(crate) fn setup(
         split.train.cols,
         config.seed,
     )?;
+    let opt = optimizer(config, &model, collective)?;
+    Ok((split, model, opt))
+}
+
+/// The optimizer `config` asks for over `model`'s parameters (one rank's, sharded, when
+/// `collective` has several).
+fn optimizer(
+    config: &TrainConfig,
+    model: &dyn Network,
+    collective: Arc<dyn Collective>,
+) -> Result<GradlabOptimizer> {
     let mut opt_config = OptimizerConfig::new(config.optimizer.clone()).nonfinite(config.nonfinite);
     opt_config.options.clip_norm = config.clip_norm;
-    let opt = GradlabOptimizer::data_parallel(model.params().to_vec(), &opt_config, collective)?;
-    Ok((split, model, opt))
+    GradlabOptimizer::data_parallel(model.params().to_vec(), &opt_config, collective)
+}
+
+/// The trainer for a candle user's own model: the same loop, metrics (`metrics.jsonl`),
+/// checkpoints, resume, schedules, clipping, EMA/SWA and summary as `gradlab train` gives the
+/// built-in models, around a `candle_nn::ModuleT` that maps a batch of inputs
+/// `(N, rows, cols)` to class logits, trained with cross-entropy on `data`.
+///
+/// `config` is [`TrainConfig`] with its model part ignored (the model is yours: its
+/// `ModuleT::forward_t(x, train)` decides dropout and batch norm); its data part is `data`
+/// (cut to `config.train_limit`). Batches come as f32 and are cast to the parameters' type.
+/// Batch-norm statistics of a user's model are its own (candle's running averages): SWA's
+/// average is evaluated with them, not with statistics recomputed for the averaged weights.
+/// A checkpoint of such a run resumes through [`Trainer::run`] with the same module; the
+/// weights alone are `checkpoint/model.safetensors`.
+pub struct Trainer<M> {
+    config: TrainConfig,
+    model: CustomModel<M>,
+    data: Split,
+}
+
+impl<M: candle_nn::ModuleT> Trainer<M> {
+    /// A trainer of `module` whose parameters are `params` (named: checkpoints and parameter
+    /// groups go by name).
+    pub fn new(
+        module: M,
+        params: Vec<(String, candle_core::Var)>,
+        data: Split,
+        mut config: TrainConfig,
+    ) -> Result<Self> {
+        config.model = ModelSpec {
+            widths: Vec::new(),
+            ..ModelSpec::new(crate::models::ModelKind::Custom)
+        };
+        config.data_dir = None;
+        config.check()?;
+        let data = limit_data(data, &config)?;
+        Ok(Trainer {
+            config,
+            model: CustomModel::new(module, params)?,
+            data,
+        })
+    }
+
+    /// [`Trainer::new`] with the parameters of `varmap` (the names its `VarBuilder` gave).
+    pub fn from_varmap(
+        module: M,
+        varmap: &candle_nn::VarMap,
+        data: Split,
+        config: TrainConfig,
+    ) -> Result<Self> {
+        let params = varmap
+            .data()
+            .lock()
+            .map_err(|_| Error::Msg("the VarMap's lock is poisoned".into()))?
+            .iter()
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect();
+        Self::new(module, params, data, config)
+    }
+
+    /// Trains (from the checkpoint in `resume`, if given), writing to `config.out`.
+    pub fn run(&self, resume: Option<&Path>, on_event: impl FnMut(Event)) -> Result<Summary> {
+        run(
+            &self.config,
+            resume,
+            on_event,
+            Arc::new(Local),
+            self.data.clone(),
+            &self.model,
+        )
+    }
+
+    /// The model.
+    pub fn module(&self) -> &M {
+        self.model.module()
+    }
+
+    /// The configuration as it runs.
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
 }
 
 /// Trains, writing metrics, checkpoints and the summary to `config.out`; `resume` names a
@@ -455,10 +560,30 @@ pub fn train(
 pub fn train_on(
     config: &TrainConfig,
     resume: Option<&Path>,
-    mut on_event: impl FnMut(Event),
+    on_event: impl FnMut(Event),
     collective: Arc<dyn Collective>,
 ) -> Result<Summary> {
     config.check()?;
+    let split = load_data(config)?;
+    let model = Model::new(
+        &config.model,
+        split.train.rows,
+        split.train.cols,
+        config.seed,
+    )?;
+    run(config, resume, on_event, collective, split, &model)
+}
+
+/// Trains `model` on `split` as `config` says (the data and model options of `config` were
+/// used to make them).
+fn run(
+    config: &TrainConfig,
+    resume: Option<&Path>,
+    mut on_event: impl FnMut(Event),
+    collective: Arc<dyn Collective>,
+    split: Split,
+    model: &dyn Network,
+) -> Result<Summary> {
     let ranks = collective.size();
     let lead = collective.rank() == 0;
     if config.batch_size < ranks {
@@ -477,8 +602,8 @@ pub fn train_on(
             .map_err(|e| Error::Msg(format!("{}: cannot create: {e}", config.out.display())))?;
         lock = Some(crate::run_dir::RunLock::acquire(&config.out)?);
     }
-    let (split, model, mut opt) = setup(config, collective.clone())?;
-    check_ranks(config, &split, &model, collective.as_ref())?;
+    let mut opt = optimizer(config, model, collective.clone())?;
+    check_ranks(config, &split, model, collective.as_ref())?;
     let closure_steps = opt.needs_closure();
     let eval_point = opt.has_eval_point();
     if eval_point && ranks > 1 {
@@ -497,14 +622,14 @@ pub fn train_on(
         Some(s) => Some(opt.with_engine(|e| e.scheduler(s))?),
         None => None,
     };
-    let copies = |m: &Model| -> Result<Vec<Tensor>> {
+    let copies = |m: &dyn Network| -> Result<Vec<Tensor>> {
         Ok(m.params()
             .iter()
             .map(|(_, v)| v.as_tensor().copy())
             .collect::<candle_core::Result<_>>()?)
     };
     let mut avg = Averages {
-        ema: config.ema.map(|_| copies(&model)).transpose()?,
+        ema: config.ema.map(|_| copies(model)).transpose()?,
         swa: None,
         swa_schedule: None,
     };
@@ -523,7 +648,7 @@ pub fn train_on(
         let resumed = crate::checkpoint::load(
             dir,
             config,
-            &model,
+            model,
             &mut opt,
             scheduler.as_mut(),
             &mut avg,
@@ -659,7 +784,7 @@ pub fn train_on(
             .map_err(|e| {
                 let cause = match &e {
                     Error::Gradlab(gradlab::Error::NonFiniteGradient { .. }) => {
-                        non_finite_cause(&model, loss_value, previous_lr, &config.optimizer)
+                        non_finite_cause(model, loss_value, previous_lr, &config.optimizer)
                     }
                     _ => String::new(),
                 };
@@ -736,11 +861,11 @@ pub fn train_on(
             // Test, checkpoint and analyse the average x, with batch-norm statistics of x.
             opt.eval_mode()?;
             if model.has_batch_norm() {
-                recompute_batch_norm(&model, &split.train, config.batch_size)?;
+                recompute_batch_norm(model, &split.train, config.batch_size)?;
                 model.set_cumulative_batch_norm(false)?;
             }
         }
-        let (test_loss, test_accuracy) = evaluate_shared(&model, &split.test, collective.as_ref())?;
+        let (test_loss, test_accuracy) = evaluate_shared(model, &split.test, collective.as_ref())?;
         if let (Some(s), false) = (scheduler.as_mut(), config.in_swa(epoch)) {
             if plateau {
                 opt.with_engine(|e| e.step_schedule(s, Some(test_loss)))?;
@@ -750,7 +875,7 @@ pub fn train_on(
         }
         if config.in_swa(epoch) {
             avg.swa = Some(match avg.swa.take() {
-                None => (copies(&model)?, 1),
+                None => (copies(model)?, 1),
                 Some((mut mean, n)) => {
                     let vars: Vec<Var> = model.params().iter().map(|(_, v)| v.clone()).collect();
                     crate::averaging::mean_update(&mut mean, n, &vars)?;
@@ -760,8 +885,8 @@ pub fn train_on(
         }
         let ema_accuracy = match &avg.ema {
             Some(ema) => Some(
-                with_weights(&model, ema, || {
-                    evaluate_shared(&model, &split.test, collective.as_ref())
+                with_weights(model, ema, || {
+                    evaluate_shared(model, &split.test, collective.as_ref())
                 })?
                 .1,
             ),
@@ -786,7 +911,7 @@ pub fn train_on(
         crate::checkpoint::save(
             &config.out,
             config,
-            &model,
+            model,
             &mut opt,
             scheduler.as_ref(),
             &avg,
@@ -815,11 +940,11 @@ pub fn train_on(
         )));
     }
     let swa_accuracy = match &avg.swa {
-        Some((weights, _)) => Some(with_weights(&model, weights, || {
+        Some((weights, _)) => Some(with_weights(model, weights, || {
             if model.has_batch_norm() {
-                recompute_batch_norm(&model, &split.train, config.batch_size)?;
+                recompute_batch_norm(model, &split.train, config.batch_size)?;
             }
-            let r = evaluate_shared(&model, &split.test, collective.as_ref());
+            let r = evaluate_shared(model, &split.test, collective.as_ref());
             model.set_cumulative_batch_norm(false)?;
             r
         })?),
@@ -959,7 +1084,7 @@ fn peak_rss_bytes() -> Option<u64> {
 fn check_ranks(
     config: &TrainConfig,
     split: &Split,
-    model: &Model,
+    model: &dyn Network,
     collective: &dyn Collective,
 ) -> Result<()> {
     if collective.size() == 1 {
@@ -994,7 +1119,7 @@ fn check_ranks(
 
 /// Recomputes batch-norm statistics for the current weights with one pass over the
 /// training data (torch.optim.swa_utils.update_bn).
-fn recompute_batch_norm(model: &Model, data: &Dataset, batch_size: usize) -> Result<()> {
+fn recompute_batch_norm(model: &dyn Network, data: &Dataset, batch_size: usize) -> Result<()> {
     model.set_cumulative_batch_norm(true)?;
     let idx: Vec<usize> = (0..data.len()).collect();
     let mut rng = Rng::new(0);
@@ -1067,7 +1192,7 @@ fn to_core(e: Error) -> gradlab::Error {
 }
 
 /// Named tensors of a model (parameters and buffers) for safetensors.
-pub fn model_tensors(model: &Model) -> HashMap<String, Tensor> {
+pub fn model_tensors(model: &dyn Network) -> HashMap<String, Tensor> {
     let mut map: HashMap<String, Tensor> = model
         .params()
         .iter()
