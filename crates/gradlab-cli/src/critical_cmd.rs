@@ -30,7 +30,7 @@ pub struct CriticalArgs {
     plot: Option<PathBuf>,
 }
 
-fn to_json(at: [f64; 2], a: &Analysis) -> serde_json::Value {
+pub(crate) fn to_json(at: [f64; 2], a: &Analysis) -> serde_json::Value {
     let mut v = json!({
         "at": at,
         "loss": a.loss,
@@ -153,7 +153,14 @@ pub fn run(args: CriticalArgs) -> Result<()> {
             })
             .collect();
         let title = format!("critical points of {}", surface.name());
-        plot::surface_plot(path, surface, &title, &escapes, &markers, false)?;
+        plot::surface_plot(
+            path,
+            &gradlab::surface::Function::Builtin(surface),
+            &title,
+            &escapes,
+            &markers,
+            false,
+        )?;
     }
     Ok(())
 }

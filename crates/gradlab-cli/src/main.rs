@@ -11,6 +11,7 @@ mod lr_find_cmd;
 mod plot;
 mod ranks;
 mod schedule_cmd;
+mod serve;
 mod surface_cmd;
 mod train_cmd;
 
@@ -57,6 +58,9 @@ enum Command {
     BatchStudy(lab::BatchStudyArgs),
     /// Time optimizer steps against the memory-bandwidth roofline.
     Bench(bench_cmd::BenchArgs),
+    /// The interactive playground in the browser: optimizers moving on surfaces (built-in
+    /// or typed), their state, the Hessian where you click, momentum on a quadratic.
+    Serve(serve::ServeArgs),
 }
 
 fn main() {
@@ -80,6 +84,7 @@ fn main() {
         Command::Compare(args) => lab::compare(args),
         Command::BatchStudy(args) => lab::batch_study(args),
         Command::Landscape(args) => landscape_cmd::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

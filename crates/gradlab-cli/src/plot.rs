@@ -1,7 +1,7 @@
 //! SVG figures: the lecture's contour plot of a surface with optimizer paths.
 
 use anyhow::{Context, Result};
-use gradlab::surface::Surface;
+use gradlab::surface::{Function, SurfaceFunction};
 use plotters::prelude::*;
 use std::path::Path;
 
@@ -84,7 +84,7 @@ fn ramp(t: f64) -> RGBColor {
 }
 
 /// The plotting box: the surface's default box, grown (at most threefold) to hold the paths.
-fn plot_box(surface: Surface, paths: &[Path2]) -> [f64; 4] {
+fn plot_box(surface: &Function, paths: &[Path2]) -> [f64; 4] {
     let [mut x0, mut x1, mut y0, mut y1] = surface.default_box();
     let (w, h) = (x1 - x0, y1 - y0);
     let limit = [x0 - w, x1 + w, y0 - h, y1 + h];
@@ -99,8 +99,15 @@ fn plot_box(surface: Surface, paths: &[Path2]) -> [f64; 4] {
     [x0, x1, y0, y1]
 }
 
+/// `n ≥ 2` evenly spaced points from `a` to `b`.
+pub fn linspace(a: f64, b: f64, n: usize) -> Vec<f64> {
+    (0..n)
+        .map(|i| a + (b - a) * i as f64 / (n - 1) as f64)
+        .collect()
+}
+
 /// Grid values and contour thresholds; log-scaled when the values span a large range.
-fn levels(values: &mut [f64], bands: usize) -> (Vec<f64>, bool) {
+pub fn levels(values: &mut [f64], bands: usize) -> (Vec<f64>, bool) {
     let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let mut sorted = values.to_vec();
@@ -153,11 +160,11 @@ pub struct Field<'a> {
     pub minima: Vec<[f64; 2]>,
 }
 
-/// Draws filled contours of `surface`, the paths (their common start marked when
+/// Draws filled contours of `surface` (built-in or typed), the paths (their common start marked when
 /// `mark_start`), the known minima, and the markers on top.
 pub fn surface_plot(
     path: &Path,
-    surface: Surface,
+    surface: &Function,
     title: &str,
     paths: &[Path2],
     markers: &[Marker],
@@ -165,12 +172,7 @@ pub fn surface_plot(
 ) -> Result<()> {
     let [x0, x1, y0, y1] = plot_box(surface, paths);
     let (nx, ny) = (160usize, 140usize);
-    let xs: Vec<f64> = (0..nx)
-        .map(|i| x0 + (x1 - x0) * i as f64 / (nx - 1) as f64)
-        .collect();
-    let ys: Vec<f64> = (0..ny)
-        .map(|j| y0 + (y1 - y0) * j as f64 / (ny - 1) as f64)
-        .collect();
+    let (xs, ys) = (linspace(x0, x1, nx), linspace(y0, y1, ny));
     let values = ys
         .iter()
         .flat_map(|y| xs.iter().map(move |x| surface.value(*x, *y)))
@@ -180,7 +182,10 @@ pub fn surface_plot(
         xs,
         ys,
         values,
-        minima: surface.minima(),
+        minima: match surface {
+            Function::Builtin(s) => s.minima(),
+            Function::Typed(_) => Vec::new(),
+        },
     };
     field_plot(path, &field, title, paths, markers, mark_start)
 }

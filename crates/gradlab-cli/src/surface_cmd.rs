@@ -5,15 +5,25 @@ use crate::plot::{self, Path2};
 use anyhow::{bail, Context, Result};
 use gradlab::optim::Options;
 use gradlab::spec;
-use gradlab::surface::{replay, Surface};
+use gradlab::surface::replay::{self, GradientNoise};
+use gradlab::surface::Function;
 use std::path::PathBuf;
 
 /// Arguments of `gradlab surface`.
 #[derive(clap::Args, Debug)]
 pub struct SurfaceArgs {
     /// The surface: rosenbrock, beale, himmelblau, booth, product, monkey, bowl, rastrigin.
-    #[arg(long)]
-    function: String,
+    #[arg(
+        long,
+        required_unless_present = "expression",
+        conflicts_with = "expression"
+    )]
+    function: Option<String>,
+    /// A surface of your own: an expression in x and y such as '(1 - x)^2 + 3*(y - x^2)^2'
+    /// (+ - * / ^, sin cos tan exp ln sqrt abs tanh sinh cosh atan, pi, e), differentiated
+    /// exactly.
+    #[arg(long, allow_hyphen_values = true)]
+    expression: Option<String>,
     /// Start point as X,Y (write --start=-1.5,2 when X is negative).
     #[arg(long, allow_hyphen_values = true)]
     start: String,
@@ -26,6 +36,13 @@ pub struct SurfaceArgs {
     /// A schedule spec such as 'cosine(t_max=200)', stepped after every optimizer step.
     #[arg(long)]
     schedule: Option<String>,
+    /// Gaussian noise of this standard deviation added to every gradient (a small batch's
+    /// gradient, emulated).
+    #[arg(long, default_value_t = 0.0)]
+    noise: f64,
+    /// Seed of the gradient noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
     /// Write the trajectories here (columns step,x,y,loss,lr; with several optimizers an
     /// extra first column optimizer).
     #[arg(long)]
@@ -54,7 +71,8 @@ pub fn parse_point(text: &str, what: &str) -> Result<[f64; 2]> {
 
 /// Runs the command.
 pub fn run(args: SurfaceArgs) -> Result<()> {
-    let surface: Surface = args.function.parse()?;
+    let surface =
+        Function::from_name_or_expression(args.function.as_deref(), args.expression.as_deref())?;
     let start = parse_point(&args.start, "--start")?;
     let specs = args
         .optimizers
@@ -72,14 +90,22 @@ pub fn run(args: SurfaceArgs) -> Result<()> {
     for (text, spec) in args.optimizers.iter().zip(&specs) {
         let mut opt = replay::optimizer_for_surface(spec, Options::default())
             .with_context(|| format!("--optimizer {}", gradlab::error::quote(text)))?;
-        let traj =
-            replay::run_scheduled(surface, start, opt.as_mut(), args.steps, schedule.as_ref())
-                .with_context(|| {
-                    format!(
-                        "--schedule '{}'",
-                        args.schedule.as_deref().unwrap_or_default()
-                    )
-                })?;
+        let mut noise = GradientNoise::new(args.noise, args.seed).context("--noise")?;
+        let traj = replay::run_scheduled_observed(
+            &surface,
+            start,
+            opt.as_mut(),
+            args.steps,
+            schedule.as_ref(),
+            Some(&mut noise),
+            |_, _| {},
+        )
+        .with_context(|| {
+            format!(
+                "--schedule '{}'",
+                args.schedule.as_deref().unwrap_or_default()
+            )
+        })?;
         if let Some(e) = &traj.stopped {
             eprintln!(
                 "warning: {text} stopped after {} of {} steps: {e}",
@@ -128,12 +154,12 @@ pub fn run(args: SurfaceArgs) -> Result<()> {
             .collect();
         let title = format!(
             "{} from ({}, {}), {} steps",
-            surface.name(),
+            surface.label(),
             start[0],
             start[1],
             args.steps
         );
-        plot::surface_plot(path, surface, &title, &paths, &[], true)?;
+        plot::surface_plot(path, &surface, &title, &paths, &[], true)?;
     }
     Ok(())
 }

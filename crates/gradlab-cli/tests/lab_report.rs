@@ -1,21 +1,10 @@
 //! `gradlab lab --quick`: every section with real figures, a self-contained page, and (where
 //! Chromium is installed) a clean load in a headless browser with a screenshot.
 
+mod common;
+use common::chromium;
 use std::path::Path;
 use std::process::Command;
-
-fn chromium() -> Option<String> {
-    ["chromium", "chromium-browser", "google-chrome"]
-        .iter()
-        .find_map(|name| {
-            Command::new("which")
-                .arg(name)
-                .output()
-                .ok()
-                .filter(|o| o.status.success())
-                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        })
-}
 
 fn check_page(html: &str) {
     for id in ["optimizers", "schedules", "batch-size", "stuck", "surfaces"] {
@@ -99,15 +88,10 @@ fn browser_check(out: &Path) {
     let shot = out.join("screenshot.png");
     let profile = out.join("chromium-profile");
     let result = Command::new(&chromium)
+        .args(common::QUIET_FLAGS)
         .args([
             "--headless",
             "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
             "--enable-logging=stderr",
             "--v=0",
             "--window-size=1200,4000",

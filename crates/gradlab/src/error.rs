@@ -47,6 +47,14 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A typed surface f(x, y) that does not parse or uses what cannot be differentiated.
+    #[error("invalid expression {}: {message}", quote(expression))]
+    Expression {
+        /// The text typed.
+        expression: String,
+        /// What is wrong.
+        message: String,
+    },
     /// Parameters or gradients that do not match the optimizer's layout.
     #[error("{0}")]
     Layout(String),

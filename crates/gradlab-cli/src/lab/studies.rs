@@ -1115,7 +1115,7 @@ fn surface_figure(
     let svg = out.join(format!("data/surface_{name}.svg"));
     plot::surface_plot(
         &svg,
-        surface,
+        &gradlab::surface::Function::Builtin(surface),
         &format!("{name}: {steps} steps from ({}, {})", start[0], start[1]),
         &paths,
         &markers,

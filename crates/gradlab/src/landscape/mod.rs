@@ -40,7 +40,7 @@ pub mod slices;
 pub mod slq;
 pub mod symmetry;
 
-use crate::surface::Surface;
+use crate::surface::{Surface, SurfaceFunction};
 use crate::{Error, Result};
 
 /// A loss that can be evaluated with its gradient anywhere.
@@ -66,11 +66,11 @@ pub trait HessianOperator {
     fn loss_grad(&mut self, grad: &mut [f64]) -> Result<f64>;
 }
 
-/// An analytic surface as an [`Objective`].
+/// An analytic surface (built-in or typed) as an [`Objective`].
 #[derive(Debug, Clone, Copy)]
-pub struct SurfaceObjective(pub Surface);
+pub struct SurfaceObjective<S = Surface>(pub S);
 
-impl Objective for SurfaceObjective {
+impl<S: SurfaceFunction> Objective for SurfaceObjective<S> {
     fn dim(&self) -> usize {
         2
     }
@@ -81,16 +81,16 @@ impl Objective for SurfaceObjective {
     }
 }
 
-/// The exact Hessian of an analytic surface at a point.
+/// The exact Hessian of an analytic surface (built-in or typed) at a point.
 #[derive(Debug, Clone, Copy)]
-pub struct SurfaceHessian {
+pub struct SurfaceHessian<S = Surface> {
     /// The surface.
-    pub surface: Surface,
+    pub surface: S,
     /// The point.
     pub at: [f64; 2],
 }
 
-impl HessianOperator for SurfaceHessian {
+impl<S: SurfaceFunction + Copy> HessianOperator for SurfaceHessian<S> {
     fn dim(&self) -> usize {
         2
     }

@@ -10,9 +10,113 @@
 //! | `monkey` | x³ − 3xy² | degenerate saddle at the origin |
 //! | `bowl` | 0.05x² + 5y² | convex, condition number 100 |
 //! | `rastrigin` | 20 + x² − 10cos 2πx + y² − 10cos 2πy | many local minima, global at 0 |
+//!
+//! Any other f(x, y) can be typed ([`expression::Expression`]); optimizers, schedules and the
+//! Hessian tools take either through [`SurfaceFunction`].
 
 pub mod critical_points;
+pub mod expression;
+pub mod quadratic;
 pub mod replay;
+
+/// A function of two variables with exact value, gradient and Hessian: a built-in
+/// [`Surface`] or a typed [`expression::Expression`].
+pub trait SurfaceFunction {
+    /// f(x, y).
+    fn value(&self, x: f64, y: f64) -> f64;
+    /// ∇f(x, y).
+    fn gradient(&self, x: f64, y: f64) -> [f64; 2];
+    /// The Hessian `[[f_xx, f_xy], [f_xy, f_yy]]`.
+    fn hessian(&self, x: f64, y: f64) -> [[f64; 2]; 2];
+}
+
+impl<F: SurfaceFunction + ?Sized> SurfaceFunction for &F {
+    fn value(&self, x: f64, y: f64) -> f64 {
+        (**self).value(x, y)
+    }
+    fn gradient(&self, x: f64, y: f64) -> [f64; 2] {
+        (**self).gradient(x, y)
+    }
+    fn hessian(&self, x: f64, y: f64) -> [[f64; 2]; 2] {
+        (**self).hessian(x, y)
+    }
+}
+
+/// A surface given by name ([`Surface`]) or typed ([`expression::Expression`]).
+#[derive(Debug, Clone)]
+pub enum Function {
+    /// A built-in surface.
+    Builtin(Surface),
+    /// A typed expression in x and y.
+    Typed(expression::Expression),
+}
+
+impl Function {
+    /// The built-in surface `name` or, when `name` is `None`, the typed `expression`; one of
+    /// the two must be given.
+    pub fn from_name_or_expression(name: Option<&str>, expression: Option<&str>) -> Result<Self> {
+        match (name, expression) {
+            (Some(n), None) => Ok(Function::Builtin(n.parse()?)),
+            (None, Some(e)) => Ok(Function::Typed(expression::Expression::parse(e)?)),
+            (Some(_), Some(_)) => Err(Error::Layout(
+                "give a built-in function or an expression, not both".into(),
+            )),
+            (None, None) => Err(Error::Layout(format!(
+                "give a function (one of {}) or an expression in x and y",
+                ALL.iter().map(|f| f.name()).collect::<Vec<_>>().join(", ")
+            ))),
+        }
+    }
+
+    /// The built-in's name, or the expression as typed.
+    pub fn label(&self) -> &str {
+        match self {
+            Function::Builtin(s) => s.name(),
+            Function::Typed(e) => e.text(),
+        }
+    }
+
+    /// A box `[xmin, xmax, ymin, ymax]` to show it in: the built-in's, or [−3, 3]².
+    pub fn default_box(&self) -> [f64; 4] {
+        match self {
+            Function::Builtin(s) => s.default_box(),
+            Function::Typed(_) => [-3.0, 3.0, -3.0, 3.0],
+        }
+    }
+}
+
+impl SurfaceFunction for Function {
+    fn value(&self, x: f64, y: f64) -> f64 {
+        match self {
+            Function::Builtin(s) => s.value(x, y),
+            Function::Typed(e) => e.value(x, y),
+        }
+    }
+    fn gradient(&self, x: f64, y: f64) -> [f64; 2] {
+        match self {
+            Function::Builtin(s) => s.gradient(x, y),
+            Function::Typed(e) => e.gradient(x, y),
+        }
+    }
+    fn hessian(&self, x: f64, y: f64) -> [[f64; 2]; 2] {
+        match self {
+            Function::Builtin(s) => s.hessian(x, y),
+            Function::Typed(e) => e.hessian(x, y),
+        }
+    }
+}
+
+impl SurfaceFunction for Surface {
+    fn value(&self, x: f64, y: f64) -> f64 {
+        Surface::value(*self, x, y)
+    }
+    fn gradient(&self, x: f64, y: f64) -> [f64; 2] {
+        Surface::gradient(*self, x, y)
+    }
+    fn hessian(&self, x: f64, y: f64) -> [[f64; 2]; 2] {
+        Surface::hessian(*self, x, y)
+    }
+}
 
 use crate::{Error, Result};
 use std::f64::consts::PI;
@@ -77,6 +181,20 @@ impl Surface {
             Surface::Monkey => "monkey",
             Surface::Bowl => "bowl",
             Surface::Rastrigin => "rastrigin",
+        }
+    }
+
+    /// The formula, as in the table above.
+    pub fn formula(self) -> &'static str {
+        match self {
+            Surface::Rosenbrock => "(1 − x)² + 100(y − x²)²",
+            Surface::Beale => "(1.5 − x + xy)² + (2.25 − x + xy²)² + (2.625 − x + xy³)²",
+            Surface::Himmelblau => "(x² + y − 11)² + (x + y² − 7)²",
+            Surface::Booth => "(x + 2y − 7)² + (2x + y − 5)²",
+            Surface::Product => "(1 − xy)²",
+            Surface::Monkey => "x³ − 3xy²",
+            Surface::Bowl => "0.05x² + 5y²",
+            Surface::Rastrigin => "20 + x² − 10cos 2πx + y² − 10cos 2πy",
         }
     }
 
