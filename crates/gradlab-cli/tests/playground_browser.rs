@@ -33,7 +33,15 @@ fn eval(tab: &Tab, js: &str) -> serde_json::Value {
 fn wait_for(tab: &Tab, js: &str, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while eval(tab, js) != serde_json::Value::Bool(true) {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; status: {}; paths: {}",
+            eval(tab, "document.getElementById('status').textContent"),
+            eval(
+                tab,
+                "document.querySelectorAll('#overlay polyline.path').length"
+            )
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -205,6 +213,20 @@ fn the_playground_works_in_a_browser() {
         shot.len()
     );
     println!("screenshot: {} ({} bytes)", path.display(), shot.len());
+
+    // The address bar holds the whole state: a reload shows the same paths and Hessian.
+    let href = eval(&tab, "location.href");
+    let href = href.as_str().unwrap();
+    assert!(href.contains("at="), "{href}");
+    tab.navigate_to(href)
+        .unwrap()
+        .wait_until_navigated()
+        .unwrap();
+    wait_for(&tab, "document.querySelectorAll('#overlay polyline.path').length === 2 && !!document.getElementById('eigenvalues')", "the shared state");
+    assert_eq!(
+        eval(&tab, "document.getElementById('eigenvalues').textContent"),
+        eigen
+    );
 
     let clean = errors.lock().unwrap().clone();
     assert!(clean.is_empty(), "console errors: {clean:#?}");
