@@ -3,6 +3,7 @@
 //! studies into the same kind of report).
 
 mod report;
+mod saddle;
 mod studies;
 
 use anyhow::{Context, Result};
@@ -151,6 +152,7 @@ pub fn run(args: LabArgs) -> Result<()> {
             Box::new(|| studies::stuck(out, &budget)),
         ),
         ("error surfaces", Box::new(|| studies::surfaces(out))),
+        ("saddle points", Box::new(|| saddle::saddle(out))),
     ];
     let total = studies.len();
     let mut not_run = Vec::new();

@@ -7,10 +7,8 @@ use super::Budget;
 use crate::csv::{num, Table};
 use crate::plot::{self, Band, LineChart, Marker, Path2};
 use anyhow::{Context, Result};
-use gradlab::landscape::critical::{analyze, CriticalOptions};
 use gradlab::landscape::lanczos::{lanczos, LanczosOptions};
 use gradlab::landscape::sharpness::epsilon_sharpness;
-use gradlab::landscape::{SurfaceHessian, SurfaceObjective};
 use gradlab::optim::Options;
 use gradlab::spec;
 use gradlab::surface::{replay, Surface};
@@ -1169,55 +1167,6 @@ pub fn surfaces(out: &Path) -> Result<Section> {
         figures.push(fig);
         commands.push(cmd);
     }
-    // The saddle of (1 - xy)^2 and its escape direction.
-    let at = [0.0, 0.0];
-    let a = analyze(
-        &mut SurfaceHessian {
-            surface: Surface::Product,
-            at,
-        },
-        Some(&mut SurfaceObjective(Surface::Product)),
-        &at,
-        &CriticalOptions::default(),
-    )?;
-    let mut markers = vec![Marker {
-        label: format!("{} at (0, 0)", a.kind),
-        at: (0.0, 0.0),
-        color: plotters::style::RGBColor(204, 121, 167),
-    }];
-    let mut extra = Vec::new();
-    if let Some(e) = &a.escape {
-        let t = e.step.unwrap_or(1.0);
-        extra.push(Path2 {
-            label: format!(
-                "escape direction ({:.3}, {:.3})",
-                e.direction[0], e.direction[1]
-            ),
-            points: vec![(0.0, 0.0), (t * e.direction[0], t * e.direction[1])],
-        });
-        markers.push(Marker {
-            label: "after the escape step".into(),
-            at: (t * e.direction[0], t * e.direction[1]),
-            color: plotters::style::RGBColor(0, 158, 115),
-        });
-        summary.push(format!(
-            "(1 − xy)² at the origin: gradient norm {:.1e}, Hessian eigenvalues {:.3} and {:.3} — a <b>{}</b>. Along the eigenvector of the negative eigenvalue, ({:.3}, {:.3}), a step of {:.2} lowers the loss from {:.3} to {:.3}.",
-            a.gradient_norm,
-            a.eigenvalues[0],
-            a.eigenvalues[1],
-            a.kind,
-            e.direction[0],
-            e.direction[1],
-            t,
-            a.loss,
-            e.loss_after.unwrap_or(f64::NAN)
-        ));
-    }
-    let (fig, lines, cmd) = surface_figure(out, Surface::Product, [0.001, -0.001], &["sgd(lr=0.05)", "adam(lr=0.05)"], 150, "The saddle of (1 − xy)²: started next to it, gradient descent lingers where the gradient is tiny before it escapes.", markers, extra)?;
-    summary.push(format!("From (0.001, −0.001): {}.", lines.join("; ")));
-    figures.push(fig);
-    commands.push(cmd);
-    commands.push("gradlab critical --function product --at=0,0 --json".into());
     Ok(Section {
         id: "surfaces",
         title: "Error surfaces".into(),
