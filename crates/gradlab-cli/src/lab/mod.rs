@@ -152,7 +152,18 @@ pub fn run(args: LabArgs) -> Result<()> {
             Box::new(|| studies::stuck(out, &budget)),
         ),
         ("error surfaces", Box::new(|| studies::surfaces(out))),
-        ("saddle points", Box::new(|| saddle::saddle(out))),
+        (
+            "saddle points",
+            Box::new(|| {
+                saddle::saddle(
+                    out,
+                    Some((
+                        out.join("runs").join("stuck"),
+                        budget.curvature_examples.min(512),
+                    )),
+                )
+            }),
+        ),
     ];
     let total = studies.len();
     let mut not_run = Vec::new();
