@@ -113,6 +113,42 @@ fn the_quick_lab_writes_a_complete_report() {
         !html.contains("lingers where the gradient is tiny before it escapes"),
         "the old, wrong caption"
     );
+    // ... and the same diagnosis on the network where SGD stalled.
+    let network: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("data/saddle_network.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        network["bottom_eigenvalue"].as_f64().unwrap()
+            < network["top_eigenvalue"].as_f64().unwrap()
+    );
+    assert_eq!(network["steps"].as_array().unwrap().len(), 4);
+    assert!(section.contains("The same diagnosis on the network"));
+    // The report opens with the verdicts: every claim with its figure, verdict and section.
+    assert!(
+        html.find("<section id=\"verdicts\">").unwrap()
+            < html.find("<section id=\"optimizers\">").unwrap(),
+        "the verdicts do not open the report"
+    );
+    let claims: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("data/claims.json")).unwrap())
+            .unwrap();
+    let claims = claims.as_array().unwrap();
+    assert!(claims.len() >= 12, "only {} claims", claims.len());
+    for c in claims {
+        let verdict = c["verdict"].as_str().unwrap();
+        assert!(
+            ["holds", "does not hold", "inconclusive"].contains(&verdict),
+            "{c}"
+        );
+        let id = c["section"].as_str().unwrap();
+        assert!(html.contains(&format!("<section id=\"{id}\">")), "{c}");
+        let measured = c["measured"].as_str().unwrap();
+        assert!(
+            measured.chars().any(|ch| ch.is_ascii_digit()),
+            "no number behind {c}"
+        );
+    }
     browser_check(&out);
     std::fs::remove_dir_all(&out).unwrap();
 }

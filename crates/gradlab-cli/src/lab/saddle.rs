@@ -5,7 +5,7 @@
 //! escapes from the stable direction too; and the Hessian's most negative eigenvector gives a
 //! step that lowers the loss at once. Every sentence of the section is built from these runs.
 
-use super::report::{esc, table, Figure, Section};
+use super::report::{esc, table, Claim, Figure, Section, Verdict};
 use crate::csv::{num, Table};
 use crate::plot::{self, LineChart, Marker, Path2};
 use anyhow::Result;
@@ -187,7 +187,10 @@ fn diagnose_network(dir: PathBuf, examples: usize) -> Result<NetworkDiagnosis> {
 }
 
 /// The network part of the section: text, table row data and JSON.
-fn network_part(out: &Path, d: &NetworkDiagnosis) -> Result<(Vec<String>, serde_json::Value)> {
+fn network_part(
+    out: &Path,
+    d: &NetworkDiagnosis,
+) -> Result<(Vec<String>, serde_json::Value, Claim)> {
     let minimum_ratio = std::fs::read_to_string(out.join("data/stuck_hessian.json"))
         .ok()
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
@@ -235,7 +238,15 @@ fn network_part(out: &Path, d: &NetworkDiagnosis) -> Result<(Vec<String>, serde_
         "slope_along_eigenvector": d.slope,
         "steps": d.steps.iter().map(|s| json!({"length": s.0, "loss_along_eigenvector": s.1, "quadratic_model": s.2, "loss_along_negative_gradient": s.3})).collect::<Vec<_>>(),
     });
-    Ok((text, json))
+    let claim = Claim::new(
+        "Where training stalls, the Hessian has negative eigenvalues (a saddle, not a minimum)",
+        format!(
+            "most negative eigenvalue {:.4} against the largest {:.4} (holds below −0.1% of it, fails at ≥ 0)",
+            d.bottom, d.top
+        ),
+        Verdict::from(d.bottom < -1e-3 * d.top, d.bottom >= 0.0),
+    );
+    Ok((text, json, claim))
 }
 
 /// The study; `stalled` names the run where training stalled (the stuck study's) and the
@@ -403,10 +414,12 @@ pub fn saddle(out: &Path, stalled: Option<(PathBuf, usize)>) -> Result<Section> 
         verdict(noisy)
     ));
 
+    let mut claims = surface_claims(&analysis, &outcomes);
     let network = match stalled {
         Some((dir, examples)) if dir.join("checkpoint").exists() => {
-            let (text, json) = network_part(out, &diagnose_network(dir, examples)?)?;
+            let (text, json, claim) = network_part(out, &diagnose_network(dir, examples)?)?;
             summary.extend(text);
+            claims.push(claim);
             Some(json)
         }
         _ => None,
@@ -475,5 +488,88 @@ pub fn saddle(out: &Path, stalled: Option<(PathBuf, usize)>) -> Result<Section> 
             "gradlab surface --function product --start=0.5,-0.49999 --optimizer 'sgd(lr=0.1)' --optimizer 'sgd(lr=0.1, momentum=0.9)' --steps 300 --csv off.csv".into(),
             "gradlab surface --function product --start=0.5,-0.5 --optimizer 'sgd(lr=0.1)' --noise 0.01 --seed 1 --steps 300 --csv noisy.csv".into(),
         ],
+        claims,
     })
+}
+
+/// The lecture's claims about saddles, from the runs (`cases()`'s order) and the analysis of
+/// the origin.
+fn surface_claims(
+    analysis: &gradlab::landscape::critical::Analysis,
+    outcomes: &[Outcome],
+) -> Vec<Claim> {
+    let (stable, off, plain, momentum, noisy) = (
+        &outcomes[0],
+        &outcomes[1..4],
+        &outcomes[2],
+        &outcomes[4],
+        &outcomes[5],
+    );
+    let grows = off.windows(2).all(|w| w[1].near > w[0].near);
+    let all_escape = off.iter().all(|o| o.escaped_at.is_some());
+    let mut claims = vec![
+        Claim::new(
+            "A small gradient can mean a saddle point: gradient descent can converge to one",
+            format!(
+                "from the stable direction: final loss {:.6} (the saddle's 1) after {STEPS} steps",
+                stable.losses.last().copied().unwrap_or(f64::NAN)
+            ),
+            Verdict::from(
+                stable.at_saddle,
+                !stable.at_saddle && stable.escaped_at.is_some(),
+            ),
+        ),
+        Claim::new(
+            "Near a saddle, training lingers on a plateau, the longer the closer it starts",
+            format!(
+                "{} steps near the saddle's loss for δ = 1e-2, 1e-5, 1e-8, then {}",
+                off.iter()
+                    .map(|o| o.near.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if all_escape {
+                    "escape"
+                } else {
+                    "not all escape"
+                }
+            ),
+            Verdict::from(grows && all_escape, !grows),
+        ),
+        Claim::new(
+            "Momentum helps escape saddle points",
+            format!(
+                "escape at step {} with momentum 0.9 vs {} without (δ = 1e-5)",
+                momentum
+                    .escaped_at
+                    .map_or("never".into(), |k| k.to_string()),
+                plain.escaped_at.map_or("never".into(), |k| k.to_string())
+            ),
+            match (momentum.escaped_at, plain.escaped_at) {
+                (Some(m), Some(p)) => Verdict::from(m < p, m > p),
+                (Some(_), None) => Verdict::Holds,
+                (None, Some(_)) => Verdict::DoesNotHold,
+                (None, None) => Verdict::Inconclusive,
+            },
+        ),
+        Claim::new(
+            "Gradient noise (small batches) escapes saddle points",
+            format!(
+                "from the stable direction with σ = 0.01: {}",
+                verdict(noisy)
+            ),
+            Verdict::from(
+                noisy.escaped_at.is_some() && !noisy.at_saddle,
+                noisy.at_saddle,
+            ),
+        ),
+    ];
+    if let Some(e) = &analysis.escape {
+        let after = e.loss_after.unwrap_or(f64::NAN);
+        claims.push(Claim::new(
+            "At a saddle, the eigenvector of a negative Hessian eigenvalue points the way down",
+            format!("one step along it: loss {:.3} → {after:.3}", analysis.loss),
+            Verdict::from(after < analysis.loss, after >= analysis.loss),
+        ));
+    }
+    claims
 }

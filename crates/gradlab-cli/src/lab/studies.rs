@@ -2,7 +2,7 @@
 //! under the output folder, and returns a report section whose text is built only from
 //! what was measured.
 
-use super::report::{esc, table, Figure, Section};
+use super::report::{esc, table, Claim, Figure, Section, Verdict};
 use super::Budget;
 use crate::csv::{num, Table};
 use crate::plot::{self, Band, LineChart, Marker, Path2};
@@ -454,7 +454,9 @@ pub fn optimizers(
         ),
     ];
     summary.extend(switch_notes.into_iter().map(|n| esc(&n)));
-    summary.extend(sam_flatness(&first_runs, budget)?);
+    let (sam_lines, mut claims) = sam_flatness(&first_runs, budget)?;
+    summary.extend(sam_lines);
+    claims.extend(optimizer_claims(&results, budget.seeds));
     Ok(Section {
         id: "optimizers",
         title: "Optimizers compared".into(),
@@ -465,7 +467,46 @@ pub fn optimizers(
             Figure { svg: acc_svg, caption: "Test accuracy (2,000 held-out digits) after each epoch.".into(), data: vec!["data/optimizers.csv".into()] },
         ],
         commands,
+        claims,
     })
+}
+
+/// The lecture's claims about adaptive optimizers against SGD, from the comparison's
+/// results `(spec, test accuracy, final train loss, ms/step)`: a difference counts when it
+/// exceeds 10% (training loss) or one percentage point (accuracy).
+fn optimizer_claims(results: &[(String, f64, f64, f64)], seeds: usize) -> Vec<Claim> {
+    let find = |name: &str, momentum: bool| {
+        results.iter().find(|r| {
+            spec::parse(&r.0).is_ok_and(|s| {
+                s.name == name
+                    && matches!(s.get("momentum"), Some(spec::Value::Num(m)) if *m > 0.0)
+                        == momentum
+            })
+        })
+    };
+    let mut claims = Vec::new();
+    let seeds_note = format!("{seeds} seed(s)");
+    if let (Some(adam), Some(sgd)) = (find("adam", false), find("sgd", false)) {
+        claims.push(Claim::new(
+            "Adam trains faster than plain SGD (lower training loss on the same budget)",
+            format!(
+                "final train loss {:.4} (<code>{}</code>) vs {:.4} (<code>{}</code>); margin 10%, {seeds_note}",
+                adam.2, esc(&adam.0), sgd.2, esc(&sgd.0)
+            ),
+            Verdict::from(adam.2 < 0.9 * sgd.2, adam.2 > 1.1 * sgd.2),
+        ));
+    }
+    if let (Some(sgdm), Some(adam)) = (find("sgd", true), find("adam", false)) {
+        claims.push(Claim::new(
+            "SGD with momentum generalizes better than Adam",
+            format!(
+                "test accuracy {} (<code>{}</code>) vs {} (<code>{}</code>); margin 1 point, {seeds_note}",
+                pct(sgdm.1), esc(&sgdm.0), pct(adam.1), esc(&adam.0)
+            ),
+            Verdict::from(sgdm.1 > adam.1 + 0.01, sgdm.1 < adam.1 - 0.01),
+        ));
+    }
+    claims
 }
 
 /// Runs `optimizer` with `schedule` over the budget's seeds; its command joins `commands`.
@@ -671,14 +712,16 @@ pub fn schedules(out: &Path, budget: &Budget) -> Result<Section> {
             },
         ],
         commands,
+        claims: Vec::new(),
     })
 }
 
 /// SAM's claim, measured: for each `sam(BASE, ...)` run whose BASE also ran, the curvature
 /// (ε-sharpness, top Hessian eigenvalue) of both final weights, and whether SAM's is flatter
 /// by both measures.
-fn sam_flatness(runs: &[(String, PathBuf)], budget: &Budget) -> Result<Vec<String>> {
+fn sam_flatness(runs: &[(String, PathBuf)], budget: &Budget) -> Result<(Vec<String>, Vec<Claim>)> {
     let mut out = Vec::new();
+    let mut claims = Vec::new();
     for (text, dir) in runs {
         let sam = spec::parse(text)?;
         if sam.name != "sam" {
@@ -708,8 +751,13 @@ fn sam_flatness(runs: &[(String, PathBuf)], budget: &Budget) -> Result<Vec<Strin
             esc(text),
             esc(base_text),
         ));
+        claims.push(Claim::new(
+            "SAM finds flatter minima than its base optimizer",
+            format!("ε-sharpness {s_sharp:.3} vs {b_sharp:.3}, top eigenvalue {s_top:.3} vs {b_top:.3} (both measures must agree)"),
+            Verdict::from(s_sharp < b_sharp && s_top < b_top, s_sharp > b_sharp && s_top > b_top),
+        ));
     }
-    Ok(out)
+    Ok((out, claims))
 }
 
 /// Curvature of a checkpoint: (ε-sharpness, top Hessian eigenvalue), computed in f64.
@@ -868,6 +916,7 @@ pub fn batch_size(out: &Path, budget: &Budget, optimizer: &str) -> Result<Sectio
         Figure { svg: sharp_svg, caption: format!("Keskar et al.'s ε-sharpness and the largest Hessian eigenvalue, on {} training examples.", budget.curvature_examples), data: vec!["data/batch_size.csv".into()] },
     ];
     let mut summary = Vec::new();
+    let mut claims = Vec::new();
     if let (Some(small), Some(large)) = (dirs.first(), dirs.last()) {
         if small.0 != large.0 {
             let l = landscape(
@@ -909,6 +958,32 @@ pub fn batch_size(out: &Path, budget: &Budget, optimizer: &str) -> Result<Sectio
                     "the two measures disagree on which solution is sharper."
                 }
             ));
+            let (a0, a1) = (test_acc[0].1, test_acc[test_acc.len() - 1].1);
+            let (t0, t1) = (per_epoch[0].1, per_epoch[per_epoch.len() - 1].1);
+            claims.push(Claim::new(
+                "Large batches take less time per epoch (parallel hardware)",
+                format!(
+                    "{t0:.0} ms per epoch at batch {} vs {t1:.0} ms at batch {}; margin 10%",
+                    small.0, large.0
+                ),
+                Verdict::from(t1 < 0.9 * t0, t1 > 1.1 * t0),
+            ));
+            claims.push(Claim::new(
+                "Small batches generalize better than large ones (same epochs)",
+                format!(
+                    "test accuracy {} at batch {} vs {} at batch {}; margin 1 point, one seed",
+                    pct(a0),
+                    small.0,
+                    pct(a1),
+                    large.0
+                ),
+                Verdict::from(a0 > a1 + 0.01, a0 < a1 - 0.01),
+            ));
+            claims.push(Claim::new(
+                "Large batches end in sharper minima",
+                format!("ε-sharpness {s0:.3} → {s1:.3}, top eigenvalue {e0:.3} → {e1:.3} from batch {} to {} (both measures must agree)", small.0, large.0),
+                Verdict::from(s1 > s0 && e1 > e0, s1 < s0 && e1 < e0),
+            ));
             summary.push(format!(
                 "An update took {:.2} ms at batch {} and {:.2} ms at batch {}, an epoch {:.0} ms and {:.0} ms.",
                 per_update[0].1,
@@ -938,6 +1013,7 @@ pub fn batch_size(out: &Path, budget: &Budget, optimizer: &str) -> Result<Sectio
         )),
         figures,
         commands,
+        claims,
     })
 }
 
@@ -1056,6 +1132,11 @@ pub fn stuck(out: &Path, budget: &Budget) -> Result<Section> {
             Figure { svg: dsvg, caption: "Eigenvalue density of the Hessian at the end of training: a bulk near zero and a few large outliers.".into(), data: vec!["data/stuck_hessian.json".into()] },
         ],
         commands: vec![command(&c), format!("gradlab hessian --checkpoint {} --trace --density density.svg", r.dir.display())],
+        claims: vec![Claim::new(
+            "Training stuck is not small gradient",
+            format!("the loss went from {first_loss:.3} to {last_loss:.3} with the gradient norm ending at {:.0}% of its peak (holds above 30%, fails below 10%)", 100.0 * last_grad / peak),
+            Verdict::from(last_grad > 0.3 * peak, last_grad < 0.1 * peak),
+        )],
     })
 }
 
@@ -1174,5 +1255,6 @@ pub fn surfaces(out: &Path) -> Result<Section> {
         table: None,
         figures,
         commands,
+        claims: Vec::new(),
     })
 }
