@@ -24,6 +24,8 @@ struct Job {
     count: usize,
 }
 
+// SAFETY: the task behind the pointer is `Sync` and outlives the job (`run` waits for every
+// worker to finish with it before returning), so handing the pointer to workers is sound.
 unsafe impl Send for Job {}
 
 struct Shared {
@@ -225,6 +227,7 @@ pub fn current_threads() -> usize {
     if current.is_null() {
         global().threads()
     } else {
+        // SAFETY: `install` keeps the pool alive while it is current.
         unsafe { &*current }.threads()
     }
 }

@@ -457,7 +457,8 @@ fn swats_reports_its_switch() {
 /// Lends one tensor at a time, as the candle bridge does.
 struct OneAtATime(Vec<Vec<f32>>);
 
-impl gradlab::optim::ParamAccess<f32> for OneAtATime {
+// SAFETY: `pointers` keeps its default (false): tensors are lent one at a time.
+unsafe impl gradlab::optim::ParamAccess<f32> for OneAtATime {
     fn count(&self) -> usize {
         self.0.len()
     }

@@ -48,7 +48,9 @@ pub(crate) struct VarAccess<'a> {
 
 macro_rules! var_access {
     ($t:ty, $variant:ident) => {
-        impl ParamAccess<$t> for VarAccess<'_> {
+        // SAFETY: `pointers` keeps its default (false): candle lends a variable's storage
+        // only inside `read` / `update`.
+        unsafe impl ParamAccess<$t> for VarAccess<'_> {
             fn count(&self) -> usize {
                 self.vars.len()
             }

@@ -162,7 +162,8 @@ struct Masters<'a> {
     master: &'a mut [Vec<f32>],
 }
 
-impl ParamAccess<f32> for Masters<'_> {
+// SAFETY: `pointers` keeps its default (false): the master copies are lent one at a time.
+unsafe impl ParamAccess<f32> for Masters<'_> {
     fn count(&self) -> usize {
         self.master.len()
     }

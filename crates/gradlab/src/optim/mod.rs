@@ -240,12 +240,21 @@ pub(crate) fn first_non_finite<T: Real, G: AsRef<[T]>>(grads: &[G]) -> Option<(u
 
 /// How an optimizer reaches the parameters during a step: as slices held by the caller, or
 /// one tensor at a time (candle lends a tensor's storage only inside an in-place op).
-pub trait ParamAccess<T> {
+///
+/// # Safety
+///
+/// An implementation whose [`ParamAccess::pointers`] returns true promises that each
+/// `(address, length)` it wrote is the start and length of a live, properly aligned buffer of
+/// `T` that nothing else reads or writes, and that stays so while the optimizer step that
+/// asked runs (until the `step_*` call returns): the optimizer's threads read and write the
+/// tensors through those addresses. An implementation that keeps the default `pointers`
+/// (returning false) has nothing more to uphold than safe code.
+pub unsafe trait ParamAccess<T> {
     /// Number of tensors.
     fn count(&self) -> usize;
     /// The fast path, when the caller holds every tensor as a slice: writes each tensor's
     /// `(address, length)` to `out` and returns true. The addresses must stay valid and
-    /// unaliased while the step that asked runs.
+    /// unaliased while the step that asked runs (the trait's safety contract).
     fn pointers(&mut self, _out: &mut [(usize, usize)]) -> bool {
         false
     }
@@ -255,7 +264,9 @@ pub trait ParamAccess<T> {
     fn update(&mut self, seg: usize, f: &mut dyn FnMut(&mut [T])) -> Result<()>;
 }
 
-impl<T> ParamAccess<T> for &mut [&mut [T]] {
+// SAFETY: the addresses are those of the caller's `&mut` slices, which are live, aligned and
+// exclusively borrowed for as long as the step holds this access.
+unsafe impl<T> ParamAccess<T> for &mut [&mut [T]] {
     fn count(&self) -> usize {
         self.len()
     }

@@ -247,7 +247,9 @@ struct Subset<'a, T> {
     all: &'a mut [(usize, usize)],
 }
 
-impl<T> ParamAccess<T> for Subset<'_, T> {
+// SAFETY: the addresses are the whole layout's, from the inner access that upholds the
+// contract, restricted to the tensors of this subset.
+unsafe impl<T> ParamAccess<T> for Subset<'_, T> {
     fn count(&self) -> usize {
         self.segs.len()
     }

@@ -105,7 +105,11 @@ pub struct Shared<T> {
     len: usize,
 }
 
+// SAFETY: a `Shared` is a pointer to a buffer of `T: Send` borrowed mutably for the run;
+// moving it to another thread moves no `T`.
 unsafe impl<T: Send> Send for Shared<T> {}
+// SAFETY: threads reach the buffer only through `Shared`'s unsafe accessors, whose callers
+// guarantee that each thread touches a range no other thread touches.
 unsafe impl<T: Send> Sync for Shared<T> {}
 
 impl<T> Shared<T> {

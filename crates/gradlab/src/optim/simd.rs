@@ -40,6 +40,7 @@ pub(crate) fn wide_call<R>(f: impl FnOnce() -> R) -> R {
     match width() {
         // SAFETY: the processor supports these instructions (checked in `width`).
         2 => return unsafe { avx512(f) },
+        // SAFETY: as above, for AVX2 and FMA.
         1 => return unsafe { avx2(f) },
         _ => {}
     }
