@@ -14,7 +14,7 @@
 //! (reduce-scatter plus all-gather, as one all-reduce of the gradients would), plus
 //! `8·(2 + 4·tensors)` bytes of all-reduced sums for rules with per-tensor norms.
 
-use crate::optim::access::{f32_values, grad_slices, VarAccess};
+use crate::optim::access::{f32_values, grad_slices, VarAccess, ViewSpace};
 use crate::optim::OptimizerConfig;
 use crate::{Error, Result};
 use candle_core::backprop::GradStore;
@@ -39,7 +39,7 @@ pub struct ShardedOptimizer {
     shard_grads: Vec<f32>,
     flat_params: Vec<f32>,
     shard_params: Vec<f32>,
-    grad_views: Vec<&'static [f32]>,
+    grad_views: ViewSpace<f32>,
 }
 
 impl ShardedOptimizer {
@@ -69,7 +69,7 @@ impl ShardedOptimizer {
         let padded = shard.padded_total();
         Ok(ShardedOptimizer {
             collective,
-            grad_views: Vec::with_capacity(names.len()),
+            grad_views: ViewSpace::with_capacity(names.len()),
             names,
             vars,
             full,
@@ -162,18 +162,18 @@ impl ShardedOptimizer {
         let Some(grads) = grads else {
             return Ok(());
         };
-        let views = &mut self.grad_views;
-        let r = grad_slices(&self.names, &self.vars, grads, f32_values, views, None);
-        if r.is_ok() {
-            for (seg, g) in self.full.segments().iter().zip(views.iter()) {
-                let dst = &mut self.flat_grads[seg.offset..seg.offset + seg.len];
+        let (names, vars, full) = (&self.names, &self.vars, &self.full);
+        let flat = &mut self.flat_grads;
+        self.grad_views.lend(|views| {
+            grad_slices(names, vars, grads, f32_values, views, None)?;
+            for (seg, g) in full.segments().iter().zip(views.iter()) {
+                let dst = &mut flat[seg.offset..seg.offset + seg.len];
                 for (d, x) in dst.iter_mut().zip(g.iter()) {
                     *d = x * weight;
                 }
             }
-        }
-        views.clear();
-        r
+            Ok(())
+        })
     }
 
     /// Copies this rank's part of the current parameters (they may have been set since the

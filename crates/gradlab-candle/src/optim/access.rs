@@ -101,19 +101,47 @@ pub(crate) fn f64_values(s: &CpuStorage) -> Option<&[f64]> {
     }
 }
 
+/// Room for one step's gradient views, kept between steps so that a step allocates nothing:
+/// empty between steps; [`ViewSpace::lend`] lends its allocation to a list of views that
+/// live no longer than the step's borrow of the gradients.
+pub(crate) struct ViewSpace<T: 'static>(Vec<&'static [T]>);
+
+impl<T: 'static> ViewSpace<T> {
+    /// Room for `n` views.
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        ViewSpace(Vec::with_capacity(n))
+    }
+
+    /// Runs `f` with an empty list of views of lifetime `'a` in this allocation, and takes
+    /// the allocation back (emptied) afterwards.
+    pub(crate) fn lend<'a, R>(&mut self, f: impl FnOnce(&mut Vec<&'a [T]>) -> R) -> R {
+        // `Vec` is covariant: a list of `&'static` views is a list of `&'a` ones.
+        let mut views: Vec<&'a [T]> = std::mem::take(&mut self.0);
+        let r = f(&mut views);
+        views.clear();
+        // Collecting a vector's own iterator into a vector of a type of the same size reuses
+        // its allocation; the list is empty, so the closure never runs.
+        self.0 = views
+            .into_iter()
+            .map(|_| -> &'static [T] { unreachable!("the list was cleared") })
+            .collect();
+        r
+    }
+}
+
 /// Fills `out` with the gradient slice of every variable, in order, without copying or
 /// allocating (`out` keeps its capacity between steps). A variable without a gradient gets an
 /// empty slice and `true` in `absent` (when `absent` is given; otherwise it is an error).
 ///
-/// The slices borrow the gradients' storage past the read lock: that is sound because the
-/// gradient store keeps the tensors alive for the whole step, nothing writes gradients
-/// during a step, and the caller clears `out` before the step returns.
-pub(crate) fn grad_slices<T>(
+/// The slices borrow the gradients' storage past the read lock, for as long as `grads` is
+/// borrowed: that is sound because the gradient store keeps the tensors alive while it
+/// lives, and nothing writes a gradient while the optimizer steps with it.
+pub(crate) fn grad_slices<'a, T>(
     names: &[String],
     vars: &[Var],
-    grads: &GradStore,
+    grads: &'a GradStore,
     extract: impl Fn(&CpuStorage) -> Option<&[T]>,
-    out: &mut Vec<&'static [T]>,
+    out: &mut Vec<&'a [T]>,
     mut absent: Option<&mut [bool]>,
 ) -> Result<()> {
     out.clear();

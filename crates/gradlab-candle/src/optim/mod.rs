@@ -18,7 +18,7 @@ pub use engine_view::EngineView;
 pub use stats::TensorStats;
 
 use crate::{Error, Result};
-use access::{f32_values, f64_values, grad_slices, VarAccess};
+use access::{f32_values, f64_values, grad_slices, VarAccess, ViewSpace};
 use candle_core::backprop::GradStore;
 use candle_core::{CpuStorage, DType, Var};
 use gradlab::optim::{
@@ -41,8 +41,8 @@ pub struct GradlabOptimizer {
     vars: Vec<Var>,
     inner: Inner,
     last: Option<StepOutcome>,
-    grads_f32: Vec<&'static [f32]>,
-    grads_f64: Vec<&'static [f64]>,
+    grads_f32: ViewSpace<f32>,
+    grads_f64: ViewSpace<f64>,
     /// Per step: the parameters without a gradient.
     absent: Vec<bool>,
     /// What it was built from, groups by variable resolved to names.
@@ -123,8 +123,8 @@ impl GradlabOptimizer {
             vars,
             inner,
             last: None,
-            grads_f32: Vec::with_capacity(n),
-            grads_f64: Vec::with_capacity(n),
+            grads_f32: ViewSpace::with_capacity(n),
+            grads_f64: ViewSpace::with_capacity(n),
             absent: vec![false; n],
             config,
             unnamed,
@@ -332,32 +332,23 @@ impl GradlabOptimizer {
             ..
         } = self;
         let skip_missing = config.missing_gradients == MissingGradients::Skip;
-        let mask = match config.missing_gradients {
-            MissingGradients::Skip => Some(&mut absent[..]),
-            MissingGradients::Error => None,
+        let outcome = match inner {
+            Inner::Sharded(s) => {
+                let share = 1.0 / s.shard().ranks as f32;
+                s.step(Some(grads), share, None)?
+            }
+            Inner::F32(o) => grads_f32.lend(|views| {
+                let mask = skip_missing.then_some(&mut absent[..]);
+                grad_slices(names, vars, grads, f32_values, views, mask)?;
+                Ok::<_, Error>(o.step_with_absent(views, absent, &mut VarAccess { vars })?)
+            })?,
+            Inner::Master(m) => m.step(names, vars, grads, skip_missing, absent)?,
+            Inner::F64(o) => grads_f64.lend(|views| {
+                let mask = skip_missing.then_some(&mut absent[..]);
+                grad_slices(names, vars, grads, f64_values, views, mask)?;
+                Ok::<_, Error>(o.step_with_absent(views, absent, &mut VarAccess { vars })?)
+            })?,
         };
-        let outcome =
-            match inner {
-                Inner::Sharded(s) => {
-                    let share = 1.0 / s.shard().ranks as f32;
-                    s.step(Some(grads), share, None)?
-                }
-                Inner::F32(o) => {
-                    let r = grad_slices(names, vars, grads, f32_values, grads_f32, mask).and_then(
-                        |()| Ok(o.step_with_absent(grads_f32, absent, &mut VarAccess { vars })?),
-                    );
-                    grads_f32.clear();
-                    r?
-                }
-                Inner::Master(m) => m.step(names, vars, grads, skip_missing, absent)?,
-                Inner::F64(o) => {
-                    let r = grad_slices(names, vars, grads, f64_values, grads_f64, mask).and_then(
-                        |()| Ok(o.step_with_absent(grads_f64, absent, &mut VarAccess { vars })?),
-                    );
-                    grads_f64.clear();
-                    r?
-                }
-            };
         self.last = Some(outcome);
         if !outcome.skipped {
             self.advance_schedule(None, false)?;
