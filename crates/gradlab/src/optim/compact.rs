@@ -68,18 +68,14 @@ impl<'a> Bf16Slot<'a> {
     /// Element `i` (below the chunk's length: checked only in debug builds).
     #[inline(always)]
     pub fn get<T: Real>(&self, i: usize) -> T {
-        debug_assert!(i < self.bits.len());
-        // SAFETY: kernels index below the chunk's length, which equals the buffer's.
-        T::from_f32(from_bf16(unsafe { *self.bits.get_unchecked(i) }))
+        T::from_f32(from_bf16(self.bits[i]))
     }
 
     /// Stores `x` as element `i`, rounded stochastically.
     #[inline(always)]
     pub fn set<T: Real>(&mut self, i: usize, x: T) {
-        debug_assert!(i < self.bits.len());
         let random = self.base.wrapping_add((i as u32).wrapping_mul(ALPHA)) >> 16;
-        // SAFETY: as in `get`.
-        unsafe { *self.bits.get_unchecked_mut(i) = to_bf16_stochastic(x.to_f32(), random) };
+        self.bits[i] = to_bf16_stochastic(x.to_f32(), random);
     }
 }
 

@@ -104,15 +104,11 @@ pub trait Buffer<T: Real> {
 impl<T: Real> Buffer<T> for &mut [T] {
     #[inline(always)]
     fn get(&self, i: usize) -> T {
-        debug_assert!(i < self.len());
-        // SAFETY: kernels index below the chunk's length, which equals the buffer's.
-        unsafe { *self.get_unchecked(i) }
+        self[i]
     }
     #[inline(always)]
     fn set(&mut self, i: usize, x: T) {
-        debug_assert!(i < self.len());
-        // SAFETY: as in `get`.
-        unsafe { *self.get_unchecked_mut(i) = x }
+        self[i] = x;
     }
 }
 
