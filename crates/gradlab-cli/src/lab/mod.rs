@@ -2,9 +2,14 @@
 //! self-contained HTML report (`gradlab compare` and `gradlab batch-study` run single
 //! studies into the same kind of report).
 
+mod batch_size;
+mod optimizers;
 mod report;
+mod runs;
 mod saddle;
-mod studies;
+mod schedules;
+mod stuck;
+mod surfaces;
 
 use anyhow::{Context, Result};
 use report::Report;
@@ -140,18 +145,18 @@ pub fn run(args: LabArgs) -> Result<()> {
     let studies: Vec<(&str, Study)> = vec![
         (
             "optimizers",
-            Box::new(|| studies::optimizers(out, &budget, &studies::lab_optimizers(), None)),
+            Box::new(|| optimizers::optimizers(out, &budget, &runs::lab_optimizers(), None)),
         ),
-        ("schedules", Box::new(|| studies::schedules(out, &budget))),
+        ("schedules", Box::new(|| schedules::schedules(out, &budget))),
         (
             "batch size",
-            Box::new(|| studies::batch_size(out, &budget, "adam(lr=0.001)")),
+            Box::new(|| batch_size::batch_size(out, &budget, "adam(lr=0.001)")),
         ),
         (
             "small gradient vs stuck",
-            Box::new(|| studies::stuck(out, &budget)),
+            Box::new(|| stuck::stuck(out, &budget)),
         ),
-        ("error surfaces", Box::new(|| studies::surfaces(out))),
+        ("error surfaces", Box::new(|| surfaces::surfaces(out))),
         (
             "saddle points",
             Box::new(|| {
@@ -232,7 +237,7 @@ pub fn compare(args: CompareArgs) -> Result<()> {
         "gradlab compare",
         "Optimizers compared on the same network, data and budget.",
         || {
-            studies::optimizers(
+            optimizers::optimizers(
                 &args.out,
                 &budget,
                 &args.optimizers,
@@ -255,6 +260,6 @@ pub fn batch_study(args: BatchStudyArgs) -> Result<()> {
         &args.out,
         "gradlab batch-study",
         "Small to large batches: time, accuracy, sharpness.",
-        || studies::batch_size(&args.out, &budget, &args.optimizer),
+        || batch_size::batch_size(&args.out, &budget, &args.optimizer),
     )
 }

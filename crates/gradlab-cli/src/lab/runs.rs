@@ -1,0 +1,276 @@
+//! What the studies share: the lab's training runs (configuration, running, reading their
+//! metrics back), curve helpers and the curvature of a checkpoint.
+
+use super::Budget;
+use crate::plot::{self, Band, LineChart, Path2};
+use anyhow::{Context, Result};
+use gradlab::landscape::lanczos::{lanczos, LanczosOptions};
+use gradlab::landscape::sharpness::epsilon_sharpness;
+use gradlab_candle::checkpoint::load_model;
+use gradlab_candle::hessian::{second_order, NetworkHessian, NetworkObjective};
+use gradlab_candle::models::{ModelKind, ModelSpec};
+use gradlab_candle::train::{self, batch, TrainConfig};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+/// The optimizers of the lecture, with learning rates that suit this MLP.
+pub fn lab_optimizers() -> Vec<String> {
+    [
+        "sgd(lr=0.05)",
+        "sgd(lr=0.05, momentum=0.9)",
+        "sgd(lr=0.05, momentum=0.9, nesterov=true)",
+        "adagrad(lr=0.01)",
+        "rmsprop(lr=0.001)",
+        "adam(lr=0.001)",
+        "adamw(lr=0.001, weight_decay=0.01)",
+        "adam(lr=0.001, amsgrad=true)",
+        "nadam(lr=0.002)",
+        "radam(lr=0.001)",
+        "adabound(lr=0.001, final_lr=0.1)",
+        "swats(lr=0.001)",
+        "lookahead(adam(lr=0.001), k=5, alpha=0.5)",
+        "lamb(lr=0.01)",
+        "lars(lr=1.0, momentum=0.9, trust_coefficient=0.01)",
+        "lion(lr=0.0001)",
+        "adopt(lr=0.001)",
+        "ademamix(lr=0.001)",
+        "adamw_schedulefree(lr=0.0025)",
+        "adafactor(lr=0.01)",
+        "prodigy(lr=1)",
+        "sam(sgd(lr=0.05, momentum=0.9), rho=0.05)",
+        "muon(lr=0.02, fallback=adamw(lr=0.001))",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// One finished training run.
+pub(super) struct Run {
+    pub(super) summary: Value,
+    /// (step, loss, grad_norm, lr, seconds).
+    pub(super) steps: Vec<(f64, f64, f64, f64, f64)>,
+    /// Epoch lines.
+    pub(super) epochs: Vec<Value>,
+    pub(super) dir: PathBuf,
+}
+
+impl Run {
+    pub(super) fn ms_per_step(&self) -> f64 {
+        let mut d: Vec<f64> = self.steps.windows(2).map(|w| w[1].4 - w[0].4).collect();
+        if d.is_empty() {
+            return f64::NAN;
+        }
+        d.sort_by(f64::total_cmp);
+        1e3 * d[d.len() / 2]
+    }
+    pub(super) fn test_accuracy(&self) -> f64 {
+        self.summary["test_accuracy"].as_f64().unwrap_or(f64::NAN)
+    }
+    pub(super) fn train_loss(&self) -> f64 {
+        self.summary["train_loss"].as_f64().unwrap_or(f64::NAN)
+    }
+}
+
+pub(super) fn slug(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect::<String>()
+        .split('_')
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join("_")
+}
+
+pub(super) fn config(
+    out: &Path,
+    name: &str,
+    budget: &Budget,
+    optimizer: &str,
+    batch_size: usize,
+    seed: u64,
+) -> TrainConfig {
+    let mut c = TrainConfig::new(
+        ModelSpec::new(ModelKind::Mlp),
+        optimizer,
+        &out.join("runs").join(name),
+    );
+    c.epochs = budget.epochs;
+    c.train_limit = budget.train_limit;
+    // The report's folder is the lab's own: a new report replaces the old one's runs.
+    c.overwrite = true;
+    c.batch_size = batch_size;
+    c.seed = seed;
+    c
+}
+
+/// One training run; after Ctrl-C, none starts (the run in progress has finished and
+/// written its files).
+pub(super) fn run(config: &TrainConfig) -> Result<Run> {
+    crate::interrupt::check()?;
+    let summary = train::train(config, None, |_| {})
+        .with_context(|| format!("training with {}", config.optimizer))?;
+    let text = std::fs::read_to_string(config.out.join("metrics.jsonl"))?;
+    let (mut steps, mut epochs) = (Vec::new(), Vec::new());
+    for line in text.lines() {
+        let v: Value = serde_json::from_str(line)?;
+        match v["kind"].as_str() {
+            Some("step") => steps.push((
+                v["step"].as_f64().unwrap_or(0.0),
+                v["loss"].as_f64().unwrap_or(f64::NAN),
+                v["grad_norm"].as_f64().unwrap_or(f64::NAN),
+                v["lr"].as_f64().unwrap_or(f64::NAN),
+                v["seconds"].as_f64().unwrap_or(f64::NAN),
+            )),
+            Some("epoch") => epochs.push(v),
+            _ => {}
+        }
+    }
+    Ok(Run {
+        summary: summary.json,
+        steps,
+        epochs,
+        dir: config.out.clone(),
+    })
+}
+
+pub(super) fn command(config: &TrainConfig) -> String {
+    let mut c = format!(
+        "gradlab train --model mlp --optimizer '{}' --epochs {} --batch-size {} --seed {}",
+        config.optimizer, config.epochs, config.batch_size, config.seed
+    );
+    if let Some(s) = &config.schedule {
+        c.push_str(&format!(" --schedule '{s}'"));
+    }
+    if let Some(n) = config.train_limit {
+        c.push_str(&format!(" --train-limit {n}"));
+    }
+    c.push_str(&format!(" --out {}", config.out.display()));
+    c
+}
+
+/// Runs `config` once per seed (seed 0, 1, ...), each in its own folder.
+pub(super) fn run_seeds(config: &TrainConfig, seeds: usize) -> Result<Vec<Run>> {
+    (0..seeds.max(1) as u64)
+        .map(|seed| {
+            let mut c = config.clone();
+            c.seed = seed;
+            c.out = config.out.with_file_name(format!(
+                "{}_{seed}",
+                config
+                    .out
+                    .file_name()
+                    .map_or("run".into(), |n| n.to_string_lossy().into_owned())
+            ));
+            run(&c)
+        })
+        .collect()
+}
+
+/// The runs' log10 training loss, averaged over windows of `w` steps: mean and spread.
+pub(super) fn loss_curves(runs: &[Run], w: usize) -> (Vec<(f64, f64)>, Band) {
+    let curves: Vec<Vec<(f64, f64)>> = runs
+        .iter()
+        .map(|r| {
+            windowed(
+                &r.steps
+                    .iter()
+                    .map(|s| (s.0, s.1.max(1e-12).log10()))
+                    .collect::<Vec<_>>(),
+                w,
+            )
+        })
+        .collect();
+    mean_band(&curves)
+}
+
+pub(super) fn mean_of(runs: &[Run], f: impl Fn(&Run) -> f64) -> f64 {
+    runs.iter().map(f).sum::<f64>() / runs.len().max(1) as f64
+}
+
+/// Mean over windows of `w` steps, as (step, mean) points.
+pub(super) fn windowed(points: &[(f64, f64)], w: usize) -> Vec<(f64, f64)> {
+    points
+        .chunks(w.max(1))
+        .map(|c| {
+            (
+                c[c.len() - 1].0,
+                c.iter().map(|p| p.1).sum::<f64>() / c.len() as f64,
+            )
+        })
+        .collect()
+}
+
+/// Mean curve and (x, min, max) band over several runs' curves (same x).
+pub(super) fn mean_band(curves: &[Vec<(f64, f64)>]) -> (Vec<(f64, f64)>, Band) {
+    let n = curves.iter().map(Vec::len).min().unwrap_or(0);
+    let mut mean = Vec::with_capacity(n);
+    let mut band = Vec::with_capacity(n);
+    for i in 0..n {
+        let ys: Vec<f64> = curves.iter().map(|c| c[i].1).collect();
+        let m = ys.iter().sum::<f64>() / ys.len() as f64;
+        let lo = ys.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = ys.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        mean.push((curves[0][i].0, m));
+        band.push((curves[0][i].0, lo, hi));
+    }
+    (mean, band)
+}
+
+pub(super) fn pct(x: f64) -> String {
+    format!("{:.2}%", 100.0 * x)
+}
+
+pub(super) fn chart(
+    path: &Path,
+    title: &str,
+    x: &str,
+    y: &str,
+    series: Vec<Path2>,
+    bands: Vec<(usize, Band)>,
+    log_x: bool,
+) -> Result<()> {
+    plot::line_chart(
+        path,
+        &LineChart {
+            title,
+            x_label: x,
+            y_label: y,
+            series,
+            log_x,
+            secondary: None,
+            markers: Vec::new(),
+            cap_blowup: false,
+            bands,
+        },
+    )
+}
+
+/// Curvature of a checkpoint: (ε-sharpness, top Hessian eigenvalue), computed in f64.
+pub(super) fn curvature(dir: PathBuf, examples: usize) -> Result<(f64, f64)> {
+    second_order(move || -> gradlab_candle::Result<(f64, f64)> {
+        let (model, _) = load_model(&dir)?;
+        let model = model.to_dtype(candle_core::DType::F64)?;
+        let split = gradlab_candle::data::bundled()?;
+        let idx: Vec<usize> = (0..examples.min(split.train.len()).max(1)).collect();
+        let batches = idx
+            .chunks(500)
+            .map(|c| batch(&split.train, c))
+            .collect::<gradlab_candle::Result<Vec<_>>>()?;
+        let mut objective = NetworkObjective::new(&model, batches.clone())?;
+        let x = objective.point()?;
+        let sharp = epsilon_sharpness(&mut objective, &x, 1e-3, 10)?;
+        let mut h = NetworkHessian::new(NetworkObjective::new(&model, batches)?)?;
+        let top = lanczos(
+            &mut h,
+            &LanczosOptions {
+                top: 1,
+                bottom: 0,
+                tol: 1e-3,
+                max_iter: Some(25),
+                seed: 0,
+            },
+        )?;
+        Ok((sharp.value, top.top[0].value))
+    })
+    .map_err(anyhow::Error::from)
+}
