@@ -10,18 +10,18 @@
 //! | `/api/critical` | the Hessian at a point: eigenvalues, eigenvectors, kind, escape step |
 //! | `/api/quadratic` | momentum on ½(x² + κy²): the error's eigen-components, measured and theoretical rate |
 
+use super::state::{finite, StateSeries};
 use crate::critical_cmd;
 use crate::surface_cmd::parse_point;
 use gradlab::landscape::critical::{analyze, classify, CriticalOptions};
 use gradlab::landscape::linalg::symmetric_eigen;
 use gradlab::landscape::{SurfaceHessian, SurfaceObjective};
-use gradlab::optim::{Optimizer, Options, OPTIMIZERS};
+use gradlab::optim::{Options, OPTIMIZERS};
 use gradlab::spec::{self, Value as SpecValue};
 use gradlab::surface::quadratic::{self, Quadratic};
 use gradlab::surface::replay::{self, GradientNoise};
 use gradlab::surface::{Function, SurfaceFunction, ALL};
 use serde_json::{json, Map, Value};
-use std::collections::BTreeMap;
 
 /// Most steps per optimizer in one request.
 pub const MAX_STEPS: u64 = 100_000;
@@ -225,100 +225,6 @@ pub fn optimizers() -> Value {
         })
         .collect();
     json!(list)
-}
-
-/// A number for JSON: non-finite values become null.
-fn finite(x: f64) -> Value {
-    if x.is_finite() {
-        json!(x)
-    } else {
-        Value::Null
-    }
-}
-
-/// The state along a path: every two-element state tensor, scalar and optimizer-wide
-/// number after each step.
-#[derive(Default)]
-struct StateSeries {
-    tensors: BTreeMap<String, Vec<[f64; 2]>>,
-    scalars: BTreeMap<String, Vec<Value>>,
-    lrs: Vec<f64>,
-    steps: usize,
-}
-
-impl StateSeries {
-    fn record(&mut self, opt: &dyn Optimizer<f64>) {
-        let state = opt.state_dict();
-        for (key, (_, values)) in &state.tensors {
-            if values.len() != 2 {
-                continue;
-            }
-            let slot = key.split_once('/').map_or(key.as_str(), |(_, s)| s);
-            let series = self.tensors.entry(slot.to_string()).or_default();
-            series.resize(self.steps, [f64::NAN; 2]);
-            series.push([values[0], values[1]]);
-        }
-        let scalars = state
-            .meta
-            .scalars
-            .values()
-            .flat_map(|m| m.iter())
-            .chain(state.meta.extra.iter());
-        for (key, v) in scalars {
-            let series = self.scalars.entry(key.clone()).or_default();
-            series.resize(self.steps, Value::Null);
-            series.push(finite(*v));
-        }
-        self.lrs.push(opt.lr(0));
-        self.steps += 1;
-    }
-
-    /// The JSON of the series, with the lecture's derived quantities: the momentum vector,
-    /// σ = √v of the second-moment state as stored (no bias correction, no ε; Adamax's
-    /// infinity norm as is) and the effective step η/σ per coordinate.
-    fn to_json(&self) -> Value {
-        let pairs = |s: &Vec<[f64; 2]>| -> Value {
-            json!(s
-                .iter()
-                .map(|p| [finite(p[0]), finite(p[1])])
-                .collect::<Vec<_>>())
-        };
-        let mut tensors = Map::new();
-        for (k, s) in &self.tensors {
-            tensors.insert(k.clone(), pairs(s));
-        }
-        let momentum = ["exp_avg", "momentum_buffer"]
-            .iter()
-            .find_map(|k| self.tensors.get(*k))
-            .map(pairs);
-        let second = ["exp_avg_sq", "square_avg", "sum"]
-            .iter()
-            .find_map(|k| self.tensors.get(*k).map(|s| (s, true)))
-            .or_else(|| self.tensors.get("exp_inf").map(|s| (s, false)));
-        let (sigma, effective) = match second {
-            Some((s, root)) => {
-                let sigma: Vec<[f64; 2]> = s
-                    .iter()
-                    .map(|v| v.map(|x| if root { x.sqrt() } else { x }))
-                    .collect();
-                let eff: Vec<[f64; 2]> = sigma
-                    .iter()
-                    .zip(&self.lrs)
-                    .map(|(s, lr)| s.map(|x| lr / x))
-                    .collect();
-                (pairs(&sigma), pairs(&eff))
-            }
-            None => (Value::Null, Value::Null),
-        };
-        json!({
-            "tensors": tensors,
-            "scalars": self.scalars,
-            "momentum": momentum,
-            "sigma": sigma,
-            "effective_lr": effective,
-            "slow_weights": self.tensors.get("lookahead_slow").map(pairs),
-        })
-    }
 }
 
 /// `/api/surface`: each optimizer's path from `start` (the rows `gradlab surface --csv`

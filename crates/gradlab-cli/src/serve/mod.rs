@@ -7,6 +7,7 @@
 //! stops the server after the requests in flight.
 
 pub mod api;
+mod state;
 
 use anyhow::{Context, Result};
 use axum::extract::RawQuery;
