@@ -310,3 +310,42 @@ fn ctrl_c_writes_the_report_of_the_finished_studies_and_exits_130() {
     );
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+/// A second run into the same folder reuses the finished runs of the same configuration
+/// (their files untouched) and recomputes only what changed; `--fresh` recomputes all.
+#[test]
+fn finished_runs_of_the_same_configuration_are_reused() {
+    let out = std::env::temp_dir().join(format!("gradlab-lab-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let compare = |optimizers: &[&str], fresh: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_gradlab"));
+        c.args(["compare", "--epochs", "1", "--train-limit", "200", "--out"])
+            .arg(&out);
+        for o in optimizers {
+            c.args(["--optimizer", o]);
+        }
+        if fresh {
+            c.arg("--fresh");
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let sgd = out.join("runs/optimizers/sgd_lr_0_05_0/summary.json");
+    let first = compare(&["sgd(lr=0.05)"], false);
+    assert!(!first.contains("reused"), "{first}");
+    let written = std::fs::metadata(&sgd).unwrap().modified().unwrap();
+    let second = compare(&["sgd(lr=0.05)", "adam(lr=0.001)"], false);
+    assert!(
+        second.contains("sgd_lr_0_05_0 (same configuration)"),
+        "{second}"
+    );
+    assert!(!second.contains("adam_lr_0_001_0 (same"), "{second}");
+    assert_eq!(
+        std::fs::metadata(&sgd).unwrap().modified().unwrap(),
+        written
+    );
+    let fresh = compare(&["sgd(lr=0.05)"], true);
+    assert!(!fresh.contains("reused"), "{fresh}");
+    std::fs::remove_dir_all(&out).unwrap();
+}

@@ -898,6 +898,7 @@ fn run(
         "data": split.source,
         "config": config.to_json(),
         "optimizer_spec": opt.with_engine(|e| e.spec_string()),
+        "gradlab_version": env!("CARGO_PKG_VERSION"),
     });
     if lead {
         gradlab::io::write_atomic(

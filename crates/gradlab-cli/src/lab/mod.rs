@@ -56,6 +56,10 @@ impl Budget {
 /// Arguments of `gradlab lab`.
 #[derive(clap::Args, Debug)]
 pub struct LabArgs {
+    /// Recompute every run, even where the output folder holds a finished run of the same
+    /// configuration (by default such runs are reused).
+    #[arg(long)]
+    fresh: bool,
     /// Output folder (the report is DIR/index.html).
     #[arg(long, default_value = "report")]
     out: PathBuf,
@@ -88,6 +92,10 @@ pub struct CompareArgs {
     /// Train on the first N examples only.
     #[arg(long)]
     train_limit: Option<usize>,
+    /// Recompute every run, even where the output folder holds a finished run of the same
+    /// configuration (by default such runs are reused).
+    #[arg(long)]
+    fresh: bool,
     /// Output folder.
     #[arg(long)]
     out: PathBuf,
@@ -108,6 +116,10 @@ pub struct BatchStudyArgs {
     /// Train on the first N examples only.
     #[arg(long)]
     train_limit: Option<usize>,
+    /// Recompute every run, even where the output folder holds a finished run of the same
+    /// configuration (by default such runs are reused).
+    #[arg(long)]
+    fresh: bool,
     /// Output folder.
     #[arg(long)]
     out: PathBuf,
@@ -125,6 +137,7 @@ fn prepare(out: &std::path::Path) -> Result<()> {
 pub fn run(args: LabArgs) -> Result<()> {
     let started = Instant::now();
     prepare(&args.out)?;
+    runs::set_fresh(args.fresh);
     let mut budget = Budget::new(args.quick, args.seeds);
     if let Some(e) = args.epochs {
         budget.epochs = e.max(1);
@@ -194,7 +207,15 @@ pub fn run(args: LabArgs) -> Result<()> {
             report::esc(&not_run.join(", "))
         ));
     }
-    report.footer(&format!("Generated in {seconds:.0} s."));
+    let reused = runs::reused_runs();
+    report.footer(&format!(
+        "Generated in {seconds:.0} s{}.",
+        if reused > 0 {
+            format!("; {reused} training run(s) reused from an earlier report in this folder (same configuration and gradlab version; --fresh recomputes them)")
+        } else {
+            String::new()
+        }
+    ));
     let path = report.write(out)?;
     if !not_run.is_empty() {
         eprintln!(
@@ -225,6 +246,7 @@ fn single_study(
 
 /// `gradlab compare`.
 pub fn compare(args: CompareArgs) -> Result<()> {
+    runs::set_fresh(args.fresh);
     let budget = Budget {
         epochs: args.epochs.max(1),
         train_limit: args.train_limit,
@@ -249,6 +271,7 @@ pub fn compare(args: CompareArgs) -> Result<()> {
 
 /// `gradlab batch-study`.
 pub fn batch_study(args: BatchStudyArgs) -> Result<()> {
+    runs::set_fresh(args.fresh);
     let budget = Budget {
         epochs: args.epochs.max(1),
         train_limit: args.train_limit,

@@ -12,6 +12,7 @@ use gradlab_candle::models::{ModelKind, ModelSpec};
 use gradlab_candle::train::{self, batch, TrainConfig};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 /// The optimizers of the lecture, with learning rates that suit this MLP.
 pub fn lab_optimizers() -> Vec<String> {
     [
@@ -103,12 +104,52 @@ pub(super) fn config(
     c
 }
 
-/// One training run; after Ctrl-C, none starts (the run in progress has finished and
-/// written its files).
+/// Recompute every run even when its folder holds a finished run of the same configuration
+/// (`--fresh`).
+static FRESH: AtomicBool = AtomicBool::new(false);
+/// Runs reused so far.
+static REUSED: AtomicUsize = AtomicUsize::new(0);
+
+/// Sets whether runs are recomputed even when a finished one can be reused.
+pub(super) fn set_fresh(fresh: bool) {
+    FRESH.store(fresh, Ordering::Relaxed);
+}
+
+/// How many runs were reused instead of trained.
+pub(super) fn reused_runs() -> usize {
+    REUSED.load(Ordering::Relaxed)
+}
+
+/// The summary of a finished run of exactly `config` (the same configuration, written by the
+/// same gradlab version, its checkpoint in place) in `config.out`, unless `--fresh`.
+fn reusable(config: &TrainConfig) -> Option<Value> {
+    if FRESH.load(Ordering::Relaxed) || !config.out.join("checkpoint").is_dir() {
+        return None;
+    }
+    let text = std::fs::read_to_string(config.out.join("summary.json")).ok()?;
+    let summary: Value = serde_json::from_str(&text).ok()?;
+    (summary["config"] == config.to_json()
+        && summary["gradlab_version"] == env!("CARGO_PKG_VERSION")
+        && config.out.join("metrics.jsonl").is_file())
+    .then_some(summary)
+}
+
+/// One training run (or a finished one of the same configuration, reused); after Ctrl-C,
+/// none starts (the run in progress has finished and written its files).
 pub(super) fn run(config: &TrainConfig) -> Result<Run> {
     crate::interrupt::check()?;
-    let summary = train::train(config, None, |_| {})
-        .with_context(|| format!("training with {}", config.optimizer))?;
+    let summary = match reusable(config) {
+        Some(summary) => {
+            REUSED.fetch_add(1, Ordering::Relaxed);
+            eprintln!("  reused {} (same configuration)", config.out.display());
+            summary
+        }
+        None => {
+            train::train(config, None, |_| {})
+                .with_context(|| format!("training with {}", config.optimizer))?
+                .json
+        }
+    };
     let text = std::fs::read_to_string(config.out.join("metrics.jsonl"))?;
     let (mut steps, mut epochs) = (Vec::new(), Vec::new());
     for line in text.lines() {
@@ -126,7 +167,7 @@ pub(super) fn run(config: &TrainConfig) -> Result<Run> {
         }
     }
     Ok(Run {
-        summary: summary.json,
+        summary,
         steps,
         epochs,
         dir: config.out.clone(),
