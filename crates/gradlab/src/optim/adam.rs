@@ -212,6 +212,11 @@ fn adam_loop<T, M, V, X, const AMSGRAD: bool, const SMALL_WEIGHT: bool>(
     let eps = T::from_f64(c.eps);
     let l2 = T::from_f64(c.l2);
     let decay = T::from_f64(c.decay_factor);
+    m.assert_len(p.len());
+    v.assert_len(p.len());
+    if AMSGRAD {
+        vmax.assert_len(p.len());
+    }
     for (i, param) in p.iter_mut().enumerate() {
         let theta = *param * decay;
         let d = g.at(i) + l2 * theta;

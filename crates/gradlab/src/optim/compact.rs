@@ -65,7 +65,19 @@ impl<'a> Bf16Slot<'a> {
         }
     }
 
-    /// Element `i` (below the chunk's length: checked only in debug builds).
+    /// Number of elements.
+    #[inline(always)]
+    pub fn len(&self) -> usize {
+        self.bits.len()
+    }
+
+    /// Whether the chunk is empty.
+    #[inline(always)]
+    pub fn is_empty(&self) -> bool {
+        self.bits.is_empty()
+    }
+
+    /// Element `i` (panics at or past [`Bf16Slot::len`]).
     #[inline(always)]
     pub fn get<T: Real>(&self, i: usize) -> T {
         T::from_f32(from_bf16(self.bits[i]))

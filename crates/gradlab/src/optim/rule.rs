@@ -99,6 +99,9 @@ pub trait Buffer<T: Real> {
     fn get(&self, i: usize) -> T;
     /// Sets element `i`.
     fn set(&mut self, i: usize, x: T);
+    /// Panics unless the buffer holds at least `n` elements. Called before a loop over `n`
+    /// elements, it lets the compiler drop the loop's bounds checks.
+    fn assert_len(&self, n: usize);
 }
 
 impl<T: Real> Buffer<T> for &mut [T] {
@@ -110,6 +113,10 @@ impl<T: Real> Buffer<T> for &mut [T] {
     fn set(&mut self, i: usize, x: T) {
         self[i] = x;
     }
+    #[inline(always)]
+    fn assert_len(&self, n: usize) {
+        assert!(self.len() >= n, "a state buffer is shorter than its tensor");
+    }
 }
 
 impl<T: Real> Buffer<T> for super::compact::Bf16Slot<'_> {
@@ -120,6 +127,10 @@ impl<T: Real> Buffer<T> for super::compact::Bf16Slot<'_> {
     #[inline(always)]
     fn set(&mut self, i: usize, x: T) {
         super::compact::Bf16Slot::set(self, i, x)
+    }
+    #[inline(always)]
+    fn assert_len(&self, n: usize) {
+        assert!(self.len() >= n, "a state buffer is shorter than its tensor");
     }
 }
 
