@@ -116,6 +116,8 @@ fn adamax_loop<T: Real, M: Buffer<T>, U: Buffer<T>>(
     mut m: M,
     mut u: U,
 ) {
+    m.assert_len(p.len());
+    u.assert_len(p.len());
     let neg_clr = T::from_f64(-c.clr);
     let (w1, b1, b2) = (
         T::from_f64(1.0 - c.b1),

@@ -184,6 +184,9 @@ fn ademamix_loop<T: Real, M: Buffer<T>, V: Buffer<T>, S: Buffer<T>>(
     mut v: V,
     mut m2: S,
 ) {
+    m1.assert_len(p.len());
+    v.assert_len(p.len());
+    m2.assert_len(p.len());
     let neg_lr = T::from_f64(-c.lr);
     let (w1, b1) = (T::from_f64(1.0 - c.b1), T::from_f64(c.b1));
     let (b2, w2) = (T::from_f64(c.b2), T::from_f64(1.0 - c.b2));

@@ -145,6 +145,8 @@ fn adopt_loop<T: Real, M: Buffer<T>, V: Buffer<T>>(
     mut m: M,
     mut v: V,
 ) {
+    m.assert_len(p.len());
+    v.assert_len(p.len());
     let l2 = T::from_f64(c.l2);
     let decay = T::from_f64(c.decay_factor);
     let (b2, w2) = (T::from_f64(c.b2), T::from_f64(1.0 - c.b2));

@@ -190,6 +190,8 @@ fn moments<T: Real, M: Buffer<T>, V: Buffer<T>>(
         T::from_f64(c.b2),
         T::from_f64(1.0 - c.b2),
     );
+    m.assert_len(p.len());
+    v.assert_len(p.len());
     let [pp, rr] = lane_sums(p.len(), |i| {
         // SAFETY: lane_sums calls with i < n, the length of every buffer here.
         let pi = unsafe { *p.get_unchecked(i) };
@@ -208,6 +210,8 @@ fn moments<T: Real, M: Buffer<T>, V: Buffer<T>>(
 /// The update pass over a chunk (the moments are only read).
 #[inline(always)]
 fn step<T: Real, M: Buffer<T>, V: Buffer<T>>(c: &LambCoef, p: &mut [T], m: M, v: V) {
+    m.assert_len(p.len());
+    v.assert_len(p.len());
     let neg = T::from_f64(-c.step_size * c.trust);
     for (i, param) in p.iter_mut().enumerate() {
         *param = *param + neg * c.direction(m.get(i), v.get(i), *param);

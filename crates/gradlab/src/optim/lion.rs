@@ -104,6 +104,7 @@ impl Rule for Lion {
 /// The Lion update over a chunk, whatever its momentum is stored in.
 #[inline(always)]
 fn lion_loop<T: Real, M: Buffer<T>>(c: &LionCoef, p: &mut [T], g: Grad<T>, mut m: M) {
+    m.assert_len(p.len());
     let neg_lr = T::from_f64(-c.lr);
     let decay = T::from_f64(c.decay_factor);
     let (b1, w1, b2, w2) = (

@@ -146,6 +146,8 @@ fn nadam_loop<T: Real, M: Buffer<T>, V: Buffer<T>>(
     mut m: M,
     mut v: V,
 ) {
+    m.assert_len(p.len());
+    v.assert_len(p.len());
     let (gc, ac) = (T::from_f64(c.grad_coef), T::from_f64(c.avg_coef));
     let bc2 = T::from_f64(c.bc2);
     let eps = T::from_f64(c.eps);

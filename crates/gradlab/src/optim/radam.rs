@@ -143,6 +143,8 @@ fn radam_loop<T: Real, M: Buffer<T>, V: Buffer<T>>(
     mut m: M,
     mut v: V,
 ) {
+    m.assert_len(p.len());
+    v.assert_len(p.len());
     let lr = T::from_f64(c.lr);
     let bc1 = T::from_f64(c.bc1);
     let bc2_sqrt = T::from_f64(c.bc2_sqrt);
