@@ -67,14 +67,7 @@ impl GradlabOptimizer {
     /// `VarBuilder` paths give, e.g. `fc1.weight`), so that groups match names and a saved
     /// state is matched by name.
     pub fn from_varmap(varmap: &candle_nn::VarMap, config: &OptimizerConfig) -> Result<Self> {
-        let named: Vec<(String, Var)> = varmap
-            .data()
-            .lock()
-            .map_err(|_| Error::Msg("the VarMap's lock is poisoned".into()))?
-            .iter()
-            .map(|(n, v)| (n.clone(), v.clone()))
-            .collect();
-        Self::with_names(named, config)
+        Self::with_names(varmap_vars(varmap)?, config)
     }
 
     fn build(named: Vec<(String, Var)>, config: &OptimizerConfig, unnamed: bool) -> Result<Self> {
@@ -719,4 +712,15 @@ impl candle_nn::Optimizer for GradlabOptimizer {
             Inner::Sharded(s) => s.engine().set_lr_all(lr),
         }
     }
+}
+
+/// A `VarMap`'s variables with the names its `VarBuilder` gave them.
+pub(crate) fn varmap_vars(varmap: &candle_nn::VarMap) -> Result<Vec<(String, Var)>> {
+    Ok(varmap
+        .data()
+        .lock()
+        .map_err(|_| Error::Msg("the VarMap's lock is poisoned".into()))?
+        .iter()
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect())
 }

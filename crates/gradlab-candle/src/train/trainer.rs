@@ -3,7 +3,7 @@
 use super::{limit_data, run, Event, Summary, TrainConfig};
 use crate::data::Split;
 use crate::models::{CustomModel, ModelSpec};
-use crate::{Error, Result};
+use crate::Result;
 use gradlab::dist::Local;
 use std::path::Path;
 use std::sync::Arc;
@@ -56,14 +56,7 @@ impl<M: candle_nn::ModuleT> Trainer<M> {
         data: Split,
         config: TrainConfig,
     ) -> Result<Self> {
-        let params = varmap
-            .data()
-            .lock()
-            .map_err(|_| Error::Msg("the VarMap's lock is poisoned".into()))?
-            .iter()
-            .map(|(n, v)| (n.clone(), v.clone()))
-            .collect();
-        Self::new(module, params, data, config)
+        Self::new(module, crate::optim::varmap_vars(varmap)?, data, config)
     }
 
     /// Trains (from the checkpoint in `resume`, if given), writing to `config.out`.

@@ -5,7 +5,7 @@
 mod batch_size;
 mod optimizers;
 mod report;
-mod runs;
+pub(crate) mod runs;
 mod saddle;
 mod schedules;
 mod stuck;

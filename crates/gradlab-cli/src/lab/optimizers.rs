@@ -55,18 +55,7 @@ pub fn optimizers(
             }
             runs.push(run(&c)?);
         }
-        let losses: Vec<Vec<(f64, f64)>> = runs
-            .iter()
-            .map(|r| {
-                windowed(
-                    &r.steps
-                        .iter()
-                        .map(|s| (s.0, s.1.max(1e-12).log10()))
-                        .collect::<Vec<_>>(),
-                    10,
-                )
-            })
-            .collect();
+        let losses: Vec<Vec<(f64, f64)>> = runs.iter().map(|r| log_loss_curve(r, 10)).collect();
         let accs: Vec<Vec<(f64, f64)>> = runs
             .iter()
             .map(|r| {

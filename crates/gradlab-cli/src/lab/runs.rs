@@ -4,11 +4,12 @@
 use super::Budget;
 use crate::plot::{self, Band, LineChart, Path2};
 use anyhow::{Context, Result};
+use candle_core::Tensor;
 use gradlab::landscape::lanczos::{lanczos, LanczosOptions};
 use gradlab::landscape::sharpness::epsilon_sharpness;
 use gradlab_candle::checkpoint::load_model;
 use gradlab_candle::hessian::{second_order, NetworkHessian, NetworkObjective};
-use gradlab_candle::models::{ModelKind, ModelSpec};
+use gradlab_candle::models::{Model, ModelKind, ModelSpec};
 use gradlab_candle::train::{self, batch, TrainConfig};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -207,20 +208,20 @@ pub(super) fn run_seeds(config: &TrainConfig, seeds: usize) -> Result<Vec<Run>> 
         .collect()
 }
 
+/// A run's log10 training loss per step, averaged over windows of `w` steps.
+pub(super) fn log_loss_curve(run: &Run, w: usize) -> Vec<(f64, f64)> {
+    windowed(
+        &run.steps
+            .iter()
+            .map(|s| (s.0, s.1.max(1e-12).log10()))
+            .collect::<Vec<_>>(),
+        w,
+    )
+}
+
 /// The runs' log10 training loss, averaged over windows of `w` steps: mean and spread.
 pub(super) fn loss_curves(runs: &[Run], w: usize) -> (Vec<(f64, f64)>, Band) {
-    let curves: Vec<Vec<(f64, f64)>> = runs
-        .iter()
-        .map(|r| {
-            windowed(
-                &r.steps
-                    .iter()
-                    .map(|s| (s.0, s.1.max(1e-12).log10()))
-                    .collect::<Vec<_>>(),
-                w,
-            )
-        })
-        .collect();
+    let curves: Vec<Vec<(f64, f64)>> = runs.iter().map(|r| log_loss_curve(r, w)).collect();
     mean_band(&curves)
 }
 
@@ -286,17 +287,27 @@ pub(super) fn chart(
     )
 }
 
+/// A checkpoint's model in f64 and the first `examples` training digits (at least one) in
+/// batches of 500: what the curvature measurements evaluate.
+pub(super) fn f64_model_and_batches(
+    dir: &Path,
+    examples: usize,
+) -> gradlab_candle::Result<(Model, Vec<(Tensor, Tensor)>)> {
+    let (model, _) = load_model(dir)?;
+    let model = model.to_dtype(candle_core::DType::F64)?;
+    let split = gradlab_candle::data::bundled()?;
+    let idx: Vec<usize> = (0..examples.min(split.train.len()).max(1)).collect();
+    let batches = idx
+        .chunks(500)
+        .map(|c| batch(&split.train, c))
+        .collect::<gradlab_candle::Result<Vec<_>>>()?;
+    Ok((model, batches))
+}
+
 /// Curvature of a checkpoint: (ε-sharpness, top Hessian eigenvalue), computed in f64.
 pub(super) fn curvature(dir: PathBuf, examples: usize) -> Result<(f64, f64)> {
     second_order(move || -> gradlab_candle::Result<(f64, f64)> {
-        let (model, _) = load_model(&dir)?;
-        let model = model.to_dtype(candle_core::DType::F64)?;
-        let split = gradlab_candle::data::bundled()?;
-        let idx: Vec<usize> = (0..examples.min(split.train.len()).max(1)).collect();
-        let batches = idx
-            .chunks(500)
-            .map(|c| batch(&split.train, c))
-            .collect::<gradlab_candle::Result<Vec<_>>>()?;
+        let (model, batches) = f64_model_and_batches(&dir, examples)?;
         let mut objective = NetworkObjective::new(&model, batches.clone())?;
         let x = objective.point()?;
         let sharp = epsilon_sharpness(&mut objective, &x, 1e-3, 10)?;

@@ -3,12 +3,11 @@
 //! the quadratic model and the negative gradient).
 
 use crate::lab::report::{Claim, Verdict};
+use crate::lab::runs::f64_model_and_batches;
 use anyhow::Result;
 use gradlab::landscape::lanczos::{lanczos, LanczosOptions};
 use gradlab::landscape::Objective;
-use gradlab_candle::checkpoint::load_model;
 use gradlab_candle::hessian::{second_order, NetworkHessian, NetworkObjective};
-use gradlab_candle::train::batch;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
@@ -30,14 +29,8 @@ pub(super) struct NetworkDiagnosis {
 
 pub(super) fn diagnose_network(dir: PathBuf, examples: usize) -> Result<NetworkDiagnosis> {
     second_order(move || -> gradlab_candle::Result<NetworkDiagnosis> {
-        let (model, _) = load_model(&dir)?;
-        let model = model.to_dtype(candle_core::DType::F64)?;
-        let split = gradlab_candle::data::bundled()?;
-        let idx: Vec<usize> = (0..examples.min(split.train.len()).max(1)).collect();
-        let batches = idx
-            .chunks(500)
-            .map(|c| batch(&split.train, c))
-            .collect::<gradlab_candle::Result<Vec<_>>>()?;
+        let (model, batches) = f64_model_and_batches(&dir, examples)?;
+        let examples = batches.iter().map(|(_, labels)| labels.elem_count()).sum();
         let mut objective = NetworkObjective::new(&model, batches.clone())?;
         let x = objective.point()?;
         let mut g = vec![0.0; x.len()];
@@ -71,7 +64,7 @@ pub(super) fn diagnose_network(dir: PathBuf, examples: usize) -> Result<NetworkD
             steps.push((t, eig, loss + t * slope + 0.5 * bottom * t * t, grad));
         }
         Ok(NetworkDiagnosis {
-            examples: idx.len(),
+            examples,
             loss,
             gradient_norm,
             top: pairs.top[0].value,
