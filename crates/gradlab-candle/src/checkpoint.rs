@@ -62,7 +62,15 @@ const MUST_MATCH: &[&str] = &[
 
 /// Keys added after the first checkpoints: an older checkpoint without one was trained with
 /// the default value.
-const MUST_MATCH_OR_DEFAULT: &[&str] = &["swa_anneal_steps", "swa_anneal"];
+const MUST_MATCH_OR_DEFAULT: &[&str] = &[
+    "swa_anneal_steps",
+    "swa_anneal",
+    "inputs",
+    "classes",
+    "validation",
+    "data_order",
+    "curriculum",
+];
 
 #[allow(clippy::too_many_arguments)]
 /// Writes `out/checkpoint/` atomically.
@@ -560,6 +568,20 @@ fn crash_point(name: &str) {
 pub fn load_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
     candle_core::safetensors::load(path, &Device::Cpu)
         .map_err(|e| Error::Msg(format!("{}: {e}", path.display())))
+}
+
+/// Sets `model`'s parameters and buffers from the checkpoint in `dir` (its model weights
+/// only: the start of a fine-tuning run), checking names and shapes.
+pub fn init_weights(model: &dyn Network, dir: &Path) -> Result<()> {
+    let files = locate(dir)?;
+    let tensors =
+        candle_core::safetensors::load_buffer(&files.model, &Device::Cpu).map_err(|e| {
+            Error::Msg(format!(
+                "{}: {e}",
+                files.dir.join("model.safetensors").display()
+            ))
+        })?;
+    restore_model(model, &tensors, &files.dir.join("model.safetensors"))
 }
 
 /// Sets a model's parameters and buffers from named tensors, checking names and shapes.

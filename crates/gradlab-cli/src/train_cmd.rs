@@ -4,7 +4,7 @@ use crate::ranks::Group;
 use anyhow::{bail, Context, Result};
 use gradlab::optim::NonFinitePolicy;
 use gradlab_candle::models::{ModelKind, ModelSpec};
-use gradlab_candle::train::{self, Event, ScheduleUnit, SwaAnneal, TrainConfig};
+use gradlab_candle::train::{self, Curriculum, Event, ScheduleUnit, SwaAnneal, TrainConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -102,6 +102,32 @@ pub struct TrainArgs {
     /// epoch's).
     #[arg(long, default_value_t = 100)]
     max_skipped: u64,
+    /// Pixels as the network sees them: standardized (MNIST mean and deviation) or raw
+    /// (0–255).
+    #[arg(long, default_value = "standardized")]
+    inputs: String,
+    /// Train and test on these digit classes only, e.g. 5,6,7,8,9.
+    #[arg(long, value_delimiter = ',')]
+    classes: Option<Vec<u8>>,
+    /// Hold out the last N training examples as a validation set, evaluated each epoch.
+    #[arg(long)]
+    validation: Option<usize>,
+    /// Order of the training examples in each epoch: shuffled or fixed.
+    #[arg(long, default_value = "shuffled")]
+    data_order: String,
+    /// Curriculum learning: a file with one difficulty score per training example (lower is
+    /// easier); batches come from the easiest examples first.
+    #[arg(long)]
+    curriculum: Option<PathBuf>,
+    /// With --curriculum: the fraction of the easiest examples in reach at the first step.
+    #[arg(long, default_value_t = 0.2, requires = "curriculum")]
+    curriculum_start: f64,
+    /// With --curriculum: the epochs after which all examples are in reach.
+    #[arg(long, default_value_t = 1.0, requires = "curriculum")]
+    curriculum_ramp: f64,
+    /// Start from the model weights of the checkpoint in this folder (fine-tuning).
+    #[arg(long, conflicts_with = "resume")]
+    init: Option<PathBuf>,
     /// Output folder (metrics.jsonl, summary.json, checkpoint/).
     #[arg(long)]
     out: PathBuf,
@@ -145,6 +171,19 @@ impl TrainArgs {
         c.data_dir = self.model.data.clone();
         c.train_limit = self.model.train_limit;
         c.overwrite = self.overwrite;
+        c.inputs = self.inputs.parse().map_err(anyhow::Error::from)?;
+        c.classes = self.classes.clone();
+        if let Some(bad) = c.classes.iter().flatten().find(|&&k| k > 9) {
+            bail!("--classes {bad}: a digit class is 0–9");
+        }
+        c.validation = self.validation;
+        c.data_order = self.data_order.parse().map_err(anyhow::Error::from)?;
+        c.curriculum = self.curriculum.as_ref().map(|path| Curriculum {
+            difficulty: path.clone(),
+            start: self.curriculum_start,
+            ramp: self.curriculum_ramp,
+        });
+        c.init = self.init.clone();
         Ok(c)
     }
 }
@@ -172,13 +211,16 @@ pub fn reporter(label: String) -> impl FnMut(Event) {
             }
         }
         Event::Epoch(line) => {
-            let msg = format!(
+            let mut msg = format!(
                 "{label} epoch {}: train loss {:.4}, test loss {:.4}, test accuracy {:.2}%",
                 line["epoch"].as_u64().unwrap_or(0) + 1,
                 line["train_loss"].as_f64().unwrap_or(f64::NAN),
                 line["test_loss"].as_f64().unwrap_or(f64::NAN),
                 100.0 * line["test_accuracy"].as_f64().unwrap_or(f64::NAN)
             );
+            if let Some(v) = line["validation_accuracy"].as_f64() {
+                msg.push_str(&format!(", validation accuracy {:.2}%", 100.0 * v));
+            }
             match &bar {
                 Some(b) => b.println(msg),
                 None => eprintln!("{msg}"),

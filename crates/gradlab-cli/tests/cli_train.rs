@@ -334,3 +334,56 @@ fn sizes_that_cannot_fit_are_refused_before_allocating() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn data_plan_flags_are_checked_by_name() {
+    let dir = std::env::temp_dir().join(format!("gradlab-cli-plans-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = dir.join("run");
+    let out = out.to_str().unwrap();
+    for (flags, expected) in [
+        (vec!["--inputs", "pixels"], "--inputs 'pixels' is not known"),
+        (
+            vec!["--classes", "3,12"],
+            "--classes 12: a digit class is 0–9",
+        ),
+        (
+            vec!["--data-order", "sorted"],
+            "--data-order 'sorted' is not known",
+        ),
+        (
+            vec!["--validation", "8000"],
+            "--validation 8000 is out of range",
+        ),
+        (
+            vec!["--curriculum", "missing.txt"],
+            "missing.txt: cannot read the curriculum's difficulty scores",
+        ),
+        (
+            vec!["--curriculum", "x.txt", "--curriculum-ramp", "0"],
+            "--curriculum-ramp 0 is out of range",
+        ),
+    ] {
+        let mut args = vec!["train", "--model", "logreg", "--epochs", "1", "--out", out];
+        args.extend(flags.iter().copied());
+        let (ok, _, err) = gradlab(&args);
+        assert!(!ok && err.contains(expected), "{flags:?}: {err}");
+    }
+    // --validation trains on the rest and reports the held-out accuracy.
+    let (ok, _, err) = gradlab(&[
+        "train",
+        "--model",
+        "logreg",
+        "--epochs",
+        "1",
+        "--train-limit",
+        "300",
+        "--validation",
+        "200",
+        "--out",
+        out,
+    ]);
+    assert!(ok, "{err}");
+    assert!(err.contains("validation accuracy"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -14,14 +14,19 @@
 //! Random draws are functions of (seed, epoch) for shuffling and (seed, step) for dropout and
 //! gradient noise, so a resumed run repeats exactly what the uninterrupted run would do.
 
+mod batches;
+mod split;
 mod trainer;
 
+pub use batches::{Curriculum, DataOrder};
+pub use split::{load_data, InputScale, RunData};
 pub use trainer::Trainer;
 
-use crate::data::{self, Dataset, Split};
+use crate::data::{Dataset, Split};
 use crate::models::{correct, cross_entropy, Model, ModelSpec, Network};
 use crate::optim::{GradlabOptimizer, OptimizerConfig};
 use crate::{Error, Result};
+pub(crate) use batches::shuffle;
 use candle_core::{Device, Tensor, Var};
 use gradlab::dist::{Collective, Local};
 use gradlab::landscape::Rng;
@@ -104,6 +109,21 @@ pub struct TrainConfig {
     pub data_dir: Option<PathBuf>,
     /// Use only the first N training examples (quick runs).
     pub train_limit: Option<usize>,
+    /// How the pixels reach the network (standardised, or raw 0–255 values).
+    pub inputs: InputScale,
+    /// Train and test on these classes only (e.g. digits 5–9 for fine-tuning).
+    pub classes: Option<Vec<u8>>,
+    /// Hold out the last N training examples as a validation set (evaluated each epoch:
+    /// `validation_loss`, `validation_accuracy`), for choosing hyperparameters without the
+    /// test set.
+    pub validation: Option<usize>,
+    /// The order of the training examples in each epoch.
+    pub data_order: DataOrder,
+    /// Curriculum learning: batches drawn from the easiest examples first.
+    pub curriculum: Option<Curriculum>,
+    /// Start from the model weights of the checkpoint in this folder (fine-tuning) instead
+    /// of a fresh initialisation.
+    pub init: Option<PathBuf>,
     /// Output folder.
     pub out: PathBuf,
     /// A fresh run may replace a run already in `out` (its files are replaced once this run
@@ -133,6 +153,12 @@ impl TrainConfig {
             max_skipped: 100,
             data_dir: None,
             train_limit: None,
+            inputs: InputScale::Standardized,
+            classes: None,
+            validation: None,
+            data_order: DataOrder::Shuffled,
+            curriculum: None,
+            init: None,
             out: out.to_path_buf(),
             overwrite: false,
         }
@@ -163,6 +189,16 @@ impl TrainConfig {
             "max_skipped": self.max_skipped,
             "data": self.data_dir.as_ref().map(|p| p.display().to_string()),
             "train_limit": self.train_limit,
+            "inputs": self.inputs.name(),
+            "classes": self.classes,
+            "validation": self.validation,
+            "data_order": self.data_order.name(),
+            "curriculum": self.curriculum.as_ref().map(|c| json!({
+                "difficulty": c.difficulty.display().to_string(),
+                "start": c.start,
+                "ramp": c.ramp,
+            })),
+            "init": self.init.as_ref().map(|p| p.display().to_string()),
         })
     }
 
@@ -220,6 +256,20 @@ impl TrainConfig {
                 "--swa-anneal-steps needs --swa-start and --swa-lr".into(),
             ));
         }
+        if let Some(c) = &self.curriculum {
+            c.check()?;
+            if self.data_order != DataOrder::Shuffled {
+                return Err(Error::Msg(
+                    "--curriculum draws its own batches: it does not go with --data-order fixed"
+                        .into(),
+                ));
+            }
+        }
+        if let Some(classes) = &self.classes {
+            if classes.is_empty() {
+                return Err(Error::Msg("--classes names no class".into()));
+            }
+        }
         if let Some(eta) = self.grad_noise {
             if !(eta.is_finite() && eta >= 0.0) {
                 return Err(Error::Msg(format!(
@@ -251,38 +301,6 @@ pub enum Event<'a> {
 pub struct Summary {
     /// `summary.json`'s content.
     pub json: Value,
-}
-
-/// Loads the configured data.
-pub fn load_data(config: &TrainConfig) -> Result<Split> {
-    let split = match &config.data_dir {
-        Some(dir) => data::load_dir(dir)?,
-        None => data::bundled()?,
-    };
-    limit_data(split, config)
-}
-
-/// `split` cut to `config.train_limit`, refused when a part is empty.
-fn limit_data(mut split: Split, config: &TrainConfig) -> Result<Split> {
-    if let Some(n) = config.train_limit {
-        let n = n.min(split.train.len());
-        split.train = split.train.slice(0..n);
-    }
-    if split.train.is_empty() {
-        return Err(Error::Msg(match config.train_limit {
-            Some(n) => {
-                format!("--train-limit {n} leaves no training examples: it must be at least 1")
-            }
-            None => format!("{}: the training set has 0 examples", split.source),
-        }));
-    }
-    if split.test.is_empty() {
-        return Err(Error::Msg(format!(
-            "{}: the test set has 0 examples (accuracy and loss would be undefined)",
-            split.source
-        )));
-    }
-    Ok(split)
 }
 
 /// A batch as tensors.
@@ -330,16 +348,6 @@ pub fn evaluate_shared(
 pub fn share<'a>(batch: &'a [usize], collective: &dyn Collective) -> &'a [usize] {
     let (n, r, k) = (batch.len(), collective.rank(), collective.size());
     &batch[r * n / k..(r + 1) * n / k]
-}
-
-pub(crate) fn shuffle(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
-    let mut rng = Rng::new(seed ^ ((epoch as u64 + 1).wrapping_mul(0xA076_1D64_78BD_642F)));
-    let mut idx: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
-        idx.swap(i, j);
-    }
-    idx
 }
 
 /// Gradient noise of step `step`: one stream of N(0, std²) draws over the flat parameter
@@ -436,13 +444,16 @@ pub(crate) fn setup(
     config: &TrainConfig,
     collective: Arc<dyn Collective>,
 ) -> Result<(Split, Model, GradlabOptimizer)> {
-    let split = load_data(config)?;
+    let split = load_data(config)?.split;
     let model = Model::new(
         &config.model,
         split.train.rows,
         split.train.cols,
         config.seed,
     )?;
+    if let Some(dir) = &config.init {
+        crate::checkpoint::init_weights(&model, dir)?;
+    }
     let opt = optimizer(config, &model, collective)?;
     Ok((split, model, opt))
 }
@@ -487,26 +498,39 @@ pub fn train_on(
     collective: Arc<dyn Collective>,
 ) -> Result<Summary> {
     config.check()?;
-    let split = load_data(config)?;
+    let data = load_data(config)?;
     let model = Model::new(
         &config.model,
-        split.train.rows,
-        split.train.cols,
+        data.split.train.rows,
+        data.split.train.cols,
         config.seed,
     )?;
-    run(config, resume, on_event, collective, split, &model)
+    run(config, resume, on_event, collective, data, &model)
 }
 
-/// Trains `model` on `split` as `config` says (the data and model options of `config` were
+/// Trains `model` on `data` as `config` says (the data and model options of `config` were
 /// used to make them).
 fn run(
     config: &TrainConfig,
     resume: Option<&Path>,
     mut on_event: impl FnMut(Event),
     collective: Arc<dyn Collective>,
-    split: Split,
+    data: RunData,
     model: &dyn Network,
 ) -> Result<Summary> {
+    let RunData {
+        split,
+        validation,
+        filtered_train,
+    } = data;
+    if let (Some(dir), None) = (&config.init, resume) {
+        crate::checkpoint::init_weights(model, dir)?;
+    }
+    let ranking = config
+        .curriculum
+        .as_ref()
+        .map(|c| c.ranking(filtered_train, split.train.len()))
+        .transpose()?;
     let ranks = collective.size();
     let lead = collective.rank() == 0;
     if config.batch_size < ranks {
@@ -558,6 +582,14 @@ fn run(
     };
     let batches_per_epoch = split.train.len().div_ceil(config.batch_size) as u64;
     let total_steps = batches_per_epoch * config.epochs as u64;
+    let plan = batches::EpochPlan {
+        examples: split.train.len(),
+        batch_size: config.batch_size,
+        seed: config.seed,
+        order: config.data_order,
+        curriculum: config.curriculum.as_ref().zip(ranking.as_deref()),
+        steps_per_epoch: batches_per_epoch,
+    };
     let final_metrics = config.out.join("metrics.jsonl");
     // A fresh run over an old one writes its metrics aside until its first checkpoint.
     let replacing = resume.is_none() && !crate::run_dir::contents(&config.out)?.is_empty();
@@ -628,10 +660,9 @@ fn run(
         }
         // The weights to train from (schedule-free: y; the epoch before ended at x).
         opt.train_mode()?;
-        let order = shuffle(split.train.len(), config.seed, epoch);
         let (mut loss_sum, mut right, mut seen) = (0.0, 0.0, 0usize);
         let mut health = Vec::new();
-        let batches: Vec<&[usize]> = order.chunks(config.batch_size).collect();
+        let batches = plan.batches(epoch, step);
         for (b, idx) in batches.iter().enumerate() {
             let mine = share(idx, collective.as_ref());
             let mut rng = step_rng(config.seed, step);
@@ -789,6 +820,10 @@ fn run(
             }
         }
         let (test_loss, test_accuracy) = evaluate_shared(model, &split.test, collective.as_ref())?;
+        let validated = validation
+            .as_ref()
+            .map(|v| evaluate_shared(model, v, collective.as_ref()))
+            .transpose()?;
         if let (Some(s), false) = (scheduler.as_mut(), config.in_swa(epoch)) {
             if plateau {
                 opt.with_engine(|e| e.step_schedule(s, Some(test_loss)))?;
@@ -823,6 +858,8 @@ fn run(
             "train_accuracy": right / seen.max(1) as f64,
             "test_loss": test_loss,
             "test_accuracy": test_accuracy,
+            "validation_loss": validated.map(|v| v.0),
+            "validation_accuracy": validated.map(|v| v.1),
             "ema_test_accuracy": ema_accuracy,
             "lr": opt.with_engine(|e| e.lr_of(0)),
             "tensors": health,
@@ -883,6 +920,8 @@ fn run(
         "test_loss": last_epoch_line["test_loss"],
         "train_loss": last_epoch_line["train_loss"],
         "train_accuracy": last_epoch_line["train_accuracy"],
+        "validation_loss": last_epoch_line["validation_loss"],
+        "validation_accuracy": last_epoch_line["validation_accuracy"],
         "ema_test_accuracy": last_epoch_line["ema_test_accuracy"],
         "swa_test_accuracy": swa_accuracy.map(|r| r.1),
         "swats_switched_at": swats,

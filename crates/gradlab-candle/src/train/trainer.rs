@@ -1,9 +1,9 @@
 //! The trainer around a candle user's own model.
 
-use super::{limit_data, run, Event, Summary, TrainConfig};
+use super::{run, split, Event, InputScale, RunData, Summary, TrainConfig};
 use crate::data::Split;
 use crate::models::{CustomModel, ModelSpec};
-use crate::Result;
+use crate::{Error, Result};
 use gradlab::dist::Local;
 use std::path::Path;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use std::sync::Arc;
 ///
 /// `config` is [`TrainConfig`] with its model part ignored (the model is yours: its
 /// `ModuleT::forward_t(x, train)` decides dropout and batch norm); its data part is `data`
-/// (cut to `config.train_limit`). Batches come as f32 and are cast to the parameters' type.
+/// (cut to `config.classes`, `config.validation` and `config.train_limit`). Batches come as f32 and are cast to the parameters' type.
 /// Batch-norm statistics of a user's model are its own (candle's running averages): SWA's
 /// average is evaluated with them, not with statistics recomputed for the averaged weights.
 /// A checkpoint of such a run resumes through [`Trainer::run`] with the same module; the
@@ -23,7 +23,7 @@ use std::sync::Arc;
 pub struct Trainer<M> {
     config: TrainConfig,
     model: CustomModel<M>,
-    data: Split,
+    data: RunData,
 }
 
 impl<M: candle_nn::ModuleT> Trainer<M> {
@@ -41,7 +41,13 @@ impl<M: candle_nn::ModuleT> Trainer<M> {
         };
         config.data_dir = None;
         config.check()?;
-        let data = limit_data(data, &config)?;
+        if config.inputs != InputScale::Standardized {
+            return Err(Error::Msg(format!(
+                "inputs = {}: a user's data is used as given (scale it before making the Split)",
+                config.inputs.name()
+            )));
+        }
+        let data = split::prepare(data, &config)?;
         Ok(Trainer {
             config,
             model: CustomModel::new(module, params)?,
