@@ -14,6 +14,7 @@ fn check_page(html: &str) {
         "stuck",
         "surfaces",
         "saddle",
+        "warmup",
     ] {
         assert!(
             html.contains(&format!("<section id=\"{id}\">")),
@@ -78,6 +79,8 @@ fn the_quick_lab_writes_a_complete_report() {
         "data/surface_himmelblau.csv",
         "data/saddle.csv",
         "data/saddle.json",
+        "data/warmup_loss.csv",
+        "data/warmup_adaptive_step.csv",
     ] {
         assert!(out.join(data).is_file(), "{data} is missing");
         assert!(
@@ -124,6 +127,19 @@ fn the_quick_lab_writes_a_complete_report() {
     );
     assert_eq!(network["steps"].as_array().unwrap().len(), 4);
     assert!(section.contains("The same diagnosis on the network"));
+    // Warm-up scales Adam's first adaptive step by its start factor (1%): same weights and
+    // batch at step 1, so the same v̂.
+    let trace = std::fs::read_to_string(out.join("data/warmup_adaptive_step.csv")).unwrap();
+    let first_p99 = |warm: bool| -> f64 {
+        trace
+            .lines()
+            .map(|l| l.split(',').collect::<Vec<_>>())
+            .find(|f| f[1] == "1" && f[0].contains("warm-up") == warm)
+            .map(|f| f[4].parse().unwrap())
+            .unwrap()
+    };
+    let ratio = first_p99(true) / first_p99(false);
+    assert!((ratio - 0.01).abs() < 1e-6, "{ratio}");
     // The report opens with the verdicts: every claim with its figure, verdict and section.
     assert!(
         html.find("<section id=\"verdicts\">").unwrap()

@@ -10,6 +10,7 @@ mod saddle;
 mod schedules;
 mod stuck;
 mod surfaces;
+mod warmup;
 
 use anyhow::{Context, Result};
 use report::Report;
@@ -72,6 +73,9 @@ pub struct LabArgs {
     /// Epochs per training run (default 5; 1 with --quick).
     #[arg(long)]
     epochs: Option<usize>,
+    /// Run only these studies (section ids, comma-separated), e.g. warmup,saddle.
+    #[arg(long, value_delimiter = ',')]
+    only: Option<Vec<String>>,
 }
 
 /// Arguments of `gradlab compare`.
@@ -155,22 +159,34 @@ pub fn run(args: LabArgs) -> Result<()> {
     let out = &args.out;
     crate::interrupt::install()?;
     type Study<'a> = Box<dyn FnOnce() -> Result<report::Section> + 'a>;
-    let studies: Vec<(&str, Study)> = vec![
+    let studies: Vec<(&str, &str, Study)> = vec![
         (
+            "optimizers",
             "optimizers",
             Box::new(|| optimizers::optimizers(out, &budget, &runs::lab_optimizers(), None)),
         ),
-        ("schedules", Box::new(|| schedules::schedules(out, &budget))),
         (
+            "schedules",
+            "schedules",
+            Box::new(|| schedules::schedules(out, &budget)),
+        ),
+        (
+            "batch-size",
             "batch size",
             Box::new(|| batch_size::batch_size(out, &budget, "adam(lr=0.001)")),
         ),
         (
+            "stuck",
             "small gradient vs stuck",
             Box::new(|| stuck::stuck(out, &budget)),
         ),
-        ("error surfaces", Box::new(|| surfaces::surfaces(out))),
         (
+            "surfaces",
+            "error surfaces",
+            Box::new(|| surfaces::surfaces(out)),
+        ),
+        (
+            "saddle",
             "saddle points",
             Box::new(|| {
                 saddle::saddle(
@@ -182,7 +198,30 @@ pub fn run(args: LabArgs) -> Result<()> {
                 )
             }),
         ),
+        (
+            "warmup",
+            "warm-up",
+            Box::new(|| warmup::warmup(out, &budget)),
+        ),
     ];
+    let ids: Vec<&str> = studies.iter().map(|s| s.0).collect();
+    if let Some(only) = &args.only {
+        if let Some(unknown) = only.iter().find(|o| !ids.contains(&o.as_str())) {
+            anyhow::bail!(
+                "--only {unknown}: no such study; the studies are {}",
+                ids.join(", ")
+            );
+        }
+    }
+    let studies: Vec<(&str, Study)> = studies
+        .into_iter()
+        .filter(|(id, _, _)| {
+            args.only
+                .as_ref()
+                .is_none_or(|only| only.iter().any(|o| o == id))
+        })
+        .map(|(_, name, study)| (name, study))
+        .collect();
     let total = studies.len();
     let mut not_run = Vec::new();
     for (i, (name, study)) in studies.into_iter().enumerate() {

@@ -10,7 +10,7 @@ use gradlab::landscape::sharpness::epsilon_sharpness;
 use gradlab_candle::checkpoint::load_model;
 use gradlab_candle::hessian::{second_order, NetworkHessian, NetworkObjective};
 use gradlab_candle::models::{Model, ModelKind, ModelSpec};
-use gradlab_candle::train::{self, batch, TrainConfig};
+use gradlab_candle::train::{self, batch, DataOrder, InputScale, TrainConfig};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -175,16 +175,60 @@ pub(super) fn run(config: &TrainConfig) -> Result<Run> {
     })
 }
 
+/// The `gradlab train` command that repeats `config`'s run (every setting that differs from
+/// the command's defaults).
 pub(super) fn command(config: &TrainConfig) -> String {
-    let mut c = format!(
-        "gradlab train --model mlp --optimizer '{}' --epochs {} --batch-size {} --seed {}",
+    let m = &config.model;
+    let mut c = format!("gradlab train --model {}", m.kind.name());
+    if m.kind == ModelKind::Mlp && m.widths != [256, 128] {
+        let widths: Vec<String> = m.widths.iter().map(usize::to_string).collect();
+        c.push_str(&format!(" --widths {}", widths.join(",")));
+    }
+    if m.batch_norm {
+        c.push_str(" --batch-norm");
+    }
+    if m.dropout > 0.0 {
+        c.push_str(&format!(" --dropout {}", m.dropout));
+    }
+    c.push_str(&format!(
+        " --optimizer '{}' --epochs {} --batch-size {} --seed {}",
         config.optimizer, config.epochs, config.batch_size, config.seed
-    );
+    ));
     if let Some(s) = &config.schedule {
         c.push_str(&format!(" --schedule '{s}'"));
     }
+    if let Some(v) = config.grad_noise {
+        c.push_str(&format!(" --grad-noise {v}"));
+    }
+    if let Some(d) = &config.data_dir {
+        c.push_str(&format!(" --data {}", d.display()));
+    }
+    if config.inputs != InputScale::Standardized {
+        c.push_str(&format!(" --inputs {}", config.inputs.name()));
+    }
+    if let Some(classes) = &config.classes {
+        let list: Vec<String> = classes.iter().map(u8::to_string).collect();
+        c.push_str(&format!(" --classes {}", list.join(",")));
+    }
+    if let Some(n) = config.validation {
+        c.push_str(&format!(" --validation {n}"));
+    }
     if let Some(n) = config.train_limit {
         c.push_str(&format!(" --train-limit {n}"));
+    }
+    if config.data_order != DataOrder::Shuffled {
+        c.push_str(&format!(" --data-order {}", config.data_order.name()));
+    }
+    if let Some(k) = &config.curriculum {
+        c.push_str(&format!(
+            " --curriculum {} --curriculum-start {} --curriculum-ramp {}",
+            k.difficulty.display(),
+            k.start,
+            k.ramp
+        ));
+    }
+    if let Some(d) = &config.init {
+        c.push_str(&format!(" --init {}", d.display()));
     }
     c.push_str(&format!(" --out {}", config.out.display()));
     c
