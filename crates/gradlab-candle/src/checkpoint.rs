@@ -571,17 +571,31 @@ pub fn load_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
 }
 
 /// Sets `model`'s parameters and buffers from the checkpoint in `dir` (its model weights
-/// only: the start of a fine-tuning run), checking names and shapes.
-pub fn init_weights(model: &dyn Network, dir: &Path) -> Result<()> {
+/// only: the start of a fine-tuning run), checking names and shapes; parameters whose name
+/// starts with one of `exclude` keep their fresh initialisation (a new output layer).
+pub fn init_weights(model: &dyn Network, dir: &Path, exclude: &[String]) -> Result<()> {
     let files = locate(dir)?;
-    let tensors =
-        candle_core::safetensors::load_buffer(&files.model, &Device::Cpu).map_err(|e| {
-            Error::Msg(format!(
-                "{}: {e}",
-                files.dir.join("model.safetensors").display()
-            ))
-        })?;
-    restore_model(model, &tensors, &files.dir.join("model.safetensors"))
+    let source = files.dir.join("model.safetensors");
+    let mut tensors = candle_core::safetensors::load_buffer(&files.model, &Device::Cpu)
+        .map_err(|e| Error::Msg(format!("{}: {e}", source.display())))?;
+    for prefix in exclude {
+        let fresh: Vec<(String, Tensor)> = model
+            .params()
+            .iter()
+            .filter(|(name, _)| name.starts_with(prefix.as_str()))
+            .map(|(name, v)| Ok((name.clone(), v.as_tensor().copy()?)))
+            .collect::<candle_core::Result<_>>()?;
+        if fresh.is_empty() {
+            let names: Vec<&str> = model.params().iter().map(|(n, _)| n.as_str()).collect();
+            return Err(Error::Msg(format!(
+                "--init-exclude {prefix}: no parameter's name starts with it; the model's \
+                 parameters are {}",
+                names.join(", ")
+            )));
+        }
+        tensors.extend(fresh);
+    }
+    restore_model(model, &tensors, &source)
 }
 
 /// Sets a model's parameters and buffers from named tensors, checking names and shapes.

@@ -110,6 +110,29 @@ fn fine_tuning_starts_from_the_checkpoints_weights_on_the_chosen_classes() {
     train::train(&c, None, |_| {}).unwrap();
     assert_ne!(weights(&scratch_run), pretrained);
 
+    // A new output layer: the hidden layer comes from the checkpoint, the output layer is
+    // the fresh one of the run's seed.
+    let (head, fresh) = (scratch("new-head"), scratch("fresh-head"));
+    let mut c = small(&head, 1);
+    c.optimizer = "sgd(lr=0)".into();
+    c.init = Some(pre.clone());
+    c.init_exclude = vec!["fc2.".into()];
+    train::train(&c, None, |_| {}).unwrap();
+    let mut c = small(&fresh, 1);
+    c.optimizer = "sgd(lr=0)".into();
+    train::train(&c, None, |_| {}).unwrap();
+    let hidden = 784 * 32 + 32;
+    let (w_head, w_fresh) = (weights(&head), weights(&fresh));
+    assert_eq!(w_head[..hidden], pretrained[..hidden]);
+    assert_eq!(w_head[hidden..], w_fresh[hidden..]);
+    c.init = Some(pre.clone());
+    c.init_exclude = vec!["head.".into()];
+    let e = train::train(&c, None, |_| {}).unwrap_err().to_string();
+    assert!(
+        e.contains("--init-exclude head.: no parameter's name starts with it"),
+        "{e}"
+    );
+
     // A folder without a checkpoint is named.
     let mut c = small(&scratch("bad-init"), 1);
     c.init = Some(scratch("empty"));

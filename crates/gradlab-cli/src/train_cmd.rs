@@ -128,6 +128,10 @@ pub struct TrainArgs {
     /// Start from the model weights of the checkpoint in this folder (fine-tuning).
     #[arg(long, conflicts_with = "resume")]
     init: Option<PathBuf>,
+    /// With --init: parameters whose name starts with this keep a fresh initialisation
+    /// (repeat; e.g. fc3. for a new output layer).
+    #[arg(long, requires = "init")]
+    init_exclude: Vec<String>,
     /// Output folder (metrics.jsonl, summary.json, checkpoint/).
     #[arg(long)]
     out: PathBuf,
@@ -184,6 +188,7 @@ impl TrainArgs {
             ramp: self.curriculum_ramp,
         });
         c.init = self.init.clone();
+        c.init_exclude = self.init_exclude.clone();
         Ok(c)
     }
 }

@@ -15,6 +15,7 @@ fn check_page(html: &str) {
         "surfaces",
         "saddle",
         "warmup",
+        "helps",
     ] {
         assert!(
             html.contains(&format!("<section id=\"{id}\">")),
@@ -81,6 +82,7 @@ fn the_quick_lab_writes_a_complete_report() {
         "data/saddle.json",
         "data/warmup_loss.csv",
         "data/warmup_adaptive_step.csv",
+        "data/helps.csv",
     ] {
         assert!(out.join(data).is_file(), "{data} is missing");
         assert!(
@@ -140,6 +142,28 @@ fn the_quick_lab_writes_a_complete_report() {
     };
     let ratio = first_p99(true) / first_p99(false);
     assert!((ratio - 0.01).abs() < 1e-6, "{ratio}");
+    // Every ablation ran with three seeds, and the table says whether each effect is beyond
+    // the seed noise.
+    let helps = std::fs::read_to_string(out.join("data/helps.csv")).unwrap();
+    for technique in [
+        "baseline",
+        "shuffling",
+        "dropout",
+        "gradient noise",
+        "warm-up",
+        "curriculum learning",
+        "normalization",
+        "weight decay",
+        "fine-tuning",
+    ] {
+        let seeds = helps
+            .lines()
+            .filter(|l| l.starts_with(&format!("{technique},")))
+            .count();
+        assert_eq!(seeds, 3, "{technique}");
+    }
+    let section = html.split("<section id=\"helps\">").nth(1).unwrap();
+    assert!(section.contains("(yes)") || section.contains("(no)"));
     // The report opens with the verdicts: every claim with its figure, verdict and section.
     assert!(
         html.find("<section id=\"verdicts\">").unwrap()

@@ -124,6 +124,9 @@ pub struct TrainConfig {
     /// Start from the model weights of the checkpoint in this folder (fine-tuning) instead
     /// of a fresh initialisation.
     pub init: Option<PathBuf>,
+    /// With `init`: parameters whose name starts with one of these keep their fresh
+    /// initialisation (e.g. `fc3.` for a new output layer).
+    pub init_exclude: Vec<String>,
     /// Output folder.
     pub out: PathBuf,
     /// A fresh run may replace a run already in `out` (its files are replaced once this run
@@ -159,6 +162,7 @@ impl TrainConfig {
             data_order: DataOrder::Shuffled,
             curriculum: None,
             init: None,
+            init_exclude: Vec::new(),
             out: out.to_path_buf(),
             overwrite: false,
         }
@@ -199,6 +203,7 @@ impl TrainConfig {
                 "ramp": c.ramp,
             })),
             "init": self.init.as_ref().map(|p| p.display().to_string()),
+            "init_exclude": self.init_exclude,
         })
     }
 
@@ -264,6 +269,9 @@ impl TrainConfig {
                         .into(),
                 ));
             }
+        }
+        if !self.init_exclude.is_empty() && self.init.is_none() {
+            return Err(Error::Msg("--init-exclude needs --init".into()));
         }
         if let Some(classes) = &self.classes {
             if classes.is_empty() {
@@ -452,7 +460,7 @@ pub(crate) fn setup(
         config.seed,
     )?;
     if let Some(dir) = &config.init {
-        crate::checkpoint::init_weights(&model, dir)?;
+        crate::checkpoint::init_weights(&model, dir, &config.init_exclude)?;
     }
     let opt = optimizer(config, &model, collective)?;
     Ok((split, model, opt))
@@ -524,7 +532,7 @@ fn run(
         filtered_train,
     } = data;
     if let (Some(dir), None) = (&config.init, resume) {
-        crate::checkpoint::init_weights(model, dir)?;
+        crate::checkpoint::init_weights(model, dir, &config.init_exclude)?;
     }
     let ranking = config
         .curriculum

@@ -3,6 +3,7 @@
 //! studies into the same kind of report).
 
 mod batch_size;
+mod helps;
 mod optimizers;
 mod report;
 pub(crate) mod runs;
@@ -202,6 +203,11 @@ pub fn run(args: LabArgs) -> Result<()> {
             "warmup",
             "warm-up",
             Box::new(|| warmup::warmup(out, &budget)),
+        ),
+        (
+            "helps",
+            "what helps optimization",
+            Box::new(|| helps::helps(out, &budget)),
         ),
     ];
     let ids: Vec<&str> = studies.iter().map(|s| s.0).collect();

@@ -230,6 +230,9 @@ pub(super) fn command(config: &TrainConfig) -> String {
     if let Some(d) = &config.init {
         c.push_str(&format!(" --init {}", d.display()));
     }
+    for prefix in &config.init_exclude {
+        c.push_str(&format!(" --init-exclude {prefix}"));
+    }
     c.push_str(&format!(" --out {}", config.out.display()));
     c
 }
@@ -369,4 +372,39 @@ pub(super) fn curvature(dir: PathBuf, examples: usize) -> Result<(f64, f64)> {
         Ok((sharp.value, top.top[0].value))
     })
     .map_err(anyhow::Error::from)
+}
+
+/// A figure measured once per seed: mean, sample standard deviation and count.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct SeedStats {
+    pub(super) mean: f64,
+    pub(super) sd: f64,
+    pub(super) n: usize,
+}
+
+impl SeedStats {
+    /// The statistics of `values` (one per seed).
+    pub(super) fn of(values: &[f64]) -> Self {
+        let n = values.len();
+        let mean = values.iter().sum::<f64>() / n.max(1) as f64;
+        let sd = if n > 1 {
+            (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
+        } else {
+            0.0
+        };
+        SeedStats { mean, sd, n }
+    }
+
+    /// The standard error of `self.mean − other.mean`.
+    pub(super) fn standard_error(&self, other: &SeedStats) -> f64 {
+        (self.sd.powi(2) / self.n.max(1) as f64 + other.sd.powi(2) / other.n.max(1) as f64).sqrt()
+    }
+
+    /// Whether the means differ by more than the seed noise: more than twice the standard
+    /// error of the difference (with one seed each there is no noise estimate: never).
+    pub(super) fn beyond_noise(&self, other: &SeedStats) -> bool {
+        self.n > 1
+            && other.n > 1
+            && (self.mean - other.mean).abs() > 2.0 * self.standard_error(other)
+    }
 }
