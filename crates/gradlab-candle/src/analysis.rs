@@ -3,7 +3,7 @@
 use crate::checkpoint::load_model;
 use crate::hessian::{second_order, Block, HvpMethod, NetworkHessian, NetworkObjective};
 use crate::train::batch;
-use crate::{data, Error, Result};
+use crate::{Error, Result};
 use gradlab::landscape::critical::{classify, Kind};
 use gradlab::landscape::hutchinson::hutchinson;
 use gradlab::landscape::lanczos::{lanczos, LanczosOptions};
@@ -36,6 +36,9 @@ pub struct HessianOptions {
     pub zero_tol: f64,
     /// Data folder (default: the bundled digits).
     pub data_dir: Option<PathBuf>,
+    /// The loss in training mode (batch norm with each batch's statistics) instead of
+    /// evaluation mode (its running statistics).
+    pub training_mode: bool,
 }
 
 impl Default for HessianOptions {
@@ -51,6 +54,7 @@ impl Default for HessianOptions {
             grad_tol: 1e-3,
             zero_tol: 1e-3,
             data_dir: None,
+            training_mode: false,
         }
     }
 }
@@ -63,10 +67,7 @@ pub fn hessian_report(dir: PathBuf, opts: HessianOptions) -> Result<Value> {
 fn report(dir: &std::path::Path, opts: &HessianOptions) -> Result<Value> {
     let (model32, config) = load_model(dir)?;
     let model = model32.to_dtype(candle_core::DType::F64)?;
-    let split = match &opts.data_dir {
-        Some(d) => data::load_dir(d)?,
-        None => data::bundled()?,
-    };
+    let split = crate::train::checkpoint_data(&config, opts.data_dir.as_deref())?;
     let n_examples = (opts.batches * opts.batch_size).min(split.train.len());
     if n_examples == 0 {
         return Err(Error::Msg(
@@ -78,7 +79,12 @@ fn report(dir: &std::path::Path, opts: &HessianOptions) -> Result<Value> {
         .chunks(opts.batch_size.max(1))
         .map(|c| batch(&split.train, c))
         .collect::<Result<Vec<_>>>()?;
-    let mut h = NetworkHessian::new(NetworkObjective::new(&model, batches)?)?;
+    let objective = if opts.training_mode {
+        NetworkObjective::in_training_mode(&model, batches)?
+    } else {
+        NetworkObjective::new(&model, batches)?
+    };
+    let mut h = NetworkHessian::new(objective)?;
     h.check_symmetric()?;
     let n = h.dim();
     let mut grad = vec![0.0; n];

@@ -119,6 +119,17 @@ pub struct NetworkObjective<'a> {
 impl<'a> NetworkObjective<'a> {
     /// The loss of `model` on `batches` (inputs, labels), in evaluation mode.
     pub fn new(model: &'a Model, batches: Vec<(Tensor, Tensor)>) -> Result<Self> {
+        Self::in_mode(model, batches, false)
+    }
+
+    /// The loss of `model` on `batches` in training mode: batch norm normalises each batch
+    /// with its own statistics (the loss the optimizer descends); dropout masks, if any, are
+    /// drawn from a fixed seed, the same at every evaluation.
+    pub fn in_training_mode(model: &'a Model, batches: Vec<(Tensor, Tensor)>) -> Result<Self> {
+        Self::in_mode(model, batches, true)
+    }
+
+    fn in_mode(model: &'a Model, batches: Vec<(Tensor, Tensor)>, train: bool) -> Result<Self> {
         if batches.is_empty() {
             return Err(Error::Msg("the Hessian needs at least one batch".into()));
         }
@@ -130,7 +141,7 @@ impl<'a> NetworkObjective<'a> {
                 .iter()
                 .zip(&sizes)
                 .map(|((x, y), n)| {
-                    let logits = model.forward(x, false, &mut rng)?;
+                    let logits = model.forward(x, train, &mut rng)?;
                     Ok((cross_entropy(&logits, y)?, *n as f64 / total as f64))
                 })
                 .collect()

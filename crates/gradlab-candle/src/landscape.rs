@@ -26,6 +26,9 @@ pub struct LandscapeOptions {
     pub seed: u64,
     /// Data folder (default: the bundled digits).
     pub data_dir: Option<PathBuf>,
+    /// The loss in training mode (batch norm with each batch's statistics) instead of
+    /// evaluation mode.
+    pub training_mode: bool,
 }
 
 impl Default for LandscapeOptions {
@@ -36,6 +39,7 @@ impl Default for LandscapeOptions {
             examples: 1000,
             seed: 0,
             data_dir: None,
+            training_mode: false,
         }
     }
 }
@@ -76,17 +80,21 @@ pub fn landscape(
     to: Option<&std::path::Path>,
     opts: &LandscapeOptions,
 ) -> Result<Landscape> {
-    let (model, _) = load_model(dir)?;
-    let split = match &opts.data_dir {
-        Some(d) => data::load_dir(d)?,
-        None => data::bundled()?,
-    };
+    let (model, config) = load_model(dir)?;
+    let split = crate::train::checkpoint_data(&config, opts.data_dir.as_deref())?;
     let batches = |d: &data::Dataset| -> Result<Vec<_>> {
         let idx: Vec<usize> = (0..opts.examples.min(d.len()).max(1)).collect();
         idx.chunks(500).map(|c| batch(d, c)).collect()
     };
-    let mut train = NetworkObjective::new(&model, batches(&split.train)?)?;
-    let mut test = NetworkObjective::new(&model, batches(&split.test)?)?;
+    let objective = |set: &data::Dataset| -> Result<NetworkObjective> {
+        if opts.training_mode {
+            NetworkObjective::in_training_mode(&model, batches(set)?)
+        } else {
+            NetworkObjective::new(&model, batches(set)?)
+        }
+    };
+    let mut train = objective(&split.train)?;
+    let mut test = objective(&split.test)?;
     let center = train.point()?;
     let layout = Layout::new(
         model

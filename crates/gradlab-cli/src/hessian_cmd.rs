@@ -35,6 +35,10 @@ pub struct HessianArgs {
     /// A folder with full MNIST files (default: the bundled digits).
     #[arg(long)]
     data: Option<PathBuf>,
+    /// The loss in training mode: batch norm normalises each batch with its own statistics
+    /// (the loss the optimizer descends) instead of its running statistics.
+    #[arg(long)]
+    training_mode: bool,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -68,6 +72,7 @@ pub fn run(args: HessianArgs) -> Result<()> {
         batches: args.batches,
         batch_size: args.batch_size,
         data_dir: args.data.clone(),
+        training_mode: args.training_mode,
         ..HessianOptions::default()
     };
     let report = hessian_report(args.checkpoint.clone(), opts)

@@ -30,6 +30,10 @@ pub struct LandscapeArgs {
     /// A folder with full MNIST files (default: the bundled digits).
     #[arg(long)]
     data: Option<PathBuf>,
+    /// The loss in training mode: batch norm normalises each batch with its own statistics
+    /// (the loss the optimizer descends) instead of its running statistics.
+    #[arg(long)]
+    training_mode: bool,
     /// Output folder for the CSV and SVG files.
     #[arg(long)]
     out: PathBuf,
@@ -90,6 +94,7 @@ pub fn run(args: LandscapeArgs) -> Result<()> {
         examples: args.examples,
         seed: args.seed,
         data_dir: args.data.clone(),
+        training_mode: args.training_mode,
     };
     let l = landscape(&args.checkpoint, args.to.as_deref(), &opts)
         .with_context(|| format!("--checkpoint {}", args.checkpoint.display()))?;

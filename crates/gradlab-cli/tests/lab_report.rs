@@ -16,6 +16,7 @@ fn check_page(html: &str) {
         "saddle",
         "warmup",
         "helps",
+        "error-surface",
     ] {
         assert!(
             html.contains(&format!("<section id=\"{id}\">")),
@@ -83,6 +84,8 @@ fn the_quick_lab_writes_a_complete_report() {
         "data/warmup_loss.csv",
         "data/warmup_adaptive_step.csv",
         "data/helps.csv",
+        "data/error_surface_slices.csv",
+        "data/error_surface_range_test.csv",
     ] {
         assert!(out.join(data).is_file(), "{data} is missing");
         assert!(

@@ -19,7 +19,7 @@ mod split;
 mod trainer;
 
 pub use batches::{Curriculum, DataOrder};
-pub use split::{load_data, InputScale, RunData};
+pub use split::{checkpoint_data, load_data, InputScale, RunData};
 pub use trainer::Trainer;
 
 use crate::data::{Dataset, Split};

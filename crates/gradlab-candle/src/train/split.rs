@@ -53,18 +53,48 @@ pub struct RunData {
 
 /// Loads the configured data (the bundled digits or `data_dir`) and cuts it as `config` says.
 pub fn load_data(config: &TrainConfig) -> Result<RunData> {
-    let mut split = match &config.data_dir {
+    let split = load_scaled(config.data_dir.as_deref(), config.inputs)?;
+    prepare(split, config)
+}
+
+/// The digits of `data_dir` (default: the bundled ones) with their pixels as `inputs` says.
+fn load_scaled(data_dir: Option<&std::path::Path>, inputs: InputScale) -> Result<Split> {
+    let mut split = match data_dir {
         Some(dir) => data::load_dir(dir)?,
         None => data::bundled()?,
     };
-    if config.inputs == InputScale::Raw {
+    if inputs == InputScale::Raw {
         for set in [&mut split.train, &mut split.test] {
             for p in &mut set.images {
                 *p = ((*p * MNIST_STD + MNIST_MEAN) * 255.0).round();
             }
         }
     }
-    prepare(split, config)
+    Ok(split)
+}
+
+/// The data a checkpoint's model was trained on, for analysing it: the digits of `data_dir`
+/// (default: the bundled ones) with the pixel scale and classes of its configuration
+/// (`state.json`'s `config`), neither cut by a validation set nor limited.
+pub fn checkpoint_data(
+    config: &serde_json::Value,
+    data_dir: Option<&std::path::Path>,
+) -> Result<Split> {
+    let inputs = match config.get("inputs").and_then(|v| v.as_str()) {
+        None => InputScale::Standardized,
+        Some(name) => name.parse()?,
+    };
+    let mut split = load_scaled(data_dir, inputs)?;
+    if let Some(list) = config.get("classes").and_then(|v| v.as_array()) {
+        let classes: Vec<u8> = list
+            .iter()
+            .filter_map(|v| v.as_u64())
+            .map(|v| v as u8)
+            .collect();
+        split.train = keep_classes(&split.train, &classes);
+        split.test = keep_classes(&split.test, &classes);
+    }
+    Ok(split)
 }
 
 /// `split` cut as `config` says: to `classes`, the last `validation` training examples held

@@ -3,6 +3,7 @@
 //! studies into the same kind of report).
 
 mod batch_size;
+mod error_surface;
 mod helps;
 mod optimizers;
 mod report;
@@ -203,6 +204,11 @@ pub fn run(args: LabArgs) -> Result<()> {
             "warmup",
             "warm-up",
             Box::new(|| warmup::warmup(out, &budget)),
+        ),
+        (
+            "error-surface",
+            "the error surface, changed",
+            Box::new(|| error_surface::error_surface(out, &budget)),
         ),
         (
             "helps",

@@ -147,30 +147,50 @@ pub fn optimizers(
     csv.save(&out.join("data/optimizers.csv"))?;
     loss_csv.save(&out.join("data/optimizers_loss.csv"))?;
     let loss_svg = out.join("data/optimizers_loss.svg");
-    plot::line_chart(
-        &loss_svg,
-        &LineChart {
-            title: "training loss (mean of 10 steps)",
-            x_label: "step",
-            y_label: "log10 training loss",
-            series: loss_series,
-            log_x: false,
-            secondary: None,
-            markers: switch_markers,
-            cap_blowup: false,
-            bands: loss_bands,
-        },
-    )?;
     let acc_svg = out.join("data/optimizers_accuracy.svg");
-    chart(
-        &acc_svg,
-        "test accuracy after each epoch",
-        "epoch",
-        "test accuracy",
-        acc_series,
-        acc_bands,
-        false,
-    )?;
+    if specs.len() > SMALL_MULTIPLES_FROM {
+        // Many optimizers: one panel per family, the first optimizer as the shared baseline.
+        plot::small_multiples(
+            &loss_svg,
+            "training loss by optimizer family (mean of 10 steps; grey: the baseline)",
+            ("step", "log10 training loss"),
+            &by_family(specs, &loss_series),
+            3,
+            1,
+        )?;
+        plot::small_multiples(
+            &acc_svg,
+            "test accuracy after each epoch, by optimizer family (grey: the baseline)",
+            ("epoch", "test accuracy"),
+            &by_family(specs, &acc_series),
+            3,
+            1,
+        )?;
+    } else {
+        plot::line_chart(
+            &loss_svg,
+            &LineChart {
+                title: "training loss (mean of 10 steps)",
+                x_label: "step",
+                y_label: "log10 training loss",
+                series: loss_series,
+                log_x: false,
+                secondary: None,
+                markers: switch_markers,
+                cap_blowup: false,
+                bands: loss_bands,
+            },
+        )?;
+        chart(
+            &acc_svg,
+            "test accuracy after each epoch",
+            "epoch",
+            "test accuracy",
+            acc_series,
+            acc_bands,
+            false,
+        )?;
+    }
     let mut sorted = results.clone();
     sorted.sort_by(|a, b| b.1.total_cmp(&a.1));
     let fastest = results
@@ -208,12 +228,67 @@ pub fn optimizers(
         summary,
         table: Some(table(&["optimizer", "test accuracy", "final train loss", "ms / step", "note"], &rows)),
         figures: vec![
-            Figure { svg: loss_svg, caption: "Training loss of the MLP 784-256-128-10, batch 64, same seed and data order for every optimizer.".into(), data: vec!["data/optimizers_loss.csv".into()] },
+            Figure { svg: loss_svg, caption: "Training loss of the MLP 784-256-128-10, batch 64, same seed and data order for every optimizer; one panel per family on shared axes, the first optimizer in grey in each.".into(), data: vec!["data/optimizers_loss.csv".into()] },
             Figure { svg: acc_svg, caption: "Test accuracy (2,000 held-out digits) after each epoch.".into(), data: vec!["data/optimizers.csv".into()] },
         ],
         commands,
         claims,
     })
+}
+
+/// Above this many optimizers the curves are drawn as small multiples by family.
+const SMALL_MULTIPLES_FROM: usize = 6;
+
+/// The family of an optimizer (by its spec's name), for small multiples.
+fn family(name: &str) -> &'static str {
+    match name {
+        "sgd" | "asgd" | "rprop" => "SGD family",
+        "adagrad" | "rmsprop" | "adadelta" => "adaptive",
+        "adam" | "adamw" | "nadam" | "radam" | "adamax" | "adabound" | "swats" | "adopt"
+        | "ademamix" | "amsgrad" => "Adam variants",
+        "lamb" | "lars" => "large batch",
+        _ => "wrappers and modern",
+    }
+}
+
+/// Panels of `series` (one per spec, in `specs`' order) grouped by family, each beginning
+/// with the first series as the shared baseline.
+fn by_family(specs: &[String], series: &[Path2]) -> Vec<plot::Panel> {
+    let order = [
+        "SGD family",
+        "adaptive",
+        "Adam variants",
+        "large batch",
+        "wrappers and modern",
+    ];
+    let baseline = Path2 {
+        label: format!("baseline: {}", series[0].label),
+        points: series[0].points.clone(),
+    };
+    order
+        .iter()
+        .filter_map(|f| {
+            let mine: Vec<Path2> = specs
+                .iter()
+                .zip(series)
+                .skip(1)
+                .filter(|(spec, _)| spec::parse(spec).is_ok_and(|s| family(&s.name) == *f))
+                .map(|(_, s)| Path2 {
+                    label: s.label.clone(),
+                    points: s.points.clone(),
+                })
+                .collect();
+            (!mine.is_empty()).then(|| plot::Panel {
+                title: (*f).to_string(),
+                series: std::iter::once(Path2 {
+                    label: baseline.label.clone(),
+                    points: baseline.points.clone(),
+                })
+                .chain(mine)
+                .collect(),
+            })
+        })
+        .collect()
 }
 
 /// The lecture's claims about adaptive optimizers against SGD, from the comparison's

@@ -340,9 +340,9 @@ pub(super) fn f64_model_and_batches(
     dir: &Path,
     examples: usize,
 ) -> gradlab_candle::Result<(Model, Vec<(Tensor, Tensor)>)> {
-    let (model, _) = load_model(dir)?;
+    let (model, config) = load_model(dir)?;
     let model = model.to_dtype(candle_core::DType::F64)?;
-    let split = gradlab_candle::data::bundled()?;
+    let split = train::checkpoint_data(&config, None)?;
     let idx: Vec<usize> = (0..examples.min(split.train.len()).max(1)).collect();
     let batches = idx
         .chunks(500)

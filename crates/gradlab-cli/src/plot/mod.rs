@@ -5,6 +5,9 @@ use gradlab::surface::{Function, SurfaceFunction};
 use plotters::prelude::*;
 use std::path::Path;
 
+mod panels;
+pub use panels::{field_panels, small_multiples, Panel};
+
 /// Draws the legend box in the upper right corner.
 macro_rules! legend {
     ($chart:expr) => {
@@ -420,7 +423,54 @@ fn tick(v: &f64) -> String {
     }
 }
 
-/// Draws a [`LineChart`] to `path` (SVG, written atomically).
+/// The legend's entries of a [`LineChart`]: its series, the right-axis series, the markers.
+fn legend_entries(spec: &LineChart) -> Vec<(String, ShapeStyle)> {
+    let mut entries: Vec<(String, ShapeStyle)> = spec
+        .series
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.label.clone(), color(i).stroke_width(3)))
+        .collect();
+    if let Some((_, s)) = &spec.secondary {
+        entries.push((s.label.clone(), RGBColor(120, 120, 120).stroke_width(3)));
+    }
+    for (_, label) in &spec.markers {
+        entries.push((label.clone(), RED.stroke_width(2)));
+    }
+    entries
+}
+
+/// Pixels for the legend column: enough for the longest label at 12 px.
+fn legend_width(spec: &LineChart) -> u32 {
+    let longest = legend_entries(spec)
+        .iter()
+        .map(|(l, _)| l.chars().count())
+        .max()
+        .unwrap_or(0) as u32;
+    (40 + 7 * longest).clamp(120, 420)
+}
+
+/// A legend in its own area beside the plot (never over the data): one line per entry.
+fn draw_legend(
+    area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    entries: &[(String, ShapeStyle)],
+) -> Result<()> {
+    let (_, h) = area.dim_in_pixel();
+    let row = if entries.len() as u32 * 18 + 60 > h {
+        14
+    } else {
+        18
+    };
+    for (k, (label, style)) in entries.iter().enumerate() {
+        let y = 50 + row * k as i32;
+        area.draw(&PathElement::new(vec![(4, y + 6), (28, y + 6)], *style))?;
+        area.draw(&Text::new(label.clone(), (34, y), ("sans-serif", 12)))?;
+    }
+    Ok(())
+}
+
+/// Draws a [`LineChart`] to `path` (SVG, written atomically), its legend at the right of the
+/// plot.
 pub fn line_chart(path: &Path, spec: &LineChart) -> Result<()> {
     let xs = || {
         spec.series
@@ -449,9 +499,12 @@ pub fn line_chart(path: &Path, spec: &LineChart) -> Result<()> {
     .context("nothing to plot: no finite y values")?;
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (900, 560)).into_drawing_area();
+        let legend_width = legend_width(spec);
+        let root = SVGBackend::with_string(&mut svg, (860 + legend_width, 560)).into_drawing_area();
         root.fill(&WHITE)?;
-        let mut builder = ChartBuilder::on(&root);
+        let (plot, legend) = root.split_horizontally(860);
+        draw_legend(&legend, &legend_entries(spec))?;
+        let mut builder = ChartBuilder::on(&plot);
         builder
             .caption(spec.title, ("sans-serif", 20))
             .margin(12)
@@ -468,7 +521,6 @@ pub fn line_chart(path: &Path, spec: &LineChart) -> Result<()> {
                 .y_label_formatter(&tick)
                 .draw()?;
             draw_lines(&mut chart, spec, (y0, y1))?;
-            legend!(chart);
         } else if let Some((axis_label, s)) = &spec.secondary {
             let (m0, m1) = finite_range(s.points.iter().map(|p| p.1)).unwrap_or((0.0, 1.0));
             let mut chart = builder
@@ -499,7 +551,6 @@ pub fn line_chart(path: &Path, spec: &LineChart) -> Result<()> {
                 .legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
                 });
-            legend!(chart);
         } else {
             let mut chart = builder.build_cartesian_2d(x0..x1, y0..y1)?;
             chart
@@ -509,7 +560,6 @@ pub fn line_chart(path: &Path, spec: &LineChart) -> Result<()> {
                 .y_label_formatter(&tick)
                 .draw()?;
             draw_lines(&mut chart, spec, (y0, y1))?;
-            legend!(chart);
         }
         root.present()?;
     }
