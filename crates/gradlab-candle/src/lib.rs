@@ -52,6 +52,7 @@
 
 pub mod analysis;
 pub mod averaging;
+pub mod char_lm;
 pub mod checkpoint;
 pub mod data;
 pub mod hessian;

@@ -17,6 +17,7 @@ fn check_page(html: &str) {
         "warmup",
         "helps",
         "error-surface",
+        "adam-vs-sgdm",
     ] {
         assert!(
             html.contains(&format!("<section id=\"{id}\">")),
@@ -86,6 +87,9 @@ fn the_quick_lab_writes_a_complete_report() {
         "data/helps.csv",
         "data/error_surface_slices.csv",
         "data/error_surface_range_test.csv",
+        "data/adam_vs_sgdm_grid.csv",
+        "data/adam_vs_sgdm_vision.csv",
+        "data/adam_vs_sgdm_text.csv",
     ] {
         assert!(out.join(data).is_file(), "{data} is missing");
         assert!(
@@ -167,6 +171,39 @@ fn the_quick_lab_writes_a_complete_report() {
     }
     let section = html.split("<section id=\"helps\">").nth(1).unwrap();
     assert!(section.contains("(yes)") || section.contains("(no)"));
+    // Adam vs SGDM: each optimizer's rate is the grid's best on validation (accuracy on
+    // images, loss on text), and that is the rate the report names.
+    let grid = std::fs::read_to_string(out.join("data/adam_vs_sgdm_grid.csv")).unwrap();
+    let section = html.split("<section id=\"adam-vs-sgdm\">").nth(1).unwrap();
+    for (task, word) in [("vision", "Images"), ("text", "Text")] {
+        for (family, name) in [("adam", "Adam"), ("sgdm", "SGDM")] {
+            let rows: Vec<Vec<f64>> = grid
+                .lines()
+                .filter(|l| l.starts_with(&format!("{task},{family},")))
+                .map(|l| {
+                    l.split(',')
+                        .skip(2)
+                        .map(|v| v.parse().unwrap_or(f64::NAN))
+                        .collect()
+                })
+                .collect();
+            assert_eq!(rows.len(), 3, "{task} {family}: {grid}");
+            let score = |r: &Vec<f64>| if task == "vision" { r[2] } else { -r[1] };
+            let best = rows
+                .iter()
+                .filter(|r| score(r).is_finite())
+                .max_by(|a, b| score(a).total_cmp(&score(b)))
+                .unwrap();
+            let lr = gradlab::spec::format_number(best[0]);
+            let said = format!("{name} chose lr {lr} ");
+            let text = section.split(&format!("{word}: ")).nth(1).unwrap();
+            assert!(
+                text.contains(&said),
+                "{task}: expected '{said}' in {}",
+                &text[..300.min(text.len())]
+            );
+        }
+    }
     // The report opens with the verdicts: every claim with its figure, verdict and section.
     assert!(
         html.find("<section id=\"verdicts\">").unwrap()

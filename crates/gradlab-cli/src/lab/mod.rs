@@ -2,6 +2,7 @@
 //! self-contained HTML report (`gradlab compare` and `gradlab batch-study` run single
 //! studies into the same kind of report).
 
+mod adam_vs_sgdm;
 mod batch_size;
 mod error_surface;
 mod helps;
@@ -209,6 +210,11 @@ pub fn run(args: LabArgs) -> Result<()> {
             "error-surface",
             "the error surface, changed",
             Box::new(|| error_surface::error_surface(out, &budget)),
+        ),
+        (
+            "adam-vs-sgdm",
+            "Adam vs SGDM, tuned",
+            Box::new(|| adam_vs_sgdm::adam_vs_sgdm(out, &budget)),
         ),
         (
             "helps",

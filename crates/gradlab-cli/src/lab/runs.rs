@@ -68,6 +68,29 @@ impl Run {
     pub(super) fn test_accuracy(&self) -> f64 {
         self.summary["test_accuracy"].as_f64().unwrap_or(f64::NAN)
     }
+    pub(super) fn validation_loss(&self) -> f64 {
+        self.summary["validation_loss"].as_f64().unwrap_or(f64::NAN)
+    }
+    pub(super) fn validation_accuracy(&self) -> f64 {
+        self.summary["validation_accuracy"]
+            .as_f64()
+            .unwrap_or(f64::NAN)
+    }
+    pub(super) fn test_loss(&self) -> f64 {
+        self.summary["test_loss"].as_f64().unwrap_or(f64::NAN)
+    }
+    /// `key` of each epoch line, as (epoch number from 1, value) points.
+    pub(super) fn per_epoch(&self, key: &str) -> Vec<(f64, f64)> {
+        self.epochs
+            .iter()
+            .map(|e| {
+                (
+                    e["epoch"].as_f64().unwrap_or(0.0) + 1.0,
+                    e[key].as_f64().unwrap_or(f64::NAN),
+                )
+            })
+            .collect()
+    }
     pub(super) fn train_loss(&self) -> f64 {
         self.summary["train_loss"].as_f64().unwrap_or(f64::NAN)
     }
@@ -138,6 +161,15 @@ fn reusable(config: &TrainConfig) -> Option<Value> {
 /// One training run (or a finished one of the same configuration, reused); after Ctrl-C,
 /// none starts (the run in progress has finished and written its files).
 pub(super) fn run(config: &TrainConfig) -> Result<Run> {
+    run_with(config, |c| Ok(train::train(c, None, |_| {})?.json))
+}
+
+/// [`run`] with another trainer (a model of the lab's own, through `train::Trainer`):
+/// `train` trains `config` and returns the summary.
+pub(super) fn run_with(
+    config: &TrainConfig,
+    train: impl FnOnce(&TrainConfig) -> gradlab_candle::Result<Value>,
+) -> Result<Run> {
     crate::interrupt::check()?;
     let summary = match reusable(config) {
         Some(summary) => {
@@ -145,11 +177,7 @@ pub(super) fn run(config: &TrainConfig) -> Result<Run> {
             eprintln!("  reused {} (same configuration)", config.out.display());
             summary
         }
-        None => {
-            train::train(config, None, |_| {})
-                .with_context(|| format!("training with {}", config.optimizer))?
-                .json
-        }
+        None => train(config).with_context(|| format!("training with {}", config.optimizer))?,
     };
     let text = std::fs::read_to_string(config.out.join("metrics.jsonl"))?;
     let (mut steps, mut epochs) = (Vec::new(), Vec::new());

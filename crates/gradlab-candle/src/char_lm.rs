@@ -1,0 +1,428 @@
+//! A character-level language model: a text cut into windows of characters whose next
+//! character is the class to predict, and a small causal Transformer (Vaswani et al. 2017,
+//! pre-layer-norm as in GPT-2, GELU in its tanh form) from candle-nn's building blocks that
+//! predicts it. It trains
+//! with [`crate::train::Trainer`] like any user model: its inputs are `(N, 1, context)`
+//! character ids, its logits `(N, vocabulary)`; the test loss is the cross-entropy in nats
+//! per character, `exp` of it the perplexity.
+//!
+//! Layer normalisation and softmax are built from candle's differentiable ops: candle-nn's
+//! `LayerNorm` takes a fused path without a backward pass on contiguous inputs (its
+//! parameters and inputs get no gradient), and `softmax_last_dim` has none either.
+
+use crate::data::{Dataset, Split};
+use crate::{Error, Result};
+use candle_core::{DType, Device, Module, ModuleT, Tensor, D};
+use candle_nn::{Embedding, Linear, VarBuilder};
+use std::path::Path;
+
+/// A text as character ids over its own vocabulary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CharCorpus {
+    /// The distinct characters, sorted; a character's id is its index.
+    pub vocabulary: Vec<char>,
+    /// The text as ids.
+    pub ids: Vec<u8>,
+}
+
+impl CharCorpus {
+    /// The corpus of `text`; refused when it is shorter than two characters or has more
+    /// than 256 distinct characters.
+    pub fn new(text: &str) -> Result<Self> {
+        let mut vocabulary: Vec<char> = text.chars().collect();
+        vocabulary.sort_unstable();
+        vocabulary.dedup();
+        if vocabulary.len() > 256 {
+            return Err(Error::Msg(format!(
+                "the text has {} distinct characters; a character model here takes at most 256",
+                vocabulary.len()
+            )));
+        }
+        let ids: Vec<u8> = text
+            .chars()
+            .map(|c| vocabulary.binary_search(&c).expect("in the vocabulary") as u8)
+            .collect();
+        if ids.len() < 2 {
+            return Err(Error::Msg(format!(
+                "the text has {} character(s): a language model needs at least two",
+                ids.len()
+            )));
+        }
+        Ok(CharCorpus { vocabulary, ids })
+    }
+
+    /// The corpus of the UTF-8 text file at `path`.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Msg(format!("{}: cannot read the text: {e}", path.display())))?;
+        Self::new(&text).map_err(|e| Error::Msg(format!("{}: {e}", path.display())))
+    }
+
+    /// The text bundled with gradlab: the Book of Genesis, King James Version
+    /// (`data/kjv-genesis.txt`, public domain; see `data/README.md`).
+    pub fn bundled() -> Result<Self> {
+        Self::load(&crate::data::bundled_dir().join("kjv-genesis.txt"))
+    }
+
+    /// Every `stride`-th window of `context` characters whose start lies in `range` (of
+    /// the ids), with the character after it as the label.
+    fn windows(&self, context: usize, stride: usize, range: std::ops::Range<usize>) -> Dataset {
+        let mut set = Dataset {
+            images: Vec::new(),
+            labels: Vec::new(),
+            rows: 1,
+            cols: context,
+        };
+        let end = range.end.min(self.ids.len().saturating_sub(context));
+        let mut start = range.start;
+        while start < end {
+            set.images
+                .extend(self.ids[start..start + context].iter().map(|&c| c as f32));
+            set.labels.push(self.ids[start + context]);
+            start += stride.max(1);
+        }
+        set
+    }
+
+    /// Training and test windows, every `stride`-th of each part: the first
+    /// `1 − test_fraction` of the text for training, the rest for testing, the two parts
+    /// never sharing a character.
+    pub fn split(&self, context: usize, stride: usize, test_fraction: f64) -> Result<Split> {
+        if context == 0 || stride == 0 {
+            return Err(Error::Msg(
+                "a character model needs a context and a stride of at least 1".into(),
+            ));
+        }
+        if !(test_fraction > 0.0 && test_fraction < 1.0) {
+            return Err(Error::Msg(format!(
+                "test fraction {test_fraction} is out of range: it must be in (0, 1)"
+            )));
+        }
+        let cut = ((1.0 - test_fraction) * self.ids.len() as f64) as usize;
+        let train = self.windows(context, stride, 0..cut.saturating_sub(context));
+        let test = self.windows(context, stride, cut..self.ids.len());
+        if train.is_empty() || test.is_empty() {
+            return Err(Error::Msg(format!(
+                "a text of {} characters gives no {} windows of {context} characters",
+                self.ids.len(),
+                if train.is_empty() { "training" } else { "test" }
+            )));
+        }
+        Ok(Split {
+            source: format!(
+                "{} characters, vocabulary {}, windows of {context} (stride {stride}): {} train / {} test",
+                self.ids.len(),
+                self.vocabulary.len(),
+                train.len(),
+                test.len()
+            ),
+            train,
+            test,
+        })
+    }
+}
+
+/// The shape of a [`CharTransformer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CharTransformerConfig {
+    /// Characters in the vocabulary (the logits' width).
+    pub vocabulary: usize,
+    /// Characters of context.
+    pub context: usize,
+    /// Width of the residual stream.
+    pub width: usize,
+    /// Attention heads (dividing `width`).
+    pub heads: usize,
+    /// Transformer blocks.
+    pub layers: usize,
+}
+
+/// Layer normalisation over the last dimension from differentiable ops (PyTorch's
+/// `nn.LayerNorm`, eps 1e-5, biased variance).
+struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl LayerNorm {
+    fn new(width: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(LayerNorm {
+            weight: vb.get_with_hints(width, "weight", candle_nn::Init::Const(1.0))?,
+            bias: vb.get_with_hints(width, "bias", candle_nn::Init::Const(0.0))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let centred = x.broadcast_sub(&mean)?;
+        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+        centred
+            .broadcast_div(&(var + 1e-5)?.sqrt()?)?
+            .broadcast_mul(&self.weight)?
+            .broadcast_add(&self.bias)
+    }
+}
+
+/// One pre-norm block: x + attention(LN(x)), then x + MLP(LN(x)).
+struct Block {
+    ln1: LayerNorm,
+    qkv: Linear,
+    proj: Linear,
+    ln2: LayerNorm,
+    up: Linear,
+    down: Linear,
+    heads: usize,
+}
+
+impl Block {
+    fn new(width: usize, heads: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Block {
+            ln1: LayerNorm::new(width, vb.pp("ln1"))?,
+            qkv: candle_nn::linear(width, 3 * width, vb.pp("qkv"))?,
+            proj: candle_nn::linear(width, width, vb.pp("proj"))?,
+            ln2: LayerNorm::new(width, vb.pp("ln2"))?,
+            up: candle_nn::linear(width, 4 * width, vb.pp("up"))?,
+            down: candle_nn::linear(4 * width, width, vb.pp("down"))?,
+            heads,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+        let (n, t, c) = x.dims3()?;
+        let h = self.heads;
+        let qkv = self.qkv.forward(&self.ln1.forward(x)?)?;
+        // (n, t, 3, h, c/h) -> three (n, h, t, c/h)
+        let qkv = qkv.reshape((n, t, 3, h, c / h))?.permute((2, 0, 3, 1, 4))?;
+        let (q, k, v) = (
+            qkv.get(0)?.contiguous()?,
+            qkv.get(1)?.contiguous()?,
+            qkv.get(2)?.contiguous()?,
+        );
+        let scores =
+            (q.matmul(&k.t()?.contiguous()?)? / ((c / h) as f64).sqrt())?.broadcast_add(mask)?;
+        let attention = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let mixed = attention
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((n, t, c))?;
+        let x = (x + self.proj.forward(&mixed)?)?;
+        let hidden = self.up.forward(&self.ln2.forward(&x)?)?.gelu()?;
+        x + self.down.forward(&hidden)?
+    }
+}
+
+/// A small causal Transformer over characters that predicts the character after its
+/// context: token and learned position embeddings, `layers` pre-norm blocks, a final layer
+/// norm and a linear read-out of the last position.
+pub struct CharTransformer {
+    config: CharTransformerConfig,
+    tokens: Embedding,
+    positions: Tensor,
+    blocks: Vec<Block>,
+    ln_f: LayerNorm,
+    head: Linear,
+    mask: Tensor,
+}
+
+impl CharTransformer {
+    /// The model, its parameters created in `vb` (initialised by candle-nn's defaults:
+    /// embeddings N(0, 1), linear layers U(±1/√fan_in), position embeddings N(0, 0.02²)).
+    pub fn new(config: CharTransformerConfig, vb: VarBuilder) -> Result<Self> {
+        let c = config;
+        if c.width == 0 || c.heads == 0 || !c.width.is_multiple_of(c.heads) {
+            return Err(Error::Msg(format!(
+                "width {} must be a positive multiple of the {} heads",
+                c.width, c.heads
+            )));
+        }
+        if c.vocabulary == 0 || c.context == 0 || c.layers == 0 {
+            return Err(Error::Msg(
+                "vocabulary, context and layers must each be at least 1".into(),
+            ));
+        }
+        let blocks = (0..c.layers)
+            .map(|i| Block::new(c.width, c.heads, vb.pp(format!("block{i}"))))
+            .collect::<Result<Vec<_>>>()?;
+        let mut mask = vec![0f32; c.context * c.context];
+        for i in 0..c.context {
+            for j in i + 1..c.context {
+                mask[i * c.context + j] = f32::NEG_INFINITY;
+            }
+        }
+        Ok(CharTransformer {
+            config,
+            tokens: candle_nn::embedding(c.vocabulary, c.width, vb.pp("tokens"))?,
+            positions: vb.get_with_hints(
+                (c.context, c.width),
+                "positions",
+                candle_nn::Init::Randn {
+                    mean: 0.0,
+                    stdev: 0.02,
+                },
+            )?,
+            blocks,
+            ln_f: LayerNorm::new(c.width, vb.pp("ln_f"))?,
+            head: candle_nn::linear(c.width, c.vocabulary, vb.pp("head"))?,
+            mask: Tensor::from_vec(mask, (c.context, c.context), &Device::Cpu)?
+                .to_dtype(vb.dtype())?,
+        })
+    }
+
+    /// The model's shape.
+    pub fn config(&self) -> CharTransformerConfig {
+        self.config
+    }
+}
+
+impl ModuleT for CharTransformer {
+    fn forward_t(&self, x: &Tensor, _train: bool) -> candle_core::Result<Tensor> {
+        let (n, _, t) = x.dims3()?;
+        if t != self.config.context {
+            candle_core::bail!(
+                "the model reads {} characters of context, the batch has {t}",
+                self.config.context
+            );
+        }
+        let ids = x.reshape((n, t))?.to_dtype(DType::U32)?;
+        let mut h = self
+            .tokens
+            .forward(&ids)?
+            .broadcast_add(&self.positions.to_dtype(self.tokens.embeddings().dtype())?)?;
+        let mask = self.mask.to_dtype(h.dtype())?;
+        for block in &self.blocks {
+            h = block.forward(&h, &mask)?;
+        }
+        let last = self.ln_f.forward(&h)?.narrow(1, t - 1, 1)?.squeeze(1)?;
+        self.head.forward(&last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_nn::VarMap;
+
+    #[test]
+    fn windows_label_the_next_character_and_parts_do_not_overlap() {
+        let corpus = CharCorpus::new("abcabcabcabcabcabcabcabcabcabc").unwrap();
+        assert_eq!(corpus.vocabulary, vec!['a', 'b', 'c']);
+        let split = corpus.split(4, 2, 0.3).unwrap();
+        assert_eq!(split.train.cols, 4);
+        // "abca" -> 'b', then from index 2: "cabc" -> 'a'.
+        assert_eq!(&split.train.images[..4], &[0.0, 1.0, 2.0, 0.0]);
+        assert_eq!(split.train.labels[0], 1);
+        assert_eq!(split.train.labels[1], 0);
+        // Training windows end before the test part begins (cut at 21).
+        assert_eq!(split.train.len(), 9);
+        assert!(!split.test.is_empty());
+        assert!(CharCorpus::new("a").is_err());
+        assert!(corpus.split(40, 1, 0.5).is_err());
+    }
+
+    #[test]
+    fn every_parameter_gets_the_gradient_finite_differences_give() {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
+        let config = CharTransformerConfig {
+            vocabulary: 5,
+            context: 6,
+            width: 8,
+            heads: 2,
+            layers: 2,
+        };
+        let model = CharTransformer::new(config, vb).unwrap();
+        let x = Tensor::new(
+            &[[[0f32, 1., 2., 3., 4., 0.]], [[4f32, 3., 2., 1., 0., 1.]]],
+            &Device::Cpu,
+        )
+        .unwrap();
+        let logits = model.forward_t(&x, true).unwrap();
+        assert_eq!(logits.dims(), &[2, 5]);
+        let y = Tensor::new(&[1u32, 2], &Device::Cpu).unwrap();
+        let loss = candle_nn::loss::cross_entropy(&logits, &y).unwrap();
+        let grads = loss.backward().unwrap();
+        for (name, var) in varmap.data().lock().unwrap().iter() {
+            let g = grads
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("{name} has no gradient"));
+            let norm = g
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap();
+            assert!(norm > 0.0, "{name}: zero gradient");
+        }
+        // Gradients agree with central finite differences of the loss.
+        let data = varmap.data().lock().unwrap();
+        for name in [
+            "block0.ln1.weight",
+            "block1.qkv.weight",
+            "positions",
+            "tokens.weight",
+        ] {
+            let var = &data[name];
+            let g = grads
+                .get(var.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap();
+            let base = var
+                .as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap();
+            let i = base.len() / 3;
+            let loss_at = |delta: f64| {
+                let mut w = base.clone();
+                w[i] += delta;
+                var.set(&Tensor::from_vec(w, var.shape(), &Device::Cpu).unwrap())
+                    .unwrap();
+                let l = candle_nn::loss::cross_entropy(&model.forward_t(&x, true).unwrap(), &y)
+                    .unwrap()
+                    .to_scalar::<f64>()
+                    .unwrap();
+                var.set(&Tensor::from_vec(base.clone(), var.shape(), &Device::Cpu).unwrap())
+                    .unwrap();
+                l
+            };
+            let h = 1e-6;
+            let numeric = (loss_at(h) - loss_at(-h)) / (2.0 * h);
+            assert!(
+                (numeric - g[i]).abs() < 1e-6 * (1.0 + numeric.abs()),
+                "{name}: {numeric} vs {}",
+                g[i]
+            );
+        }
+        drop(data);
+    }
+
+    /// Why the model has its own layer norm: candle-nn's gives its parameters no gradient on
+    /// a contiguous input (if this starts failing, candle has fixed it).
+    #[test]
+    fn candle_nns_layer_norm_has_no_backward_on_contiguous_inputs() {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let ln = candle_nn::layer_norm(4, 1e-5, vb.pp("ln")).unwrap();
+        let x = Tensor::new(&[[1f32, 2., 3., 5.]], &Device::Cpu).unwrap();
+        let loss = ln.forward(&x).unwrap().sqr().unwrap().sum_all().unwrap();
+        let grads = loss.backward().unwrap();
+        let data = varmap.data().lock().unwrap();
+        assert!(grads.get(data["ln.weight"].as_tensor()).is_none());
+        drop(data);
+        let ours = LayerNorm::new(
+            4,
+            VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu).pp("ours"),
+        )
+        .unwrap();
+        let loss = ours.forward(&x).unwrap().sqr().unwrap().sum_all().unwrap();
+        let grads = loss.backward().unwrap();
+        let data = varmap.data().lock().unwrap();
+        assert!(grads.get(data["ours.weight"].as_tensor()).is_some());
+    }
+}
