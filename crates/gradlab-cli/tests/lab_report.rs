@@ -270,6 +270,117 @@ fn browser_check(out: &Path) {
         "the screenshot is blank or missing ({size} bytes)"
     );
     println!("screenshot: {} ({size} bytes)", shot.display());
+    // The new studies' figures render on their own: each drawn by the browser into a
+    // screenshot with real content (a blank one compresses to a few kilobytes).
+    for figure in [
+        "warmup_adaptive_step",
+        "helps_loss",
+        "helps_finetune",
+        "error_surface_2d",
+        "error_surface_1d",
+        "adam_vs_sgdm_grid",
+        "adam_vs_sgdm_vision",
+        "adam_vs_sgdm_text",
+        "optimizers_loss",
+    ] {
+        let png = out.join(format!("{figure}.png"));
+        let result = Command::new(&chromium)
+            .args(common::QUIET_FLAGS)
+            .args(["--headless", "--no-sandbox", "--window-size=1300,1100"])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(format!("--screenshot={}", png.display()))
+            .arg(format!(
+                "file://{}",
+                out.join("data").join(format!("{figure}.svg")).display()
+            ))
+            .output()
+            .unwrap();
+        assert!(
+            result.status.success(),
+            "{figure}: {}",
+            String::from_utf8_lossy(&result.stderr)
+        );
+        let size = std::fs::metadata(&png).map(|m| m.len()).unwrap_or(0);
+        assert!(
+            size > 15_000,
+            "{figure}: the rendered figure is blank ({size} bytes)"
+        );
+    }
+}
+
+/// Writes `set` as a pair of standard MNIST IDX files (`prefix`-images/labels-idx?-ubyte).
+fn write_idx(dir: &Path, prefix: &str, set: &gradlab_candle::data::Dataset) {
+    let n = set.len() as u32;
+    let mut images = vec![0, 0, 8, 3];
+    for d in [n, set.rows as u32, set.cols as u32] {
+        images.extend(d.to_be_bytes());
+    }
+    images.extend(set.images.iter().map(|p| {
+        ((p * gradlab_candle::data::MNIST_STD + gradlab_candle::data::MNIST_MEAN) * 255.0)
+            .round()
+            .clamp(0.0, 255.0) as u8
+    }));
+    let mut labels = vec![0, 0, 8, 1];
+    labels.extend(n.to_be_bytes());
+    labels.extend(&set.labels);
+    std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), images).unwrap();
+    std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), labels).unwrap();
+}
+
+#[test]
+fn the_lab_runs_on_a_folder_of_full_mnist_files() {
+    let root = std::env::temp_dir().join(format!("gradlab-lab-data-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let data = root.join("mnist");
+    std::fs::create_dir_all(&data).unwrap();
+    let bundled = gradlab_candle::data::bundled().unwrap();
+    write_idx(&data, "train", &bundled.train.slice(0..3000));
+    write_idx(&data, "t10k", &bundled.test.slice(0..500));
+    let out = root.join("report");
+    let run = Command::new(env!("CARGO_BIN_EXE_gradlab"))
+        .args(["lab", "--quick", "--only", "stuck,warmup", "--data"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(
+        html.contains("(800 training / 500 test examples)"),
+        "the intro names the data"
+    );
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("runs/stuck/summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        summary["data"]
+            .as_str()
+            .unwrap()
+            .contains("3000 train / 500 test"),
+        "{}",
+        summary["data"]
+    );
+    // A folder without the files is named before any study runs.
+    let bad = Command::new(env!("CARGO_BIN_EXE_gradlab"))
+        .args(["lab", "--quick", "--data"])
+        .arg(root.join("nowhere"))
+        .arg("--out")
+        .arg(root.join("bad"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && err.contains("--data") && err.contains("nowhere"),
+        "{err}"
+    );
+    assert!(!err.contains("[1/"), "a study ran: {err}");
+    std::fs::remove_dir_all(&root).unwrap();
 }
 
 #[test]

@@ -109,7 +109,7 @@ pub fn adam_vs_sgdm(out: &Path, budget: &Budget) -> Result<Section> {
             let c = task_config(out, budget, task, spec, name, quick, text_split.train.len());
             let r = match task {
                 Task::Vision => run(&c)?,
-                Task::Text => run_with(&c, |c| {
+                Task::Text => run_with(&c, |c, on_event| {
                     let varmap = candle_nn::VarMap::new();
                     let vb = candle_nn::VarBuilder::from_varmap(
                         &varmap,
@@ -119,7 +119,7 @@ pub fn adam_vs_sgdm(out: &Path, budget: &Budget) -> Result<Section> {
                     let model = CharTransformer::new(text_model(corpus.vocabulary.len()), vb)?;
                     let trainer =
                         Trainer::from_varmap(model, &varmap, text_split.clone(), c.clone())?;
-                    Ok(trainer.run(None, |_| {})?.json)
+                    Ok(trainer.run(None, on_event)?.json)
                 })?,
             };
             Ok((c, r))

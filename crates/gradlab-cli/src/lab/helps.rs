@@ -110,7 +110,7 @@ pub fn helps(out: &Path, budget: &Budget) -> Result<Section> {
         format!("linear warm-up over the first {warm} steps"),
         c,
     )?);
-    let difficulty = difficulty_scores(out)?;
+    let difficulty = difficulty_scores(out, budget)?;
     let mut c = base("curriculum");
     c.curriculum = Some(Curriculum {
         difficulty,
@@ -438,7 +438,7 @@ fn row(arm: &Arm, f: &Figures, base: Option<&Figures>) -> Vec<String> {
 /// Difficulty of each training example for the curriculum: the per-example loss of a
 /// logistic regression trained for one epoch (a small model's view of what is hard), written
 /// one per line to `data/helps_difficulty.txt`.
-fn difficulty_scores(out: &Path) -> Result<std::path::PathBuf> {
+fn difficulty_scores(out: &Path, budget: &Budget) -> Result<std::path::PathBuf> {
     let mut c = TrainConfig::new(
         ModelSpec::new(ModelKind::LogReg),
         "sgd(lr=0.05, momentum=0.9)",
@@ -446,6 +446,7 @@ fn difficulty_scores(out: &Path) -> Result<std::path::PathBuf> {
     );
     c.epochs = 1;
     c.overwrite = true;
+    c.data_dir = budget.data_dir.clone();
     let r = run(&c)?;
     let (model, _) = load_model(&r.dir)?;
     let data = train::load_data(&c)?;

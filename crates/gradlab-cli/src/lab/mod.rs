@@ -7,12 +7,14 @@ mod batch_size;
 mod error_surface;
 mod helps;
 mod optimizers;
+mod progress;
 mod report;
 pub(crate) mod runs;
 mod saddle;
 mod schedules;
 mod stuck;
 mod surfaces;
+mod tuning;
 mod warmup;
 
 use anyhow::{Context, Result};
@@ -33,26 +35,48 @@ pub struct Budget {
     pub batch_sizes: Vec<usize>,
     /// Examples for curvature measurements.
     pub curvature_examples: usize,
+    /// A folder of full MNIST-format files instead of the bundled digits.
+    pub data_dir: Option<PathBuf>,
+}
+
+/// How much the lab computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scale {
+    /// Small sizes, for tests.
+    Quick,
+    /// What fits about five minutes on two cores.
+    Default,
+    /// Everything at larger sizes: more epochs, three seeds, more curvature examples.
+    Full,
 }
 
 impl Budget {
-    fn new(quick: bool, seeds: usize) -> Self {
-        if quick {
-            Budget {
+    fn new(scale: Scale, seeds: usize) -> Self {
+        match scale {
+            Scale::Quick => Budget {
                 epochs: 1,
                 train_limit: Some(800),
                 seeds: seeds.max(1),
                 batch_sizes: vec![16, 800],
                 curvature_examples: 200,
-            }
-        } else {
-            Budget {
+                data_dir: None,
+            },
+            Scale::Default => Budget {
                 epochs: 5,
                 train_limit: None,
                 seeds: seeds.max(1),
                 batch_sizes: vec![16, 64, 256, 1024, 8000],
                 curvature_examples: 1000,
-            }
+                data_dir: None,
+            },
+            Scale::Full => Budget {
+                epochs: 15,
+                train_limit: None,
+                seeds: seeds.max(3),
+                batch_sizes: vec![16, 32, 64, 128, 256, 1024, 4096, 8000],
+                curvature_examples: 2000,
+                data_dir: None,
+            },
         }
     }
 }
@@ -67,9 +91,17 @@ pub struct LabArgs {
     /// Output folder (the report is DIR/index.html).
     #[arg(long, default_value = "report")]
     out: PathBuf,
-    /// Small sizes (for tests; about 30 s).
-    #[arg(long)]
+    /// Small sizes (for tests; about a minute).
+    #[arg(long, conflicts_with = "full")]
     quick: bool,
+    /// Everything at larger sizes: 15 epochs, 3 seeds, more batch sizes and curvature
+    /// examples (tens of minutes).
+    #[arg(long)]
+    full: bool,
+    /// A folder with full MNIST / Fashion-MNIST / KMNIST files (standard names) instead of
+    /// the bundled 10,000 digits.
+    #[arg(long)]
+    data: Option<PathBuf>,
     /// Seeds per configuration (curves then show mean and spread).
     #[arg(long, default_value_t = 1)]
     seeds: usize,
@@ -90,6 +122,10 @@ pub struct CompareArgs {
     /// A schedule for every run.
     #[arg(long)]
     schedule: Option<String>,
+    /// Pick each optimizer's learning rates first: scaled by 0.1, 0.3, 1, 3 and 10, one
+    /// epoch each on the training data minus 1,000 validation examples, the best kept.
+    #[arg(long)]
+    tune: bool,
     /// Seeds per optimizer.
     #[arg(long, default_value_t = 1)]
     seeds: usize,
@@ -145,16 +181,46 @@ pub fn run(args: LabArgs) -> Result<()> {
     let started = Instant::now();
     prepare(&args.out)?;
     runs::set_fresh(args.fresh);
-    let mut budget = Budget::new(args.quick, args.seeds);
+    let scale = match (args.quick, args.full) {
+        (true, _) => Scale::Quick,
+        (_, true) => Scale::Full,
+        _ => Scale::Default,
+    };
+    let mut budget = Budget::new(scale, args.seeds);
     if let Some(e) = args.epochs {
         budget.epochs = e.max(1);
     }
+    let data_note = match &args.data {
+        Some(dir) => {
+            // Checked now, not after the first studies.
+            let split = gradlab_candle::data::load_dir(dir)
+                .with_context(|| format!("--data {}", dir.display()))?;
+            budget.data_dir = Some(dir.clone());
+            let n = split.train.len();
+            budget.batch_sizes.retain(|&b| b <= n);
+            format!(
+                "{} ({} training / {} test examples)",
+                report::esc(&dir.display().to_string()),
+                budget.train_limit.map_or(n, |l| l.min(n)),
+                split.test.len()
+            )
+        }
+        None => format!(
+            "the bundled MNIST digits ({} training / 2,000 test examples)",
+            budget
+                .train_limit
+                .map_or("8,000".to_string(), |n| n.to_string())
+        ),
+    };
     let mut report = Report::new(
         "gradlab lab: deep-learning optimization, measured",
         &format!(
-            "Every number and figure below was measured by <code>gradlab lab{}</code> on the bundled MNIST digits ({} training / 2,000 test examples), {} epoch(s) per run, {} seed(s).",
-            if args.quick { " --quick" } else { "" },
-            budget.train_limit.map_or("8,000".to_string(), |n| n.to_string()),
+            "Every number and figure below was measured by <code>gradlab lab{}</code> on {data_note}, {} epoch(s) per run, {} seed(s) (studies that need a spread use at least three).",
+            match scale {
+                Scale::Quick => " --quick",
+                Scale::Full => " --full",
+                Scale::Default => "",
+            },
             budget.epochs,
             budget.seeds
         ),
@@ -166,7 +232,7 @@ pub fn run(args: LabArgs) -> Result<()> {
         (
             "optimizers",
             "optimizers",
-            Box::new(|| optimizers::optimizers(out, &budget, &runs::lab_optimizers(), None)),
+            Box::new(|| optimizers::optimizers(out, &budget, &runs::lab_optimizers(), None, true)),
         ),
         (
             "schedules",
@@ -231,24 +297,25 @@ pub fn run(args: LabArgs) -> Result<()> {
             );
         }
     }
-    let studies: Vec<(&str, Study)> = studies
+    let studies: Vec<(&str, &str, Study)> = studies
         .into_iter()
         .filter(|(id, _, _)| {
             args.only
                 .as_ref()
                 .is_none_or(|only| only.iter().any(|o| o == id))
         })
-        .map(|(_, name, study)| (name, study))
         .collect();
     let total = studies.len();
     let mut not_run = Vec::new();
-    for (i, (name, study)) in studies.into_iter().enumerate() {
+    for (i, (id, name, study)) in studies.into_iter().enumerate() {
         if crate::interrupt::requested() {
             not_run.push(name);
             continue;
         }
-        eprintln!("[{}/{total}] {name}", i + 1);
-        match study() {
+        let progress = progress::StudyProgress::start(out, id, name, i + 1, total);
+        let result = study();
+        progress.finish();
+        match result {
             Ok(section) => report.push(section),
             Err(e) if crate::interrupt::caused(&e) => not_run.push(name),
             Err(e) => return Err(e),
@@ -310,6 +377,7 @@ pub fn compare(args: CompareArgs) -> Result<()> {
         seeds: args.seeds.max(1),
         batch_sizes: Vec::new(),
         curvature_examples: 0,
+        data_dir: None,
     };
     single_study(
         &args.out,
@@ -321,6 +389,7 @@ pub fn compare(args: CompareArgs) -> Result<()> {
                 &budget,
                 &args.optimizers,
                 args.schedule.as_deref(),
+                args.tune,
             )
         },
     )
@@ -335,6 +404,7 @@ pub fn batch_study(args: BatchStudyArgs) -> Result<()> {
         seeds: 1,
         batch_sizes: args.batch_sizes.clone(),
         curvature_examples: 1000,
+        data_dir: None,
     };
     single_study(
         &args.out,

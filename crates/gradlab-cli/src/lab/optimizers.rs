@@ -10,12 +10,14 @@ use anyhow::{Context, Result};
 use gradlab::spec;
 use std::path::{Path, PathBuf};
 
-/// Study 1: optimizers on the same network and budget.
+/// Study 1: optimizers on the same network and budget; with `tune`, each optimizer's rates
+/// are first picked from one grid of factors on a validation set ([`super::tuning`]).
 pub fn optimizers(
     out: &Path,
     budget: &Budget,
     specs: &[String],
     schedule: Option<&str>,
+    tune: bool,
 ) -> Result<Section> {
     let mut rows = Vec::new();
     let mut loss_series = Vec::new();
@@ -36,14 +38,22 @@ pub fn optimizers(
     let mut switch_markers = Vec::new();
     // Each optimizer's first run, for the curvature of SAM's minimum against its base's.
     let mut first_runs: Vec<(String, PathBuf)> = Vec::new();
-    for (i, spec_text) in specs.iter().enumerate() {
-        spec::parse(spec_text)
-            .with_context(|| format!("--optimizer {}", gradlab::error::quote(spec_text)))?;
+    let mut tuned_any = false;
+    for (i, asked) in specs.iter().enumerate() {
+        spec::parse(asked)
+            .with_context(|| format!("--optimizer {}", gradlab::error::quote(asked)))?;
+        let tuned = if tune {
+            Some(super::tuning::tune(out, budget, asked)?)
+        } else {
+            None
+        };
+        tuned_any |= tuned.is_some();
+        let spec_text = tuned.as_ref().map_or(asked, |t| &t.spec);
         let mut runs = Vec::new();
         for seed in 0..budget.seeds as u64 {
             let mut c = config(
                 out,
-                &format!("optimizers/{}_{seed}", slug(spec_text)),
+                &format!("optimizers/{}_{seed}", slug(asked)),
                 budget,
                 spec_text,
                 64,
@@ -103,7 +113,7 @@ pub fn optimizers(
             label: spec_text.clone(),
             points: acc_mean,
         });
-        first_runs.push((spec_text.clone(), runs[0].dir.clone()));
+        first_runs.push((asked.clone(), runs[0].dir.clone()));
         let acc: Vec<f64> = runs.iter().map(Run::test_accuracy).collect();
         let mean_acc = acc.iter().sum::<f64>() / acc.len() as f64;
         let spread = acc.iter().copied().fold(f64::NEG_INFINITY, f64::max)
@@ -140,6 +150,18 @@ pub fn optimizers(
             },
             format!("{train_loss:.4}"),
             format!("{ms:.2}"),
+            match &tuned {
+                Some(t) => format!(
+                    "×{} ({})",
+                    t.factor,
+                    t.tried
+                        .iter()
+                        .map(|(f, a)| format!("{f}: {}", a.map_or("diverged".to_string(), pct)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                None => "as given".into(),
+            },
             esc(&note),
         ]);
         results.push((spec_text.clone(), mean_acc, train_loss, ms));
@@ -201,7 +223,19 @@ pub fn optimizers(
         .iter()
         .max_by(|a, b| a.3.total_cmp(&b.3))
         .expect("at least one optimizer");
-    let mut summary = vec![
+    let mut summary = Vec::new();
+    if tuned_any {
+        summary.push(format!(
+            "Every optimizer's learning rates (its own and those of the optimizers it wraps) were scaled by each factor of the same grid ({}), one epoch each with {} training examples held out for validation; the factor with the best validation accuracy was kept, so the ranking compares optimizers, not hand-picked rates.",
+            super::tuning::factors(budget)
+                .iter()
+                .map(|f| f.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            super::tuning::validation_examples(budget)
+        ));
+    }
+    summary.extend([
         format!(
             "After {} epoch(s), the best test accuracy was {} with <code>{}</code> and the lowest {} with <code>{}</code>.",
             budget.epochs,
@@ -217,7 +251,7 @@ pub fn optimizers(
             slowest.3,
             esc(&slowest.0)
         ),
-    ];
+    ]);
     summary.extend(switch_notes.into_iter().map(|n| esc(&n)));
     let (sam_lines, mut claims) = sam_flatness(&first_runs, budget)?;
     summary.extend(sam_lines);
@@ -226,7 +260,7 @@ pub fn optimizers(
         id: "optimizers",
         title: "Optimizers compared".into(),
         summary,
-        table: Some(table(&["optimizer", "test accuracy", "final train loss", "ms / step", "note"], &rows)),
+        table: Some(table(&["optimizer", "test accuracy", "final train loss", "ms / step", "rate factor chosen (validation accuracy by factor)", "note"], &rows)),
         figures: vec![
             Figure { svg: loss_svg, caption: "Training loss of the MLP 784-256-128-10, batch 64, same seed and data order for every optimizer; one panel per family on shared axes, the first optimizer in grey in each.".into(), data: vec!["data/optimizers_loss.csv".into()] },
             Figure { svg: acc_svg, caption: "Test accuracy (2,000 held-out digits) after each epoch.".into(), data: vec!["data/optimizers.csv".into()] },
@@ -359,7 +393,7 @@ fn sam_flatness(runs: &[(String, PathBuf)], budget: &Budget) -> Result<(Vec<Stri
             _ => "the two measures disagree on which minimum is flatter.",
         };
         out.push(format!(
-            "Flatness after training, on {} training examples: <code>{}</code> reached ε-sharpness {s_sharp:.3} and top Hessian eigenvalue {s_top:.3}; its base <code>{}</code> {b_sharp:.3} and {b_top:.3}: {verdict}",
+            "Flatness after training (each optimizer at its chosen rate), on {} training examples: <code>{}</code> reached ε-sharpness {s_sharp:.3} and top Hessian eigenvalue {s_top:.3}; its base <code>{}</code> {b_sharp:.3} and {b_top:.3}: {verdict}",
             budget.curvature_examples,
             esc(text),
             esc(base_text),

@@ -121,6 +121,7 @@ pub(super) fn config(
     );
     c.epochs = budget.epochs;
     c.train_limit = budget.train_limit;
+    c.data_dir = budget.data_dir.clone();
     // The report's folder is the lab's own: a new report replaces the old one's runs.
     c.overwrite = true;
     c.batch_size = batch_size;
@@ -133,6 +134,13 @@ pub(super) fn config(
 static FRESH: AtomicBool = AtomicBool::new(false);
 /// Runs reused so far.
 static REUSED: AtomicUsize = AtomicUsize::new(0);
+/// Runs finished (trained or reused) so far.
+static FINISHED: AtomicUsize = AtomicUsize::new(0);
+
+/// How many runs have finished (trained or reused).
+pub(super) fn finished_runs() -> usize {
+    FINISHED.load(Ordering::Relaxed)
+}
 
 /// Sets whether runs are recomputed even when a finished one can be reused.
 pub(super) fn set_fresh(fresh: bool) {
@@ -161,24 +169,46 @@ fn reusable(config: &TrainConfig) -> Option<Value> {
 /// One training run (or a finished one of the same configuration, reused); after Ctrl-C,
 /// none starts (the run in progress has finished and written its files).
 pub(super) fn run(config: &TrainConfig) -> Result<Run> {
-    run_with(config, |c| Ok(train::train(c, None, |_| {})?.json))
+    run_with(config, |c, on_event| {
+        Ok(train::train(c, None, on_event)?.json)
+    })
 }
 
 /// [`run`] with another trainer (a model of the lab's own, through `train::Trainer`):
-/// `train` trains `config` and returns the summary.
+/// `train` trains `config`, reporting its events to the closure it is given, and returns
+/// the summary.
 pub(super) fn run_with(
     config: &TrainConfig,
-    train: impl FnOnce(&TrainConfig) -> gradlab_candle::Result<Value>,
+    train: impl FnOnce(&TrainConfig, &mut dyn FnMut(train::Event)) -> gradlab_candle::Result<Value>,
 ) -> Result<Run> {
     crate::interrupt::check()?;
+    let name = config
+        .out
+        .strip_prefix(config.out.ancestors().nth(2).unwrap_or(Path::new("")))
+        .unwrap_or(&config.out)
+        .display()
+        .to_string();
     let summary = match reusable(config) {
         Some(summary) => {
             REUSED.fetch_add(1, Ordering::Relaxed);
-            eprintln!("  reused {} (same configuration)", config.out.display());
+            super::progress::note(&format!(
+                "  reused {} (same configuration)",
+                config.out.display()
+            ));
             summary
         }
-        None => train(config).with_context(|| format!("training with {}", config.optimizer))?,
+        None => {
+            let mut on_event = |e: train::Event| {
+                if let train::Event::Step { step, total, .. } = e {
+                    super::progress::run_step(&name, step, total);
+                }
+            };
+            train(config, &mut on_event)
+                .with_context(|| format!("training with {}", config.optimizer))?
+        }
     };
+    FINISHED.fetch_add(1, Ordering::Relaxed);
+    super::progress::run_finished();
     let text = std::fs::read_to_string(config.out.join("metrics.jsonl"))?;
     let (mut steps, mut epochs) = (Vec::new(), Vec::new());
     for line in text.lines() {

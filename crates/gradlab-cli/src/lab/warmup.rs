@@ -326,6 +326,7 @@ fn adaptive_steps(
     let spec = format!("adam(lr={})", gradlab::spec::format_number(lr));
     let mut c = TrainConfig::new(ModelSpec::new(ModelKind::Mlp), &spec, &out.join("unused"));
     c.train_limit = budget.train_limit;
+    c.data_dir = budget.data_dir.clone();
     let split = train::load_data(&c)?.split;
     let model = Model::new(&c.model, split.train.rows, split.train.cols, c.seed)?;
     let mut opt =
