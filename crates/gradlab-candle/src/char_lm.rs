@@ -273,6 +273,40 @@ impl CharTransformer {
     pub fn config(&self) -> CharTransformerConfig {
         self.config
     }
+
+    /// Draws the parameters in `varmap` (those [`CharTransformer::new`] created there) again
+    /// from `seed`, with the same distributions: candle's CPU random numbers cannot be seeded,
+    /// so a run is reproducible only this way. Token embeddings N(0, 1), position embeddings
+    /// N(0, 0.02²), linear weights and biases U(±1/√fan_in), layer norms 1 and 0.
+    pub fn seed_parameters(varmap: &candle_nn::VarMap, seed: u64) -> Result<()> {
+        let data = varmap.data().lock().expect("the VarMap's lock");
+        let mut names: Vec<&String> = data.keys().collect();
+        names.sort();
+        let mut rng = gradlab::landscape::Rng::new(seed);
+        for name in names {
+            let var = &data[name];
+            let n = var.elem_count();
+            let prefix = name.rsplit_once('.').map_or("", |(p, _)| p);
+            let values: Vec<f64> = if name == "tokens.weight" {
+                (0..n).map(|_| rng.normal()).collect()
+            } else if name == "positions" {
+                (0..n).map(|_| 0.02 * rng.normal()).collect()
+            } else if prefix.ends_with("ln1") || prefix.ends_with("ln2") || prefix == "ln_f" {
+                vec![if name.ends_with(".weight") { 1.0 } else { 0.0 }; n]
+            } else {
+                let weight = data.get(&format!("{prefix}.weight")).ok_or_else(|| {
+                    Error::Msg(format!("'{name}' is not a parameter of a CharTransformer"))
+                })?;
+                let bound = 1.0 / (weight.dims()[1] as f64).sqrt();
+                (0..n)
+                    .map(|_| (2.0 * rng.uniform() - 1.0) * bound)
+                    .collect()
+            };
+            let t = Tensor::from_vec(values, var.shape(), &Device::Cpu)?.to_dtype(var.dtype())?;
+            var.set(&t)?;
+        }
+        Ok(())
+    }
 }
 
 impl ModuleT for CharTransformer {
@@ -302,6 +336,44 @@ impl ModuleT for CharTransformer {
 mod tests {
     use super::*;
     use candle_nn::VarMap;
+
+    #[test]
+    fn seeded_parameters_are_reproducible_and_follow_the_initialisation() {
+        let config = CharTransformerConfig {
+            vocabulary: 7,
+            context: 4,
+            width: 16,
+            heads: 2,
+            layers: 1,
+        };
+        let draw = |seed: u64| {
+            let varmap = VarMap::new();
+            let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+            CharTransformer::new(config, vb).unwrap();
+            CharTransformer::seed_parameters(&varmap, seed).unwrap();
+            let data = varmap.data().lock().unwrap();
+            let mut all: Vec<(String, Vec<f32>)> = data
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_tensor().flatten_all().unwrap().to_vec1().unwrap(),
+                    )
+                })
+                .collect();
+            all.sort_by(|a, b| a.0.cmp(&b.0));
+            all
+        };
+        let (a, b, c) = (draw(1), draw(1), draw(2));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        let get = |name: &str| &a.iter().find(|(k, _)| k == name).unwrap().1;
+        assert!(get("block0.ln1.weight").iter().all(|&w| w == 1.0));
+        assert!(get("block0.qkv.weight").iter().all(|&w| w.abs() <= 0.25));
+        assert!(get("block0.down.bias").iter().all(|&w| w.abs() <= 0.125));
+        let positions = get("positions");
+        assert!(positions.iter().all(|&w| w.abs() < 0.2));
+    }
 
     #[test]
     fn windows_label_the_next_character_and_parts_do_not_overlap() {

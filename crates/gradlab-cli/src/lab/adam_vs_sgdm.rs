@@ -117,6 +117,7 @@ pub fn adam_vs_sgdm(out: &Path, budget: &Budget) -> Result<Section> {
                         &candle_core::Device::Cpu,
                     );
                     let model = CharTransformer::new(text_model(corpus.vocabulary.len()), vb)?;
+                    CharTransformer::seed_parameters(&varmap, c.seed)?;
                     let trainer =
                         Trainer::from_varmap(model, &varmap, text_split.clone(), c.clone())?;
                     Ok(trainer.run(None, on_event)?.json)
