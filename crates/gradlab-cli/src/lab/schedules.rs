@@ -1,4 +1,4 @@
-//! Study: learning-rate schedules, and Adam with and without warm-up at a high learning rate.
+//! Study: learning-rate schedules (Adam's warm-up has its own study, `warmup`).
 
 use super::report::{esc, table, Claim, Figure, Section, Verdict};
 use super::runs::*;
@@ -40,7 +40,7 @@ fn schedule_row(name: &str, schedule: Option<&str>, runs: &[Run]) -> Vec<String>
     ]
 }
 
-/// Study 2: schedules, and Adam with and without warm-up at a high learning rate.
+/// Study 2: learning-rate schedules on SGD with momentum.
 pub fn schedules(out: &Path, budget: &Budget) -> Result<Section> {
     let n = budget.train_limit.unwrap_or(8000);
     let total = (budget.epochs * n.div_ceil(64)) as u64;
@@ -70,7 +70,7 @@ pub fn schedules(out: &Path, budget: &Budget) -> Result<Section> {
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut csv = Table::new(&["schedule", "step", "lr", "loss"]);
     let mut results = Vec::new();
-    let (mut loss_bands, mut adam_bands) = (Vec::new(), Vec::new());
+    let mut loss_bands = Vec::new();
     for (name, sched) in &variants {
         let runs = scheduled(out, budget, base, name, sched.clone(), &mut commands)?;
         let r = &runs[0];
@@ -97,38 +97,6 @@ pub fn schedules(out: &Path, budget: &Budget) -> Result<Section> {
         rows.push(schedule_row(name, sched.as_deref(), &runs));
         results.push((name.to_string(), mean_of(&runs, Run::test_accuracy)));
     }
-    // Adam at a high learning rate, with and without warm-up.
-    let high = "adam(lr=0.01)";
-    let warmup = format!(
-        "linear(start_factor=0.01, total_iters={})",
-        (total / 5).max(1)
-    );
-    let mut adam_series = Vec::new();
-    let mut adam_notes = Vec::new();
-    for (label, sched) in [
-        ("adam(lr=0.01), no warm-up", None),
-        ("adam(lr=0.01), linear warm-up", Some(warmup.clone())),
-    ] {
-        let runs = scheduled(out, budget, high, label, sched.clone(), &mut commands)?;
-        let early_max = mean_of(&runs, |r| {
-            r.steps
-                .iter()
-                .take(50)
-                .map(|s| s.1)
-                .fold(f64::NEG_INFINITY, f64::max)
-        });
-        let acc = mean_of(&runs, Run::test_accuracy);
-        adam_notes.push((label, early_max, acc));
-        let (mean, band) = loss_curves(&runs, 5);
-        if runs.len() > 1 {
-            adam_bands.push((adam_series.len(), band));
-        }
-        adam_series.push(Path2 {
-            label: label.to_string(),
-            points: mean,
-        });
-        rows.push(schedule_row(label, sched.as_deref(), &runs));
-    }
     csv.save(&out.join("data/schedules.csv"))?;
     let lr_svg = out.join("data/schedules_lr.svg");
     chart(
@@ -150,18 +118,15 @@ pub fn schedules(out: &Path, budget: &Budget) -> Result<Section> {
         loss_bands,
         false,
     )?;
-    let adam_svg = out.join("data/adam_warmup.svg");
-    chart(
-        &adam_svg,
-        "Adam at lr 0.01 with and without warm-up",
-        "step",
-        "log10 training loss",
-        adam_series,
-        adam_bands,
-        false,
-    )?;
     results.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let (no, yes) = (&adam_notes[0], &adam_notes[1]);
+    let accuracy_of = |name: &str| {
+        results
+            .iter()
+            .find(|r| r.0 == name)
+            .map_or(f64::NAN, |r| r.1)
+    };
+    let constant = accuracy_of("constant");
+    let decayed = accuracy_of("step decay").max(accuracy_of("cosine"));
     let summary = vec![
         format!(
             "With <code>{base}</code>, the best schedule was {} ({}) and the worst {} ({}).",
@@ -170,20 +135,7 @@ pub fn schedules(out: &Path, budget: &Budget) -> Result<Section> {
             esc(&results[results.len() - 1].0),
             pct(results[results.len() - 1].1)
         ),
-        format!(
-            "Adam at lr 0.01: the largest loss in the first 50 steps was {:.3} without warm-up and {:.3} with it; test accuracy {} vs {}. {}",
-            no.1,
-            yes.1,
-            pct(no.2),
-            pct(yes.2),
-            if yes.1 < no.1 && yes.2 >= no.2 {
-                "Here warm-up helped, as the lecture suggests."
-            } else if yes.2 < no.2 {
-                "Here warm-up did not help the final accuracy."
-            } else {
-                "Here the difference was small."
-            }
-        ),
+        "Adam with and without warm-up, RAdam and SWATS are compared in their own section (Does Adam need warm-up?).".into(),
     ];
     Ok(Section {
         id: "schedules",
@@ -204,26 +156,17 @@ pub fn schedules(out: &Path, budget: &Budget) -> Result<Section> {
                 caption: "Training loss under each schedule.".into(),
                 data: vec!["data/schedules.csv".into()],
             },
-            Figure {
-                svg: adam_svg,
-                caption: format!("Adam at a high learning rate, without and with {warmup}."),
-                data: vec![],
-            },
         ],
         commands,
         claims: vec![Claim::new(
-            "Adam needs warm-up at a high learning rate (early loss spikes)",
+            "Decaying the learning rate (step or cosine) ends better than a constant rate",
             format!(
-                "largest loss in the first 50 steps at lr 0.01: {:.3} without warm-up, {:.3} with it; test accuracy {} vs {} (holds when warm-up lowers the spike by 10% without losing a point of accuracy)",
-                no.1,
-                yes.1,
-                pct(no.2),
-                pct(yes.2)
+                "test accuracy {} with the better of step decay and cosine vs {} with a constant rate, {base}; margin half a point, {} seed(s)",
+                pct(decayed),
+                pct(constant),
+                budget.seeds
             ),
-            Verdict::from(
-                yes.1 < 0.9 * no.1 && yes.2 >= no.2 - 0.01,
-                yes.1 > 1.1 * no.1 || yes.2 < no.2 - 0.01,
-            ),
+            Verdict::from(decayed > constant + 0.005, decayed < constant - 0.005),
         )],
     })
 }
