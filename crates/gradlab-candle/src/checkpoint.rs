@@ -8,9 +8,10 @@
 //! takes the complete, verified `checkpoint.tmp/` (the newer) or else `checkpoint.old/`.
 
 use crate::data::Split;
+use crate::models::model_tensors;
 use crate::models::{Model, Network};
 use crate::optim::GradlabOptimizer;
-use crate::train::{model_tensors, Averages, TrainConfig};
+use crate::train::{Averages, TrainConfig};
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};
 use gradlab::dist::Collective;

@@ -668,3 +668,14 @@ impl<M: candle_nn::ModuleT> Network for CustomModel<M> {
         Ok(self.module.forward_t(&x, train)?)
     }
 }
+
+/// Named tensors of a model (parameters and buffers) for safetensors.
+pub fn model_tensors(model: &dyn Network) -> std::collections::HashMap<String, Tensor> {
+    let mut map: std::collections::HashMap<String, Tensor> = model
+        .params()
+        .iter()
+        .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+        .collect();
+    map.extend(model.buffers());
+    map
+}

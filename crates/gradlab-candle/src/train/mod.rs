@@ -15,279 +15,39 @@
 //! gradient noise, so a resumed run repeats exactly what the uninterrupted run would do.
 
 mod batches;
+mod config;
+mod data_parallel;
+mod diagnostics;
+mod lr_find;
+mod noise;
 mod split;
 mod trainer;
 
+pub use crate::models::model_tensors;
 pub use batches::{Curriculum, DataOrder};
+pub use config::{ScheduleUnit, SwaAnneal, TrainConfig};
+use data_parallel::{by_rank, check_ranks};
+pub use data_parallel::{evaluate_shared, share};
+use diagnostics::{non_finite_cause, peak_rss_bytes, swats_status, tensor_grad_norms};
+pub use lr_find::lr_find;
+pub(crate) use noise::step_rng;
+use noise::{add_noise, add_noise_to_store};
 pub use split::{checkpoint_data, load_data, InputScale, RunData};
 pub use trainer::Trainer;
 
 use crate::data::{Dataset, Split};
-use crate::models::{correct, cross_entropy, Model, ModelSpec, Network};
+use crate::models::{correct, cross_entropy, Model, Network};
 use crate::optim::{GradlabOptimizer, OptimizerConfig};
 use crate::{Error, Result};
 pub(crate) use batches::shuffle;
 use candle_core::{Device, Tensor, Var};
 use gradlab::dist::{Collective, Local};
 use gradlab::landscape::Rng;
-use gradlab::optim::NonFinitePolicy;
 use serde_json::{json, Value};
-use std::collections::HashMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
-
-/// When a (non-plateau) schedule is stepped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScheduleUnit {
-    /// After every optimizer step.
-    Step,
-    /// After every epoch.
-    Epoch,
-}
-
-/// How the learning rate goes from its value at the SWA start to `--swa-lr` (PyTorch's
-/// `SWALR` `anneal_strategy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SwaAnneal {
-    /// `(1 − cos πt) / 2`.
-    Cos,
-    /// `t`.
-    Linear,
-}
-
-impl SwaAnneal {
-    /// The name used in specs and on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            SwaAnneal::Cos => "cos",
-            SwaAnneal::Linear => "linear",
-        }
-    }
-}
-
-/// Everything a training run depends on.
-#[derive(Debug, Clone)]
-pub struct TrainConfig {
-    /// The model.
-    pub model: ModelSpec,
-    /// Optimizer spec.
-    pub optimizer: String,
-    /// Schedule spec (`plateau` is stepped with the test loss each epoch).
-    pub schedule: Option<String>,
-    /// When the schedule is stepped.
-    pub schedule_unit: ScheduleUnit,
-    /// Examples per batch.
-    pub batch_size: usize,
-    /// Epochs to reach.
-    pub epochs: usize,
-    /// Seed of initialisation, shuffling, dropout and noise.
-    pub seed: u64,
-    /// Global-norm gradient clipping.
-    pub clip_norm: Option<f64>,
-    /// Gradient noise η (variance η/(1+t)^0.55, Neelakantan et al. 2015).
-    pub grad_noise: Option<f64>,
-    /// EMA of the weights with this decay.
-    pub ema: Option<f64>,
-    /// SWA from this epoch (0-based) on.
-    pub swa_start: Option<usize>,
-    /// Learning rate during SWA: from the SWA start the rate follows PyTorch's `SWALR` alone
-    /// (stepped after every optimizer step; the schedule is no longer stepped).
-    pub swa_lr: Option<f64>,
-    /// Optimizer steps over which the rate is annealed from its value at the SWA start to
-    /// `swa_lr` (0: `swa_lr` from the first SWA step).
-    pub swa_anneal_steps: u64,
-    /// The annealing curve.
-    pub swa_anneal: SwaAnneal,
-    /// Non-finite gradients.
-    pub nonfinite: NonFinitePolicy,
-    /// With `nonfinite = skip`: stop with an error after this many consecutive skipped
-    /// steps (capped at one epoch's steps).
-    pub max_skipped: u64,
-    /// Full MNIST-format folder instead of the bundled digits.
-    pub data_dir: Option<PathBuf>,
-    /// Use only the first N training examples (quick runs).
-    pub train_limit: Option<usize>,
-    /// How the pixels reach the network (standardised, or raw 0–255 values).
-    pub inputs: InputScale,
-    /// Train and test on these classes only (e.g. digits 5–9 for fine-tuning).
-    pub classes: Option<Vec<u8>>,
-    /// Hold out the last N training examples as a validation set (evaluated each epoch:
-    /// `validation_loss`, `validation_accuracy`), for choosing hyperparameters without the
-    /// test set.
-    pub validation: Option<usize>,
-    /// The order of the training examples in each epoch.
-    pub data_order: DataOrder,
-    /// Curriculum learning: batches drawn from the easiest examples first.
-    pub curriculum: Option<Curriculum>,
-    /// Start from the model weights of the checkpoint in this folder (fine-tuning) instead
-    /// of a fresh initialisation.
-    pub init: Option<PathBuf>,
-    /// With `init`: parameters whose name starts with one of these keep their fresh
-    /// initialisation (e.g. `fc3.` for a new output layer).
-    pub init_exclude: Vec<String>,
-    /// Output folder.
-    pub out: PathBuf,
-    /// A fresh run may replace a run already in `out` (its files are replaced once this run
-    /// has written its own first checkpoint).
-    pub overwrite: bool,
-}
-
-impl TrainConfig {
-    /// A configuration with the defaults of `gradlab train`.
-    pub fn new(model: ModelSpec, optimizer: &str, out: &Path) -> Self {
-        TrainConfig {
-            model,
-            optimizer: optimizer.to_string(),
-            schedule: None,
-            schedule_unit: ScheduleUnit::Step,
-            batch_size: 64,
-            epochs: 5,
-            seed: 0,
-            clip_norm: None,
-            grad_noise: None,
-            ema: None,
-            swa_start: None,
-            swa_lr: None,
-            swa_anneal_steps: 0,
-            swa_anneal: SwaAnneal::Cos,
-            nonfinite: NonFinitePolicy::Error,
-            max_skipped: 100,
-            data_dir: None,
-            train_limit: None,
-            inputs: InputScale::Standardized,
-            classes: None,
-            validation: None,
-            data_order: DataOrder::Shuffled,
-            curriculum: None,
-            init: None,
-            init_exclude: Vec::new(),
-            out: out.to_path_buf(),
-            overwrite: false,
-        }
-    }
-
-    /// The configuration as JSON (in summaries and checkpoints).
-    pub fn to_json(&self) -> Value {
-        json!({
-            "model": self.model.kind.name(),
-            "widths": self.model.widths,
-            "activation": self.model.activation.name(),
-            "batch_norm": self.model.batch_norm,
-            "dropout": self.model.dropout,
-            "optimizer": self.optimizer,
-            "schedule": self.schedule,
-            "schedule_unit": match self.schedule_unit { ScheduleUnit::Step => "step", ScheduleUnit::Epoch => "epoch" },
-            "batch_size": self.batch_size,
-            "epochs": self.epochs,
-            "seed": self.seed,
-            "clip_norm": self.clip_norm,
-            "grad_noise": self.grad_noise,
-            "ema": self.ema,
-            "swa_start": self.swa_start,
-            "swa_lr": self.swa_lr,
-            "swa_anneal_steps": self.swa_anneal_steps,
-            "swa_anneal": self.swa_anneal.name(),
-            "nonfinite": match self.nonfinite { NonFinitePolicy::Error => "error", NonFinitePolicy::Skip => "skip" },
-            "max_skipped": self.max_skipped,
-            "data": self.data_dir.as_ref().map(|p| p.display().to_string()),
-            "train_limit": self.train_limit,
-            "inputs": self.inputs.name(),
-            "classes": self.classes,
-            "validation": self.validation,
-            "data_order": self.data_order.name(),
-            "curriculum": self.curriculum.as_ref().map(|c| json!({
-                "difficulty": c.difficulty.display().to_string(),
-                "start": c.start,
-                "ramp": c.ramp,
-            })),
-            "init": self.init.as_ref().map(|p| p.display().to_string()),
-            "init_exclude": self.init_exclude,
-        })
-    }
-
-    /// The SWA learning-rate schedule's spec, when SWA is on.
-    pub(crate) fn swa_schedule(&self) -> Option<String> {
-        self.swa_lr.map(|lr| {
-            format!(
-                "swalr(swa_lr={}, anneal_epochs={}, anneal_strategy={})",
-                gradlab::spec::format_number(lr),
-                self.swa_anneal_steps,
-                self.swa_anneal.name()
-            )
-        })
-    }
-
-    /// Whether `epoch` (0-based) averages weights.
-    fn in_swa(&self, epoch: usize) -> bool {
-        self.swa_start.is_some_and(|s| epoch >= s)
-    }
-
-    fn check(&self) -> Result<()> {
-        if self.batch_size == 0 {
-            return Err(Error::Msg("--batch-size must be at least 1".into()));
-        }
-        if self.max_skipped == 0 {
-            return Err(Error::Msg("--max-skipped 0: it must be at least 1".into()));
-        }
-        if self.epochs == 0 {
-            return Err(Error::Msg("--epochs 0: it must be at least 1".into()));
-        }
-        if let Some(c) = self.clip_norm {
-            if !(c.is_finite() && c > 0.0) {
-                return Err(Error::Msg(format!(
-                    "--clip-norm {c} is out of range: it must be a finite number > 0"
-                )));
-            }
-        }
-        if let Some(lr) = self.swa_lr {
-            if !(lr.is_finite() && lr >= 0.0) {
-                return Err(Error::Msg(format!(
-                    "--swa-lr {lr} is out of range: it must be a finite number >= 0"
-                )));
-            }
-        }
-        if let Some(d) = self.ema {
-            if !(0.0..1.0).contains(&d) {
-                return Err(Error::Msg(format!("--ema {d} must be in [0, 1)")));
-            }
-        }
-        if self.swa_start.is_some() != self.swa_lr.is_some() {
-            return Err(Error::Msg("--swa-start and --swa-lr go together".into()));
-        }
-        if self.swa_start.is_none() && self.swa_anneal_steps > 0 {
-            return Err(Error::Msg(
-                "--swa-anneal-steps needs --swa-start and --swa-lr".into(),
-            ));
-        }
-        if let Some(c) = &self.curriculum {
-            c.check()?;
-            if self.data_order != DataOrder::Shuffled {
-                return Err(Error::Msg(
-                    "--curriculum draws its own batches: it does not go with --data-order fixed"
-                        .into(),
-                ));
-            }
-        }
-        if !self.init_exclude.is_empty() && self.init.is_none() {
-            return Err(Error::Msg("--init-exclude needs --init".into()));
-        }
-        if let Some(classes) = &self.classes {
-            if classes.is_empty() {
-                return Err(Error::Msg("--classes names no class".into()));
-            }
-        }
-        if let Some(eta) = self.grad_noise {
-            if !(eta.is_finite() && eta >= 0.0) {
-                return Err(Error::Msg(format!(
-                    "--grad-noise {eta} is out of range: it must be a finite number >= 0"
-                )));
-            }
-        }
-        Ok(())
-    }
-}
 
 /// What the trainer reports while it runs.
 pub enum Event<'a> {
@@ -330,96 +90,11 @@ pub fn evaluate(model: &dyn Network, data: &Dataset) -> Result<(f64, f64)> {
     evaluate_shared(model, data, &Local)
 }
 
-/// [`evaluate`] split over the ranks of `collective`: each rank evaluates its share of the
-/// examples and the sums are combined (collective).
-pub fn evaluate_shared(
-    model: &dyn Network,
-    data: &Dataset,
-    collective: &dyn Collective,
-) -> Result<(f64, f64)> {
-    let (mut loss, mut right) = (0.0, 0usize);
-    let mut rng = Rng::new(0);
-    let all: Vec<usize> = (0..data.len()).collect();
-    for chunk in share(&all, collective).chunks(1000) {
-        let (x, y) = batch(data, chunk)?;
-        let logits = model.forward(&x, false, &mut rng)?;
-        loss += cross_entropy(&logits, &y)?.to_scalar::<f32>()? as f64 * chunk.len() as f64;
-        right += correct(&logits, &y)?;
-    }
-    let mut sums = [loss, right as f64];
-    collective.all_sum(&mut sums);
-    let n = data.len().max(1) as f64;
-    Ok((sums[0] / n, sums[1] / n))
-}
-
-/// This rank's contiguous share of a global batch (shares differ by at most one example).
-pub fn share<'a>(batch: &'a [usize], collective: &dyn Collective) -> &'a [usize] {
-    let (n, r, k) = (batch.len(), collective.rank(), collective.size());
-    &batch[r * n / k..(r + 1) * n / k]
-}
-
-/// Gradient noise of step `step`: one stream of N(0, std²) draws over the flat parameter
-/// space in sorted-name order, added to `g` from flat position `start` on (the same numbers
-/// whether one process or a rank of many adds them).
-fn add_noise(seed: u64, step: u64, std: f64, start: usize, g: &mut [f32]) {
-    let mut rng = step_rng(seed ^ 0x6E6F_6973_6500, step);
-    for _ in 0..start {
-        rng.normal();
-    }
-    for x in g {
-        *x += (rng.normal() * std) as f32;
-    }
-}
-
-pub(crate) fn step_rng(seed: u64, step: u64) -> Rng {
-    Rng::new(
-        seed.wrapping_mul(0x9E37_79B9)
-            .wrapping_add(step.wrapping_mul(0xD1B5_4A32_D192_ED03)),
-    )
-}
-
-/// Why a step met a non-finite gradient, when it can be told: parameters already
-/// non-finite mean the previous update overflowed (its learning rate and the optimizer's
-/// settings named); a non-finite loss at finite parameters means the forward pass did.
-fn non_finite_cause(
-    model: &dyn Network,
-    loss: f64,
-    previous_lr: Option<f64>,
-    optimizer: &str,
-) -> String {
-    for (name, v) in model.params() {
-        let Ok(values) = flat(v.as_tensor()) else {
-            continue;
-        };
-        if let Some(i) = values.iter().position(|x| !x.is_finite()) {
-            let update = match previous_lr {
-                Some(lr) => format!(
-                    "the previous step's update with lr = {} ({optimizer})",
-                    gradlab::spec::format_number(lr)
-                ),
-                None => "the checkpoint's parameters".to_string(),
-            };
-            return format!(
-                "; cause: parameter '{name}' is already {} at element {i}: {update} made it \
-                 overflow; lower the learning rate, raise eps, or clip gradients (--clip-norm)",
-                values[i]
-            );
-        }
-    }
-    if !loss.is_finite() {
-        return format!(
-            "; cause: the loss is {loss} at finite parameters (the logits overflowed); lower the \
-             learning rate or clip gradients (--clip-norm)"
-        );
-    }
-    String::new()
-}
-
-fn flat(t: &Tensor) -> Result<Vec<f32>> {
+pub(super) fn flat(t: &Tensor) -> Result<Vec<f32>> {
     Ok(t.flatten_all()?.to_vec1::<f32>()?)
 }
 
-fn norm(v: &[f32]) -> f64 {
+pub(super) fn norm(v: &[f32]) -> f64 {
     v.iter()
         .map(|x| (*x as f64) * (*x as f64))
         .sum::<f64>()
@@ -959,135 +634,6 @@ fn run(
     Ok(Summary { json })
 }
 
-/// Adds the step's gradient noise to a single process's gradients, tensor by tensor in the
-/// optimizer's (sorted-name) order: the stream [`add_noise`] draws.
-fn add_noise_to_store(
-    opt: &GradlabOptimizer,
-    grads: &mut candle_core::backprop::GradStore,
-    seed: u64,
-    step: u64,
-    std: f64,
-) -> Result<()> {
-    let mut flat_noise = Vec::new();
-    for v in opt.vars() {
-        flat_noise.resize(flat_noise.len() + v.elem_count(), 0.0f32);
-    }
-    add_noise(seed, step, std, 0, &mut flat_noise);
-    let mut offset = 0;
-    for v in opt.vars() {
-        let n = v.elem_count();
-        if let Some(g) = grads.get(v.as_tensor()) {
-            let noise = Tensor::from_slice(&flat_noise[offset..offset + n], g.shape(), g.device())?;
-            let noisy = (g + noise)?;
-            grads.insert(v.as_tensor(), noisy);
-        }
-        offset += n;
-    }
-    Ok(())
-}
-
-/// Each tensor's gradient norm at the last step: of `grads` in one process, of the global
-/// mean gradient (combined over ranks) when data-parallel.
-fn tensor_grad_norms(
-    opt: &GradlabOptimizer,
-    grads: Option<&candle_core::backprop::GradStore>,
-) -> Result<HashMap<String, f64>> {
-    if let Some(s) = opt.sharded() {
-        return Ok(s.last_tensor_grad_norms());
-    }
-    let mut out = HashMap::new();
-    if let Some(grads) = grads {
-        for (name, v) in opt.names().iter().zip(opt.vars()) {
-            if let Some(g) = grads.get(v.as_tensor()) {
-                out.insert(name.clone(), norm(&flat(g)?));
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// SWATS's switch per tensor (`null` for other optimizers). A sharded rank holds pieces of
-/// some tensors only, so the ranks' lists are gathered and merged by tensor (collective).
-fn swats_status(opt: &mut GradlabOptimizer, collective: &dyn Collective) -> Value {
-    let mine = opt.with_engine(|e| e.swats()).map(|list| {
-        list.iter()
-            .map(|t| json!({"tensor": t.tensor, "step": t.switched_at, "sgd_lr": t.sgd_lr}))
-            .collect::<Vec<_>>()
-    });
-    if collective.size() == 1 {
-        return json!(mine);
-    }
-    let all = collective.all_gather_bytes(json!(mine).to_string().as_bytes());
-    let mut merged: Vec<Value> = Vec::new();
-    for bytes in all {
-        let list: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        let Some(list) = list.as_array() else {
-            return Value::Null;
-        };
-        for entry in list {
-            if !merged.iter().any(|m| m["tensor"] == entry["tensor"]) {
-                merged.push(entry.clone());
-            }
-        }
-    }
-    merged.sort_by(|a, b| a["tensor"].as_str().cmp(&b["tensor"].as_str()));
-    json!(merged)
-}
-
-/// Every rank's `value`, in rank order (collective).
-fn by_rank(collective: &dyn Collective, value: f64) -> Vec<u64> {
-    let mut all = vec![0.0; collective.size()];
-    all[collective.rank()] = value;
-    collective.all_sum(&mut all);
-    all.into_iter().map(|v| v as u64).collect()
-}
-
-/// The process's peak resident memory (Linux `VmHWM`), if known.
-fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
-/// Stops every rank at once when any rank's configuration, data or model differs from rank
-/// 0's (collective; nothing to do for one process).
-fn check_ranks(
-    config: &TrainConfig,
-    split: &Split,
-    model: &dyn Network,
-    collective: &dyn Collective,
-) -> Result<()> {
-    if collective.size() == 1 {
-        return Ok(());
-    }
-    let mut facts = config.to_json();
-    facts["out"] = json!(config.out.display().to_string());
-    facts["training data"] = json!(split.train.fingerprint());
-    facts["test data"] = json!(split.test.fingerprint());
-    facts["parameters"] = json!(model.num_parameters());
-    facts["gradlab version"] = json!(env!("CARGO_PKG_VERSION"));
-    let all = collective.all_gather_bytes(facts.to_string().as_bytes());
-    let parse = |b: &[u8]| serde_json::from_slice::<Value>(b).unwrap_or(Value::Null);
-    let first = parse(&all[0]);
-    for (rank, bytes) in all.iter().enumerate().skip(1) {
-        let other = parse(bytes);
-        let Some(fields) = first.as_object() else {
-            continue;
-        };
-        for (key, value) in fields {
-            if other[key] != *value {
-                return Err(Error::Msg(format!(
-                    "rank {rank} differs from rank 0 in {key}: {} vs {value}; every rank must \
-                     run the same command on the same data",
-                    other[key]
-                )));
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Recomputes batch-norm statistics for the current weights with one pass over the
 /// training data (torch.optim.swa_utils.update_bn).
 fn recompute_batch_norm(model: &dyn Network, data: &Dataset, batch_size: usize) -> Result<()> {
@@ -1099,76 +645,4 @@ fn recompute_batch_norm(model: &dyn Network, data: &Dataset, batch_size: usize) 
         model.forward(&x, true, &mut rng)?;
     }
     Ok(())
-}
-
-/// Runs the LR range test on the network: one training step per iteration on successive
-/// batches, with a fresh model and optimizer.
-pub fn lr_find(
-    config: &TrainConfig,
-    test: &gradlab::schedule::range_test::RangeTest,
-) -> Result<gradlab::schedule::range_test::RangeTestResult> {
-    config.check()?;
-    let (split, model, mut opt) = setup(config, Arc::new(Local))?;
-    let mut epoch = 0;
-    let mut order = shuffle(split.train.len(), config.seed, epoch);
-    let mut pos = 0;
-    let mut step = 0u64;
-    let result = test.run(|lr| {
-        if pos + config.batch_size > order.len() {
-            epoch += 1;
-            order = shuffle(split.train.len(), config.seed, epoch);
-            pos = 0;
-        }
-        let idx = &order[pos..(pos + config.batch_size).min(order.len())];
-        pos += config.batch_size;
-        let (x, y) = batch(&split.train, idx).map_err(to_core)?;
-        let mut rng = step_rng(config.seed, step);
-        step += 1;
-        let logits = model.forward(&x, true, &mut rng).map_err(to_core)?;
-        let loss = cross_entropy(&logits, &y).map_err(to_core)?;
-        let value = loss.to_scalar::<f32>().map_err(|e| to_core(e.into()))? as f64;
-        if !value.is_finite() {
-            return Ok(value);
-        }
-        opt.with_engine(|e| (0..e.groups()).for_each(|g| e.set_lr_of(g, lr)));
-        let grads = loss.backward().map_err(|e| to_core(e.into()))?;
-        let stepped = if opt.needs_closure() {
-            // SAM, L-BFGS: the first evaluation is the one just made; more redo the batch.
-            let mut first = Some(grads);
-            opt.step_with_closure(|| {
-                if let Some(store) = first.take() {
-                    return Ok((value, store));
-                }
-                let logits = model.forward(&x, true, &mut step_rng(config.seed, step - 1))?;
-                let loss = cross_entropy(&logits, &y)?;
-                Ok((loss.to_scalar::<f32>()? as f64, loss.backward()?))
-            })
-            .map(|o| o.step)
-        } else {
-            opt.step_grads(&grads)
-        };
-        if let Err(e) = stepped {
-            if let Error::Gradlab(gradlab::Error::NonFiniteGradient { .. }) = e {
-                return Ok(f64::INFINITY);
-            }
-            return Err(to_core(e));
-        }
-        Ok(value)
-    })?;
-    Ok(result)
-}
-
-fn to_core(e: Error) -> gradlab::Error {
-    gradlab::Error::Layout(e.to_string())
-}
-
-/// Named tensors of a model (parameters and buffers) for safetensors.
-pub fn model_tensors(model: &dyn Network) -> HashMap<String, Tensor> {
-    let mut map: HashMap<String, Tensor> = model
-        .params()
-        .iter()
-        .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
-        .collect();
-    map.extend(model.buffers());
-    map
 }

@@ -1,0 +1,103 @@
+//! What the trainer reports beside the loss: why a gradient became non-finite, each tensor's
+//! gradient norm, SWATS's switches, the process's peak memory.
+
+use super::{flat, norm};
+use crate::models::Network;
+use crate::optim::GradlabOptimizer;
+use crate::Result;
+use gradlab::dist::Collective;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+
+/// Why a step met a non-finite gradient, when it can be told: parameters already
+/// non-finite mean the previous update overflowed (its learning rate and the optimizer's
+/// settings named); a non-finite loss at finite parameters means the forward pass did.
+pub(super) fn non_finite_cause(
+    model: &dyn Network,
+    loss: f64,
+    previous_lr: Option<f64>,
+    optimizer: &str,
+) -> String {
+    for (name, v) in model.params() {
+        let Ok(values) = flat(v.as_tensor()) else {
+            continue;
+        };
+        if let Some(i) = values.iter().position(|x| !x.is_finite()) {
+            let update = match previous_lr {
+                Some(lr) => format!(
+                    "the previous step's update with lr = {} ({optimizer})",
+                    gradlab::spec::format_number(lr)
+                ),
+                None => "the checkpoint's parameters".to_string(),
+            };
+            return format!(
+                "; cause: parameter '{name}' is already {} at element {i}: {update} made it \
+                 overflow; lower the learning rate, raise eps, or clip gradients (--clip-norm)",
+                values[i]
+            );
+        }
+    }
+    if !loss.is_finite() {
+        return format!(
+            "; cause: the loss is {loss} at finite parameters (the logits overflowed); lower the \
+             learning rate or clip gradients (--clip-norm)"
+        );
+    }
+    String::new()
+}
+
+/// Each tensor's gradient norm at the last step: of `grads` in one process, of the global
+/// mean gradient (combined over ranks) when data-parallel.
+pub(super) fn tensor_grad_norms(
+    opt: &GradlabOptimizer,
+    grads: Option<&candle_core::backprop::GradStore>,
+) -> Result<HashMap<String, f64>> {
+    if let Some(s) = opt.sharded() {
+        return Ok(s.last_tensor_grad_norms());
+    }
+    let mut out = HashMap::new();
+    if let Some(grads) = grads {
+        for (name, v) in opt.names().iter().zip(opt.vars()) {
+            if let Some(g) = grads.get(v.as_tensor()) {
+                out.insert(name.clone(), norm(&flat(g)?));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// SWATS's switch per tensor (`null` for other optimizers). A sharded rank holds pieces of
+/// some tensors only, so the ranks' lists are gathered and merged by tensor (collective).
+pub(super) fn swats_status(opt: &mut GradlabOptimizer, collective: &dyn Collective) -> Value {
+    let mine = opt.with_engine(|e| e.swats()).map(|list| {
+        list.iter()
+            .map(|t| json!({"tensor": t.tensor, "step": t.switched_at, "sgd_lr": t.sgd_lr}))
+            .collect::<Vec<_>>()
+    });
+    if collective.size() == 1 {
+        return json!(mine);
+    }
+    let all = collective.all_gather_bytes(json!(mine).to_string().as_bytes());
+    let mut merged: Vec<Value> = Vec::new();
+    for bytes in all {
+        let list: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let Some(list) = list.as_array() else {
+            return Value::Null;
+        };
+        for entry in list {
+            if !merged.iter().any(|m| m["tensor"] == entry["tensor"]) {
+                merged.push(entry.clone());
+            }
+        }
+    }
+    merged.sort_by(|a, b| a["tensor"].as_str().cmp(&b["tensor"].as_str()));
+    json!(merged)
+}
+
+/// The process's peak resident memory (Linux `VmHWM`), if known.
+pub(super) fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
