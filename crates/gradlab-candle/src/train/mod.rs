@@ -14,6 +14,7 @@
 //! Random draws are functions of (seed, epoch) for shuffling and (seed, step) for dropout and
 //! gradient noise, so a resumed run repeats exactly what the uninterrupted run would do.
 
+mod averages;
 mod batches;
 mod config;
 mod data_parallel;
@@ -24,6 +25,8 @@ mod split;
 mod trainer;
 
 pub use crate::models::model_tensors;
+pub(crate) use averages::Averages;
+use averages::{recompute_batch_norm, with_weights};
 pub use batches::{Curriculum, DataOrder};
 pub use config::{ScheduleUnit, SwaAnneal, TrainConfig};
 use data_parallel::{by_rank, check_ranks};
@@ -40,9 +43,8 @@ use crate::models::{correct, cross_entropy, Model, Network};
 use crate::optim::{GradlabOptimizer, OptimizerConfig};
 use crate::{Error, Result};
 pub(crate) use batches::shuffle;
-use candle_core::{Device, Tensor, Var};
+use candle_core::{Device, Tensor};
 use gradlab::dist::{Collective, Local};
-use gradlab::landscape::Rng;
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::Path;
@@ -99,26 +101,6 @@ pub(super) fn norm(v: &[f32]) -> f64 {
         .map(|x| (*x as f64) * (*x as f64))
         .sum::<f64>()
         .sqrt()
-}
-
-/// Weight averages kept beside the raw weights, and the SWA learning-rate schedule.
-pub(crate) struct Averages {
-    /// The EMA weights.
-    pub(crate) ema: Option<Vec<Tensor>>,
-    /// The SWA mean and how many epochs' weights it averages.
-    pub(crate) swa: Option<(Vec<Tensor>, usize)>,
-    /// `SWALR`, from the SWA start on: the one owner of the learning rate during SWA.
-    pub(crate) swa_schedule: Option<gradlab::schedule::Scheduler>,
-}
-
-/// Swaps `weights` into the model, runs `f`, and puts the raw weights back.
-fn with_weights<R>(
-    model: &dyn Network,
-    weights: &[Tensor],
-    f: impl FnOnce() -> Result<R>,
-) -> Result<R> {
-    let vars: Vec<Var> = model.params().iter().map(|(_, v)| v.clone()).collect();
-    crate::averaging::with_weights(&vars, weights, f)
 }
 
 /// The data, a freshly initialised model and its optimizer for `config` (one rank's, sharded,
@@ -252,17 +234,7 @@ fn run(
         Some(s) => Some(opt.with_engine(|e| e.scheduler(s))?),
         None => None,
     };
-    let copies = |m: &dyn Network| -> Result<Vec<Tensor>> {
-        Ok(m.params()
-            .iter()
-            .map(|(_, v)| v.as_tensor().copy())
-            .collect::<candle_core::Result<_>>()?)
-    };
-    let mut avg = Averages {
-        ema: config.ema.map(|_| copies(model)).transpose()?,
-        swa: None,
-        swa_schedule: None,
-    };
+    let mut avg = Averages::new(config, model)?;
     let batches_per_epoch = split.train.len().div_ceil(config.batch_size) as u64;
     let total_steps = batches_per_epoch * config.epochs as u64;
     let plan = batches::EpochPlan {
@@ -441,10 +413,7 @@ fn run(
                     }));
                 }
             }
-            if let (Some(d), Some(ema)) = (config.ema, avg.ema.as_mut()) {
-                let vars: Vec<Var> = model.params().iter().map(|(_, v)| v.clone()).collect();
-                crate::averaging::ema_update(ema, &vars, d)?;
-            }
+            avg.after_step(config, model)?;
             step += 1;
             if outcome.skipped {
                 if skipped_run == 0 {
@@ -514,16 +483,7 @@ fn run(
                 opt.with_engine(|e| e.step_schedule(s, None))?;
             }
         }
-        if config.in_swa(epoch) {
-            avg.swa = Some(match avg.swa.take() {
-                None => (copies(model)?, 1),
-                Some((mut mean, n)) => {
-                    let vars: Vec<Var> = model.params().iter().map(|(_, v)| v.clone()).collect();
-                    crate::averaging::mean_update(&mut mean, n, &vars)?;
-                    (mean, n + 1)
-                }
-            });
-        }
+        avg.after_epoch(config, model, epoch)?;
         let ema_accuracy = match &avg.ema {
             Some(ema) => Some(
                 with_weights(model, ema, || {
@@ -632,17 +592,4 @@ fn run(
     }
     drop(lock);
     Ok(Summary { json })
-}
-
-/// Recomputes batch-norm statistics for the current weights with one pass over the
-/// training data (torch.optim.swa_utils.update_bn).
-fn recompute_batch_norm(model: &dyn Network, data: &Dataset, batch_size: usize) -> Result<()> {
-    model.set_cumulative_batch_norm(true)?;
-    let idx: Vec<usize> = (0..data.len()).collect();
-    let mut rng = Rng::new(0);
-    for chunk in idx.chunks(batch_size.max(1)) {
-        let (x, _) = batch(data, chunk)?;
-        model.forward(&x, true, &mut rng)?;
-    }
-    Ok(())
 }

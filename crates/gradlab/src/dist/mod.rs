@@ -15,8 +15,10 @@
 //! [`ThreadGroup`] runs ranks as threads of one process (for tests), and the `gradlab` binary
 //! implements it over MPI (cargo feature `mpi`).
 
+mod shard_sync;
 mod threads;
 
+pub(crate) use shard_sync::ShardSync;
 pub use threads::ThreadGroup;
 
 use crate::optim::{Layout, StateDict};

@@ -7,6 +7,7 @@ use super::plan::{Plan, Shared};
 use super::rule::{CompactSlots, Grad, Rule, Scalars, Slots, Sums, LANES};
 use super::state::{state_error, StateDict, StateMeta, STATE_VERSION};
 use super::{NonFinitePolicy, Optimizer, Options, ParamAccess, StepOutcome};
+use crate::dist::ShardSync;
 use crate::optim::layout::Layout;
 use crate::spec::{Args, Spec, Value};
 use crate::{Error, Real, Result};
@@ -43,45 +44,6 @@ pub struct Engine<T: Real, R: Rule> {
     sync: Option<ShardSync>,
     /// Whether the parameters hold the evaluation point ([`Rule::EVAL_POINT`] rules).
     eval: bool,
-}
-
-/// A sharded engine's link to the other ranks: the whole-model index of each local segment
-/// and a buffer for the per-tensor sums of the whole model.
-struct ShardSync {
-    dist: crate::dist::Distributed,
-    tensor_of: Vec<usize>,
-    sums: Vec<f64>,
-}
-
-impl ShardSync {
-    fn new(dist: &crate::dist::Distributed, layout: &Layout) -> Self {
-        let tensor_of = layout
-            .segments()
-            .iter()
-            .map(|s| {
-                dist.full
-                    .index_of(&s.name)
-                    .expect("a shard's pieces are named after the model's tensors")
-            })
-            .collect();
-        ShardSync {
-            dist: dist.clone(),
-            tensor_of,
-            sums: vec![0.0; 4 * dist.full.segments().len()],
-        }
-    }
-
-    /// Replaces each local segment's sums by its whole tensor's sums over all ranks.
-    fn combine(&mut self, seg_sums: &mut [Sums]) {
-        self.sums.fill(0.0);
-        for (sums, &t) in seg_sums.iter().zip(&self.tensor_of) {
-            self.sums[4 * t..4 * t + 4].copy_from_slice(sums);
-        }
-        self.dist.collective.all_sum(&mut self.sums);
-        for (sums, &t) in seg_sums.iter_mut().zip(&self.tensor_of) {
-            sums.copy_from_slice(&self.sums[4 * t..4 * t + 4]);
-        }
-    }
 }
 
 impl<T: Real, R: Rule> Engine<T, R> {
