@@ -1,0 +1,460 @@
+//! The fast path against a plain reference: for each optimizer here, one readable loop per
+//! step in f64 (no chunks, no threads, no fused passes; PyTorch's update as written in its
+//! docs), and a property test that the engine's chunked, threaded kernels give the same
+//! parameters on random layouts — many tensors, odd lengths, sizes across chunk boundaries,
+//! 1 to 3 threads — within a stated bound of a few ULPs per step.
+
+mod common;
+
+use common::*;
+use gradlab::optim::{self, plan::CHUNK, Layout, Optimizer, Options};
+use proptest::prelude::*;
+
+/// The relative difference allowed after `STEPS` steps: the fast kernels may order the same
+/// operations differently (fused multiply-adds, lanes), each step adding a few ULPs.
+const TOLERANCE: f64 = 1e-12;
+const STEPS: usize = 12;
+
+/// A reference optimizer: the state it needs, one step over the flat parameters.
+trait Reference {
+    fn step(&mut self, t: usize, theta: &mut [f64], g: &[f64]);
+}
+
+/// `torch.optim.SGD`.
+struct Sgd {
+    lr: f64,
+    momentum: f64,
+    dampening: f64,
+    weight_decay: f64,
+    nesterov: bool,
+    buf: Vec<f64>,
+}
+
+impl Reference for Sgd {
+    fn step(&mut self, t: usize, theta: &mut [f64], grad: &[f64]) {
+        for i in 0..theta.len() {
+            let mut g = grad[i] + self.weight_decay * theta[i];
+            if self.momentum != 0.0 {
+                self.buf[i] = if t == 1 {
+                    g
+                } else {
+                    self.momentum * self.buf[i] + (1.0 - self.dampening) * g
+                };
+                g = if self.nesterov {
+                    g + self.momentum * self.buf[i]
+                } else {
+                    self.buf[i]
+                };
+            }
+            theta[i] -= self.lr * g;
+        }
+    }
+}
+
+/// `torch.optim.Adam` (L2 weight decay) and `AdamW` (decoupled), with AMSGrad.
+struct Adam {
+    lr: f64,
+    betas: (f64, f64),
+    eps: f64,
+    weight_decay: f64,
+    decoupled: bool,
+    amsgrad: bool,
+    m: Vec<f64>,
+    v: Vec<f64>,
+    v_max: Vec<f64>,
+}
+
+impl Reference for Adam {
+    fn step(&mut self, t: usize, theta: &mut [f64], grad: &[f64]) {
+        let (b1, b2) = self.betas;
+        let bc1 = 1.0 - b1.powi(t as i32);
+        let bc2 = 1.0 - b2.powi(t as i32);
+        for i in 0..theta.len() {
+            let mut g = grad[i];
+            if self.decoupled {
+                theta[i] *= 1.0 - self.lr * self.weight_decay;
+            } else {
+                g += self.weight_decay * theta[i];
+            }
+            self.m[i] = b1 * self.m[i] + (1.0 - b1) * g;
+            self.v[i] = b2 * self.v[i] + (1.0 - b2) * g * g;
+            let v = if self.amsgrad {
+                self.v_max[i] = self.v_max[i].max(self.v[i]);
+                self.v_max[i]
+            } else {
+                self.v[i]
+            };
+            let denom = v.sqrt() / bc2.sqrt() + self.eps;
+            theta[i] -= self.lr / bc1 * self.m[i] / denom;
+        }
+    }
+}
+
+/// `torch.optim.RMSprop`.
+struct RmsProp {
+    lr: f64,
+    alpha: f64,
+    eps: f64,
+    weight_decay: f64,
+    momentum: f64,
+    centered: bool,
+    square_avg: Vec<f64>,
+    grad_avg: Vec<f64>,
+    buf: Vec<f64>,
+}
+
+impl Reference for RmsProp {
+    fn step(&mut self, _t: usize, theta: &mut [f64], grad: &[f64]) {
+        let a = self.alpha;
+        for i in 0..theta.len() {
+            let g = grad[i] + self.weight_decay * theta[i];
+            self.square_avg[i] = a * self.square_avg[i] + (1.0 - a) * g * g;
+            let avg = if self.centered {
+                self.grad_avg[i] = a * self.grad_avg[i] + (1.0 - a) * g;
+                (self.square_avg[i] - self.grad_avg[i] * self.grad_avg[i]).sqrt() + self.eps
+            } else {
+                self.square_avg[i].sqrt() + self.eps
+            };
+            if self.momentum > 0.0 {
+                self.buf[i] = self.momentum * self.buf[i] + g / avg;
+                theta[i] -= self.lr * self.buf[i];
+            } else {
+                theta[i] -= self.lr * g / avg;
+            }
+        }
+    }
+}
+
+/// `torch.optim.Adagrad`.
+struct Adagrad {
+    lr: f64,
+    lr_decay: f64,
+    weight_decay: f64,
+    eps: f64,
+    sum: Vec<f64>,
+}
+
+impl Reference for Adagrad {
+    fn step(&mut self, t: usize, theta: &mut [f64], grad: &[f64]) {
+        let clr = self.lr / (1.0 + (t as f64 - 1.0) * self.lr_decay);
+        for i in 0..theta.len() {
+            let g = grad[i] + self.weight_decay * theta[i];
+            self.sum[i] += g * g;
+            theta[i] -= clr * g / (self.sum[i].sqrt() + self.eps);
+        }
+    }
+}
+
+/// Lion (Chen et al. 2023), decoupled weight decay.
+struct Lion {
+    lr: f64,
+    betas: (f64, f64),
+    weight_decay: f64,
+    m: Vec<f64>,
+}
+
+impl Reference for Lion {
+    fn step(&mut self, _t: usize, theta: &mut [f64], grad: &[f64]) {
+        let (b1, b2) = self.betas;
+        for i in 0..theta.len() {
+            theta[i] *= 1.0 - self.lr * self.weight_decay;
+            let c = b1 * self.m[i] + (1.0 - b1) * grad[i];
+            let sign = if c > 0.0 {
+                1.0
+            } else if c < 0.0 {
+                -1.0
+            } else {
+                0.0
+            };
+            theta[i] -= self.lr * sign;
+            self.m[i] = b2 * self.m[i] + (1.0 - b2) * grad[i];
+        }
+    }
+}
+
+/// `torch.optim.Adamax`.
+struct Adamax {
+    lr: f64,
+    betas: (f64, f64),
+    eps: f64,
+    weight_decay: f64,
+    m: Vec<f64>,
+    u: Vec<f64>,
+}
+
+impl Reference for Adamax {
+    fn step(&mut self, t: usize, theta: &mut [f64], grad: &[f64]) {
+        let (b1, b2) = self.betas;
+        let clr = self.lr / (1.0 - b1.powi(t as i32));
+        for i in 0..theta.len() {
+            let g = grad[i] + self.weight_decay * theta[i];
+            self.m[i] = b1 * self.m[i] + (1.0 - b1) * g;
+            self.u[i] = (b2 * self.u[i]).max(g.abs() + self.eps);
+            theta[i] -= clr * self.m[i] / self.u[i];
+        }
+    }
+}
+
+/// `torch.optim.NAdam` (L2 weight decay, momentum decay ψ).
+struct NAdam {
+    lr: f64,
+    betas: (f64, f64),
+    eps: f64,
+    weight_decay: f64,
+    momentum_decay: f64,
+    mu_product: f64,
+    m: Vec<f64>,
+    v: Vec<f64>,
+}
+
+impl Reference for NAdam {
+    fn step(&mut self, t: usize, theta: &mut [f64], grad: &[f64]) {
+        let (b1, b2) = self.betas;
+        let mu = |k: usize| b1 * (1.0 - 0.5 * 0.96f64.powf(k as f64 * self.momentum_decay));
+        let (mu_t, mu_next) = (mu(t), mu(t + 1));
+        self.mu_product *= mu_t;
+        let bc2 = 1.0 - b2.powi(t as i32);
+        for i in 0..theta.len() {
+            let g = grad[i] + self.weight_decay * theta[i];
+            self.m[i] = b1 * self.m[i] + (1.0 - b1) * g;
+            self.v[i] = b2 * self.v[i] + (1.0 - b2) * g * g;
+            let denom = (self.v[i] / bc2).sqrt() + self.eps;
+            theta[i] -= self.lr * (1.0 - mu_t) / (1.0 - self.mu_product) * g / denom;
+            theta[i] -= self.lr * mu_next / (1.0 - self.mu_product * mu_next) * self.m[i] / denom;
+        }
+    }
+}
+
+/// `torch.optim.RAdam` (Liu et al. 2020): SGD with momentum while the variance of the
+/// adaptive rate is intractable (ρ_t ≤ 5), then the rectified adaptive step.
+struct RAdam {
+    lr: f64,
+    betas: (f64, f64),
+    eps: f64,
+    weight_decay: f64,
+    m: Vec<f64>,
+    v: Vec<f64>,
+}
+
+impl Reference for RAdam {
+    fn step(&mut self, t: usize, theta: &mut [f64], grad: &[f64]) {
+        let (b1, b2) = self.betas;
+        let bc1 = 1.0 - b1.powi(t as i32);
+        let bc2 = 1.0 - b2.powi(t as i32);
+        let rho_inf = 2.0 / (1.0 - b2) - 1.0;
+        let rho_t = rho_inf - 2.0 * t as f64 * b2.powi(t as i32) / bc2;
+        for i in 0..theta.len() {
+            let g = grad[i] + self.weight_decay * theta[i];
+            self.m[i] = b1 * self.m[i] + (1.0 - b1) * g;
+            self.v[i] = b2 * self.v[i] + (1.0 - b2) * g * g;
+            let m_hat = self.m[i] / bc1;
+            if rho_t > 5.0 {
+                let adaptive = bc2.sqrt() / (self.v[i].sqrt() + self.eps);
+                let r = ((rho_t - 4.0) * (rho_t - 2.0) * rho_inf
+                    / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
+                    .sqrt();
+                theta[i] -= self.lr * m_hat * adaptive * r;
+            } else {
+                theta[i] -= self.lr * m_hat;
+            }
+        }
+    }
+}
+
+/// The specs under test and their references over `n` parameters.
+fn cases(n: usize) -> Vec<(&'static str, Box<dyn Reference>)> {
+    let z = || vec![0.0; n];
+    let sgd = |lr, momentum, dampening, weight_decay, nesterov| -> Box<dyn Reference> {
+        Box::new(Sgd {
+            lr,
+            momentum,
+            dampening,
+            weight_decay,
+            nesterov,
+            buf: z(),
+        })
+    };
+    let adam = |lr, betas, weight_decay, decoupled, amsgrad| -> Box<dyn Reference> {
+        Box::new(Adam {
+            lr,
+            betas,
+            eps: 1e-8,
+            weight_decay,
+            decoupled,
+            amsgrad,
+            m: z(),
+            v: z(),
+            v_max: z(),
+        })
+    };
+    vec![
+        ("sgd(lr=0.1)", sgd(0.1, 0.0, 0.0, 0.0, false)),
+        (
+            "sgd(lr=0.05, momentum=0.9, weight_decay=0.01)",
+            sgd(0.05, 0.9, 0.0, 0.01, false),
+        ),
+        (
+            "sgd(lr=0.05, momentum=0.9, dampening=0.3)",
+            sgd(0.05, 0.9, 0.3, 0.0, false),
+        ),
+        (
+            "sgd(lr=0.05, momentum=0.9, nesterov=true, weight_decay=0.001)",
+            sgd(0.05, 0.9, 0.0, 0.001, true),
+        ),
+        ("adam(lr=0.01)", adam(0.01, (0.9, 0.999), 0.0, false, false)),
+        (
+            "adam(lr=0.01, betas=(0.8, 0.99), weight_decay=0.1, amsgrad=true)",
+            adam(0.01, (0.8, 0.99), 0.1, false, true),
+        ),
+        (
+            "adamw(lr=0.01, weight_decay=0.05)",
+            adam(0.01, (0.9, 0.999), 0.05, true, false),
+        ),
+        (
+            "adamw(lr=0.003, amsgrad=true)",
+            adam(0.003, (0.9, 0.999), 0.01, true, true),
+        ),
+        (
+            "rmsprop(lr=0.01)",
+            Box::new(RmsProp {
+                lr: 0.01,
+                alpha: 0.99,
+                eps: 1e-8,
+                weight_decay: 0.0,
+                momentum: 0.0,
+                centered: false,
+                square_avg: z(),
+                grad_avg: z(),
+                buf: z(),
+            }),
+        ),
+        (
+            "rmsprop(lr=0.01, alpha=0.9, weight_decay=0.01, momentum=0.5, centered=true)",
+            Box::new(RmsProp {
+                lr: 0.01,
+                alpha: 0.9,
+                eps: 1e-8,
+                weight_decay: 0.01,
+                momentum: 0.5,
+                centered: true,
+                square_avg: z(),
+                grad_avg: z(),
+                buf: z(),
+            }),
+        ),
+        (
+            "adagrad(lr=0.1, lr_decay=0.01, weight_decay=0.001)",
+            Box::new(Adagrad {
+                lr: 0.1,
+                lr_decay: 0.01,
+                weight_decay: 0.001,
+                eps: 1e-10,
+                sum: z(),
+            }),
+        ),
+        (
+            "adamax(lr=0.002, weight_decay=0.01)",
+            Box::new(Adamax {
+                lr: 0.002,
+                betas: (0.9, 0.999),
+                eps: 1e-8,
+                weight_decay: 0.01,
+                m: z(),
+                u: z(),
+            }),
+        ),
+        (
+            "nadam(lr=0.002, weight_decay=0.01)",
+            Box::new(NAdam {
+                lr: 0.002,
+                betas: (0.9, 0.999),
+                eps: 1e-8,
+                weight_decay: 0.01,
+                momentum_decay: 4e-3,
+                mu_product: 1.0,
+                m: z(),
+                v: z(),
+            }),
+        ),
+        (
+            "radam(lr=0.001, betas=(0.9, 0.9))",
+            Box::new(RAdam {
+                lr: 0.001,
+                betas: (0.9, 0.9),
+                eps: 1e-8,
+                weight_decay: 0.0,
+                m: z(),
+                v: z(),
+            }),
+        ),
+        (
+            "lion(lr=0.001, weight_decay=0.1)",
+            Box::new(Lion {
+                lr: 0.001,
+                betas: (0.9, 0.99),
+                weight_decay: 0.1,
+                m: z(),
+            }),
+        ),
+    ]
+}
+
+/// A layout of `lengths` tensors named t0, t1, ...
+fn layout_of(lengths: &[usize]) -> Layout {
+    Layout::new(
+        lengths
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (format!("t{i}"), vec![n])),
+    )
+    .unwrap()
+}
+
+/// Runs every case on `lengths` with `threads` threads, checking each step.
+fn fast_equals_reference(lengths: &[usize], threads: usize, seed: u64) {
+    let layout = layout_of(lengths);
+    let n = layout.total();
+    let pool = gradlab::pool::Pool::new(threads);
+    for (spec, mut reference) in cases(n) {
+        let mut rng = Rng(seed | 1);
+        let start = rng.vec(n);
+        let (mut fast, mut slow) = (start.clone(), start);
+        let mut opt: Box<dyn Optimizer<f64>> =
+            optim::build::<f64>(spec, layout.clone(), &[], Options::default()).unwrap();
+        for t in 1..=STEPS {
+            let g = rng.vec(n);
+            pool.install(|| {
+                opt.step(&mut split(&layout, &mut fast), &split_ref(&layout, &g))
+                    .unwrap()
+            });
+            reference.step(t, &mut slow, &g);
+            for (i, (a, b)) in fast.iter().zip(&slow).enumerate() {
+                assert!(
+                    (a - b).abs() <= TOLERANCE * (1.0 + b.abs()),
+                    "{spec}, {threads} thread(s), lengths {lengths:?}, step {t}, element {i}: fast {a} vs reference {b}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn fast_kernels_equal_the_reference_across_chunk_boundaries() {
+    // One tensor just over three chunks, odd small tensors around it, single elements.
+    let lengths = [1, CHUNK * 3 + 7, 5, 3, CHUNK - 1, 2, 1];
+    for threads in 1..=3 {
+        fast_equals_reference(&lengths, threads, 7 + threads as u64);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+    #[test]
+    fn fast_kernels_equal_the_reference_on_random_layouts(
+        lengths in prop::collection::vec(1usize..3000, 1..12),
+        threads in 1usize..=3,
+        seed in any::<u64>(),
+    ) {
+        fast_equals_reference(&lengths, threads, seed);
+    }
+}
