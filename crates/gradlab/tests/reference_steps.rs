@@ -261,6 +261,30 @@ impl Reference for RAdam {
     }
 }
 
+/// `torch.optim.Adadelta`.
+struct Adadelta {
+    lr: f64,
+    rho: f64,
+    eps: f64,
+    weight_decay: f64,
+    square_avg: Vec<f64>,
+    acc_delta: Vec<f64>,
+}
+
+impl Reference for Adadelta {
+    fn step(&mut self, _t: usize, theta: &mut [f64], grad: &[f64]) {
+        let rho = self.rho;
+        for i in 0..theta.len() {
+            let g = grad[i] + self.weight_decay * theta[i];
+            self.square_avg[i] = rho * self.square_avg[i] + (1.0 - rho) * g * g;
+            let delta =
+                (self.acc_delta[i] + self.eps).sqrt() / (self.square_avg[i] + self.eps).sqrt() * g;
+            self.acc_delta[i] = rho * self.acc_delta[i] + (1.0 - rho) * delta * delta;
+            theta[i] -= self.lr * delta;
+        }
+    }
+}
+
 /// The specs under test and their references over `n` parameters.
 fn cases(n: usize) -> Vec<(&'static str, Box<dyn Reference>)> {
     let z = || vec![0.0; n];
@@ -350,6 +374,17 @@ fn cases(n: usize) -> Vec<(&'static str, Box<dyn Reference>)> {
                 weight_decay: 0.001,
                 eps: 1e-10,
                 sum: z(),
+            }),
+        ),
+        (
+            "adadelta(lr=1, rho=0.9, weight_decay=0.01)",
+            Box::new(Adadelta {
+                lr: 1.0,
+                rho: 0.9,
+                eps: 1e-6,
+                weight_decay: 0.01,
+                square_avg: z(),
+                acc_delta: z(),
             }),
         ),
         (
