@@ -79,18 +79,6 @@ impl Run {
     pub(super) fn test_loss(&self) -> f64 {
         self.summary["test_loss"].as_f64().unwrap_or(f64::NAN)
     }
-    /// `key` of each epoch line, as (epoch number from 1, value) points.
-    pub(super) fn per_epoch(&self, key: &str) -> Vec<(f64, f64)> {
-        self.epochs
-            .iter()
-            .map(|e| {
-                (
-                    e["epoch"].as_f64().unwrap_or(0.0) + 1.0,
-                    e[key].as_f64().unwrap_or(f64::NAN),
-                )
-            })
-            .collect()
-    }
     pub(super) fn train_loss(&self) -> f64 {
         self.summary["train_loss"].as_f64().unwrap_or(f64::NAN)
     }

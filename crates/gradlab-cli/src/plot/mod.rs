@@ -165,6 +165,10 @@ where
 
 fn tick(v: &f64) -> String {
     let a = v.abs();
+    // Rounding noise of a tick at zero (-2e-16) reads as 0.
+    if a < 1e-12 {
+        return "0".into();
+    }
     if a != 0.0 && !(1e-3..1e4).contains(&a) {
         format!("{v:.0e}")
     } else {

@@ -219,13 +219,22 @@ pub fn small_multiples(
                 } else {
                     color(i - shared).stroke_width(2)
                 };
-                chart.draw_series(LineSeries::new(
-                    s.points
-                        .iter()
-                        .copied()
-                        .filter(|(x, y)| x.is_finite() && y.is_finite()),
-                    style,
-                ))?;
+                let points: Vec<(f64, f64)> = s
+                    .points
+                    .iter()
+                    .copied()
+                    .filter(|(x, y)| x.is_finite() && y.is_finite())
+                    .collect();
+                // A series of a few points (one per epoch) also gets a dot at each, so a
+                // single point still shows.
+                if points.len() <= 10 {
+                    chart.draw_series(
+                        points
+                            .iter()
+                            .map(|p| Circle::new(*p, 3, style.color.filled())),
+                    )?;
+                }
+                chart.draw_series(LineSeries::new(points, style))?;
                 let y = 4 + 16 * i as i32;
                 legend.draw(&PathElement::new(vec![(56, y + 6), (80, y + 6)], style))?;
                 legend.draw(&Text::new(s.label.clone(), (86, y), ("sans-serif", 12)))?;
