@@ -493,3 +493,51 @@ proptest! {
         fast_equals_reference(&lengths, threads, seed);
     }
 }
+
+/// bfloat16 state against the reference: Adam's moments stored with 8 significant bits
+/// (stochastically rounded) perturb each step's adaptive ratio m̂/(√v̂ + ε) by a relative
+/// error of a few units of 2⁻⁸, so after t steps every parameter is within
+/// Σₖ lr·max|ratioₖ|·2⁻⁵ of the f64 reference — and not equal to it (the rounding acts).
+#[test]
+fn bf16_state_stays_within_its_rounding_bound_of_the_reference() {
+    let layout = layout_of(&[CHUNK + 3, 17, 1]);
+    let n = layout.total();
+    let (lr, b1, b2, eps): (f64, f64, f64, f64) = (0.01, 0.9, 0.999, 1e-8);
+    let mut rng = Rng(99);
+    let start = rng.vec(n);
+    let (mut fast, mut slow) = (start.clone(), start);
+    let mut opt = optim::build::<f64>(
+        "adam(lr=0.01, state_dtype=bf16)",
+        layout.clone(),
+        &[],
+        Options::default(),
+    )
+    .unwrap();
+    let (mut m, mut v) = (vec![0.0; n], vec![0.0; n]);
+    let mut bound = 0.0;
+    let mut largest_gap: f64 = 0.0;
+    for t in 1..=STEPS {
+        let g = rng.vec(n);
+        opt.step(&mut split(&layout, &mut fast), &split_ref(&layout, &g))
+            .unwrap();
+        let (bc1, bc2) = (1.0 - b1.powi(t as i32), 1.0 - b2.powi(t as i32));
+        let mut ratio_max: f64 = 0.0;
+        for i in 0..n {
+            m[i] = b1 * m[i] + (1.0 - b1) * g[i];
+            v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
+            let ratio = (m[i] / bc1) / ((v[i] / bc2).sqrt() + eps);
+            ratio_max = ratio_max.max(ratio.abs());
+            slow[i] -= lr * ratio;
+        }
+        bound += lr * ratio_max * 2f64.powi(-5);
+        for (i, (a, b)) in fast.iter().zip(&slow).enumerate() {
+            let gap = (a - b).abs();
+            largest_gap = largest_gap.max(gap);
+            assert!(
+                gap <= bound,
+                "step {t}, element {i}: bf16 {a} vs reference {b}, bound {bound:e}"
+            );
+        }
+    }
+    assert!(largest_gap > 0.0, "the bf16 state rounded nothing");
+}
