@@ -285,6 +285,44 @@ impl Reference for Adadelta {
     }
 }
 
+/// AdaBound / AMSBound (Luo et al. 2019; the authors' `adabound` package): Adam's step
+/// clipped into bounds converging to `final_lr`.
+struct AdaBound {
+    lr: f64,
+    betas: (f64, f64),
+    final_lr: f64,
+    gamma: f64,
+    eps: f64,
+    weight_decay: f64,
+    amsbound: bool,
+    m: Vec<f64>,
+    v: Vec<f64>,
+    v_max: Vec<f64>,
+}
+
+impl Reference for AdaBound {
+    fn step(&mut self, t: usize, theta: &mut [f64], grad: &[f64]) {
+        let (b1, b2) = self.betas;
+        let step_size = self.lr * (1.0 - b2.powi(t as i32)).sqrt() / (1.0 - b1.powi(t as i32));
+        // The rate never changes here, so final_lr · lr / initial lr is final_lr.
+        let lower = self.final_lr * (1.0 - 1.0 / (self.gamma * t as f64 + 1.0));
+        let upper = self.final_lr * (1.0 + 1.0 / (self.gamma * t as f64));
+        for i in 0..theta.len() {
+            let g = grad[i] + self.weight_decay * theta[i];
+            self.m[i] = b1 * self.m[i] + (1.0 - b1) * g;
+            self.v[i] = b2 * self.v[i] + (1.0 - b2) * g * g;
+            let v = if self.amsbound {
+                self.v_max[i] = self.v_max[i].max(self.v[i]);
+                self.v_max[i]
+            } else {
+                self.v[i]
+            };
+            let eta = (step_size / (v.sqrt() + self.eps)).clamp(lower, upper);
+            theta[i] -= eta * self.m[i];
+        }
+    }
+}
+
 /// The specs under test and their references over `n` parameters.
 fn cases(n: usize) -> Vec<(&'static str, Box<dyn Reference>)> {
     let z = || vec![0.0; n];
@@ -374,6 +412,36 @@ fn cases(n: usize) -> Vec<(&'static str, Box<dyn Reference>)> {
                 weight_decay: 0.001,
                 eps: 1e-10,
                 sum: z(),
+            }),
+        ),
+        (
+            "adabound(lr=0.01, final_lr=0.1, gamma=0.1, weight_decay=0.001)",
+            Box::new(AdaBound {
+                lr: 0.01,
+                betas: (0.9, 0.999),
+                final_lr: 0.1,
+                gamma: 0.1,
+                eps: 1e-8,
+                weight_decay: 0.001,
+                amsbound: false,
+                m: z(),
+                v: z(),
+                v_max: z(),
+            }),
+        ),
+        (
+            "adabound(lr=0.01, final_lr=0.05, amsbound=true)",
+            Box::new(AdaBound {
+                lr: 0.01,
+                betas: (0.9, 0.999),
+                final_lr: 0.05,
+                gamma: 1e-3,
+                eps: 1e-8,
+                weight_decay: 0.0,
+                amsbound: true,
+                m: z(),
+                v: z(),
+                v_max: z(),
             }),
         ),
         (
