@@ -323,8 +323,91 @@ impl Reference for AdaBound {
     }
 }
 
-/// The specs under test and their references over `n` parameters.
-fn cases(n: usize) -> Vec<(&'static str, Box<dyn Reference>)> {
+/// The L2 norm of `x`.
+fn l2(x: &[f64]) -> f64 {
+    x.iter().map(|v| v * v).sum::<f64>().sqrt()
+}
+
+/// LAMB as torch-optimizer 0.3.0's `Lamb`: per tensor, the Adam direction plus weight decay
+/// rescaled by the trust ratio min(‖θ‖, clamp)/‖r‖.
+struct Lamb {
+    lr: f64,
+    betas: (f64, f64),
+    eps: f64,
+    weight_decay: f64,
+    debias: bool,
+    lengths: Vec<usize>,
+    m: Vec<f64>,
+    v: Vec<f64>,
+}
+
+impl Reference for Lamb {
+    fn step(&mut self, t: usize, theta: &mut [f64], grad: &[f64]) {
+        let (b1, b2) = self.betas;
+        let s = if self.debias {
+            self.lr * (1.0 - b2.powi(t as i32)).sqrt() / (1.0 - b1.powi(t as i32))
+        } else {
+            self.lr
+        };
+        let mut start = 0;
+        for &len in &self.lengths {
+            let range = start..start + len;
+            start += len;
+            let mut r = Vec::with_capacity(len);
+            for i in range.clone() {
+                self.m[i] = b1 * self.m[i] + (1.0 - b1) * grad[i];
+                self.v[i] = b2 * self.v[i] + (1.0 - b2) * grad[i] * grad[i];
+                r.push(self.m[i] / (self.v[i].sqrt() + self.eps) + self.weight_decay * theta[i]);
+            }
+            let (w, rn) = (l2(&theta[range.clone()]).min(10.0), l2(&r));
+            let trust = if w == 0.0 || rn == 0.0 { 1.0 } else { w / rn };
+            for (i, ri) in range.zip(&r) {
+                theta[i] -= s * trust * ri;
+            }
+        }
+    }
+}
+
+/// LARS with PyTorch SGD conventions: per tensor, d = g + λθ scaled by η‖θ‖/(‖g‖ + λ‖θ‖ + ε),
+/// then SGD momentum on d.
+struct Lars {
+    lr: f64,
+    momentum: f64,
+    weight_decay: f64,
+    trust_coefficient: f64,
+    eps: f64,
+    lengths: Vec<usize>,
+    buf: Vec<f64>,
+}
+
+impl Reference for Lars {
+    fn step(&mut self, t: usize, theta: &mut [f64], grad: &[f64]) {
+        let mut start = 0;
+        for &len in &self.lengths {
+            let range = start..start + len;
+            start += len;
+            let (w, gn) = (l2(&theta[range.clone()]), l2(&grad[range.clone()]));
+            let scale = if w > 0.0 && gn > 0.0 {
+                self.trust_coefficient * w / (gn + self.weight_decay * w + self.eps)
+            } else {
+                1.0
+            };
+            for i in range {
+                let d = (grad[i] + self.weight_decay * theta[i]) * scale;
+                self.buf[i] = if t == 1 {
+                    d
+                } else {
+                    self.momentum * self.buf[i] + d
+                };
+                theta[i] -= self.lr * self.buf[i];
+            }
+        }
+    }
+}
+
+/// The specs under test and their references over tensors of `lengths`.
+fn cases(lengths: &[usize]) -> Vec<(&'static str, Box<dyn Reference>)> {
+    let n: usize = lengths.iter().sum();
     let z = || vec![0.0; n];
     let sgd = |lr, momentum, dampening, weight_decay, nesterov| -> Box<dyn Reference> {
         Box::new(Sgd {
@@ -491,6 +574,44 @@ fn cases(n: usize) -> Vec<(&'static str, Box<dyn Reference>)> {
             }),
         ),
         (
+            "lamb(lr=0.01, weight_decay=0.01)",
+            Box::new(Lamb {
+                lr: 0.01,
+                betas: (0.9, 0.999),
+                eps: 1e-6,
+                weight_decay: 0.01,
+                debias: false,
+                lengths: lengths.to_vec(),
+                m: z(),
+                v: z(),
+            }),
+        ),
+        (
+            "lamb(lr=0.01, betas=(0.8, 0.99), debias=true)",
+            Box::new(Lamb {
+                lr: 0.01,
+                betas: (0.8, 0.99),
+                eps: 1e-6,
+                weight_decay: 0.0,
+                debias: true,
+                lengths: lengths.to_vec(),
+                m: z(),
+                v: z(),
+            }),
+        ),
+        (
+            "lars(lr=0.1, momentum=0.9, weight_decay=0.0005, trust_coefficient=0.02)",
+            Box::new(Lars {
+                lr: 0.1,
+                momentum: 0.9,
+                weight_decay: 0.0005,
+                trust_coefficient: 0.02,
+                eps: 1e-8,
+                lengths: lengths.to_vec(),
+                buf: z(),
+            }),
+        ),
+        (
             "lion(lr=0.001, weight_decay=0.1)",
             Box::new(Lion {
                 lr: 0.001,
@@ -518,7 +639,7 @@ fn fast_equals_reference(lengths: &[usize], threads: usize, seed: u64) {
     let layout = layout_of(lengths);
     let n = layout.total();
     let pool = gradlab::pool::Pool::new(threads);
-    for (spec, mut reference) in cases(n) {
+    for (spec, mut reference) in cases(lengths) {
         let mut rng = Rng(seed | 1);
         let start = rng.vec(n);
         let (mut fast, mut slow) = (start.clone(), start);
