@@ -405,6 +405,62 @@ impl Reference for Lars {
     }
 }
 
+/// ADOPT (Taniguchi et al. 2024) as pytorch-optimizer's `ADOPT`, without weight decay: the
+/// first step only fills v; then the gradient normalised by the previous v (clipped to
+/// ±t^¼) drives the momentum, and v is updated after the move.
+struct Adopt {
+    lr: f64,
+    betas: (f64, f64),
+    eps: f64,
+    m: Vec<f64>,
+    v: Vec<f64>,
+}
+
+impl Reference for Adopt {
+    fn step(&mut self, t: usize, theta: &mut [f64], grad: &[f64]) {
+        let (b1, b2) = self.betas;
+        let clip = (t as f64).powf(0.25);
+        for i in 0..theta.len() {
+            let g = grad[i];
+            if t == 1 {
+                self.v[i] = g * g;
+                continue;
+            }
+            let n = (g / self.v[i].sqrt().max(self.eps)).clamp(-clip, clip);
+            self.m[i] = b1 * self.m[i] + (1.0 - b1) * n;
+            theta[i] -= self.lr * self.m[i];
+            self.v[i] = b2 * self.v[i] + (1.0 - b2) * g * g;
+        }
+    }
+}
+
+/// AdEMAMix (Pagliardini et al. 2024) as pytorch-optimizer's `AdEMAMix`, without the α/β3
+/// warm-up and without weight decay.
+struct Ademamix {
+    lr: f64,
+    betas: (f64, f64, f64),
+    alpha: f64,
+    eps: f64,
+    m1: Vec<f64>,
+    m2: Vec<f64>,
+    v: Vec<f64>,
+}
+
+impl Reference for Ademamix {
+    fn step(&mut self, t: usize, theta: &mut [f64], grad: &[f64]) {
+        let (b1, b2, b3) = self.betas;
+        let (bc1, bc2) = (1.0 - b1.powi(t as i32), 1.0 - b2.powi(t as i32));
+        for i in 0..theta.len() {
+            let g = grad[i];
+            self.m1[i] = b1 * self.m1[i] + (1.0 - b1) * g;
+            self.v[i] = b2 * self.v[i] + (1.0 - b2) * g * g;
+            self.m2[i] = b3 * self.m2[i] + (1.0 - b3) * g;
+            theta[i] -= self.lr * (self.m1[i] / bc1 + self.alpha * self.m2[i])
+                / (self.v[i].sqrt() / bc2.sqrt() + self.eps);
+        }
+    }
+}
+
 /// The specs under test and their references over tensors of `lengths`.
 fn cases(lengths: &[usize]) -> Vec<(&'static str, Box<dyn Reference>)> {
     let n: usize = lengths.iter().sum();
@@ -609,6 +665,28 @@ fn cases(lengths: &[usize]) -> Vec<(&'static str, Box<dyn Reference>)> {
                 eps: 1e-8,
                 lengths: lengths.to_vec(),
                 buf: z(),
+            }),
+        ),
+        (
+            "adopt(lr=0.001, betas=(0.9, 0.9999))",
+            Box::new(Adopt {
+                lr: 0.001,
+                betas: (0.9, 0.9999),
+                eps: 1e-6,
+                m: z(),
+                v: z(),
+            }),
+        ),
+        (
+            "ademamix(lr=0.001, betas=(0.9, 0.999, 0.99), alpha=3)",
+            Box::new(Ademamix {
+                lr: 0.001,
+                betas: (0.9, 0.999, 0.99),
+                alpha: 3.0,
+                eps: 1e-8,
+                m1: z(),
+                m2: z(),
+                v: z(),
             }),
         ),
         (
