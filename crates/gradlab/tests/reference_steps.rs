@@ -461,6 +461,61 @@ impl Reference for Ademamix {
     }
 }
 
+/// `torch.optim.Rprop`: only the gradient's sign, a per-element step size grown or shrunk
+/// by the sign of g·g_prev.
+struct Rprop {
+    etas: (f64, f64),
+    step_sizes: (f64, f64),
+    step: Vec<f64>,
+    prev: Vec<f64>,
+}
+
+impl Reference for Rprop {
+    fn step(&mut self, _t: usize, theta: &mut [f64], grad: &[f64]) {
+        let (minus, plus) = self.etas;
+        for i in 0..theta.len() {
+            let mut g = grad[i];
+            let s = g * self.prev[i];
+            let factor = if s > 0.0 {
+                plus
+            } else if s < 0.0 {
+                minus
+            } else {
+                1.0
+            };
+            self.step[i] = (self.step[i] * factor).clamp(self.step_sizes.0, self.step_sizes.1);
+            if s < 0.0 {
+                g = 0.0;
+            }
+            // sign(0) = 0: a skipped element does not move.
+            if g != 0.0 {
+                theta[i] -= g.signum() * self.step[i];
+            }
+            self.prev[i] = g;
+        }
+    }
+}
+
+/// `torch.optim.ASGD`: the parameters hold the plain iterate with its decaying step.
+struct Asgd {
+    lr: f64,
+    lambd: f64,
+    alpha: f64,
+    weight_decay: f64,
+    eta: f64,
+}
+
+impl Reference for Asgd {
+    fn step(&mut self, t: usize, theta: &mut [f64], grad: &[f64]) {
+        for i in 0..theta.len() {
+            let g = grad[i] + self.weight_decay * theta[i];
+            theta[i] *= 1.0 - self.lambd * self.eta;
+            theta[i] -= self.eta * g;
+        }
+        self.eta = self.lr / (1.0 + self.lambd * self.lr * t as f64).powf(self.alpha);
+    }
+}
+
 /// The specs under test and their references over tensors of `lengths`.
 fn cases(lengths: &[usize]) -> Vec<(&'static str, Box<dyn Reference>)> {
     let n: usize = lengths.iter().sum();
@@ -687,6 +742,25 @@ fn cases(lengths: &[usize]) -> Vec<(&'static str, Box<dyn Reference>)> {
                 m1: z(),
                 m2: z(),
                 v: z(),
+            }),
+        ),
+        (
+            "rprop(lr=0.01)",
+            Box::new(Rprop {
+                etas: (0.5, 1.2),
+                step_sizes: (1e-6, 50.0),
+                step: vec![0.01; n],
+                prev: z(),
+            }),
+        ),
+        (
+            "asgd(lr=0.05, lambd=0.01, alpha=0.75, weight_decay=0.001)",
+            Box::new(Asgd {
+                lr: 0.05,
+                lambd: 0.01,
+                alpha: 0.75,
+                weight_decay: 0.001,
+                eta: 0.05,
             }),
         ),
         (
