@@ -516,6 +516,57 @@ impl Reference for Asgd {
     }
 }
 
+/// SWATS (Keskar & Socher 2017, Algorithm 1), per tensor: Adam until the SGD rate implied by
+/// Adam's steps settles, then SGD with momentum at that rate.
+struct Swats {
+    lr: f64,
+    betas: (f64, f64),
+    eps: f64,
+    lengths: Vec<usize>,
+    m: Vec<f64>,
+    v: Vec<f64>,
+    v_sgd: Vec<f64>,
+    /// Per tensor: λ, and the learned SGD rate once switched.
+    lambda: Vec<f64>,
+    sgd_lr: Vec<Option<f64>>,
+}
+
+impl Reference for Swats {
+    fn step(&mut self, t: usize, theta: &mut [f64], grad: &[f64]) {
+        let (b1, b2) = self.betas;
+        let mut start = 0;
+        for (k, &len) in self.lengths.iter().enumerate() {
+            let range = start..start + len;
+            start += len;
+            if let Some(rate) = self.sgd_lr[k] {
+                for i in range {
+                    self.v_sgd[i] = b1 * self.v_sgd[i] + grad[i];
+                    theta[i] -= (1.0 - b1) * rate * self.v_sgd[i];
+                }
+                continue;
+            }
+            let c = self.lr * (1.0 - b2.powi(t as i32)).sqrt() / (1.0 - b1.powi(t as i32));
+            let (mut pp, mut pg) = (0.0, 0.0);
+            for i in range {
+                self.m[i] = b1 * self.m[i] + (1.0 - b1) * grad[i];
+                self.v[i] = b2 * self.v[i] + (1.0 - b2) * grad[i] * grad[i];
+                let p = -c * self.m[i] / (self.v[i].sqrt() + self.eps);
+                theta[i] += p;
+                pp += p * p;
+                pg += p * grad[i];
+            }
+            if pg != 0.0 {
+                let rate = pp / -pg;
+                self.lambda[k] = b2 * self.lambda[k] + (1.0 - b2) * rate;
+                let corrected = self.lambda[k] / (1.0 - b2.powi(t as i32));
+                if t > 1 && (corrected - rate).abs() < self.eps {
+                    self.sgd_lr[k] = Some(corrected);
+                }
+            }
+        }
+    }
+}
+
 /// The specs under test and their references over tensors of `lengths`.
 fn cases(lengths: &[usize]) -> Vec<(&'static str, Box<dyn Reference>)> {
     let n: usize = lengths.iter().sum();
@@ -761,6 +812,35 @@ fn cases(lengths: &[usize]) -> Vec<(&'static str, Box<dyn Reference>)> {
                 alpha: 0.75,
                 weight_decay: 0.001,
                 eta: 0.05,
+            }),
+        ),
+        (
+            "swats(lr=0.01)",
+            Box::new(Swats {
+                lr: 0.01,
+                betas: (0.9, 0.999),
+                eps: 1e-9,
+                lengths: lengths.to_vec(),
+                m: z(),
+                v: z(),
+                v_sgd: z(),
+                lambda: vec![0.0; lengths.len()],
+                sgd_lr: vec![None; lengths.len()],
+            }),
+        ),
+        (
+            // A large ε: tensors switch to SGD within the test's steps.
+            "swats(lr=0.01, eps=0.05)",
+            Box::new(Swats {
+                lr: 0.01,
+                betas: (0.9, 0.999),
+                eps: 0.05,
+                lengths: lengths.to_vec(),
+                m: z(),
+                v: z(),
+                v_sgd: z(),
+                lambda: vec![0.0; lengths.len()],
+                sgd_lr: vec![None; lengths.len()],
             }),
         ),
         (
