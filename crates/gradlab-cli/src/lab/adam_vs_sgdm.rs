@@ -86,7 +86,7 @@ fn grid(quick: bool) -> Vec<f64> {
 
 /// Study: Adam vs SGDM, tuned, on images and on text.
 pub fn adam_vs_sgdm(out: &Path, budget: &Budget) -> Result<Section> {
-    let quick = budget.train_limit.is_some_and(|n| n <= 1000);
+    let quick = budget.is_small();
     let corpus = CharCorpus::bundled()?;
     let text_split = corpus.split(TEXT_CONTEXT, text_stride(quick), 0.1)?;
     let mut all = Vec::new();

@@ -63,7 +63,7 @@ struct Measured {
 
 /// Study: the error surface, changed by normalization.
 pub fn error_surface(out: &Path, budget: &Budget) -> Result<Section> {
-    let quick = budget.train_limit.is_some_and(|n| n <= 1000);
+    let quick = budget.is_small();
     let epochs = budget.epochs.min(2);
     let small = Budget {
         epochs,

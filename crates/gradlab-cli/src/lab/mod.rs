@@ -51,6 +51,12 @@ pub enum Scale {
 }
 
 impl Budget {
+    /// Whether the runs are on a small slice of the data (a quick lab): the studies then
+    /// shrink their own grids and sizes too.
+    fn is_small(&self) -> bool {
+        self.train_limit.is_some_and(|n| n <= 1000)
+    }
+
     fn new(scale: Scale, seeds: usize) -> Self {
         match scale {
             Scale::Quick => Budget {

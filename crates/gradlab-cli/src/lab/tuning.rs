@@ -48,7 +48,7 @@ pub(super) struct Tuned {
 
 /// The factors tried under `budget`.
 pub(super) fn factors(budget: &Budget) -> &'static [f64] {
-    if budget.train_limit.is_some_and(|n| n <= 1000) {
+    if budget.is_small() {
         &QUICK_FACTORS
     } else {
         &FACTORS
@@ -57,7 +57,7 @@ pub(super) fn factors(budget: &Budget) -> &'static [f64] {
 
 /// The validation examples held out under `budget`.
 pub(super) fn validation_examples(budget: &Budget) -> usize {
-    if budget.train_limit.is_some_and(|n| n <= 1000) {
+    if budget.is_small() {
         200
     } else {
         1000

@@ -45,7 +45,7 @@ fn rates(quick: bool) -> Vec<f64> {
 
 /// Study: Adam with and without warm-up, RAdam, SWATS.
 pub fn warmup(out: &Path, budget: &Budget) -> Result<Section> {
-    let quick = budget.train_limit.is_some_and(|n| n <= 1000);
+    let quick = budget.is_small();
     let epochs = budget.epochs.min(2);
     let small = Budget {
         epochs,

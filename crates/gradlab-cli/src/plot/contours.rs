@@ -147,34 +147,10 @@ pub fn field_plot(
     mark_start: bool,
 ) -> Result<()> {
     let (nx, ny) = (field.xs.len(), field.ys.len());
-    if nx < 2 || ny < 2 || field.values.len() != nx * ny {
-        anyhow::bail!("a contour plot needs at least a 2×2 grid of values");
-    }
-    let (x0, x1, y0, y1) = (field.xs[0], field.xs[nx - 1], field.ys[0], field.ys[ny - 1]);
-    let (dx, dy) = ((x1 - x0) / (nx - 1) as f64, (y1 - y0) / (ny - 1) as f64);
-    // Diverged points (infinite or NaN loss) take the largest finite value.
-    let top = field
-        .values
-        .iter()
-        .copied()
-        .filter(|v| v.is_finite())
-        .fold(f64::NEG_INFINITY, f64::max);
-    if !top.is_finite() {
-        anyhow::bail!("'{title}': no finite value to contour");
-    }
-    let mut values: Vec<f64> = field
-        .values
-        .iter()
-        .map(|v| if v.is_finite() { *v } else { top })
-        .collect();
+    let mut values = finite_or_top(title, &field.values)?;
     let (thresholds, log) = levels(&mut values, 14);
-    let bands = contour::ContourBuilder::new(nx, ny, true)
-        .x_origin(x0)
-        .y_origin(y0)
-        .x_step(dx)
-        .y_step(dy)
-        .isobands(&values, &thresholds)
-        .map_err(|e| anyhow::anyhow!("contouring '{title}': {e:?}"))?;
+    let bands = isobands(title, field, &values, &thresholds)?;
+    let (x0, x1, y0, y1) = (field.xs[0], field.xs[nx - 1], field.ys[0], field.ys[ny - 1]);
 
     let mut svg = String::new();
     {
@@ -193,16 +169,7 @@ pub fn field_plot(
             .x_desc(field.labels.0)
             .y_desc(field.labels.1)
             .draw()?;
-        let n_bands = thresholds.len().saturating_sub(1).max(1);
-        for (k, band) in bands.iter().enumerate() {
-            let color = ramp(k as f64 / n_bands as f64);
-            chart.draw_series(
-                band.geometry()
-                    .0
-                    .iter()
-                    .map(|poly| Polygon::new(keyhole(poly), color.filled())),
-            )?;
-        }
+        fill_bands(&mut chart, &bands)?;
         for (i, p) in paths.iter().enumerate() {
             let color = color(i);
             let pts: Vec<(f64, f64)> = p
@@ -259,4 +226,65 @@ pub fn field_plot(
     }
     gradlab::io::write_atomic(path, svg.as_bytes())
         .with_context(|| format!("writing the plot {}", path.display()))
+}
+
+/// `values` with diverged points (infinite or NaN loss) set to the largest finite value;
+/// refused when there is none.
+pub(super) fn finite_or_top(title: &str, values: &[f64]) -> Result<Vec<f64>> {
+    let top = values
+        .iter()
+        .copied()
+        .filter(|v| v.is_finite())
+        .fold(f64::NEG_INFINITY, f64::max);
+    if !top.is_finite() {
+        anyhow::bail!("'{title}': no finite value to contour");
+    }
+    Ok(values
+        .iter()
+        .map(|v| if v.is_finite() { *v } else { top })
+        .collect())
+}
+
+/// The filled bands between `thresholds` of `values` laid out on `field`'s grid (at least
+/// 2×2, evenly spaced).
+pub(super) fn isobands(
+    title: &str,
+    field: &Field,
+    values: &[f64],
+    thresholds: &[f64],
+) -> Result<Vec<contour::Band>> {
+    let (nx, ny) = (field.xs.len(), field.ys.len());
+    if nx < 2 || ny < 2 || values.len() != nx * ny {
+        anyhow::bail!("'{title}': a contour plot needs at least a 2×2 grid of values");
+    }
+    let (x0, y0) = (field.xs[0], field.ys[0]);
+    contour::ContourBuilder::new(nx, ny, true)
+        .x_origin(x0)
+        .y_origin(y0)
+        .x_step((field.xs[nx - 1] - x0) / (nx - 1) as f64)
+        .y_step((field.ys[ny - 1] - y0) / (ny - 1) as f64)
+        .isobands(values, thresholds)
+        .map_err(|e| anyhow::anyhow!("contouring '{title}': {e:?}"))
+}
+
+/// Fills each band with its colour of the ramp, lightest (lowest) first.
+pub(super) fn fill_bands(
+    chart: &mut ChartContext<
+        '_,
+        SVGBackend<'_>,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+    >,
+    bands: &[contour::Band],
+) -> Result<()> {
+    let n_bands = bands.len().max(1);
+    for (k, band) in bands.iter().enumerate() {
+        let c = ramp(k as f64 / n_bands as f64);
+        chart.draw_series(
+            band.geometry()
+                .0
+                .iter()
+                .map(|poly| Polygon::new(keyhole(poly), c.filled())),
+        )?;
+    }
+    Ok(())
 }

@@ -20,8 +20,8 @@ macro_rules! legend {
 }
 
 mod contours;
+use contours::ramp;
 pub use contours::{field_plot, levels, linspace, surface_plot, Field};
-use contours::{keyhole, ramp};
 
 /// A labelled path of points.
 pub struct Path2 {

@@ -1,7 +1,8 @@
 //! Figures of several panels: filled contours of several fields on one colour scale, and
 //! small multiples of line charts sharing their y range, with legends beside the data.
 
-use super::{color, keyhole, levels, ramp, tick, Field, Path2};
+use super::contours::{fill_bands, finite_or_top, isobands};
+use super::{color, levels, ramp, tick, Field, Path2};
 use anyhow::{Context, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -16,22 +17,11 @@ pub fn field_panels(path: &Path, title: &str, panels: &[(String, Field)]) -> Res
         anyhow::bail!("'{title}': no field to draw");
     }
     // Diverged points (infinite or NaN loss) take the largest finite value of all panels.
-    let top = panels
+    let joined: Vec<f64> = panels
         .iter()
         .flat_map(|(_, f)| f.values.iter().copied())
-        .filter(|v| v.is_finite())
-        .fold(f64::NEG_INFINITY, f64::max);
-    if !top.is_finite() {
-        anyhow::bail!("'{title}': no finite value to contour");
-    }
-    let mut all: Vec<f64> = panels
-        .iter()
-        .flat_map(|(_, f)| {
-            f.values
-                .iter()
-                .map(|v| if v.is_finite() { *v } else { top })
-        })
         .collect();
+    let mut all = finite_or_top(title, &joined)?;
     let raw = all.clone();
     let (thresholds, log) = levels(&mut all, 14);
     let mut svg = String::new();
@@ -64,18 +54,9 @@ fn contour_panel(
     values: &[f64],
     thresholds: &[f64],
 ) -> Result<()> {
+    let bands = isobands(name, field, values, thresholds)?;
     let (nx, ny) = (field.xs.len(), field.ys.len());
-    if nx < 2 || ny < 2 || values.len() != nx * ny {
-        anyhow::bail!("'{name}': a contour plot needs at least a 2×2 grid of values");
-    }
     let (x0, x1, y0, y1) = (field.xs[0], field.xs[nx - 1], field.ys[0], field.ys[ny - 1]);
-    let bands = contour::ContourBuilder::new(nx, ny, true)
-        .x_origin(x0)
-        .y_origin(y0)
-        .x_step((x1 - x0) / (nx - 1) as f64)
-        .y_step((y1 - y0) / (ny - 1) as f64)
-        .isobands(values, thresholds)
-        .map_err(|e| anyhow::anyhow!("contouring '{name}': {e:?}"))?;
     let mut chart = ChartBuilder::on(area)
         .caption(name, ("sans-serif", 15))
         .margin(8)
@@ -90,16 +71,7 @@ fn contour_panel(
         .x_labels(5)
         .y_labels(5)
         .draw()?;
-    let n_bands = thresholds.len().saturating_sub(1).max(1);
-    for (k, band) in bands.iter().enumerate() {
-        let c = ramp(k as f64 / n_bands as f64);
-        chart.draw_series(
-            band.geometry()
-                .0
-                .iter()
-                .map(|poly| Polygon::new(keyhole(poly), c.filled())),
-        )?;
-    }
+    fill_bands(&mut chart, &bands)?;
     Ok(())
 }
 
