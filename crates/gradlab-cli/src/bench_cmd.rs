@@ -114,6 +114,8 @@ pub fn run(args: BenchArgs, threads: usize) -> Result<()> {
             "effective_gbps": r.effective_gbps,
             "roofline_gbps": r.roofline_gbps,
             "fraction_of_roofline": r.fraction_of_roofline,
+            "roofline_kernel": r.roofline_kernel,
+            "roofline_elements": r.roofline_elements,
         });
         if let Some((c, g)) = candle {
             v["candle_nn_adamw_ms"] = json!(c);
@@ -135,6 +137,10 @@ pub fn run(args: BenchArgs, threads: usize) -> Result<()> {
             r.bytes_per_param,
             r.roofline_gbps,
             100.0 * r.fraction_of_roofline
+        );
+        println!(
+            "  roofline: a[i] += s*b[i], the fastest of its variants here ({})",
+            r.roofline_kernel
         );
         if let Some((c, g)) = candle {
             println!("  candle-nn AdamW: {c:.2} ms/step; gradlab's AdamW on candle Vars: {g:.2} ms/step ({:.1}x)", c / g);

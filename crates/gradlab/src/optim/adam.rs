@@ -204,7 +204,8 @@ fn adam_loop<T, M, V, X, const AMSGRAD: bool, const SMALL_WEIGHT: bool>(
     X: Buffer<T>,
 {
     let neg_step = T::from_f64(-c.step_size);
-    let bc2_sqrt = T::from_f64(c.bc2_sqrt);
+    // Exactly `√v / bc2_sqrt` as PyTorch divides, without a division per element.
+    let bc2_sqrt = crate::real::Divisor::new(T::from_f64(c.bc2_sqrt));
     let w1 = T::from_f64(1.0 - c.b1);
     let b1 = T::from_f64(c.b1);
     let b2 = T::from_f64(c.b2);
@@ -237,7 +238,7 @@ fn adam_loop<T, M, V, X, const AMSGRAD: bool, const SMALL_WEIGHT: bool>(
         } else {
             v_new
         };
-        let denom = second.sqrt() / bc2_sqrt + eps;
+        let denom = bc2_sqrt.divide(second.sqrt()) + eps;
         *param = theta + neg_step * m_new / denom;
     }
 }

@@ -191,7 +191,9 @@ fn ademamix_loop<T: Real, M: Buffer<T>, V: Buffer<T>, S: Buffer<T>>(
     let (w1, b1) = (T::from_f64(1.0 - c.b1), T::from_f64(c.b1));
     let (b2, w2) = (T::from_f64(c.b2), T::from_f64(1.0 - c.b2));
     let (w3, b3) = (T::from_f64(1.0 - c.b3), T::from_f64(c.b3));
-    let (bc1, bc2_sqrt) = (T::from_f64(c.bc1), T::from_f64(c.bc2_sqrt));
+    let bc1 = T::from_f64(c.bc1);
+    // Exactly `√v / bc2_sqrt`, without a division per element.
+    let bc2_sqrt = crate::real::Divisor::new(T::from_f64(c.bc2_sqrt));
     let (alpha, eps) = (T::from_f64(c.alpha), T::from_f64(c.eps));
     let (l2, decay) = (T::from_f64(c.l2), T::from_f64(c.decay_factor));
     for (i, param) in p.iter_mut().enumerate() {
@@ -203,7 +205,7 @@ fn ademamix_loop<T: Real, M: Buffer<T>, V: Buffer<T>, S: Buffer<T>>(
         v.set(i, second);
         let slow = lerp(m2.get(i), d, w3, b3);
         m2.set(i, slow);
-        let denom = second.sqrt() / bc2_sqrt + eps;
+        let denom = bc2_sqrt.divide(second.sqrt()) + eps;
         *param = theta + neg_lr * ((fast / bc1 + alpha * slow) / denom);
     }
 }

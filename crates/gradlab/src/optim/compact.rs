@@ -92,19 +92,17 @@ impl<'a> Bf16Slot<'a> {
 }
 
 /// bfloat16 bits of `x` rounded stochastically: up with probability equal to the fraction of
-/// a bf16 step that truncation would drop. Infinities and NaN are kept.
+/// a bf16 step that truncation would drop. Infinities are kept (their low half is zero, so the
+/// random bits carry nowhere) and NaN stays NaN (truncated, quiet bit set).
 #[inline(always)]
 fn to_bf16_stochastic(x: f32, random: u32) -> u16 {
     let bits = x.to_bits();
-    // Exponent all ones: infinity or NaN, truncated (NaN kept quiet).
-    let special = (bits & 0x7F80_0000) == 0x7F80_0000;
-    let rounded = (bits.wrapping_add(random) >> 16) as u16;
-    let kept = ((bits >> 16) | if x.is_nan() { 0x40 } else { 0 }) as u16;
-    if special {
-        kept
+    let bits = if x.is_nan() {
+        bits | 0x0040_0000
     } else {
-        rounded
-    }
+        bits.wrapping_add(random)
+    };
+    (bits >> 16) as u16
 }
 
 #[cfg(test)]
