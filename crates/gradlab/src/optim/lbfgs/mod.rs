@@ -12,82 +12,20 @@
 //! ```
 //! The memory, direction, step length and counters persist across steps, as in PyTorch.
 
-use super::state::{state_error, StateDict, StateMeta, STATE_VERSION};
+use super::state::{state_error, StateDict};
 use super::{
     gradient_buffers, Closure, ClosureOutcome, Layout, NonFinitePolicy, Optimizer, Options,
     ParamAccess, ParamGroup, StepOutcome,
 };
-use crate::spec::{Args, Domain, Spec};
+use crate::spec::{Args, Spec};
 use crate::{Error, Real, Result};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
-/// Hyperparameters of `lbfgs` (torch.optim.LBFGS's names and defaults).
-#[derive(Debug, Clone, PartialEq)]
-pub struct LbfgsConfig {
-    /// Step length (default 1).
-    pub lr: f64,
-    /// Iterations per step (default 20).
-    pub max_iter: u64,
-    /// Closure evaluations per step (default `max_iter * 5 / 4`).
-    pub max_eval: u64,
-    /// Stop when the largest gradient element is at most this (default 1e-7).
-    pub tolerance_grad: f64,
-    /// Stop when a move or the loss change is below this (default 1e-9).
-    pub tolerance_change: f64,
-    /// Curvature pairs remembered (default 100).
-    pub history_size: u64,
-    /// A strong-Wolfe line search instead of the fixed step `lr` (default false).
-    pub strong_wolfe: bool,
-}
+mod config;
+mod saved;
+mod strong_wolfe;
 
-impl LbfgsConfig {
-    fn parse(args: &Args) -> Result<Self> {
-        let lr = args.number("lr", 1.0, Domain::POSITIVE)?;
-        let max_iter = args.count("max_iter", 20)?;
-        if max_iter == 0 {
-            return Err(args.invalid("max_iter", "must be at least 1"));
-        }
-        let max_eval = args.count("max_eval", max_iter * 5 / 4)?;
-        if max_eval == 0 {
-            return Err(args.invalid("max_eval", "must be at least 1"));
-        }
-        let history_size = args.count("history_size", 100)?;
-        if history_size == 0 {
-            return Err(args.invalid("history_size", "must be at least 1"));
-        }
-        Ok(LbfgsConfig {
-            lr,
-            max_iter,
-            max_eval,
-            tolerance_grad: args.number("tolerance_grad", 1e-7, Domain::NON_NEGATIVE)?,
-            tolerance_change: args.number("tolerance_change", 1e-9, Domain::NON_NEGATIVE)?,
-            history_size,
-            strong_wolfe: args.word("line_search_fn", "none", &["none", "strong_wolfe"])?
-                == "strong_wolfe",
-        })
-    }
-
-    fn to_spec(&self) -> Spec {
-        Spec::new("lbfgs")
-            .with("lr", self.lr)
-            .with("max_iter", self.max_iter as f64)
-            .with("max_eval", self.max_eval as f64)
-            .with("tolerance_grad", self.tolerance_grad)
-            .with("tolerance_change", self.tolerance_change)
-            .with("history_size", self.history_size as f64)
-            .with(
-                "line_search_fn",
-                crate::spec::Value::Word(
-                    if self.strong_wolfe {
-                        "strong_wolfe"
-                    } else {
-                        "none"
-                    }
-                    .into(),
-                ),
-            )
-    }
-}
+pub use config::LbfgsConfig;
 
 /// What persists between steps (PyTorch's `state` of the first parameter).
 #[derive(Debug, Clone, PartialEq)]
@@ -145,25 +83,6 @@ fn axpy<T: Real>(a: &mut [T], alpha: f64, b: &[T]) {
     let alpha = T::from_f64(alpha);
     for (x, y) in a.iter_mut().zip(b) {
         *x = *x + alpha * *y;
-    }
-}
-
-/// The minimiser of the cubic through two points with their slopes, within `bounds`
-/// (torch's `_cubic_interpolate`).
-fn cubic(x1: f64, f1: f64, g1: f64, x2: f64, f2: f64, g2: f64, bounds: Option<(f64, f64)>) -> f64 {
-    let (lo, hi) = bounds.unwrap_or(if x1 <= x2 { (x1, x2) } else { (x2, x1) });
-    let d1 = g1 + g2 - 3.0 * (f1 - f2) / (x1 - x2);
-    let d2_square = d1 * d1 - g1 * g2;
-    if d2_square >= 0.0 {
-        let d2 = d2_square.sqrt();
-        let min_pos = if x1 <= x2 {
-            x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2.0 * d2))
-        } else {
-            x1 - (x1 - x2) * ((g1 + d2 - d1) / (g1 - g2 + 2.0 * d2))
-        };
-        min_pos.max(lo).min(hi)
-    } else {
-        (lo + hi) / 2.0
     }
 }
 
@@ -436,151 +355,6 @@ impl<T: Real> Lbfgs<T> {
         }
         Ok((orig_loss, current_evals as u32, grad_norm))
     }
-
-    /// The step length along `d` from `x_init` that satisfies the strong Wolfe conditions
-    /// (torch's `_strong_wolfe`: c1 = 1e-4, c2 = 0.9, tolerance 1e-9, at most `max_ls`
-    /// evaluations): the loss there, the step, and the evaluations it took; its gradient is
-    /// left in `work.flat_grad`.
-    #[allow(clippy::too_many_arguments)]
-    fn strong_wolfe(
-        &mut self,
-        params: &mut dyn ParamAccess<T>,
-        closure: &mut Closure<'_, T>,
-        x_init: &[T],
-        f: f64,
-        gtd: f64,
-        max_ls: u64,
-    ) -> Result<(f64, f64, u64)> {
-        const C1: f64 = 1e-4;
-        const C2: f64 = 0.9;
-        const TOLERANCE_CHANGE: f64 = 1e-9;
-        let d_norm = max_abs(&self.memory.d);
-        let mut evals = 0;
-        // The loss and slope at x_init + t·d; its gradient goes to work.g_new.
-        let mut trial = |me: &mut Self, t: f64| -> Result<(f64, f64)> {
-            Self::write_moved(params, &me.layout, x_init, t, &me.memory.d)?;
-            let f_new = me.evaluate(params, closure, Target::LineSearch)?;
-            evals += 1;
-            Ok((f_new, dot(&me.work.g_new, &me.memory.d)))
-        };
-        let mut t = self.memory.t;
-        let (mut f_new, mut gtd_new) = trial(self, t)?;
-        let (mut t_prev, mut f_prev, mut gtd_prev) = (0.0, f, gtd);
-        self.work.g_prev.copy_from_slice(&self.work.flat_grad);
-        // The bracket's ends (one when the first phase already satisfies the conditions),
-        // their losses and slopes; their gradients are work.bracket_g.
-        let mut bracket = [0.0f64; 2];
-        let mut bracket_f = [0.0f64; 2];
-        let mut bracket_gtd = [0.0f64; 2];
-        let mut ends = 2;
-        let mut done = false;
-        let mut ls_iter = 0;
-        let mut found = false;
-        while ls_iter < max_ls {
-            let armijo_fails = f_new > f + C1 * t * gtd || (ls_iter > 1 && f_new >= f_prev);
-            if !armijo_fails && gtd_new.abs() <= -C2 * gtd {
-                bracket[0] = t;
-                bracket_f[0] = f_new;
-                self.work.bracket_g[0].copy_from_slice(&self.work.g_new);
-                ends = 1;
-                done = true;
-                found = true;
-                break;
-            }
-            if armijo_fails || gtd_new >= 0.0 {
-                bracket = [t_prev, t];
-                bracket_f = [f_prev, f_new];
-                bracket_gtd = [gtd_prev, gtd_new];
-                self.work.bracket_g[0].copy_from_slice(&self.work.g_prev);
-                self.work.bracket_g[1].copy_from_slice(&self.work.g_new);
-                found = true;
-                break;
-            }
-            let bounds = (t + 0.01 * (t - t_prev), t * 10.0);
-            let tmp = t;
-            t = cubic(t_prev, f_prev, gtd_prev, t, f_new, gtd_new, Some(bounds));
-            t_prev = tmp;
-            f_prev = f_new;
-            self.work.g_prev.copy_from_slice(&self.work.g_new);
-            gtd_prev = gtd_new;
-            (f_new, gtd_new) = trial(self, t)?;
-            ls_iter += 1;
-        }
-        if !found {
-            // Out of evaluations: the bracket [0, t] (no zoom follows, so no slopes needed).
-            bracket = [0.0, t];
-            bracket_f = [f, f_new];
-            self.work.bracket_g[0].copy_from_slice(&self.work.flat_grad);
-            self.work.bracket_g[1].copy_from_slice(&self.work.g_new);
-        }
-        let order = |bf: &[f64; 2], last: usize| if bf[0] <= bf[last] { (0, 1) } else { (1, 0) };
-        let (mut low, mut high) = order(&bracket_f, ends - 1);
-        let mut insuf_progress = false;
-        while !done && ls_iter < max_ls {
-            if (bracket[1] - bracket[0]).abs() * d_norm < TOLERANCE_CHANGE {
-                break;
-            }
-            t = cubic(
-                bracket[0],
-                bracket_f[0],
-                bracket_gtd[0],
-                bracket[1],
-                bracket_f[1],
-                bracket_gtd[1],
-                None,
-            );
-            let (b_max, b_min) = (bracket[0].max(bracket[1]), bracket[0].min(bracket[1]));
-            let eps = 0.1 * (b_max - b_min);
-            if (b_max - t).min(t - b_min) < eps {
-                if insuf_progress || t >= b_max || t <= b_min {
-                    t = if (t - b_max).abs() < (t - b_min).abs() {
-                        b_max - eps
-                    } else {
-                        b_min + eps
-                    };
-                    insuf_progress = false;
-                } else {
-                    insuf_progress = true;
-                }
-            } else {
-                insuf_progress = false;
-            }
-            (f_new, gtd_new) = trial(self, t)?;
-            ls_iter += 1;
-            if f_new > f + C1 * t * gtd || f_new >= bracket_f[low] {
-                bracket[high] = t;
-                bracket_f[high] = f_new;
-                bracket_gtd[high] = gtd_new;
-                self.work.bracket_g[high].copy_from_slice(&self.work.g_new);
-                (low, high) = order(&bracket_f, 1);
-            } else {
-                if gtd_new.abs() <= -C2 * gtd {
-                    done = true;
-                } else if gtd_new * (bracket[high] - bracket[low]) >= 0.0 {
-                    bracket[high] = bracket[low];
-                    bracket_f[high] = bracket_f[low];
-                    bracket_gtd[high] = bracket_gtd[low];
-                    let [a, b] = &mut self.work.bracket_g;
-                    if high == 0 {
-                        a.copy_from_slice(b);
-                    } else {
-                        b.copy_from_slice(a);
-                    }
-                }
-                bracket[low] = t;
-                bracket_f[low] = f_new;
-                bracket_gtd[low] = gtd_new;
-                self.work.bracket_g[low].copy_from_slice(&self.work.g_new);
-            }
-        }
-        let Work {
-            flat_grad,
-            bracket_g,
-            ..
-        } = &mut self.work;
-        flat_grad.copy_from_slice(&bracket_g[low]);
-        Ok((bracket_f[low], bracket[low], evals))
-    }
 }
 
 /// Where [`Lbfgs::evaluate`] puts the gradient.
@@ -717,152 +491,11 @@ impl<T: Real> Optimizer<T> for Lbfgs<T> {
     }
 
     fn state_dict(&self) -> StateDict<T> {
-        let m = &self.memory;
-        let mut tensors = BTreeMap::new();
-        let mut extra = BTreeMap::new();
-        extra.insert("lbfgs_func_evals".into(), m.func_evals as f64);
-        extra.insert("lbfgs_n_iter".into(), m.n_iter as f64);
-        extra.insert("lbfgs_t".into(), m.t);
-        extra.insert("lbfgs_h_diag".into(), m.h_diag);
-        extra.insert("lbfgs_prev_loss".into(), m.prev_loss);
-        extra.insert("lbfgs_history".into(), m.pairs.len() as f64);
-        for (i, (_, _, ro)) in m.pairs.iter().enumerate() {
-            extra.insert(format!("lbfgs_ro_{i}"), *ro);
-        }
-        let k = m.pairs.len();
-        for seg in self.layout.segments() {
-            let range = seg.offset..seg.offset + seg.len;
-            tensors.insert(
-                format!("{}/{}", seg.name, SLOTS[0]),
-                (seg.shape.clone(), m.d[range.clone()].to_vec()),
-            );
-            tensors.insert(
-                format!("{}/{}", seg.name, SLOTS[1]),
-                (seg.shape.clone(), m.prev_flat_grad[range.clone()].to_vec()),
-            );
-            let mut shape = vec![k];
-            shape.extend(&seg.shape);
-            let ys: Vec<T> = m
-                .pairs
-                .iter()
-                .flat_map(|(y, _, _)| y[range.clone()].to_vec())
-                .collect();
-            let ss: Vec<T> = m
-                .pairs
-                .iter()
-                .flat_map(|(_, s, _)| s[range.clone()].to_vec())
-                .collect();
-            tensors.insert(format!("{}/lbfgs_old_dirs", seg.name), (shape.clone(), ys));
-            tensors.insert(format!("{}/lbfgs_old_stps", seg.name), (shape, ss));
-        }
-        StateDict {
-            meta: StateMeta {
-                version: STATE_VERSION,
-                optimizer: "lbfgs".into(),
-                groups: vec![self.config.to_spec().to_string()],
-                step: self.steps,
-                scalars: BTreeMap::new(),
-                extra,
-                whole: Default::default(),
-            },
-            tensors,
-        }
+        self.saved_state()
     }
 
     fn load_state_dict(&mut self, state: &StateDict<T>) -> Result<()> {
-        super::state::check_optimizer(&state.meta.optimizer, "lbfgs")?;
-        let get = |k: &str| {
-            state
-                .meta
-                .extra
-                .get(k)
-                .copied()
-                .ok_or_else(|| state_error(None, format!("scalar '{k}' is missing")))
-        };
-        // The hyperparameters as they stood (a schedule may have changed lr).
-        let config = match state.meta.groups.as_slice() {
-            [text] => {
-                let spec = crate::spec::parse(text)?;
-                let args = Args::new(&spec, 0);
-                let config = LbfgsConfig::parse(&args)?;
-                args.finish()?;
-                config
-            }
-            other => {
-                return Err(state_error(
-                    None,
-                    format!("has {} parameter groups; lbfgs has one", other.len()),
-                ))
-            }
-        };
-        let k = get("lbfgs_history")?;
-        if k < 0.0 || k.fract() != 0.0 || k > config.history_size as f64 {
-            return Err(state_error(
-                None,
-                format!(
-                    "scalar 'lbfgs_history' is {k}; it must be a whole number up to history_size = {}",
-                    config.history_size
-                ),
-            ));
-        }
-        let k = k as usize;
-        let n = self.layout.total();
-        let mut d = vec![T::ZERO; n];
-        let mut prev = vec![T::ZERO; n];
-        let mut ys = vec![vec![T::ZERO; n]; k];
-        let mut ss = vec![vec![T::ZERO; n]; k];
-        for seg in self.layout.segments() {
-            let range = seg.offset..seg.offset + seg.len;
-            let tensor = |slot: &str, shape: &[usize]| -> Result<&Vec<T>> {
-                let key = format!("{}/{slot}", seg.name);
-                match state.tensors.get(&key) {
-                    Some((s, values)) if s == shape => Ok(values),
-                    Some((s, _)) => Err(state_error(
-                        None,
-                        format!("tensor '{key}' has shape {s:?}, expected {shape:?}"),
-                    )),
-                    None => Err(state_error(None, format!("tensor '{key}' is missing"))),
-                }
-            };
-            d[range.clone()].copy_from_slice(tensor(SLOTS[0], &seg.shape)?);
-            prev[range.clone()].copy_from_slice(tensor(SLOTS[1], &seg.shape)?);
-            let mut shape = vec![k];
-            shape.extend(&seg.shape);
-            let y = tensor("lbfgs_old_dirs", &shape)?;
-            let s = tensor("lbfgs_old_stps", &shape)?;
-            for i in 0..k {
-                ys[i][range.clone()].copy_from_slice(&y[i * seg.len..(i + 1) * seg.len]);
-                ss[i][range.clone()].copy_from_slice(&s[i * seg.len..(i + 1) * seg.len]);
-            }
-        }
-        let mut pairs = VecDeque::with_capacity(k);
-        for (i, (y, s)) in ys.into_iter().zip(ss).enumerate() {
-            pairs.push_back((y, s, get(&format!("lbfgs_ro_{i}"))?));
-        }
-        let count = |k: &str| -> Result<u64> {
-            let v = get(k)?;
-            if v < 0.0 || v.fract() != 0.0 {
-                return Err(state_error(
-                    None,
-                    format!("scalar '{k}' is {v}, not a count"),
-                ));
-            }
-            Ok(v as u64)
-        };
-        self.memory = Memory {
-            func_evals: count("lbfgs_func_evals")?,
-            n_iter: count("lbfgs_n_iter")?,
-            d,
-            t: get("lbfgs_t")?,
-            h_diag: get("lbfgs_h_diag")?,
-            prev_flat_grad: prev,
-            prev_loss: get("lbfgs_prev_loss")?,
-            pairs,
-        };
-        self.steps = state.meta.step;
-        self.failed = None;
-        self.config = config;
-        Ok(())
+        self.restore_state(state)
     }
 }
 
