@@ -8,7 +8,7 @@
 //! The inner optimizer keeps its state across synchronisations. Skipped inner steps
 //! (non-finite gradients) do not count towards k.
 
-use super::state::{state_error, StateDict};
+use super::state::StateDict;
 use super::{
     build_from_spec, Closure, ClosureOutcome, Layout, Optimizer, Options, ParamAccess, ParamGroup,
     StepOutcome,
@@ -238,14 +238,7 @@ impl<T: Real> Optimizer<T> for Lookahead<T> {
     fn load_state_dict(&mut self, state: &StateDict<T>) -> Result<()> {
         let expected = format!("lookahead({})", self.inner.name());
         let inner_name = super::state::inner_name(&state.meta.optimizer, "lookahead", &expected)?;
-        let get = |k: &str| {
-            state
-                .meta
-                .extra
-                .get(k)
-                .copied()
-                .ok_or_else(|| state_error(None, format!("scalar '{k}' is missing")))
-        };
+        let get = |k: &str| super::state::saved_extra(state, k);
         let counter = get("lookahead_counter")?;
         let initialized = get("lookahead_initialized")? != 0.0;
         let mut inner = state.clone();
@@ -260,21 +253,8 @@ impl<T: Real> Optimizer<T> for Lookahead<T> {
         let mut slow = Vec::with_capacity(self.slow.len());
         for seg in self.layout().segments() {
             let key = format!("{}/{SLOW}", seg.name);
-            match inner.tensors.remove(&key) {
-                Some((shape, values)) if shape == seg.shape && values.len() == seg.len => {
-                    slow.extend(values)
-                }
-                Some((shape, _)) => {
-                    return Err(state_error(
-                        None,
-                        format!(
-                            "tensor '{key}' has shape {shape:?}, the parameter has shape {:?}",
-                            seg.shape
-                        ),
-                    ))
-                }
-                None => return Err(state_error(None, format!("tensor '{key}' is missing"))),
-            }
+            slow.extend_from_slice(super::state::saved_tensor(state, &key, &seg.shape)?);
+            inner.tensors.remove(&key);
         }
         self.inner.load_state_dict(&inner)?;
         self.slow = slow;

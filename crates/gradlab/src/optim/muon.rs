@@ -22,7 +22,9 @@
 
 use super::compact::{from_bf16, to_bf16_nearest};
 use super::standalone::{check_gradients, Checked};
-use super::state::{state_error, StateDict, StateMeta, STATE_VERSION};
+use super::state::{
+    refuse_foreign, saved_extra, saved_tensor, state_error, StateDict, StateMeta, STATE_VERSION,
+};
 use super::{
     build_from_spec, rule::lerp, Layout, Optimizer, Options, ParamAccess, ParamGroup, StepOutcome,
 };
@@ -735,21 +737,8 @@ impl<T: Real> Optimizer<T> for Muon<T> {
         for m in &self.matrices {
             let s = &self.layout.segments()[m.seg];
             let key = format!("{}/{BUFFER}", s.name);
-            match state.tensors.get(&key) {
-                Some((shape, values)) if *shape == s.shape && values.len() == s.len => {
-                    momentum[s.offset..s.offset + s.len].copy_from_slice(values)
-                }
-                Some((shape, _)) => {
-                    return Err(state_error(
-                        None,
-                        format!(
-                            "tensor '{key}' has shape {shape:?}, the parameter has shape {:?}",
-                            s.shape
-                        ),
-                    ))
-                }
-                None => return Err(state_error(None, format!("tensor '{key}' is missing"))),
-            }
+            momentum[s.offset..s.offset + s.len]
+                .copy_from_slice(saved_tensor(state, &key, &s.shape)?);
             own.insert(key);
         }
         if let Some((_, f)) = &mut self.fallback {
@@ -758,14 +747,7 @@ impl<T: Real> Optimizer<T> for Muon<T> {
                     version: state.meta.version,
                     optimizer: fallback_name.unwrap_or_default().to_string(),
                     groups: state.meta.groups.iter().skip(1).cloned().collect(),
-                    step: state
-                        .meta
-                        .extra
-                        .get("fallback.step")
-                        .copied()
-                        .ok_or_else(|| {
-                            state_error(None, "scalar 'fallback.step' is missing".into())
-                        })? as u64,
+                    step: saved_extra(state, "fallback.step")? as u64,
                     scalars: state.meta.scalars.clone(),
                     extra: state
                         .meta
@@ -788,11 +770,8 @@ impl<T: Real> Optimizer<T> for Muon<T> {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
             f.load_state_dict(&fs)?;
-        } else if let Some(extra) = state.tensors.keys().find(|k| !own.contains(*k)) {
-            return Err(state_error(
-                None,
-                format!("tensor '{extra}' does not belong to this optimizer's parameters"),
-            ));
+        } else {
+            refuse_foreign(state, &own)?;
         }
         self.momentum = momentum;
         self.steps = state.meta.step;

@@ -23,9 +23,8 @@
 
 use super::plan::{Shared, CHUNK};
 use super::rule::{Buffer, Grad};
-use super::standalone::{
-    check_gradients, chunk_count, refuse_foreign, saved_tensor, sum_chunks, Checked,
-};
+use super::standalone::{check_gradients, chunk_count, sum_chunks, Checked};
+use super::state::{refuse_foreign, saved_extra, saved_tensor};
 use super::state::{state_error, StateDict, StateMeta, STATE_VERSION};
 use super::{Layout, Optimizer, Options, ParamAccess, ParamGroup, StepOutcome};
 use crate::spec::{Args, Domain, Spec, Value};
@@ -589,14 +588,7 @@ impl<T: Real> Optimizer<T> for Prodigy<T> {
             .iter()
             .map(|text| parse(&crate::spec::parse(text)?))
             .collect::<Result<Vec<_>>>()?;
-        let extra = |key: &str| {
-            state
-                .meta
-                .extra
-                .get(key)
-                .copied()
-                .ok_or_else(|| state_error(None, format!("scalar '{key}' is missing")))
-        };
+        let extra = |key: &str| saved_extra(state, key);
         let estimate = Estimate {
             d: extra(D)?,
             d_max: extra(D_MAX)?,

@@ -1,14 +1,11 @@
 //! What the optimizers that run off the engine share (Muon, Adafactor, Prodigy: their steps
 //! need whole tensors or optimizer-wide sums before any element moves): the gradient checks
-//! before a step, gradient clipping, sums over chunks in a fixed order, and loading their
-//! element buffers from a saved state.
+//! before a step, gradient clipping and sums over chunks in a fixed order.
 
 use super::plan::CHUNK;
 use super::rule::Grad;
-use super::state::{state_error, StateDict};
 use super::{Layout, NonFinitePolicy, Options, StepOutcome};
 use crate::{Error, Real, Result};
-use std::collections::BTreeSet;
 
 /// The gradients of a step, checked: their global norm and the clipping to apply.
 #[derive(Debug, Clone, Copy)]
@@ -188,33 +185,4 @@ pub(crate) fn sum_chunks<const K: usize>(
         }
     }
     total
-}
-
-/// The saved element buffer `key`, which must have `shape`.
-pub(crate) fn saved_tensor<'a, T>(
-    state: &'a StateDict<T>,
-    key: &str,
-    shape: &[usize],
-) -> Result<&'a [T]> {
-    match state.tensors.get(key) {
-        Some((s, values)) if s == shape && values.len() == shape.iter().product::<usize>() => {
-            Ok(values)
-        }
-        Some((s, _)) => Err(state_error(
-            None,
-            format!("tensor '{key}' has shape {s:?}, the parameter has shape {shape:?}"),
-        )),
-        None => Err(state_error(None, format!("tensor '{key}' is missing"))),
-    }
-}
-
-/// Refuses a state with element buffers that none of `own` names.
-pub(crate) fn refuse_foreign<T>(state: &StateDict<T>, own: &BTreeSet<String>) -> Result<()> {
-    match state.tensors.keys().find(|k| !own.contains(*k)) {
-        Some(extra) => Err(state_error(
-            None,
-            format!("tensor '{extra}' does not belong to this optimizer's parameters"),
-        )),
-        None => Ok(()),
-    }
 }

@@ -3,7 +3,7 @@
 
 use crate::{Error, Real, Result};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// Version of the state format; bumped on any incompatible change.
@@ -111,15 +111,7 @@ impl<T: Real> StateDict<T> {
             })?;
         let meta: StateMeta = serde_json::from_str(meta_json)
             .map_err(|e| state_error(None, format!("malformed metadata: {e}")))?;
-        if meta.version != STATE_VERSION {
-            return Err(state_error(
-                None,
-                format!(
-                    "format version {} is not supported (expected {STATE_VERSION})",
-                    meta.version
-                ),
-            ));
-        }
+        check_version(&meta)?;
         let st = safetensors::SafeTensors::deserialize(bytes)
             .map_err(|e| state_error(None, e.to_string()))?;
         let mut tensors = BTreeMap::new();
@@ -184,5 +176,59 @@ pub(crate) fn state_error(path: Option<&Path>, message: String) -> Error {
     Error::State {
         source_name: path.map(|p| p.display().to_string()),
         message,
+    }
+}
+
+/// Refuses a state written in another format version.
+pub(crate) fn check_version(meta: &StateMeta) -> Result<()> {
+    if meta.version == STATE_VERSION {
+        Ok(())
+    } else {
+        Err(state_error(
+            None,
+            format!(
+                "format version {} is not supported (expected {STATE_VERSION})",
+                meta.version
+            ),
+        ))
+    }
+}
+
+/// The saved optimizer-wide scalar `key` (in the metadata's `extra`).
+pub(crate) fn saved_extra<T>(state: &StateDict<T>, key: &str) -> Result<f64> {
+    state
+        .meta
+        .extra
+        .get(key)
+        .copied()
+        .ok_or_else(|| state_error(None, format!("scalar '{key}' is missing")))
+}
+
+/// The saved element buffer `key`, which must have `shape`.
+pub(crate) fn saved_tensor<'a, T>(
+    state: &'a StateDict<T>,
+    key: &str,
+    shape: &[usize],
+) -> Result<&'a [T]> {
+    match state.tensors.get(key) {
+        Some((s, values)) if s == shape && values.len() == shape.iter().product::<usize>() => {
+            Ok(values)
+        }
+        Some((s, _)) => Err(state_error(
+            None,
+            format!("tensor '{key}' has shape {s:?}, the parameter has shape {shape:?}"),
+        )),
+        None => Err(state_error(None, format!("tensor '{key}' is missing"))),
+    }
+}
+
+/// Refuses a state with element buffers that none of `own` names.
+pub(crate) fn refuse_foreign<T>(state: &StateDict<T>, own: &BTreeSet<String>) -> Result<()> {
+    match state.tensors.keys().find(|k| !own.contains(*k)) {
+        Some(extra) => Err(state_error(
+            None,
+            format!("tensor '{extra}' does not belong to this optimizer's parameters"),
+        )),
+        None => Ok(()),
     }
 }

@@ -30,10 +30,10 @@ mod kernels;
 
 use super::compact::{from_bf16, to_bf16_nearest};
 use super::rule::Grad;
-use super::standalone::{
-    check_shapes, chunk_count, refuse_foreign, saved_tensor, squared_norm, verdict, Checked,
+use super::standalone::{check_shapes, chunk_count, squared_norm, verdict, Checked};
+use super::state::{
+    refuse_foreign, saved_tensor, state_error, StateDict, StateMeta, STATE_VERSION,
 };
-use super::state::{state_error, StateDict, StateMeta, STATE_VERSION};
 use super::{Layout, Optimizer, Options, ParamAccess, ParamGroup, StepOutcome};
 use crate::spec::{Args, Domain, Spec, Value};
 use crate::{Error, Real, Result};

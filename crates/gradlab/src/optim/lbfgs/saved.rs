@@ -2,7 +2,9 @@
 //! length and counters), so a resumed run continues exactly.
 
 use super::{Lbfgs, LbfgsConfig, Memory, SLOTS};
-use crate::optim::state::{state_error, StateDict, StateMeta, STATE_VERSION};
+use crate::optim::state::{
+    saved_extra, saved_tensor, state_error, StateDict, StateMeta, STATE_VERSION,
+};
 use crate::spec::Args;
 use crate::{Real, Result};
 use std::collections::{BTreeMap, VecDeque};
@@ -66,14 +68,7 @@ impl<T: Real> Lbfgs<T> {
     /// Loads a state written by [`Lbfgs::saved_state`], checked whole before anything changes.
     pub(super) fn restore_state(&mut self, state: &StateDict<T>) -> Result<()> {
         crate::optim::state::check_optimizer(&state.meta.optimizer, "lbfgs")?;
-        let get = |k: &str| {
-            state
-                .meta
-                .extra
-                .get(k)
-                .copied()
-                .ok_or_else(|| state_error(None, format!("scalar '{k}' is missing")))
-        };
+        let get = |k: &str| saved_extra(state, k);
         // The hyperparameters as they stood (a schedule may have changed lr).
         let config = match state.meta.groups.as_slice() {
             [text] => {
@@ -108,16 +103,8 @@ impl<T: Real> Lbfgs<T> {
         let mut ss = vec![vec![T::ZERO; n]; k];
         for seg in self.layout.segments() {
             let range = seg.offset..seg.offset + seg.len;
-            let tensor = |slot: &str, shape: &[usize]| -> Result<&Vec<T>> {
-                let key = format!("{}/{slot}", seg.name);
-                match state.tensors.get(&key) {
-                    Some((s, values)) if s == shape => Ok(values),
-                    Some((s, _)) => Err(state_error(
-                        None,
-                        format!("tensor '{key}' has shape {s:?}, expected {shape:?}"),
-                    )),
-                    None => Err(state_error(None, format!("tensor '{key}' is missing"))),
-                }
+            let tensor = |slot: &str, shape: &[usize]| {
+                saved_tensor(state, &format!("{}/{slot}", seg.name), shape)
             };
             d[range.clone()].copy_from_slice(tensor(SLOTS[0], &seg.shape)?);
             prev[range.clone()].copy_from_slice(tensor(SLOTS[1], &seg.shape)?);

@@ -1,0 +1,172 @@
+//! One fused pass of a rule's kernel over the chunks of the layout on the thread pool, with
+//! the gradient check folded in, over f32/f64 or bfloat16 state.
+
+use super::gradient_check::{exact_square_sum, square_sum};
+use super::Engine;
+use crate::optim::compact;
+use crate::optim::plan::Shared;
+use crate::optim::rule::{CompactSlots, Grad, Rule, Slots, Sums};
+use crate::Real;
+
+impl<T: Real, R: Rule> Engine<T, R> {
+    /// Runs one pass of the rule's pre-kernel (`PRE`) or update kernel over the chunks of every segment (`only == None`) or of one
+    /// segment, with parameters at `self.param_ptrs`, and sums its results per segment.
+    ///
+    /// With `CHECK`, each chunk's gradients are first summed (squares) and checked while they
+    /// come into the cache, so the step reads them from memory once; a chunk with a
+    /// non-finite gradient is not updated, the chunks not yet started are left alone, and
+    /// `true` is returned.
+    pub(super) fn pass<const PRE: bool, const CHECK: bool>(
+        &mut self,
+        only: Option<usize>,
+        grads: &[&[T]],
+        scale: T,
+        bound: T,
+    ) -> bool {
+        let chunks = &self.plan.chunks;
+        let segs = self.layout.segments();
+        let coefs = &self.coefs;
+        let params = &self.param_ptrs;
+        let partials = Shared::new(&mut self.partials);
+        let squares = Shared::new(&mut self.squares);
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let stop = &stop;
+        let slot_views = &views(&mut self.slots);
+        let compact_views = &views(&mut self.compact);
+        let compact_slots = self.compact.len();
+        let first_index = self.sync.as_ref().map_or(0, |s| s.dist.start) as u64;
+        let step = self.step;
+        let body = |ci: usize| {
+            let c = chunks[ci];
+            let seg = &segs[c.seg];
+            let (ptr, _) = params[c.seg];
+            let global = seg.offset + c.start..seg.offset + c.end;
+            // SAFETY: chunks are disjoint ranges of their segment and of the flat state; each
+            // is visited by exactly one thread, and the parameter borrow outlives the pass.
+            unsafe {
+                let mut slots = Slots {
+                    a: slot_views[0].slice(global.clone()),
+                    b: slot_views[1].slice(global.clone()),
+                    c: slot_views[2].slice(global.clone()),
+                };
+                let raw = &grads[c.seg][c.start..c.end];
+                if CHECK {
+                    let mut sum = crate::optim::simd::wide_call(
+                        #[inline(always)]
+                        || square_sum(raw),
+                    );
+                    if !sum.is_finite() {
+                        if raw.iter().all(|x| x.is_finite()) {
+                            sum = exact_square_sum(raw);
+                        } else {
+                            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                    squares.slice(ci..ci + 1)[0] = sum;
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        partials.slice(ci..ci + 1)[0] = [0.0; 4];
+                        return;
+                    }
+                }
+                let grad = Grad::new(raw, scale, bound);
+                let p = (ptr as *mut T).add(c.start);
+                let (coef, n) = (&coefs[c.seg], c.end - c.start);
+                let kernel = inlined(
+                    #[inline(always)]
+                    |slots: &mut Slots<T>| {
+                        if PRE {
+                            pre::<R, T>(coef, p, n, grad, slots)
+                        } else {
+                            update::<R, T>(coef, p, n, grad, slots)
+                        }
+                    },
+                );
+                partials.slice(ci..ci + 1)[0] = if compact_slots == 0 {
+                    // Inlined, so that the kernel is compiled for the wide instructions.
+                    crate::optim::simd::wide_call(
+                        #[inline(always)]
+                        || kernel(&mut slots),
+                    )
+                } else {
+                    // bf16 buffers read and written by the kernel itself.
+                    let first = first_index + global.start as u64;
+                    let [a, b, c] = std::array::from_fn(|k| {
+                        let bits = compact_views[k].slice(global.clone());
+                        compact::Bf16Slot::new(bits, first, step, k as u32)
+                    });
+                    let slots = &mut CompactSlots { a, b, c };
+                    let params = std::slice::from_raw_parts_mut(p, n);
+                    crate::optim::simd::wide_call(
+                        #[inline(always)]
+                        || {
+                            if PRE {
+                                R::compact_pre_kernel(coef, params, grad, slots)
+                            } else {
+                                R::compact_kernel(coef, params, grad, slots)
+                            }
+                        },
+                    )
+                };
+            }
+        };
+        match only {
+            None => self.plan.for_each(body),
+            Some(seg) => self
+                .plan
+                .for_each_in(self.plan.seg_chunks[seg].clone(), body),
+        }
+        let segments = match only {
+            None => 0..self.plan.seg_chunks.len(),
+            Some(seg) => seg..seg + 1,
+        };
+        for seg in segments {
+            let mut sums = [0.0; 4];
+            for part in &self.partials[self.plan.seg_chunks[seg].clone()] {
+                for k in 0..4 {
+                    sums[k] += part[k];
+                }
+            }
+            self.seg_sums[seg] = sums;
+        }
+        stop.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Combines the per-tensor sums of the last pass with the other ranks' (sharded engines).
+    pub(super) fn combine_sums(&mut self) {
+        if let Some(sync) = self.sync.as_mut() {
+            sync.combine(&mut self.seg_sums);
+        }
+    }
+}
+
+/// Shared views of up to three element buffers (the missing ones empty).
+fn views<S>(buffers: &mut [Vec<S>]) -> [Shared<S>; 3] {
+    let mut each = buffers.iter_mut();
+    std::array::from_fn(|_| each.next().map_or_else(Shared::empty, |b| Shared::new(b)))
+}
+
+/// Returns its argument: lets a closure carry `#[inline(always)]` (attributes on closures are
+/// accepted in argument position).
+#[inline(always)]
+fn inlined<F>(f: F) -> F {
+    f
+}
+
+/// Kernel adapters: the pre-pass reads parameters, the update writes them.
+#[inline(always)]
+fn pre<R: Rule, T: Real>(c: &R::Coef, p: *mut T, n: usize, g: Grad<T>, s: &mut Slots<T>) -> Sums {
+    // SAFETY: `p` points to `n` parameters that nobody writes during the pre-pass.
+    R::pre_kernel(c, unsafe { std::slice::from_raw_parts(p, n) }, g, s)
+}
+
+#[inline(always)]
+fn update<R: Rule, T: Real>(
+    c: &R::Coef,
+    p: *mut T,
+    n: usize,
+    g: Grad<T>,
+    s: &mut Slots<T>,
+) -> Sums {
+    // SAFETY: `p` points to `n` parameters this chunk alone writes.
+    R::kernel(c, unsafe { std::slice::from_raw_parts_mut(p, n) }, g, s)
+}
