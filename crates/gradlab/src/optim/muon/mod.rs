@@ -20,7 +20,6 @@
 //! orthogonalises the whole matrices it holds pieces of and moves its pieces, and the fallback
 //! is sharded over the tensors that are not matrices: the same numbers as one process.
 
-use super::compact::{from_bf16, to_bf16_nearest};
 use super::standalone::{check_gradients, Checked};
 use super::state::{
     refuse_foreign, saved_extra, saved_tensor, state_error, StateDict, StateMeta, STATE_VERSION,
@@ -28,217 +27,16 @@ use super::state::{
 use super::{
     build_from_spec, rule::lerp, Layout, Optimizer, Options, ParamAccess, ParamGroup, StepOutcome,
 };
-use crate::matmul::{gemm, MatRef};
-use crate::spec::{Args, Domain, Spec, Value};
+use crate::spec::{Args, Spec};
 use crate::{Error, Real, Result};
 use std::collections::BTreeMap;
 
-/// How the learning rate is scaled to a weight's shape (`adjust_lr_fn`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AdjustLr {
-    /// `√max(1, A/B)` (torch's default, `None` or `'original'`).
-    Original,
-    /// `0.2·√max(A, B)`: the update's RMS matches AdamW's (Liu et al. 2025).
-    MatchRmsAdamw,
-    /// `√(A/B)`.
-    SpectralUnclamped,
-}
+mod config;
+mod newton_schulz;
+mod saved;
 
-impl AdjustLr {
-    fn word(self) -> &'static str {
-        match self {
-            AdjustLr::Original => "original",
-            AdjustLr::MatchRmsAdamw => "match_rms_adamw",
-            AdjustLr::SpectralUnclamped => "spectral_unclamped",
-        }
-    }
-
-    /// The factor for a weight of shape `[a, b]`.
-    pub fn ratio(self, a: usize, b: usize) -> f64 {
-        let (a, b) = (a as f64, b as f64);
-        match self {
-            AdjustLr::Original => (a / b).max(1.0).sqrt(),
-            AdjustLr::MatchRmsAdamw => 0.2 * a.max(b).sqrt(),
-            AdjustLr::SpectralUnclamped => (a / b).sqrt(),
-        }
-    }
-}
-
-/// Hyperparameters of `muon`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MuonConfig {
-    /// Learning rate γ (default 1e-3).
-    pub lr: f64,
-    /// Decoupled weight decay λ, by the unadjusted γ (default 0.1).
-    pub weight_decay: f64,
-    /// Momentum μ (default 0.95).
-    pub momentum: f64,
-    /// Nesterov momentum (default true).
-    pub nesterov: bool,
-    /// Newton–Schulz coefficients (a, b, c) (default (3.4445, −4.7750, 2.0315)).
-    pub ns_coefficients: (f64, f64, f64),
-    /// The Frobenius norm's floor ε (default 1e-7).
-    pub eps: f64,
-    /// Newton–Schulz iterations (default 5, below 100).
-    pub ns_steps: u64,
-    /// The learning-rate scaling to the shape.
-    pub adjust_lr: AdjustLr,
-    /// Newton–Schulz in bfloat16 (torch; default) rather than float32.
-    pub ns_bf16: bool,
-    /// The optimizer of the tensors that are not 2-D.
-    pub fallback: Option<Spec>,
-}
-
-impl MuonConfig {
-    fn parse(args: &Args) -> Result<Self> {
-        let ns_steps = args.count("ns_steps", 5)?;
-        if ns_steps >= 100 {
-            return Err(args.invalid("ns_steps", format!("must be below 100, got {ns_steps}")));
-        }
-        let ns_coefficients = args.triple("ns_coefficients", (3.4445, -4.7750, 2.0315))?;
-        for x in [ns_coefficients.0, ns_coefficients.1, ns_coefficients.2] {
-            if !x.is_finite() {
-                return Err(args.invalid("ns_coefficients", format!("must be finite, got {x}")));
-            }
-        }
-        let adjust_lr = match args.word(
-            "adjust_lr_fn",
-            "original",
-            &["none", "original", "match_rms_adamw", "spectral_unclamped"],
-        )? {
-            "match_rms_adamw" => AdjustLr::MatchRmsAdamw,
-            "spectral_unclamped" => AdjustLr::SpectralUnclamped,
-            _ => AdjustLr::Original,
-        };
-        let fallback = match args.spec_value("fallback")? {
-            Some(s) if matches!(s.name.as_str(), "muon" | "sam" | "lbfgs") => {
-                return Err(args.invalid(
-                    "fallback",
-                    format!(
-                    "must be an optimizer that takes any tensor and one gradient per step, got {}",
-                    s.name
-                ),
-                ))
-            }
-            other => other,
-        };
-        Ok(MuonConfig {
-            lr: args.number("lr", 1e-3, Domain::NON_NEGATIVE)?,
-            weight_decay: args.number("weight_decay", 0.1, Domain::NON_NEGATIVE)?,
-            momentum: args.number("momentum", 0.95, Domain::DECAY)?,
-            nesterov: args.bool("nesterov", true)?,
-            ns_coefficients,
-            eps: args.number("eps", 1e-7, Domain::POSITIVE)?,
-            ns_steps,
-            adjust_lr,
-            ns_bf16: args.word("ns_dtype", "bf16", &["bf16", "f32"])? == "bf16",
-            fallback,
-        })
-    }
-
-    fn to_spec(&self) -> Spec {
-        let spec = Spec::new("muon")
-            .with("lr", self.lr)
-            .with("weight_decay", self.weight_decay)
-            .with("momentum", self.momentum)
-            .with("nesterov", self.nesterov)
-            .with("ns_coefficients", self.ns_coefficients)
-            .with("eps", self.eps)
-            .with("ns_steps", self.ns_steps as f64)
-            .with("adjust_lr_fn", Value::Word(self.adjust_lr.word().into()))
-            .with(
-                "ns_dtype",
-                Value::Word(if self.ns_bf16 { "bf16" } else { "f32" }.into()),
-            );
-        match &self.fallback {
-            Some(f) => spec.with("fallback", Value::Spec(f.clone())),
-            None => spec,
-        }
-    }
-}
-
-/// Rounds to bfloat16 (to nearest, ties to even) and back.
-#[inline(always)]
-fn bf16(x: f32) -> f32 {
-    from_bf16(to_bf16_nearest(x))
-}
-
-/// The Newton–Schulz iteration's buffers, sized for the largest matrix.
-#[derive(Default)]
-struct Scratch {
-    x: Vec<f32>,
-    product: Vec<f32>,
-    gram: Vec<f32>,
-    gram2: Vec<f32>,
-}
-
-/// Orthogonalises the `rows × cols` matrix `u` (row-major) into `out` (same shape) with
-/// `ns_steps` Newton–Schulz iterations, working on the wide orientation.
-fn newton_schulz(
-    u: &[f32],
-    rows: usize,
-    cols: usize,
-    cfg: &MuonConfig,
-    s: &mut Scratch,
-    out: &mut [f32],
-) {
-    let round = |x: f32| if cfg.ns_bf16 { bf16(x) } else { x };
-    let transpose = rows > cols;
-    let (r, c) = if transpose {
-        (cols, rows)
-    } else {
-        (rows, cols)
-    };
-    s.x.resize(r * c, 0.0);
-    s.product.resize(r * c, 0.0);
-    s.gram.resize(r * r, 0.0);
-    s.gram2.resize(r * r, 0.0);
-    for i in 0..rows {
-        for j in 0..cols {
-            let v = round(u[i * cols + j]);
-            if transpose {
-                s.x[j * c + i] = v;
-            } else {
-                s.x[i * c + j] = v;
-            }
-        }
-    }
-    let sum_sq: f64 = s.x.iter().map(|&v| v as f64 * v as f64).sum();
-    let norm = round((sum_sq as f32).sqrt()).max(round(cfg.eps as f32));
-    for v in s.x.iter_mut() {
-        *v = round(*v / norm);
-    }
-    let (a, b, cc) = (
-        cfg.ns_coefficients.0 as f32,
-        cfg.ns_coefficients.1 as f32,
-        cfg.ns_coefficients.2 as f32,
-    );
-    for _ in 0..cfg.ns_steps {
-        let x = MatRef::new(&s.x, r, c);
-        gemm(&mut s.gram, r, x, x.t(), false);
-        for g in s.gram.iter_mut() {
-            *g = round(*g);
-        }
-        let gram = MatRef::new(&s.gram, r, r);
-        gemm(&mut s.gram2, r, gram, gram, false);
-        for (g2, g) in s.gram2.iter_mut().zip(&s.gram) {
-            *g2 = round(b * *g + cc * *g2);
-        }
-        gemm(&mut s.product, c, MatRef::new(&s.gram2, r, r), x, false);
-        for (xv, p) in s.x.iter_mut().zip(&s.product) {
-            *xv = round(a * *xv + *p);
-        }
-    }
-    for i in 0..rows {
-        for j in 0..cols {
-            out[i * cols + j] = if transpose {
-                s.x[j * c + i]
-            } else {
-                s.x[i * c + j]
-            };
-        }
-    }
-}
+pub use config::{AdjustLr, MuonConfig};
+use newton_schulz::{newton_schulz, Scratch};
 
 /// The tensors of a layout that the fallback optimizer steps, lent through the whole
 /// layout's access.
@@ -666,117 +464,11 @@ impl<T: Real> Optimizer<T> for Muon<T> {
     }
 
     fn state_dict(&self) -> StateDict<T> {
-        let mut tensors = BTreeMap::new();
-        let mut scalars = BTreeMap::new();
-        let mut extra = BTreeMap::new();
-        let mut groups = vec![self.config.to_spec().to_string()];
-        let mut optimizer = "muon".to_string();
-        let mut whole = std::collections::BTreeSet::new();
-        for m in &self.matrices {
-            let s = &self.layout.segments()[m.seg];
-            tensors.insert(
-                format!("{}/{BUFFER}", s.name),
-                (
-                    s.shape.clone(),
-                    self.momentum[s.offset..s.offset + s.len].to_vec(),
-                ),
-            );
-        }
-        if let Some((_, f)) = &self.fallback {
-            let fs = f.state_dict();
-            tensors.extend(fs.tensors);
-            scalars.extend(fs.meta.scalars);
-            for (k, v) in fs.meta.extra {
-                extra.insert(format!("fallback.{k}"), v);
-            }
-            extra.insert("fallback.step".into(), fs.meta.step as f64);
-            groups.extend(fs.meta.groups);
-            whole = fs.meta.whole;
-            optimizer = format!("muon+{}", fs.meta.optimizer);
-        }
-        StateDict {
-            meta: StateMeta {
-                version: STATE_VERSION,
-                optimizer,
-                groups,
-                step: self.steps,
-                scalars,
-                extra,
-                whole,
-            },
-            tensors,
-        }
+        self.saved_state()
     }
 
     fn load_state_dict(&mut self, state: &StateDict<T>) -> Result<()> {
-        // "muon", or "muon+" and the fallback's name, which the fallback checks itself.
-        let saved = &state.meta.optimizer;
-        let fallback_name = match (&self.fallback, saved.strip_prefix("muon+")) {
-            (Some(_), Some(name)) => Some(name),
-            (Some((_, f)), None) => {
-                return super::state::check_optimizer(saved, &format!("muon+{}", f.name()))
-            }
-            (None, _) => {
-                super::state::check_optimizer(saved, "muon")?;
-                None
-            }
-        };
-        // The hyperparameters as they stood (a schedule may have changed lr and momentum).
-        let config = match state.meta.groups.first() {
-            Some(text) => {
-                let spec = crate::spec::parse(text)?;
-                let args = Args::new(&spec, 0);
-                let config = MuonConfig::parse(&args)?;
-                args.finish()?;
-                config
-            }
-            None => return Err(state_error(None, "has no parameter group".into())),
-        };
-        let mut momentum = self.momentum.clone();
-        let mut own = std::collections::BTreeSet::new();
-        for m in &self.matrices {
-            let s = &self.layout.segments()[m.seg];
-            let key = format!("{}/{BUFFER}", s.name);
-            momentum[s.offset..s.offset + s.len]
-                .copy_from_slice(saved_tensor(state, &key, &s.shape)?);
-            own.insert(key);
-        }
-        if let Some((_, f)) = &mut self.fallback {
-            let mut fs = StateDict {
-                meta: StateMeta {
-                    version: state.meta.version,
-                    optimizer: fallback_name.unwrap_or_default().to_string(),
-                    groups: state.meta.groups.iter().skip(1).cloned().collect(),
-                    step: saved_extra(state, "fallback.step")? as u64,
-                    scalars: state.meta.scalars.clone(),
-                    extra: state
-                        .meta
-                        .extra
-                        .iter()
-                        .filter_map(|(k, v)| {
-                            k.strip_prefix("fallback.")
-                                .filter(|k| *k != "step")
-                                .map(|k| (k.to_string(), *v))
-                        })
-                        .collect(),
-                    whole: state.meta.whole.clone(),
-                },
-                tensors: BTreeMap::new(),
-            };
-            fs.tensors = state
-                .tensors
-                .iter()
-                .filter(|(k, _)| !own.contains(*k))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            f.load_state_dict(&fs)?;
-        } else {
-            refuse_foreign(state, &own)?;
-        }
-        self.momentum = momentum;
-        self.steps = state.meta.step;
-        self.config = config;
-        Ok(())
+        self.restore_state(state)
     }
 }
 

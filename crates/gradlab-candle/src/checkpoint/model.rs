@@ -1,0 +1,193 @@
+//! A checkpoint's model: weights read back into a network (to resume, to fine-tune from, to
+//! analyse), the network rebuilt from the stored configuration, metrics cut back to it.
+
+use super::*;
+
+/// Reads a safetensors file.
+pub fn load_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
+    candle_core::safetensors::load(path, &Device::Cpu)
+        .map_err(|e| Error::Msg(format!("{}: {e}", path.display())))
+}
+
+/// Sets `model`'s parameters and buffers from the checkpoint in `dir` (its model weights
+/// only: the start of a fine-tuning run), checking names and shapes; parameters whose name
+/// starts with one of `exclude` keep their fresh initialisation (a new output layer).
+pub fn init_weights(model: &dyn Network, dir: &Path, exclude: &[String]) -> Result<()> {
+    let files = locate(dir)?;
+    let source = files.dir.join("model.safetensors");
+    let mut tensors = candle_core::safetensors::load_buffer(&files.model, &Device::Cpu)
+        .map_err(|e| Error::Msg(format!("{}: {e}", source.display())))?;
+    for prefix in exclude {
+        let fresh: Vec<(String, Tensor)> = model
+            .params()
+            .iter()
+            .filter(|(name, _)| name.starts_with(prefix.as_str()))
+            .map(|(name, v)| Ok((name.clone(), v.as_tensor().copy()?)))
+            .collect::<candle_core::Result<_>>()?;
+        if fresh.is_empty() {
+            let names: Vec<&str> = model.params().iter().map(|(n, _)| n.as_str()).collect();
+            return Err(Error::Msg(format!(
+                "--init-exclude {prefix}: no parameter's name starts with it; the model's \
+                 parameters are {}",
+                names.join(", ")
+            )));
+        }
+        tensors.extend(fresh);
+    }
+    restore_model(model, &tensors, &source)
+}
+
+/// Sets a model's parameters and buffers from named tensors, checking names and shapes.
+pub fn restore_model(
+    model: &dyn Network,
+    tensors: &HashMap<String, Tensor>,
+    source: &Path,
+) -> Result<()> {
+    for (name, var) in model.params() {
+        let t = tensors.get(name).ok_or_else(|| {
+            Error::Msg(format!(
+                "{}: parameter '{name}' is missing",
+                source.display()
+            ))
+        })?;
+        if t.dims() != var.dims() {
+            return Err(Error::Msg(format!(
+                "{}: parameter '{name}' has shape {:?}, the model has {:?}",
+                source.display(),
+                t.dims(),
+                var.dims()
+            )));
+        }
+        var.set(t)?;
+    }
+    for (name, _) in model.buffers() {
+        let t = tensors.get(&name).ok_or_else(|| {
+            Error::Msg(format!("{}: buffer '{name}' is missing", source.display()))
+        })?;
+        model.set_buffer(&name, t.clone())?;
+    }
+    Ok(())
+}
+
+/// Keeps the metrics of steps up to `step` and epochs before `epoch` (what the checkpoint
+/// covers), rewriting the file atomically.
+pub fn truncate_metrics(path: &Path, step: u64, epoch: usize) -> Result<()> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            let v: Value = serde_json::from_str(l).unwrap_or(Value::Null);
+            match v["kind"].as_str() {
+                Some("step") => v["step"].as_u64().is_some_and(|s| s <= step),
+                Some("epoch") => v["epoch"].as_u64().is_some_and(|e| (e as usize) < epoch),
+                _ => false,
+            }
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    gradlab::io::write_atomic(path, kept.as_bytes())?;
+    Ok(())
+}
+
+/// The model saved in a checkpoint (with its batch-norm statistics) and the training
+/// configuration it was trained with.
+pub fn load_model(dir: &Path) -> Result<(Model, Value)> {
+    let files = locate(dir)?;
+    let ck = files.dir.clone();
+    let state = parse_state(&files.state, &ck.join("state.json"))?;
+    let config = state["config"].clone();
+    let spec = model_spec(&config)
+        .map_err(|e| Error::Msg(format!("{}: {e}", ck.join("state.json").display())))?;
+    if spec.kind == crate::models::ModelKind::Custom {
+        return Err(Error::Msg(format!(
+            "{}: the checkpoint is of a model of a user's own (config.model = custom), which \
+             gradlab cannot rebuild: load {} into that model with \
+             gradlab_candle::checkpoint::load_tensors and restore_model",
+            ck.display(),
+            ck.join("model.safetensors").display()
+        )));
+    }
+    let tensors = candle_core::safetensors::load_buffer(&files.model, &Device::Cpu)
+        .map_err(|e| Error::Msg(format!("{}: {e}", ck.join("model.safetensors").display())))?;
+    // The image size follows from the first fully connected layer's inputs.
+    let first = tensors
+        .get("fc1.weight")
+        .or_else(|| tensors.get("fc.weight"))
+        .ok_or_else(|| {
+            Error::Msg(format!(
+                "{}: the first layer's weights are missing",
+                ck.display()
+            ))
+        })?;
+    let inputs = first.dims()[1];
+    let side = |pixels: usize| -> Result<usize> {
+        let s = (pixels as f64).sqrt().round() as usize;
+        if s * s == pixels {
+            Ok(s)
+        } else {
+            Err(Error::Msg(format!(
+                "{}: cannot tell the image size from {inputs} inputs",
+                ck.display()
+            )))
+        }
+    };
+    let rows = if spec.kind == crate::models::ModelKind::Cnn {
+        (side(inputs / 16)? * 2 + 4) * 2
+    } else {
+        side(inputs)?
+    };
+    let rows_cols = (rows, rows);
+    let model = Model::new(&spec, rows_cols.0, rows_cols.1, 0)?;
+    restore_model(&model, &tensors, &ck.join("model.safetensors"))?;
+    Ok((model, config))
+}
+
+/// The model described by a checkpoint's `config`, each field checked.
+fn model_spec(config: &Value) -> std::result::Result<crate::models::ModelSpec, String> {
+    let found = |key: &str| {
+        config
+            .get(key)
+            .map_or("nothing".to_string(), |v| v.to_string())
+    };
+    let text = |key: &str| {
+        config[key].as_str().ok_or_else(|| {
+            format!(
+                "field 'config.{key}' is missing or not a string (found {})",
+                found(key)
+            )
+        })
+    };
+    let widths = config["widths"]
+        .as_array()
+        .and_then(|a| a.iter().map(|v| v.as_u64().map(|v| v as usize)).collect::<Option<Vec<_>>>())
+        .ok_or_else(|| {
+            format!(
+                "field 'config.widths' is missing or not a list of non-negative integers (found {})",
+                found("widths")
+            )
+        })?;
+    Ok(crate::models::ModelSpec {
+        kind: text("model")?
+            .parse()
+            .map_err(|e| format!("config.model: {e}"))?,
+        widths,
+        activation: match config.get("activation") {
+            None => crate::models::Activation::Relu,
+            Some(_) => text("activation")?
+                .parse()
+                .map_err(|e| format!("config.activation: {e}"))?,
+        },
+        batch_norm: match config.get("batch_norm") {
+            None => false,
+            Some(v) => v.as_bool().ok_or_else(|| {
+                format!("field 'config.batch_norm' is not true or false (found {v})")
+            })?,
+        },
+        dropout: match config.get("dropout") {
+            None => 0.0,
+            Some(v) => v
+                .as_f64()
+                .ok_or_else(|| format!("field 'config.dropout' is not a number (found {v})"))?,
+        },
+    })
+}
