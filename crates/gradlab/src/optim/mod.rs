@@ -56,6 +56,7 @@ pub mod adamax;
 pub mod ademamix;
 pub mod adopt;
 pub mod asgd;
+mod build;
 pub mod compact;
 pub mod engine;
 pub mod lamb;
@@ -66,6 +67,7 @@ pub mod lion;
 pub mod lookahead;
 pub mod muon;
 pub mod nadam;
+mod options;
 pub mod plan;
 pub mod prodigy;
 pub mod radam;
@@ -80,153 +82,15 @@ pub(crate) mod standalone;
 pub mod state;
 pub mod swats;
 
+pub(crate) use build::{assign_groups, refuse_absent, wrapped_spec};
+pub use build::{build, build_from_spec, canonical_spec, OPTIMIZERS};
 pub use layout::{Layout, Segment};
+pub use options::{NonFinitePolicy, Options, ParamGroup, StepOutcome};
 pub use state::{StateDict, StateMeta};
 
 use crate::spec::{Spec, Value};
 use crate::{Error, Real, Result};
 use engine::Engine;
-
-/// The names every optimizer spec may start with.
-pub const OPTIMIZERS: &[&str] = &[
-    "sgd",
-    "sgdw",
-    "adagrad",
-    "rmsprop",
-    "adam",
-    "adamw",
-    "adamax",
-    "nadam",
-    "radam",
-    "adadelta",
-    "adabound",
-    "lamb",
-    "lars",
-    "lion",
-    "swats",
-    "lookahead",
-    "adopt",
-    "ademamix",
-    "rprop",
-    "asgd",
-    "sam",
-    "lbfgs",
-    "sgd_schedulefree",
-    "adamw_schedulefree",
-    "muon",
-    "adafactor",
-    "prodigy",
-];
-
-/// What to do with a step whose gradients hold NaN or infinity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum NonFinitePolicy {
-    /// Fail with an error naming the step, the tensor and the element (the default). When
-    /// the gradients need no pass of their own (no norm clipping, one process) they are
-    /// checked chunk by chunk inside the update, so the step reads memory once; the tensors
-    /// before the bad chunk are then already updated, the error says so, and the optimizer
-    /// refuses to step until a state is loaded.
-    #[default]
-    Error,
-    /// Skip the step: parameters, state and every counter stay as they were.
-    Skip,
-}
-
-impl std::str::FromStr for NonFinitePolicy {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "error" => Ok(NonFinitePolicy::Error),
-            "skip" => Ok(NonFinitePolicy::Skip),
-            other => Err(format!(
-                "unknown non-finite policy '{other}' (expected error or skip)"
-            )),
-        }
-    }
-}
-
-/// Gradient handling shared by all optimizers.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Options {
-    /// Clip by global L2 norm as PyTorch's `clip_grad_norm_`: every gradient is multiplied by
-    /// `min(1, max_norm / (norm + 1e-6))`.
-    pub clip_norm: Option<f64>,
-    /// Clip every element to `[-v, v]` (`clip_grad_value_`), after norm clipping.
-    pub clip_value: Option<f64>,
-    /// Non-finite gradients.
-    pub nonfinite: NonFinitePolicy,
-    /// Set when the optimizer holds one shard of a model split across ranks (ZeRO-1): its
-    /// per-tensor and global sums are then combined with the other ranks'.
-    pub distributed: Option<crate::dist::Distributed>,
-}
-
-/// A parameter group: the tensors whose names match any of `params` (`*` is a wildcard)
-/// get the base spec with `overrides` applied, e.g. `weight_decay=0` for `*.bias`.
-/// Tensors that no group matches form group 0 with the base spec; a tensor matched by
-/// several groups belongs to the first.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ParamGroup {
-    /// Name patterns.
-    pub params: Vec<String>,
-    /// Hyperparameters that differ from the base spec.
-    pub overrides: Vec<(String, Value)>,
-}
-
-impl ParamGroup {
-    /// A group from name patterns and an override string such as `"weight_decay=0, lr=0.1"`.
-    pub fn parse(params: &[&str], overrides: &str) -> Result<Self> {
-        let spec = crate::spec::parse(&format!("group({overrides})"))?;
-        let mut out = Vec::new();
-        for (k, v) in spec.args {
-            let Some(k) = k else {
-                return Err(Error::InvalidArgument {
-                    spec: overrides.to_string(),
-                    key: "(positional)".into(),
-                    message: "group overrides must be key=value pairs".into(),
-                });
-            };
-            out.push((k, v));
-        }
-        Ok(ParamGroup {
-            params: params.iter().map(|s| s.to_string()).collect(),
-            overrides: out,
-        })
-    }
-}
-
-impl ParamGroup {
-    /// The base spec with this group's overrides applied.
-    pub fn apply(&self, base: &Spec) -> Spec {
-        let mut merged = base.clone();
-        for (k, v) in &self.overrides {
-            merged
-                .args
-                .retain(|(key, _)| key.as_deref() != Some(k.as_str()));
-            merged.args.push((Some(k.clone()), v.clone()));
-        }
-        merged
-    }
-}
-
-/// What a step did.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct StepOutcome {
-    /// True when the step was skipped for non-finite gradients.
-    pub skipped: bool,
-    /// Global L2 norm of the gradients before clipping (NaN when skipped).
-    pub grad_norm: f64,
-    /// The factor global-norm clipping applied (1 when not clipping).
-    pub clip_coef: f64,
-}
-
-impl StepOutcome {
-    /// A step skipped for non-finite gradients (the `skip` policy).
-    pub const SKIPPED: StepOutcome = StepOutcome {
-        skipped: true,
-        grad_norm: f64::NAN,
-        clip_coef: 1.0,
-    };
-}
 
 /// The first non-finite element of `grads` (tensor, index, value), in order.
 pub(crate) fn first_non_finite<T: Real, G: AsRef<[T]>>(grads: &[G]) -> Option<(usize, usize, f64)> {
@@ -461,165 +325,4 @@ pub trait Optimizer<T: Real>: Send {
             other => other,
         })
     }
-}
-
-/// The canonical form of an optimizer spec, every hyperparameter written out: specs that mean
-/// the same optimizer (`adamw(lr=1e-3)`, `adamw(lr=0.001, betas=(0.9, 0.999))`) give the same
-/// string. An invalid spec is its error.
-pub fn canonical_spec(spec: &str) -> Result<String> {
-    let parsed = crate::spec::parse(spec)?;
-    // A matrix (Muon needs one), and a vector when Muon has a fallback to check.
-    let mut tensors = vec![("w", vec![1, 1])];
-    if parsed.name == "muon" && parsed.get("fallback").is_some() {
-        tensors.push(("b", vec![1]));
-    }
-    let layout = Layout::new(tensors)?;
-    Ok(
-        build_from_spec::<f64>(&parsed, layout, &[], Options::default())?
-            .spec()
-            .to_string(),
-    )
-}
-
-/// Builds an optimizer from a spec string such as `"adamw(lr=1e-3, weight_decay=0.05)"`.
-pub fn build<T: Real>(
-    spec: &str,
-    layout: Layout,
-    groups: &[ParamGroup],
-    options: Options,
-) -> Result<Box<dyn Optimizer<T>>> {
-    build_from_spec(&crate::spec::parse(spec)?, layout, groups, options)
-}
-
-/// Builds an optimizer from a parsed spec.
-pub fn build_from_spec<T: Real>(
-    spec: &Spec,
-    layout: Layout,
-    groups: &[ParamGroup],
-    options: Options,
-) -> Result<Box<dyn Optimizer<T>>> {
-    fn engine<T: Real, R: rule::Rule>(
-        spec: &Spec,
-        layout: Layout,
-        groups: &[ParamGroup],
-        options: Options,
-    ) -> Result<Box<dyn Optimizer<T>>> {
-        Ok(Box::new(Engine::<T, R>::from_spec(
-            spec, layout, groups, options,
-        )?))
-    }
-    match spec.name.as_str() {
-        "sgd" | "sgdw" => engine::<T, sgd::Sgd>(spec, layout, groups, options),
-        "adagrad" => engine::<T, adagrad::Adagrad>(spec, layout, groups, options),
-        "rmsprop" => engine::<T, rmsprop::RmsProp>(spec, layout, groups, options),
-        "adam" | "adamw" => engine::<T, adam::Adam>(spec, layout, groups, options),
-        "adamax" => engine::<T, adamax::Adamax>(spec, layout, groups, options),
-        "nadam" => engine::<T, nadam::NAdam>(spec, layout, groups, options),
-        "radam" => engine::<T, radam::RAdam>(spec, layout, groups, options),
-        "adadelta" => engine::<T, adadelta::Adadelta>(spec, layout, groups, options),
-        "adabound" => engine::<T, adabound::AdaBound>(spec, layout, groups, options),
-        "lamb" => engine::<T, lamb::Lamb>(spec, layout, groups, options),
-        "lars" => engine::<T, lars::Lars>(spec, layout, groups, options),
-        "lion" => engine::<T, lion::Lion>(spec, layout, groups, options),
-        "swats" => engine::<T, swats::Swats>(spec, layout, groups, options),
-        "adopt" => engine::<T, adopt::Adopt>(spec, layout, groups, options),
-        "ademamix" => engine::<T, ademamix::Ademamix>(spec, layout, groups, options),
-        "rprop" => engine::<T, rprop::Rprop>(spec, layout, groups, options),
-        "asgd" => engine::<T, asgd::Asgd>(spec, layout, groups, options),
-        "sgd_schedulefree" | "adamw_schedulefree" => {
-            engine::<T, schedule_free::ScheduleFree>(spec, layout, groups, options)
-        }
-        "lookahead" => Ok(Box::new(lookahead::Lookahead::from_spec(
-            spec, layout, groups, options,
-        )?)),
-        "sam" => Ok(Box::new(sam::Sam::from_spec(
-            spec, layout, groups, options,
-        )?)),
-        "muon" => Ok(Box::new(muon::Muon::from_spec(
-            spec, layout, groups, options,
-        )?)),
-        "adafactor" => Ok(Box::new(adafactor::Adafactor::from_spec(
-            spec, layout, groups, options,
-        )?)),
-        "prodigy" => Ok(Box::new(prodigy::Prodigy::from_spec(
-            spec, layout, groups, options,
-        )?)),
-        "lbfgs" => Ok(Box::new(lbfgs::Lbfgs::from_spec(
-            spec, layout, groups, options,
-        )?)),
-        other => Err(Error::UnknownName {
-            what: "optimizer",
-            name: other.to_string(),
-            spec: spec.to_string(),
-            known: OPTIMIZERS.join(", "),
-        }),
-    }
-}
-
-/// The optimizer a wrapper (`lookahead`, `sam`) takes as its first argument; `example`
-/// shows the form in the error when it is missing.
-pub(crate) fn wrapped_spec(args: &crate::spec::Args, example: &str) -> Result<Spec> {
-    let wrapper = args.spec().name.clone();
-    match args.positional(0) {
-        Some(Value::Spec(s)) => Ok(s.clone()),
-        Some(Value::Word(w)) => Ok(Spec::new(w.clone())),
-        Some(other) => Err(args.invalid(
-            "(inner)",
-            format!("the first argument must be an optimizer spec, got {other}"),
-        )),
-        None => Err(args.invalid(
-            "(inner)",
-            format!("{wrapper} needs the optimizer it wraps as first argument, e.g. {example}"),
-        )),
-    }
-}
-
-/// The error of an optimizer that cannot step without a tensor's gradient.
-pub(crate) fn refuse_absent(name: &str, layout: &Layout, seg: usize) -> Error {
-    Error::MissingGradient {
-        optimizer: name.to_string(),
-        tensor: layout
-            .segments()
-            .get(seg)
-            .map_or_else(|| format!("#{seg}"), |s| s.name.clone()),
-    }
-}
-
-/// Group index of every segment (0 when no group matches).
-pub(crate) fn assign_groups(
-    layout: &Layout,
-    groups: &[ParamGroup],
-    options: &Options,
-) -> Result<Vec<usize>> {
-    // A shard holds pieces of some tensors only: patterns must match in the whole model.
-    let model = options.distributed.as_ref().map_or(layout, |d| &*d.full);
-    for group in groups {
-        for pattern in &group.params {
-            if !model
-                .segments()
-                .iter()
-                .any(|s| layout::glob_match(pattern, &s.name))
-            {
-                return Err(Error::Layout(format!(
-                    "parameter group pattern '{pattern}' matches no tensor (tensors: {})",
-                    model
-                        .segments()
-                        .iter()
-                        .map(|s| s.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
-            }
-        }
-    }
-    Ok(layout
-        .segments()
-        .iter()
-        .map(|s| {
-            groups
-                .iter()
-                .position(|g| g.params.iter().any(|p| layout::glob_match(p, &s.name)))
-                .map_or(0, |i| i + 1)
-        })
-        .collect())
 }

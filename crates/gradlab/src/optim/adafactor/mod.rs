@@ -35,7 +35,7 @@ use super::state::{
     refuse_foreign, saved_tensor, state_error, StateDict, StateMeta, STATE_VERSION,
 };
 use super::{Layout, Optimizer, Options, ParamAccess, ParamGroup, StepOutcome};
-use crate::spec::{Args, Domain, Spec, Value};
+use crate::spec::{Args, Spec};
 use crate::{Error, Real, Result};
 use exchange::Exchange;
 use kernels::{
@@ -44,86 +44,11 @@ use kernels::{
 };
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Hyperparameters of `adafactor` (one parameter group).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct AdafactorConfig {
-    /// Learning rate γ, the cap of the relative step size ρ (default 1e-2).
-    pub lr: f64,
-    /// The exponent of the second moment's averaging weight `t^beta2_decay` (default −0.8,
-    /// at most 0).
-    pub beta2_decay: f64,
-    /// ε1, the floor of V̂ (squared) and of the row means; `None` is the machine epsilon of
-    /// the parameters' type (the default).
-    pub eps1: Option<f64>,
-    /// ε2, the floor of RMS(θ) in the step size (default 1e-3).
-    pub eps2: f64,
-    /// The clipping threshold d of RMS(U) (default 1, at least 1).
-    pub d: f64,
-    /// Decoupled weight decay λ, by γ (default 0).
-    pub weight_decay: f64,
-    /// The second moment of vectors stored in bfloat16, rounded stochastically
-    /// (`state_dtype=bf16`, optimizer-wide; the factored means, O(rows + cols), keep the
-    /// parameters' type).
-    pub bf16_state: bool,
-}
+mod config;
+mod saved;
 
-impl AdafactorConfig {
-    fn parse(args: &Args) -> Result<Self> {
-        let (eps1, eps2) = parse_eps(args)?;
-        Ok(AdafactorConfig {
-            lr: args.number("lr", 1e-2, Domain::NON_NEGATIVE)?,
-            beta2_decay: args.number(
-                "beta2_decay",
-                -0.8,
-                Domain::new(f64::NEG_INFINITY, true, 0.0, false),
-            )?,
-            eps1,
-            eps2,
-            d: args.number("d", 1.0, Domain::new(1.0, false, f64::INFINITY, true))?,
-            weight_decay: args.number("weight_decay", 0.0, Domain::NON_NEGATIVE)?,
-            bf16_state: args.word("state_dtype", "f32", &["f32", "bf16"])? == "bf16",
-        })
-    }
-
-    fn to_spec(self) -> Spec {
-        let eps1 = match self.eps1 {
-            Some(e) => Value::Num(e),
-            None => Value::Word("none".into()),
-        };
-        let spec = Spec::new("adafactor")
-            .with("lr", self.lr)
-            .with("beta2_decay", self.beta2_decay)
-            .with("eps", Value::Tuple(vec![eps1, Value::Num(self.eps2)]))
-            .with("d", self.d)
-            .with("weight_decay", self.weight_decay);
-        if self.bf16_state {
-            spec.with("state_dtype", Value::Word("bf16".into()))
-        } else {
-            spec
-        }
-    }
-}
-
-/// `eps=(ε1, ε2)`, ε1 a number or `none`.
-fn parse_eps(args: &Args) -> Result<(Option<f64>, f64)> {
-    const FORM: &str = "must be a pair (eps1, eps2) of non-negative numbers, eps1 possibly none, such as (none, 1e-3)";
-    let items = match args.value("eps") {
-        None => return Ok((None, 1e-3)),
-        Some(Value::Tuple(items)) | Some(Value::List(items)) if items.len() == 2 => items,
-        Some(v) => return Err(args.invalid("eps", format!("{FORM}, got {v}"))),
-    };
-    let number = |v: &Value| match v {
-        Value::Num(x) => Domain::NON_NEGATIVE
-            .check(*x)
-            .map_err(|m| args.invalid("eps", m)),
-        other => Err(args.invalid("eps", format!("{FORM}, got {other}"))),
-    };
-    let eps1 = match &items[0] {
-        Value::Word(w) if w == "none" => None,
-        v => Some(number(v)?),
-    };
-    Ok((eps1, number(&items[1])?))
-}
+use config::parse;
+pub use config::AdafactorConfig;
 
 /// Scratch sized at construction, so that steps do not allocate.
 #[derive(Default)]
@@ -365,13 +290,6 @@ fn grow<X: Clone>(v: &mut Vec<X>, n: usize, x: X) {
     }
 }
 
-fn parse(spec: &Spec) -> Result<AdafactorConfig> {
-    let args = Args::new(spec, 0);
-    let cfg = AdafactorConfig::parse(&args)?;
-    args.finish()?;
-    Ok(cfg)
-}
-
 impl<T: Real> Optimizer<T> for Adafactor<T> {
     fn name(&self) -> &'static str {
         "adafactor"
@@ -502,143 +420,12 @@ impl<T: Real> Optimizer<T> for Adafactor<T> {
     }
 
     fn state_dict(&self) -> StateDict<T> {
-        let mut tensors = BTreeMap::new();
-        let mut scalars = BTreeMap::new();
-        let mut whole = BTreeSet::new();
-        for ((s, m), full) in self
-            .layout
-            .segments()
-            .iter()
-            .zip(&self.moments)
-            .zip(&self.shapes)
-        {
-            for (key, shape, values) in saved_buffers(&s.shape, full, m) {
-                let key = format!("{}/{key}", s.name);
-                if matches!(m, Moment::Factored { .. }) {
-                    whole.insert(key.clone());
-                }
-                tensors.insert(key, (shape, values));
-            }
-            scalars.insert(
-                s.name.clone(),
-                BTreeMap::from([("step".to_string(), self.steps as f64)]),
-            );
-        }
-        StateDict {
-            meta: StateMeta {
-                version: STATE_VERSION,
-                optimizer: "adafactor".into(),
-                groups: self.group_specs().iter().map(|s| s.to_string()).collect(),
-                step: self.steps,
-                scalars,
-                extra: BTreeMap::new(),
-                whole,
-            },
-            tensors,
-        }
+        self.saved_state()
     }
 
     fn load_state_dict(&mut self, state: &StateDict<T>) -> Result<()> {
-        super::state::check_optimizer(&state.meta.optimizer, "adafactor")?;
-        let configs = load_configs(&state.meta.groups, self.configs.len())?;
-        if configs[0].bf16_state != self.configs[0].bf16_state {
-            return Err(state_error(
-                None,
-                format!(
-                    "was saved with state_dtype={}, the optimizer has state_dtype={}",
-                    dtype(configs[0].bf16_state),
-                    dtype(self.configs[0].bf16_state)
-                ),
-            ));
-        }
-        let mut moments = self.moments.clone();
-        let mut own = BTreeSet::new();
-        for ((s, m), full) in self
-            .layout
-            .segments()
-            .iter()
-            .zip(moments.iter_mut())
-            .zip(&self.shapes)
-        {
-            let mut saved = Vec::new();
-            for (key, shape, _) in saved_buffers(&s.shape, full, m) {
-                let key = format!("{}/{key}", s.name);
-                saved.push(saved_tensor(state, &key, &shape)?);
-                own.insert(key);
-            }
-            match m {
-                Moment::Factored {
-                    row_var, col_var, ..
-                } => {
-                    row_var.copy_from_slice(saved[0]);
-                    col_var.copy_from_slice(saved[1]);
-                }
-                Moment::Full { variance } => variance.copy_from_slice(saved[0]),
-                Moment::Compact { bits, .. } => {
-                    for (b, v) in bits.iter_mut().zip(saved[0]) {
-                        *b = to_bf16_nearest(v.to_f32());
-                    }
-                }
-            }
-        }
-        refuse_foreign(state, &own)?;
-        self.moments = moments;
-        self.configs = configs;
-        self.steps = state.meta.step;
-        Ok(())
+        self.restore_state(state)
     }
-}
-
-/// A tensor's saved buffers: name, shape as torch keeps it (`[..., n, 1]` and `[..., 1, m]`
-/// for the factored means, from the `whole` tensor's shape; V in the `held` elements' shape)
-/// and values.
-fn saved_buffers<T: Real>(
-    held: &[usize],
-    whole: &[usize],
-    m: &Moment<T>,
-) -> Vec<(&'static str, Vec<usize>, Vec<T>)> {
-    match m {
-        Moment::Factored {
-            row_var, col_var, ..
-        } => {
-            let d = whole.len();
-            let mut rows = whole.to_vec();
-            rows[d - 1] = 1;
-            let mut cols = whole.to_vec();
-            cols[d - 2] = 1;
-            vec![(ROW, rows, row_var.clone()), (COL, cols, col_var.clone())]
-        }
-        Moment::Full { variance } => vec![(VARIANCE, held.to_vec(), variance.clone())],
-        Moment::Compact { bits, .. } => {
-            let values = bits.iter().map(|&b| T::from_f32(from_bf16(b))).collect();
-            vec![(VARIANCE, held.to_vec(), values)]
-        }
-    }
-}
-
-fn dtype(bf16: bool) -> &'static str {
-    if bf16 {
-        "bf16"
-    } else {
-        "f32"
-    }
-}
-
-/// The groups' hyperparameters as they stood when a state was saved.
-fn load_configs(groups: &[String], expected: usize) -> Result<Vec<AdafactorConfig>> {
-    if groups.len() != expected {
-        return Err(state_error(
-            None,
-            format!(
-                "has {} parameter groups, the optimizer has {expected}",
-                groups.len()
-            ),
-        ));
-    }
-    groups
-        .iter()
-        .map(|text| parse(&crate::spec::parse(text)?))
-        .collect()
 }
 
 impl<T: Real> std::fmt::Debug for Adafactor<T> {

@@ -27,91 +27,15 @@ use super::standalone::{check_gradients, chunk_count, sum_chunks, Checked};
 use super::state::{refuse_foreign, saved_extra, saved_tensor};
 use super::state::{state_error, StateDict, StateMeta, STATE_VERSION};
 use super::{Layout, Optimizer, Options, ParamAccess, ParamGroup, StepOutcome};
-use crate::spec::{Args, Domain, Spec, Value};
+use crate::spec::{Args, Spec};
 use crate::{Error, Real, Result};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Hyperparameters of `prodigy` (one parameter group).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ProdigyConfig {
-    /// Learning rate γ, a factor on the estimated step (default 1).
-    pub lr: f64,
-    /// (β1, β2) (default (0.9, 0.999)).
-    pub betas: (f64, f64),
-    /// β3, the decay of s and of the numerator (default `None`: √β2).
-    pub beta3: Option<f64>,
-    /// ε, times d in the denominator (default 1e-8).
-    pub eps: f64,
-    /// Weight decay λ (default 0).
-    pub weight_decay: f64,
-    /// Decoupled (AdamW-style, by dlr) rather than L2 decay (default true).
-    pub decouple: bool,
-    /// Bias-correct the step (default false).
-    pub use_bias_correction: bool,
-    /// s accumulates (d/d0)·d·g instead of (d/d0)·dlr·g (default false).
-    pub safeguard_warmup: bool,
-    /// The initial estimate d0 (default 1e-6).
-    pub d0: f64,
-    /// The factor on the estimate d̂ (default 1).
-    pub d_coef: f64,
-    /// The largest factor d may grow by per step (default inf).
-    pub growth_rate: f64,
-}
+mod config;
+mod saved;
 
-/// Keys a parameter group may set; the others are the optimizer's.
-const GROUP_KEYS: &[&str] = &["weight_decay", "eps", "safeguard_warmup", "lr"];
-
-impl ProdigyConfig {
-    fn parse(args: &Args) -> Result<Self> {
-        let beta3 = args.opt_number("beta3", Domain::DECAY)?;
-        Ok(ProdigyConfig {
-            lr: args.number("lr", 1.0, Domain::NON_NEGATIVE)?,
-            betas: super::rule::check::betas(args, (0.9, 0.999))?,
-            beta3,
-            eps: args.number("eps", 1e-8, Domain::POSITIVE)?,
-            weight_decay: args.number("weight_decay", 0.0, Domain::NON_NEGATIVE)?,
-            decouple: args.bool("decouple", true)?,
-            use_bias_correction: args.bool("use_bias_correction", false)?,
-            safeguard_warmup: args.bool("safeguard_warmup", false)?,
-            d0: args.number("d0", 1e-6, Domain::POSITIVE)?,
-            d_coef: args.number("d_coef", 1.0, Domain::POSITIVE)?,
-            growth_rate: args.limit(
-                "growth_rate",
-                f64::INFINITY,
-                Domain::new(1.0, false, f64::INFINITY, true),
-            )?,
-        })
-    }
-
-    fn to_spec(self) -> Spec {
-        let spec = Spec::new("prodigy")
-            .with("lr", self.lr)
-            .with("betas", self.betas);
-        let spec = match self.beta3 {
-            Some(b) => spec.with("beta3", b),
-            None => spec,
-        };
-        spec.with("eps", self.eps)
-            .with("weight_decay", self.weight_decay)
-            .with("decouple", self.decouple)
-            .with("use_bias_correction", self.use_bias_correction)
-            .with("safeguard_warmup", self.safeguard_warmup)
-            .with("d0", self.d0)
-            .with("d_coef", self.d_coef)
-            .with("growth_rate", Value::Num(self.growth_rate))
-    }
-
-    fn beta3(&self) -> f64 {
-        self.beta3.unwrap_or(self.betas.1.sqrt())
-    }
-}
-
-fn parse(spec: &Spec) -> Result<ProdigyConfig> {
-    let args = Args::new(spec, 0);
-    let cfg = ProdigyConfig::parse(&args)?;
-    args.finish()?;
-    Ok(cfg)
-}
+pub use config::ProdigyConfig;
+use config::{parse, GROUP_KEYS};
 
 /// The optimizer-wide estimate.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -536,121 +460,11 @@ impl<T: Real> Optimizer<T> for Prodigy<T> {
     }
 
     fn state_dict(&self) -> StateDict<T> {
-        let mut tensors = BTreeMap::new();
-        let mut scalars = BTreeMap::new();
-        for s in self.layout.segments() {
-            for (key, buf) in self.named_buffers() {
-                tensors.insert(
-                    format!("{}/{key}", s.name),
-                    (s.shape.clone(), buf[s.offset..s.offset + s.len].to_vec()),
-                );
-            }
-            scalars.insert(
-                s.name.clone(),
-                BTreeMap::from([("step".to_string(), self.estimate.k as f64)]),
-            );
-        }
-        let e = &self.estimate;
-        StateDict {
-            meta: StateMeta {
-                version: STATE_VERSION,
-                optimizer: "prodigy".into(),
-                groups: self.group_specs().iter().map(|s| s.to_string()).collect(),
-                step: e.k,
-                scalars,
-                extra: BTreeMap::from([
-                    (D.to_string(), e.d),
-                    (D_MAX.to_string(), e.d_max),
-                    (D_NUMERATOR.to_string(), e.d_numerator),
-                    (K.to_string(), e.k as f64),
-                    (STARTED.to_string(), if e.started { 1.0 } else { 0.0 }),
-                ]),
-                whole: Default::default(),
-            },
-            tensors,
-        }
+        self.saved_state()
     }
 
     fn load_state_dict(&mut self, state: &StateDict<T>) -> Result<()> {
-        super::state::check_optimizer(&state.meta.optimizer, "prodigy")?;
-        let groups = &state.meta.groups;
-        if groups.len() != self.configs.len() {
-            return Err(state_error(
-                None,
-                format!(
-                    "has {} parameter groups, the optimizer has {}",
-                    groups.len(),
-                    self.configs.len()
-                ),
-            ));
-        }
-        let configs = groups
-            .iter()
-            .map(|text| parse(&crate::spec::parse(text)?))
-            .collect::<Result<Vec<_>>>()?;
-        let extra = |key: &str| saved_extra(state, key);
-        let estimate = Estimate {
-            d: extra(D)?,
-            d_max: extra(D_MAX)?,
-            d_numerator: extra(D_NUMERATOR)?,
-            k: state.meta.step,
-            started: extra(STARTED)? != 0.0,
-        };
-        if extra(K)? != estimate.k as f64 || !(estimate.d > 0.0 && estimate.d.is_finite()) {
-            return Err(state_error(
-                None,
-                format!(
-                    "has an inconsistent estimate (d = {}, k = {}, step = {})",
-                    estimate.d,
-                    extra(K)?,
-                    estimate.k
-                ),
-            ));
-        }
-        let n = self.layout.total();
-        let mut loaded = Buffers {
-            s: vec![T::ZERO; n],
-            p0: vec![T::ZERO; n],
-            exp_avg: vec![T::ZERO; n],
-            exp_avg_sq: vec![T::ZERO; n],
-        };
-        let mut own = BTreeSet::new();
-        for s in self.layout.segments() {
-            for (key, buf) in loaded.named_mut() {
-                let key = format!("{}/{key}", s.name);
-                buf[s.offset..s.offset + s.len]
-                    .copy_from_slice(saved_tensor(state, &key, &s.shape)?);
-                own.insert(key);
-            }
-        }
-        refuse_foreign(state, &own)?;
-        self.buffers = loaded;
-        self.estimate = estimate;
-        self.configs = configs;
-        Ok(())
-    }
-}
-
-impl<T: Real> Prodigy<T> {
-    fn named_buffers(&self) -> [(&'static str, &Vec<T>); 4] {
-        let b = &self.buffers;
-        [
-            (S, &b.s),
-            (P0, &b.p0),
-            (EXP_AVG, &b.exp_avg),
-            (EXP_AVG_SQ, &b.exp_avg_sq),
-        ]
-    }
-}
-
-impl<T> Buffers<T> {
-    fn named_mut(&mut self) -> [(&'static str, &mut Vec<T>); 4] {
-        [
-            (S, &mut self.s),
-            (P0, &mut self.p0),
-            (EXP_AVG, &mut self.exp_avg),
-            (EXP_AVG_SQ, &mut self.exp_avg_sq),
-        ]
+        self.restore_state(state)
     }
 }
 
