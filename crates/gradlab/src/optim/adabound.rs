@@ -11,7 +11,7 @@
 //! θ ← θ − η m
 //! ```
 
-use super::rule::{check, Grad, Rule, Scalars, Slots, Sums};
+use super::rule::{check, Betas, Grad, Rule, Scalars, Slots, Sums};
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
@@ -126,12 +126,7 @@ impl Rule for AdaBound {
         let n = p.len();
         let step = T::from_f64(c.step_size);
         let (lower, upper) = (T::from_f64(c.lower), T::from_f64(c.upper));
-        let (b1, w1, b2, w2) = (
-            T::from_f64(c.b1),
-            T::from_f64(1.0 - c.b1),
-            T::from_f64(c.b2),
-            T::from_f64(1.0 - c.b2),
-        );
+        let betas = Betas::<T>::new(c.b1, c.b2);
         let eps = T::from_f64(c.eps);
         let wd = T::from_f64(c.weight_decay);
         let (m, v) = (&mut s.a[..n], &mut s.b[..n]);
@@ -140,8 +135,8 @@ impl Rule for AdaBound {
             if c.weight_decay != 0.0 {
                 d = d + wd * p[i];
             }
-            m[i] = m[i] * b1 + w1 * d;
-            v[i] = v[i] * b2 + w2 * d * d;
+            m[i] = betas.mul_add_first(m[i], d);
+            v[i] = betas.second(v[i], d);
             let second = if c.amsbound {
                 let vmax = s.c[i].max(v[i]);
                 s.c[i] = vmax;

@@ -11,7 +11,9 @@
 //! ```
 //! ε is added after the bias correction of √v, exactly as PyTorch does.
 
-use super::rule::{check, decay_terms, Buffer, CompactSlots, Grad, Rule, Scalars, Slots, Sums};
+use super::rule::{
+    check, decay_terms, Betas, Buffer, CompactSlots, Grad, Rule, Scalars, Slots, Sums,
+};
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
@@ -206,10 +208,7 @@ fn adam_loop<T, M, V, X, const AMSGRAD: bool, const SMALL_WEIGHT: bool>(
     let neg_step = T::from_f64(-c.step_size);
     // Exactly `√v / bc2_sqrt` as PyTorch divides, without a division per element.
     let bc2_sqrt = crate::real::Divisor::new(T::from_f64(c.bc2_sqrt));
-    let w1 = T::from_f64(1.0 - c.b1);
-    let b1 = T::from_f64(c.b1);
-    let b2 = T::from_f64(c.b2);
-    let w2 = T::from_f64(1.0 - c.b2);
+    let betas = Betas::<T>::new(c.b1, c.b2);
     let eps = T::from_f64(c.eps);
     let l2 = T::from_f64(c.l2);
     let decay = T::from_f64(c.decay_factor);
@@ -221,15 +220,9 @@ fn adam_loop<T, M, V, X, const AMSGRAD: bool, const SMALL_WEIGHT: bool>(
     for (i, param) in p.iter_mut().enumerate() {
         let theta = *param * decay;
         let d = g.at(i) + l2 * theta;
-        let mi = m.get(i);
-        // PyTorch's lerp: the form depends on whether the weight is below one half.
-        let m_new = if SMALL_WEIGHT {
-            mi + w1 * (d - mi)
-        } else {
-            d - (d - mi) * b1
-        };
+        let m_new = betas.lerp_first_in::<SMALL_WEIGHT>(m.get(i), d);
         m.set(i, m_new);
-        let v_new = v.get(i) * b2 + w2 * d * d;
+        let v_new = betas.second(v.get(i), d);
         v.set(i, v_new);
         let second = if AMSGRAD {
             let top = vmax.get(i).max(v_new);

@@ -7,7 +7,7 @@
 //! θ ← θ − (γ / (1 − β1^t)) · m / u
 //! ```
 
-use super::rule::{check, lerp, Buffer, CompactSlots, Grad, Rule, Scalars, Slots, Sums};
+use super::rule::{check, Betas, Buffer, CompactSlots, Grad, Rule, Scalars, Slots, Sums};
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
@@ -119,11 +119,7 @@ fn adamax_loop<T: Real, M: Buffer<T>, U: Buffer<T>>(
     m.assert_len(p.len());
     u.assert_len(p.len());
     let neg_clr = T::from_f64(-c.clr);
-    let (w1, b1, b2) = (
-        T::from_f64(1.0 - c.b1),
-        T::from_f64(c.b1),
-        T::from_f64(c.b2),
-    );
+    let betas = Betas::<T>::new(c.b1, c.b2);
     let eps = T::from_f64(c.eps);
     let wd = T::from_f64(c.weight_decay);
     for (i, param) in p.iter_mut().enumerate() {
@@ -131,9 +127,9 @@ fn adamax_loop<T: Real, M: Buffer<T>, U: Buffer<T>>(
         if c.weight_decay != 0.0 {
             d = d + wd * *param;
         }
-        let m_new = lerp(m.get(i), d, w1, b1);
+        let m_new = betas.lerp_first(m.get(i), d);
         m.set(i, m_new);
-        let u_new = (u.get(i) * b2).max(d.abs() + eps);
+        let u_new = (u.get(i) * betas.b2).max(d.abs() + eps);
         u.set(i, u_new);
         *param = *param + neg_clr * m_new / u_new;
     }

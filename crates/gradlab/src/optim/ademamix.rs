@@ -14,7 +14,8 @@
 //! The slow momentum is not bias-corrected.
 
 use super::rule::{
-    check, lerp, pytorch_optimizer_decay, Buffer, CompactSlots, Grad, Rule, Scalars, Slots, Sums,
+    check, lerp, pytorch_optimizer_decay, AdamMoments, Buffer, CompactSlots, Grad, Rule, Scalars,
+    Slots, Sums,
 };
 use crate::spec::{Args, Domain, Spec};
 use crate::{Real, Result};
@@ -188,21 +189,15 @@ fn ademamix_loop<T: Real, M: Buffer<T>, V: Buffer<T>, S: Buffer<T>>(
     v.assert_len(p.len());
     m2.assert_len(p.len());
     let neg_lr = T::from_f64(-c.lr);
-    let (w1, b1) = (T::from_f64(1.0 - c.b1), T::from_f64(c.b1));
-    let (b2, w2) = (T::from_f64(c.b2), T::from_f64(1.0 - c.b2));
+    let k = AdamMoments::<T>::new(c.b1, c.b2, c.l2, c.decay_factor);
     let (w3, b3) = (T::from_f64(1.0 - c.b3), T::from_f64(c.b3));
     let bc1 = T::from_f64(c.bc1);
     // Exactly `√v / bc2_sqrt`, without a division per element.
     let bc2_sqrt = crate::real::Divisor::new(T::from_f64(c.bc2_sqrt));
     let (alpha, eps) = (T::from_f64(c.alpha), T::from_f64(c.eps));
-    let (l2, decay) = (T::from_f64(c.l2), T::from_f64(c.decay_factor));
     for (i, param) in p.iter_mut().enumerate() {
-        let theta = *param * decay;
-        let d = g.at(i) + l2 * theta;
-        let fast = lerp(m1.get(i), d, w1, b1);
-        m1.set(i, fast);
-        let second = v.get(i) * b2 + w2 * d * d;
-        v.set(i, second);
+        // Decay, fast momentum and second moment exactly as Adam's.
+        let (theta, d, fast, second) = k.step(i, *param, g.at(i), &mut m1, &mut v);
         let slow = lerp(m2.get(i), d, w3, b3);
         m2.set(i, slow);
         let denom = bc2_sqrt.divide(second.sqrt()) + eps;

@@ -13,7 +13,7 @@
 //! gradient instead.
 
 use super::rule::{
-    check, pytorch_optimizer_decay, Buffer, CompactSlots, Grad, Rule, Scalars, Slots, Sums,
+    check, pytorch_optimizer_decay, Betas, Buffer, CompactSlots, Grad, Rule, Scalars, Slots, Sums,
 };
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
@@ -149,7 +149,7 @@ fn adopt_loop<T: Real, M: Buffer<T>, V: Buffer<T>>(
     v.assert_len(p.len());
     let l2 = T::from_f64(c.l2);
     let decay = T::from_f64(c.decay_factor);
-    let (b2, w2) = (T::from_f64(c.b2), T::from_f64(1.0 - c.b2));
+    let betas = Betas::<T>::new(c.b1, c.b2);
     if c.first {
         for (i, param) in p.iter_mut().enumerate() {
             *param = *param * decay;
@@ -159,7 +159,6 @@ fn adopt_loop<T: Real, M: Buffer<T>, V: Buffer<T>>(
         return;
     }
     let neg_lr = T::from_f64(-c.lr);
-    let (w1, b1) = (T::from_f64(1.0 - c.b1), T::from_f64(c.b1));
     let eps = T::from_f64(c.eps);
     let clip = T::from_f64(c.clip);
     for (i, param) in p.iter_mut().enumerate() {
@@ -167,9 +166,9 @@ fn adopt_loop<T: Real, M: Buffer<T>, V: Buffer<T>>(
         let d = g.at(i) + l2 * theta;
         let vi = v.get(i);
         let normed = (d / vi.sqrt().max(eps)).max(-clip).min(clip);
-        let m_new = super::rule::lerp(m.get(i), normed, w1, b1);
+        let m_new = betas.lerp_first(m.get(i), normed);
         m.set(i, m_new);
         *param = theta + neg_lr * m_new;
-        v.set(i, vi * b2 + w2 * d * d);
+        v.set(i, betas.second(vi, d));
     }
 }

@@ -9,7 +9,9 @@
 //! θ ← θ − s τ r
 //! ```
 
-use super::rule::{check, lane_sums, Buffer, CompactSlots, Grad, Rule, Scalars, Slots, Sums};
+use super::rule::{
+    check, lane_sums, Betas, Buffer, CompactSlots, Grad, Rule, Scalars, Slots, Sums,
+};
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
@@ -184,21 +186,16 @@ fn moments<T: Real, M: Buffer<T>, V: Buffer<T>>(
     mut m: M,
     mut v: V,
 ) -> Sums {
-    let (b1, w1, b2, w2) = (
-        T::from_f64(c.b1),
-        T::from_f64(1.0 - c.b1),
-        T::from_f64(c.b2),
-        T::from_f64(1.0 - c.b2),
-    );
+    let betas = Betas::<T>::new(c.b1, c.b2);
     m.assert_len(p.len());
     v.assert_len(p.len());
     let [pp, rr] = lane_sums(p.len(), |i| {
         // SAFETY: lane_sums calls with i < n, the length of every buffer here.
         let pi = unsafe { *p.get_unchecked(i) };
         let d = g.at(i);
-        let m_new = m.get(i) * b1 + w1 * d;
+        let m_new = betas.mul_add_first(m.get(i), d);
         m.set(i, m_new);
-        let v_new = v.get(i) * b2 + w2 * d * d;
+        let v_new = betas.second(v.get(i), d);
         v.set(i, v_new);
         let r = c.direction(m_new, v_new, pi).to_f64();
         let x = pi.to_f64();

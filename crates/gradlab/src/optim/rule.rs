@@ -340,17 +340,70 @@ pub fn paired_for_each(n: usize, mut f: impl FnMut(usize)) {
     }
 }
 
-/// Per-step constants of the Adam family's shared first half (see [`AdamMoments::step`]).
+/// β1, β2 and their complements in the elements' type: the Adam family's two moving
+/// averages, written once. `v ← β2 v + (1 − β2) d²` is the same in every reference; the first
+/// moment comes in PyTorch's `lerp_` form (Adam, AdamW, NAdam, RAdam, AdEMAMix) or in
+/// torch-optimizer's `mul_(β1).add_(d, alpha=1 − β1)` form (LAMB, AdaBound, SWATS), which
+/// round differently.
 #[derive(Clone, Copy)]
-pub struct AdamMoments<T> {
-    /// 1 − β1 and β1 (for [`lerp`]).
-    pub w1: T,
+pub struct Betas<T> {
     /// β1.
     pub b1: T,
+    /// 1 − β1.
+    pub w1: T,
     /// β2.
     pub b2: T,
     /// 1 − β2.
     pub w2: T,
+}
+
+impl<T: Real> Betas<T> {
+    /// The constants of `(β1, β2)`.
+    #[inline(always)]
+    pub fn new(b1: f64, b2: f64) -> Self {
+        Betas {
+            b1: T::from_f64(b1),
+            w1: T::from_f64(1.0 - b1),
+            b2: T::from_f64(b2),
+            w2: T::from_f64(1.0 - b2),
+        }
+    }
+
+    /// `m ← lerp(m, d, 1 − β1)` as PyTorch computes it (see [`lerp`]).
+    #[inline(always)]
+    pub fn lerp_first(&self, m: T, d: T) -> T {
+        lerp(m, d, self.w1, self.b1)
+    }
+
+    /// [`Betas::lerp_first`] with its form chosen outside the loop (`SMALL_WEIGHT`:
+    /// `1 − β1 < 0.5`), so that the loop has no branch.
+    #[inline(always)]
+    pub fn lerp_first_in<const SMALL_WEIGHT: bool>(&self, m: T, d: T) -> T {
+        if SMALL_WEIGHT {
+            m + self.w1 * (d - m)
+        } else {
+            d - (d - m) * self.b1
+        }
+    }
+
+    /// `m ← β1 m + (1 − β1) d` (torch-optimizer's form).
+    #[inline(always)]
+    pub fn mul_add_first(&self, m: T, d: T) -> T {
+        m * self.b1 + self.w1 * d
+    }
+
+    /// `v ← β2 v + (1 − β2) d²`.
+    #[inline(always)]
+    pub fn second(&self, v: T, d: T) -> T {
+        v * self.b2 + self.w2 * d * d
+    }
+}
+
+/// Per-step constants of the Adam family's shared first half (see [`AdamMoments::step`]).
+#[derive(Clone, Copy)]
+pub struct AdamMoments<T> {
+    /// β1, β2 and their complements.
+    pub betas: Betas<T>,
     /// Coupled (L2) weight decay λ, or 0.
     pub l2: T,
     /// Decoupled decay factor 1 − γλ, or 1.
@@ -361,10 +414,7 @@ impl<T: Real> AdamMoments<T> {
     /// The constants for betas `(b1, b2)` and decay terms from [`decay_terms`].
     pub fn new(b1: f64, b2: f64, l2: f64, decay: f64) -> Self {
         AdamMoments {
-            w1: T::from_f64(1.0 - b1),
-            b1: T::from_f64(b1),
-            b2: T::from_f64(b2),
-            w2: T::from_f64(1.0 - b2),
+            betas: Betas::new(b1, b2),
             l2: T::from_f64(l2),
             decay: T::from_f64(decay),
         }
@@ -384,9 +434,9 @@ impl<T: Real> AdamMoments<T> {
     ) -> (T, T, T, T) {
         let theta = theta * self.decay;
         let d = g + self.l2 * theta;
-        let m_new = lerp(m.get(i), d, self.w1, self.b1);
+        let m_new = self.betas.lerp_first(m.get(i), d);
         m.set(i, m_new);
-        let v_new = v.get(i) * self.b2 + self.w2 * d * d;
+        let v_new = self.betas.second(v.get(i), d);
         v.set(i, v_new);
         (theta, d, m_new, v_new)
     }

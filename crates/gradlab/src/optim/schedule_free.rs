@@ -14,7 +14,7 @@
 //! average plays its part (warm-up only). [`Optimizer::eval_mode`](super::Optimizer::eval_mode)
 //! puts x into the parameters and `train_mode` y back, as the reference's `eval()`/`train()`.
 
-use super::rule::{check, lerp, Buffer, Grad, Rule, Scalars, Slots, Sums};
+use super::rule::{check, lerp, Betas, Buffer, Grad, Rule, Scalars, Slots, Sums};
 use crate::spec::{Args, Domain, Spec};
 use crate::{Real, Result};
 
@@ -233,11 +233,12 @@ fn adamw_loop<T: Real>(
     let wd = T::from_f64(c.weight_decay);
     let ckp1 = (T::from_f64(c.ckp1), T::from_f64(1.0 - c.ckp1));
     let (y_step, lr) = (T::from_f64(c.y_step), T::from_f64(c.lr));
-    let (b2, w2) = (T::from_f64(c.beta2), T::from_f64(1.0 - c.beta2));
+    // Only the second moment: β1 plays no part in it.
+    let betas = Betas::<T>::new(0.0, c.beta2);
     let (bc2, eps) = (T::from_f64(c.bias_correction2), T::from_f64(c.eps));
     for (i, y) in p.iter_mut().enumerate() {
         let gi = g.at(i);
-        let vi = v.get(i) * b2 + w2 * gi * gi;
+        let vi = betas.second(v.get(i), gi);
         v.set(i, vi);
         let d = gi / ((vi / bc2).sqrt() + eps) + wd * *y;
         let mut zi = z.get(i);

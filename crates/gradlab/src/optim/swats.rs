@@ -11,7 +11,7 @@
 //! the learned rate Λ are visible in [`super::Optimizer::scalar_state`]
 //! (`switched_at`, the step of the switch or 0, and `sgd_lr`) and through [`switch_status`].
 
-use super::rule::{check, lane_sums, Grad, Rule, Scalars, Slots, Sums};
+use super::rule::{check, lane_sums, Betas, Grad, Rule, Scalars, Slots, Sums};
 use super::Optimizer;
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
@@ -123,18 +123,17 @@ impl Rule for Swats {
     #[inline(always)]
     fn kernel<T: Real>(c: &SwatsCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
         let n = p.len();
-        let (b1, w1, b2, w2) = (
-            T::from_f64(c.b1),
-            T::from_f64(1.0 - c.b1),
-            T::from_f64(c.b2),
-            T::from_f64(1.0 - c.b2),
-        );
+        let betas = Betas::<T>::new(c.b1, c.b2);
         if c.sgd {
             let rate = T::from_f64((1.0 - c.b1) * c.sgd_lr);
             let buf = &mut s.c[..n];
             for i in 0..n {
                 let d = g.at(i);
-                buf[i] = if c.first_sgd { d } else { b1 * buf[i] + d };
+                buf[i] = if c.first_sgd {
+                    d
+                } else {
+                    betas.b1 * buf[i] + d
+                };
                 p[i] = p[i] - rate * buf[i];
             }
             return [0.0; 4];
@@ -152,8 +151,8 @@ impl Rule for Swats {
                 )
             };
             let d = g.at(i);
-            *mi = *mi * b1 + w1 * d;
-            *vi = *vi * b2 + w2 * d * d;
+            *mi = betas.mul_add_first(*mi, d);
+            *vi = betas.second(*vi, d);
             let step = neg_step * *mi / (vi.sqrt() + eps);
             *pi = *pi + step;
             let (x, y) = (step.to_f64(), d.to_f64());
