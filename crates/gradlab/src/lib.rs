@@ -27,6 +27,7 @@ pub mod memory;
 pub mod optim;
 pub mod pool;
 pub mod real;
+pub mod rng;
 pub mod schedule;
 pub mod spec;
 pub mod surface;

@@ -6,6 +6,7 @@
 //! Rules that need per-tensor norms first (LARS, LAMB) run [`Rule::pre_kernel`] over the
 //! whole tensor, then [`Rule::mid`] turns the norms into coefficients.
 
+pub use super::clip::Grad;
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
@@ -14,61 +15,6 @@ pub type Sums = [f64; 4];
 
 /// Per-tensor scalar state (`step` and rule-specific values), named by [`Rule::SCALARS`].
 pub type Scalars = [f64; 6];
-
-/// The gradient as the kernel sees it: already scaled by global-norm clipping and clamped by
-/// value clipping, both applied on the fly so the caller's gradient is never copied.
-///
-/// The engine builds it with exactly as many elements as the parameter chunk it goes with,
-/// so kernels index it without bounds checks (which would stop vectorisation).
-#[derive(Clone, Copy)]
-pub struct Grad<'a, T> {
-    raw: &'a [T],
-    scale: T,
-    bound: T,
-}
-
-impl<'a, T: Real> Grad<'a, T> {
-    /// A gradient chunk with its clipping factors (the engine's invariant: `raw` is exactly as
-    /// long as the parameter chunk).
-    pub(crate) fn new(raw: &'a [T], scale: T, bound: T) -> Self {
-        Grad { raw, scale, bound }
-    }
-
-    /// Elements `start..start + len` of the chunk, with the same clipping.
-    pub(crate) fn offset(&self, start: usize, len: usize) -> Self {
-        Grad {
-            raw: &self.raw[start..start + len],
-            ..*self
-        }
-    }
-
-    /// The raw gradient chunk (apply [`Grad::process`] to each element).
-    #[inline(always)]
-    pub fn raw(&self) -> &'a [T] {
-        self.raw
-    }
-
-    /// Clipping applied to one raw element (plain comparisons: cheaper than NaN-aware
-    /// `max`/`min`, and the gradients are known to be finite by now).
-    #[inline(always)]
-    pub fn process(&self, x: T) -> T {
-        let y = x * self.scale;
-        let y = if y > self.bound { self.bound } else { y };
-        if y < -self.bound {
-            -self.bound
-        } else {
-            y
-        }
-    }
-
-    /// The processed gradient element `i` (`i` below the chunk length).
-    #[inline(always)]
-    pub fn at(&self, i: usize) -> T {
-        debug_assert!(i < self.raw.len());
-        // SAFETY: kernels index below the parameter chunk's length, which equals raw's.
-        self.process(unsafe { *self.raw.get_unchecked(i) })
-    }
-}
 
 /// Up to three per-element state buffers of one chunk (unused ones are empty).
 pub struct Slots<'a, T> {
@@ -84,11 +30,11 @@ pub struct Slots<'a, T> {
 /// that read and write them directly ([`Rule::compact_kernel`]).
 pub struct CompactSlots<'a> {
     /// First buffer.
-    pub a: super::compact::Bf16Slot<'a>,
+    pub a: super::bf16::Bf16Slot<'a>,
     /// Second buffer.
-    pub b: super::compact::Bf16Slot<'a>,
+    pub b: super::bf16::Bf16Slot<'a>,
     /// Third buffer.
-    pub c: super::compact::Bf16Slot<'a>,
+    pub c: super::bf16::Bf16Slot<'a>,
 }
 
 /// An element buffer as a kernel sees it: values of `T`, stored as `T` or as bfloat16, so
@@ -119,14 +65,14 @@ impl<T: Real> Buffer<T> for &mut [T] {
     }
 }
 
-impl<T: Real> Buffer<T> for super::compact::Bf16Slot<'_> {
+impl<T: Real> Buffer<T> for super::bf16::Bf16Slot<'_> {
     #[inline(always)]
     fn get(&self, i: usize) -> T {
-        super::compact::Bf16Slot::get(self, i)
+        super::bf16::Bf16Slot::get(self, i)
     }
     #[inline(always)]
     fn set(&mut self, i: usize, x: T) {
-        super::compact::Bf16Slot::set(self, i, x)
+        super::bf16::Bf16Slot::set(self, i, x)
     }
     #[inline(always)]
     fn assert_len(&self, n: usize) {

@@ -25,7 +25,7 @@ impl<T: Real> Checked<T> {
             norm,
             coef,
             scale: T::from_f64(coef),
-            bound: T::from_f64(options.clip_value.unwrap_or(f64::INFINITY)),
+            bound: super::clip::value_clip_bound(options),
         }
     }
 
@@ -135,10 +135,7 @@ pub(crate) fn verdict<T: Real>(
         };
     }
     let norm = squared.sqrt();
-    let coef = match options.clip_norm {
-        Some(max) => (max / (norm + 1e-6)).min(1.0),
-        None => 1.0,
-    };
+    let coef = super::clip::norm_clip_factor(options, norm);
     Ok(Some(Checked::new(options, norm, coef)))
 }
 

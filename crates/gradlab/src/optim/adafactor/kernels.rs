@@ -4,7 +4,7 @@
 //! count.
 
 use super::AdafactorConfig;
-use crate::optim::compact::Bf16Slot;
+use crate::optim::bf16::Bf16Slot;
 use crate::optim::plan::{Shared, CHUNK};
 use crate::optim::rule::{lane_sums, lerp, paired_for_each, paired_lane_sums, Buffer, Grad};
 use crate::optim::simd::wide_call;

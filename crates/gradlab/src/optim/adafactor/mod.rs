@@ -28,7 +28,7 @@
 mod exchange;
 mod kernels;
 
-use super::compact::{from_bf16, to_bf16_nearest};
+use super::bf16::{from_bf16, to_bf16_nearest};
 use super::rule::Grad;
 use super::standalone::{check_shapes, chunk_count, squared_norm, verdict, Checked};
 use super::state::{

@@ -4,7 +4,7 @@
 //! lent), `pass` (one fused kernel pass over chunks on the thread pool), `gradient_check`
 //! (non-finite gradients and the global norm) and `saved` (state save/restore) hold the rest.
 
-use super::compact;
+use super::bf16;
 use super::plan::Plan;
 use super::rule::{Rule, Scalars, Sums};
 use super::state::StateDict;
@@ -135,14 +135,14 @@ impl<T: Real, R: Rule> Engine<T, R> {
         })
     }
 
-    /// Stores the element buffers in bfloat16 (see [`compact`]).
+    /// Stores the element buffers in bfloat16 (see [`bf16`]).
     fn with_bf16_state(mut self) -> Self {
         self.compact = self
             .slots
             .iter()
             .map(|buf| {
                 buf.iter()
-                    .map(|x| compact::to_bf16_nearest(x.to_f32()))
+                    .map(|x| bf16::to_bf16_nearest(x.to_f32()))
                     .collect()
             })
             .collect();
@@ -155,7 +155,7 @@ impl<T: Real, R: Rule> Engine<T, R> {
         match self.compact.get(slot) {
             Some(bits) => bits[range]
                 .iter()
-                .map(|&b| T::from_f32(compact::from_bf16(b)))
+                .map(|&b| T::from_f32(bf16::from_bf16(b)))
                 .collect(),
             None => self.slots[slot][range].to_vec(),
         }
@@ -166,7 +166,7 @@ impl<T: Real, R: Rule> Engine<T, R> {
         match self.compact.get_mut(slot) {
             Some(bits) => {
                 for (b, x) in bits[range].iter_mut().zip(values) {
-                    *b = compact::to_bf16_nearest(x.to_f32());
+                    *b = bf16::to_bf16_nearest(x.to_f32());
                 }
             }
             None => self.slots[slot][range].copy_from_slice(values),

@@ -3,7 +3,7 @@
 
 use super::gradient_check::{exact_square_sum, square_sum};
 use super::Engine;
-use crate::optim::compact;
+use crate::optim::bf16;
 use crate::optim::plan::Shared;
 use crate::optim::rule::{CompactSlots, Grad, Rule, Slots, Sums};
 use crate::Real;
@@ -92,7 +92,7 @@ impl<T: Real, R: Rule> Engine<T, R> {
                     let first = first_index + global.start as u64;
                     let [a, b, c] = std::array::from_fn(|k| {
                         let bits = compact_views[k].slice(global.clone());
-                        compact::Bf16Slot::new(bits, first, step, k as u32)
+                        bf16::Bf16Slot::new(bits, first, step, k as u32)
                     });
                     let slots = &mut CompactSlots { a, b, c };
                     let params = std::slice::from_raw_parts_mut(p, n);

@@ -2,6 +2,7 @@
 //! passes over the tensors, held all at once or lent one at a time.
 
 use super::Engine;
+use crate::optim::clip::{norm_clip_factor, value_clip_bound};
 use crate::optim::rule::Rule;
 use crate::optim::state::state_error;
 use crate::optim::{NonFinitePolicy, Optimizer, ParamAccess, StepOutcome};
@@ -81,12 +82,9 @@ impl<T: Real, R: Rule> Engine<T, R> {
             };
         }
         let mut grad_norm = sumsq.sqrt();
-        let clip_coef = match self.options.clip_norm {
-            Some(max_norm) => (max_norm / (grad_norm + 1e-6)).min(1.0),
-            None => 1.0,
-        };
+        let clip_coef = norm_clip_factor(&self.options, grad_norm);
         let scale = T::from_f64(clip_coef);
-        let bound = T::from_f64(self.options.clip_value.unwrap_or(f64::INFINITY));
+        let bound = value_clip_bound::<T>(&self.options);
         for (seg, &g) in self.seg_group.iter().enumerate() {
             if !self.absent[seg] {
                 self.coefs[seg] = R::begin(&self.configs[g], &mut self.scalars[seg]);

@@ -3,7 +3,7 @@
 
 use super::MuonConfig;
 use crate::matmul::{gemm, MatRef};
-use crate::optim::compact::{from_bf16, to_bf16_nearest};
+use crate::optim::bf16::{from_bf16, to_bf16_nearest};
 
 /// Rounds to bfloat16 (to nearest, ties to even) and back.
 #[inline(always)]
