@@ -145,6 +145,23 @@ pub(crate) fn wrapped_spec(args: &crate::spec::Args, example: &str) -> Result<Sp
     }
 }
 
+/// Refuses parameters lent as another number of tensors than the layout has.
+pub(crate) fn check_param_count<T>(
+    name: &str,
+    layout: &Layout,
+    params: &dyn ParamAccess<T>,
+) -> Result<()> {
+    let expected = layout.segments().len();
+    if params.count() == expected {
+        Ok(())
+    } else {
+        Err(Error::Layout(format!(
+            "{name}: expected {expected} parameter tensors, got {}",
+            params.count()
+        )))
+    }
+}
+
 /// The error of an optimizer that cannot step without a tensor's gradient.
 pub(crate) fn refuse_absent(name: &str, layout: &Layout, seg: usize) -> Error {
     Error::MissingGradient {

@@ -83,7 +83,7 @@ pub(crate) mod standalone;
 pub mod state;
 pub mod swats;
 
-pub(crate) use build::{assign_groups, refuse_absent, wrapped_spec};
+pub(crate) use build::{assign_groups, check_param_count, refuse_absent, wrapped_spec};
 pub use build::{build, build_from_spec, canonical_spec, OPTIMIZERS};
 pub use layout::{Layout, Segment};
 pub use options::{NonFinitePolicy, Options, ParamGroup, StepOutcome};

@@ -178,14 +178,7 @@ impl<T: Real, R: Rule> Engine<T, R> {
         if !R::EVAL_POINT || self.eval == to_eval {
             return Ok(());
         }
-        if params.count() != self.layout.segments().len() {
-            return Err(Error::Layout(format!(
-                "{}: expected {} parameter tensors, got {}",
-                self.name(),
-                self.layout.segments().len(),
-                params.count()
-            )));
-        }
+        crate::optim::check_param_count(self.name(), &self.layout, params)?;
         for (i, seg) in self.layout.segments().iter().enumerate() {
             if self.scalars[i][0] == 0.0 {
                 continue; // no step yet: both points are the initial weights

@@ -19,14 +19,7 @@ impl<T: Real, R: Rule> Engine<T, R> {
         params: &mut dyn ParamAccess<T>,
     ) -> Result<StepOutcome> {
         self.check_grads(grads)?;
-        if params.count() != self.layout.segments().len() {
-            return Err(Error::Layout(format!(
-                "{}: expected {} parameter tensors, got {}",
-                self.name(),
-                self.layout.segments().len(),
-                params.count()
-            )));
-        }
+        crate::optim::check_param_count(self.name(), &self.layout, params)?;
         // Without some gradients, the tensors go one at a time (the absent ones skipped).
         let some_absent = self.absent.iter().any(|&a| a);
         let held = !some_absent && params.pointers(&mut self.param_ptrs);

@@ -419,13 +419,7 @@ impl<T: Real> Optimizer<T> for Lbfgs<T> {
         if let Some(reason) = &self.failed {
             return Err(state_error(None, reason.clone()));
         }
-        if params.count() != self.layout.segments().len() {
-            return Err(Error::Layout(format!(
-                "lbfgs: expected {} parameter tensors, got {}",
-                self.layout.segments().len(),
-                params.count()
-            )));
-        }
+        crate::optim::check_param_count("lbfgs", &self.layout, params)?;
         let before_evals = self.memory.func_evals;
         let mut start = std::mem::take(&mut self.work.start);
         self.read_flat(params, &mut start)?;
