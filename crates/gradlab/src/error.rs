@@ -58,6 +58,16 @@ pub enum Error {
     /// Parameters or gradients that do not match the optimizer's layout.
     #[error("{0}")]
     Layout(String),
+    /// A number outside the range its key allows (a hyperparameter written during a run).
+    #[error("{key} is {}; it must be {range}", crate::spec::format_number(*value))]
+    OutOfRange {
+        /// What the number is, with where it was given.
+        key: String,
+        /// The value given.
+        value: f64,
+        /// The valid range, in words.
+        range: String,
+    },
     /// A non-finite gradient under the `error` policy.
     #[error("non-finite gradient at step {step} in tensor '{tensor}' (element {index} is {value}){}; use the 'skip' policy to skip such steps", if *partly_updated { "; the tensors before it were updated, so the optimizer needs a saved state to continue" } else { "" })]
     NonFiniteGradient {

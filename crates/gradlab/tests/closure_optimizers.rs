@@ -78,7 +78,7 @@ fn step<T: Real>(
 /// A step after lowering the learning rate, as a schedule would.
 fn scheduled_step(opt: &mut dyn Optimizer<f64>, layout: &Layout, loss: &Loss, params: &mut [f64]) {
     let lr = opt.lr(0);
-    opt.set_lr(0, lr * 0.97);
+    opt.hypers_mut()[0].lr = lr * 0.97;
     step(opt, layout, loss, params);
 }
 

@@ -98,7 +98,7 @@ fn tensors_that_are_not_matrices_take_the_fallback() {
         "the fallback's tensors follow AdamW exactly"
     );
     // A schedule's lr reaches both, in proportion.
-    muon.set_lr(0, 0.01);
+    muon.hypers_mut()[0].lr = 0.01;
     let state = muon.state_dict();
     assert!(
         state.meta.groups[1].contains("lr=0.005"),

@@ -66,7 +66,7 @@ fn run_steps(
         let g = rng.vec(layout.total());
         // A changing learning rate, as a schedule would set it.
         let lr = opt.lr(0);
-        opt.set_lr(0, lr * (1.0 - 0.01 * (k % 3) as f64));
+        opt.hypers_mut()[0].lr = lr * (1.0 - 0.01 * (k % 3) as f64);
         opt.step(&mut split(layout, params), &split_ref(layout, &g))
             .unwrap();
     }
@@ -343,7 +343,7 @@ fn parameter_groups_have_their_own_hyperparameters() {
         "biases and scale use the group without decay"
     );
     assert_eq!(grouped.num_groups(), 2);
-    grouped.set_lr(1, 0.5);
+    grouped.hypers_mut()[1].lr = 0.5;
     assert_eq!((grouped.lr(0), grouped.lr(1)), (0.1, 0.5));
     assert_eq!(grouped.momentum(0), Some(0.9));
     // A pattern that matches nothing is an error naming it.

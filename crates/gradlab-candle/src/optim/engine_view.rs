@@ -5,14 +5,11 @@ use gradlab::optim;
 /// The float-type-independent part of an optimizer (learning rate, momentum, state files,
 /// schedules).
 pub trait EngineView {
-    /// Number of parameter groups.
-    fn groups(&self) -> usize;
-    /// A group's learning rate, as it stands.
-    fn lr_of(&self, group: usize) -> f64;
-    /// Sets one group's learning rate.
-    fn set_lr_of(&mut self, group: usize, lr: f64);
-    /// Momentum/beta1 of group 0.
-    fn momentum0(&self) -> Option<f64>;
+    /// Each group's learning rate and momentum as they stand (see
+    /// [`gradlab::optim::Optimizer::hypers`]).
+    fn hypers(&self) -> &[optim::Hyper];
+    /// The values the next step reads, to write (schedules, SWA, the range test).
+    fn hypers_mut(&mut self) -> &mut [optim::Hyper];
     /// Saves the state atomically.
     fn save(&self, path: &std::path::Path) -> gradlab::Result<()>;
     /// Loads a saved state.
@@ -39,17 +36,11 @@ pub trait EngineView {
 }
 
 impl<T: gradlab::Real> EngineView for Box<dyn optim::Optimizer<T>> {
-    fn groups(&self) -> usize {
-        self.num_groups()
+    fn hypers(&self) -> &[optim::Hyper] {
+        self.as_ref().hypers()
     }
-    fn lr_of(&self, group: usize) -> f64 {
-        self.lr(group)
-    }
-    fn set_lr_of(&mut self, group: usize, lr: f64) {
-        self.set_lr(group, lr)
-    }
-    fn momentum0(&self) -> Option<f64> {
-        self.momentum(0)
+    fn hypers_mut(&mut self) -> &mut [optim::Hyper] {
+        self.as_mut().hypers_mut()
     }
     fn save(&self, path: &std::path::Path) -> gradlab::Result<()> {
         self.save_state(path)

@@ -128,7 +128,7 @@ impl GradlabOptimizer {
             configured_lr: Vec::new(),
             tracker: None,
         };
-        opt.configured_lr = opt.with_engine(|e| (0..e.groups()).map(|g| e.lr_of(g)).collect());
+        opt.configured_lr = opt.with_engine(|e| e.hypers().iter().map(|h| h.lr).collect());
         if let Some(spec) = opt.config.schedule.clone() {
             opt.scheduler = Some(opt.with_engine(|e| e.scheduler(&spec))?);
         }
@@ -395,7 +395,7 @@ impl GradlabOptimizer {
 
     /// A group's learning rate as it stands (scheduled).
     pub fn lr_of(&mut self, group: usize) -> f64 {
-        self.with_engine(|e| e.lr_of(group))
+        self.with_engine(|e| e.hypers()[group].lr)
     }
 
     /// The parameter group of the parameter `name` (0: the base spec; `i`: the `i`-th group

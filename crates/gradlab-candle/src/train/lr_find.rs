@@ -35,7 +35,7 @@ pub fn lr_find(
         if !value.is_finite() {
             return Ok(value);
         }
-        opt.with_engine(|e| (0..e.groups()).for_each(|g| e.set_lr_of(g, lr)));
+        opt.with_engine(|e| e.hypers_mut().iter_mut().for_each(|h| h.lr = lr));
         let grads = loss.backward().map_err(|e| to_core(e.into()))?;
         let stepped = if opt.needs_closure() {
             // SAM, L-BFGS: the first evaluation is the one just made; more redo the batch.

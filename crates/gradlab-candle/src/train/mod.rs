@@ -355,7 +355,7 @@ fn run(
                 Some(_) => Some(tensor_grad_norms(&opt, grads.as_ref())?),
                 None => None,
             };
-            let (lr, momentum) = opt.with_engine(|e| (e.lr_of(0), e.momentum0()));
+            let gradlab::optim::Hyper { lr, momentum } = opt.with_engine(|e| e.hypers()[0]);
             let mut evaluations = 1;
             let outcome = if closure_steps {
                 // The gradient at the current weights is the one just computed; further
@@ -504,7 +504,7 @@ fn run(
             "validation_loss": validated.map(|v| v.0),
             "validation_accuracy": validated.map(|v| v.1),
             "ema_test_accuracy": ema_accuracy,
-            "lr": opt.with_engine(|e| e.lr_of(0)),
+            "lr": opt.with_engine(|e| e.hypers()[0].lr),
             "tensors": health,
             "seconds": started.elapsed().as_secs_f64(),
         });

@@ -11,17 +11,16 @@
 //! θ ← θ − η m
 //! ```
 
-use super::rule::{check, Betas, Grad, Rule, Scalars, Slots, Sums};
+use super::rule::{check, Betas, Grad, Hyper, Rule, Scalars, Slots, Sums};
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
-/// Hyperparameters of `adabound`.
+/// Hyperparameters of `adabound` besides the learning rate (default 1e-3) and β1 (default 0.9),
+/// which the engine owns ([`Hyper`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdaBoundConfig {
-    /// Learning rate (default 1e-3).
-    pub lr: f64,
-    /// (β1, β2) (default (0.9, 0.999)).
-    pub betas: (f64, f64),
+    /// β2 (default 0.999).
+    pub beta2: f64,
     /// The SGD learning rate the bounds converge to (default 0.1).
     pub final_lr: f64,
     /// Convergence speed of the bounds (default 1e-3).
@@ -57,22 +56,24 @@ impl Rule for AdaBound {
     /// `base_lr` is the learning rate at construction, which `final_lr` is scaled against.
     const SCALARS: &'static [&'static str] = &["step", "base_lr"];
 
-    fn parse(args: &Args) -> Result<AdaBoundConfig> {
-        Ok(AdaBoundConfig {
-            lr: check::non_negative(args, "lr", 1e-3)?,
-            betas: check::betas(args, (0.9, 0.999))?,
+    fn parse(args: &Args) -> Result<(AdaBoundConfig, Hyper)> {
+        let lr = check::non_negative(args, "lr", 1e-3)?;
+        let (beta1, beta2) = check::betas(args, (0.9, 0.999))?;
+        let cfg = AdaBoundConfig {
+            beta2,
             final_lr: check::non_negative(args, "final_lr", 0.1)?,
             gamma: check::within(args, "gamma", 1e-3, 0.0, 1.0)?,
             eps: check::non_negative(args, "eps", 1e-8)?,
             weight_decay: check::non_negative(args, "weight_decay", 0.0)?,
             amsbound: args.bool("amsbound", false)?,
-        })
+        };
+        Ok((cfg, Hyper::new(lr, Some(beta1))))
     }
 
-    fn to_spec(c: &AdaBoundConfig) -> Spec {
+    fn to_spec(c: &AdaBoundConfig, h: &Hyper) -> Spec {
         Spec::new(Self::NAME)
-            .with("lr", c.lr)
-            .with("betas", c.betas)
+            .with("lr", h.lr)
+            .with("betas", (h.momentum_or_zero(), c.beta2))
             .with("final_lr", c.final_lr)
             .with("gamma", c.gamma)
             .with("eps", c.eps)
@@ -80,19 +81,6 @@ impl Rule for AdaBound {
             .with("amsbound", c.amsbound)
     }
 
-    fn lr(c: &AdaBoundConfig) -> f64 {
-        c.lr
-    }
-    fn set_lr(c: &mut AdaBoundConfig, lr: f64) {
-        c.lr = lr;
-    }
-    fn momentum(c: &AdaBoundConfig) -> Option<f64> {
-        Some(c.betas.0)
-    }
-    fn set_momentum(c: &mut AdaBoundConfig, m: f64) -> bool {
-        c.betas.0 = m;
-        true
-    }
     fn slots(cfgs: &[AdaBoundConfig]) -> Vec<&'static str> {
         if cfgs.iter().any(|c| c.amsbound) {
             vec!["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]
@@ -100,17 +88,17 @@ impl Rule for AdaBound {
             vec!["exp_avg", "exp_avg_sq"]
         }
     }
-    fn scalars_init(c: &AdaBoundConfig) -> Scalars {
-        [0.0, c.lr, 0.0, 0.0, 0.0, 0.0]
+    fn scalars_init(_: &AdaBoundConfig, h: &Hyper) -> Scalars {
+        [0.0, h.lr, 0.0, 0.0, 0.0, 0.0]
     }
 
-    fn begin(c: &AdaBoundConfig, s: &mut Scalars) -> AdaBoundCoef {
+    fn begin(c: &AdaBoundConfig, h: &Hyper, s: &mut Scalars) -> AdaBoundCoef {
         s[0] += 1.0;
         let t = s[0];
-        let (b1, b2) = c.betas;
-        let final_lr = c.final_lr * c.lr / s[1];
+        let (b1, b2) = (h.momentum_or_zero(), c.beta2);
+        let final_lr = c.final_lr * h.lr / s[1];
         AdaBoundCoef {
-            step_size: c.lr * (1.0 - b2.powf(t)).sqrt() / (1.0 - b1.powf(t)),
+            step_size: h.lr * (1.0 - b2.powf(t)).sqrt() / (1.0 - b1.powf(t)),
             lower: final_lr * (1.0 - 1.0 / (c.gamma * t + 1.0)),
             upper: final_lr * (1.0 + 1.0 / (c.gamma * t)),
             b1,

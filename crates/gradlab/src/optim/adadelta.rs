@@ -8,15 +8,14 @@
 //! θ ← θ − γΔ
 //! ```
 
-use super::rule::{check, Grad, Rule, Scalars, Slots, Sums};
+use super::rule::{check, Grad, Hyper, Rule, Scalars, Slots, Sums};
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
-/// Hyperparameters of `adadelta`.
+/// Hyperparameters of `adadelta` besides the learning rate (default 1.0),
+/// which the engine owns ([`Hyper`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdadeltaConfig {
-    /// Learning rate (default 1.0).
-    pub lr: f64,
     /// Decay ρ (default 0.9).
     pub rho: f64,
     /// ε inside both square roots (default 1e-6).
@@ -42,37 +41,32 @@ impl Rule for Adadelta {
     type Coef = AdadeltaCoef;
     const NAME: &'static str = "adadelta";
 
-    fn parse(args: &Args) -> Result<AdadeltaConfig> {
-        Ok(AdadeltaConfig {
-            lr: check::non_negative(args, "lr", 1.0)?,
+    fn parse(args: &Args) -> Result<(AdadeltaConfig, Hyper)> {
+        let lr = check::non_negative(args, "lr", 1.0)?;
+        let cfg = AdadeltaConfig {
             rho: check::decay(args, "rho", 0.9)?,
             eps: check::non_negative(args, "eps", 1e-6)?,
             weight_decay: check::non_negative(args, "weight_decay", 0.0)?,
-        })
+        };
+        Ok((cfg, Hyper::new(lr, None)))
     }
 
-    fn to_spec(c: &AdadeltaConfig) -> Spec {
+    fn to_spec(c: &AdadeltaConfig, h: &Hyper) -> Spec {
         Spec::new(Self::NAME)
-            .with("lr", c.lr)
+            .with("lr", h.lr)
             .with("rho", c.rho)
             .with("eps", c.eps)
             .with("weight_decay", c.weight_decay)
     }
 
-    fn lr(c: &AdadeltaConfig) -> f64 {
-        c.lr
-    }
-    fn set_lr(c: &mut AdadeltaConfig, lr: f64) {
-        c.lr = lr;
-    }
     fn slots(_: &[AdadeltaConfig]) -> Vec<&'static str> {
         vec!["square_avg", "acc_delta"]
     }
 
-    fn begin(c: &AdadeltaConfig, s: &mut Scalars) -> AdadeltaCoef {
+    fn begin(c: &AdadeltaConfig, h: &Hyper, s: &mut Scalars) -> AdadeltaCoef {
         s[0] += 1.0;
         AdadeltaCoef {
-            lr: c.lr,
+            lr: h.lr,
             rho: c.rho,
             eps: c.eps,
             weight_decay: c.weight_decay,

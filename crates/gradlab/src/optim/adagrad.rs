@@ -7,15 +7,14 @@
 //! θ ← θ − γ_t · g / (√s + ε)
 //! ```
 
-use super::rule::{check, Grad, Rule, Scalars, Slots, Sums};
+use super::rule::{check, Grad, Hyper, Rule, Scalars, Slots, Sums};
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
-/// Hyperparameters of `adagrad`.
+/// Hyperparameters of `adagrad` besides the learning rate (default 1e-2),
+/// which the engine owns ([`Hyper`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdagradConfig {
-    /// Learning rate (default 1e-2).
-    pub lr: f64,
     /// Learning-rate decay (default 0).
     pub lr_decay: f64,
     /// L2 weight decay (default 0).
@@ -42,31 +41,26 @@ impl Rule for Adagrad {
     type Coef = AdagradCoef;
     const NAME: &'static str = "adagrad";
 
-    fn parse(args: &Args) -> Result<AdagradConfig> {
-        Ok(AdagradConfig {
-            lr: check::non_negative(args, "lr", 1e-2)?,
+    fn parse(args: &Args) -> Result<(AdagradConfig, Hyper)> {
+        let lr = check::non_negative(args, "lr", 1e-2)?;
+        let cfg = AdagradConfig {
             lr_decay: check::non_negative(args, "lr_decay", 0.0)?,
             weight_decay: check::non_negative(args, "weight_decay", 0.0)?,
             initial_accumulator_value: check::non_negative(args, "initial_accumulator_value", 0.0)?,
             eps: check::non_negative(args, "eps", 1e-10)?,
-        })
+        };
+        Ok((cfg, Hyper::new(lr, None)))
     }
 
-    fn to_spec(c: &AdagradConfig) -> Spec {
+    fn to_spec(c: &AdagradConfig, h: &Hyper) -> Spec {
         Spec::new(Self::NAME)
-            .with("lr", c.lr)
+            .with("lr", h.lr)
             .with("lr_decay", c.lr_decay)
             .with("weight_decay", c.weight_decay)
             .with("initial_accumulator_value", c.initial_accumulator_value)
             .with("eps", c.eps)
     }
 
-    fn lr(c: &AdagradConfig) -> f64 {
-        c.lr
-    }
-    fn set_lr(c: &mut AdagradConfig, lr: f64) {
-        c.lr = lr;
-    }
     fn slots(_: &[AdagradConfig]) -> Vec<&'static str> {
         vec!["sum"]
     }
@@ -74,10 +68,10 @@ impl Rule for Adagrad {
         c.initial_accumulator_value
     }
 
-    fn begin(c: &AdagradConfig, s: &mut Scalars) -> AdagradCoef {
+    fn begin(c: &AdagradConfig, h: &Hyper, s: &mut Scalars) -> AdagradCoef {
         s[0] += 1.0;
         AdagradCoef {
-            clr: c.lr / (1.0 + (s[0] - 1.0) * c.lr_decay),
+            clr: h.lr / (1.0 + (s[0] - 1.0) * c.lr_decay),
             weight_decay: c.weight_decay,
             eps: c.eps,
         }

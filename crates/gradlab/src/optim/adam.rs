@@ -12,20 +12,19 @@
 //! ε is added after the bias correction of √v, exactly as PyTorch does.
 
 use super::rule::{
-    check, decay_terms, Betas, Buffer, CompactSlots, Grad, Rule, Scalars, Slots, Sums,
+    check, decay_terms, Betas, Buffer, CompactSlots, Grad, Hyper, Rule, Scalars, Slots, Sums,
 };
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
-/// Hyperparameters of `adam` / `adamw`.
+/// Hyperparameters of `adam` / `adamw` besides the learning rate γ (default 1e-3) and β1
+/// (default 0.9), which the engine owns ([`Hyper`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdamConfig {
     /// Built as `adamw` (weight decay default 1e-2, always decoupled).
     pub adamw: bool,
-    /// Learning rate γ (default 1e-3).
-    pub lr: f64,
-    /// (β1, β2) (default (0.9, 0.999)).
-    pub betas: (f64, f64),
+    /// β2 (default 0.999).
+    pub beta2: f64,
     /// ε (default 1e-8).
     pub eps: f64,
     /// Weight decay λ (adam: 0, adamw: 1e-2).
@@ -58,12 +57,13 @@ impl Rule for Adam {
     const NAME: &'static str = "adam";
     const COMPACT_STATE: bool = true;
 
-    fn parse(args: &Args) -> Result<AdamConfig> {
+    fn parse(args: &Args) -> Result<(AdamConfig, Hyper)> {
         let adamw = args.spec().name == "adamw";
-        Ok(AdamConfig {
+        let lr = check::non_negative(args, "lr", 1e-3)?;
+        let (beta1, beta2) = check::betas(args, (0.9, 0.999))?;
+        let cfg = AdamConfig {
             adamw,
-            lr: check::non_negative(args, "lr", 1e-3)?,
-            betas: check::betas(args, (0.9, 0.999))?,
+            beta2,
             eps: check::non_negative(args, "eps", 1e-8)?,
             weight_decay: check::non_negative(
                 args,
@@ -72,7 +72,8 @@ impl Rule for Adam {
             )?,
             amsgrad: args.bool("amsgrad", false)?,
             decoupled_weight_decay: adamw || args.bool("decoupled_weight_decay", false)?,
-        })
+        };
+        Ok((cfg, Hyper::new(lr, Some(beta1))))
     }
 
     fn name(c: &AdamConfig) -> &'static str {
@@ -83,10 +84,10 @@ impl Rule for Adam {
         }
     }
 
-    fn to_spec(c: &AdamConfig) -> Spec {
+    fn to_spec(c: &AdamConfig, h: &Hyper) -> Spec {
         let spec = Spec::new(Self::name(c))
-            .with("lr", c.lr)
-            .with("betas", c.betas)
+            .with("lr", h.lr)
+            .with("betas", (h.momentum_or_zero(), c.beta2))
             .with("eps", c.eps)
             .with("weight_decay", c.weight_decay)
             .with("amsgrad", c.amsgrad);
@@ -97,19 +98,6 @@ impl Rule for Adam {
         }
     }
 
-    fn lr(c: &AdamConfig) -> f64 {
-        c.lr
-    }
-    fn set_lr(c: &mut AdamConfig, lr: f64) {
-        c.lr = lr;
-    }
-    fn momentum(c: &AdamConfig) -> Option<f64> {
-        Some(c.betas.0)
-    }
-    fn set_momentum(c: &mut AdamConfig, m: f64) -> bool {
-        c.betas.0 = m;
-        true
-    }
     fn slots(cfgs: &[AdamConfig]) -> Vec<&'static str> {
         if cfgs.iter().any(|c| c.amsgrad) {
             vec!["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]
@@ -118,13 +106,13 @@ impl Rule for Adam {
         }
     }
 
-    fn begin(c: &AdamConfig, s: &mut Scalars) -> AdamCoef {
+    fn begin(c: &AdamConfig, h: &Hyper, s: &mut Scalars) -> AdamCoef {
         s[0] += 1.0;
         let t = s[0];
-        let (b1, b2) = c.betas;
-        let (l2, decay_factor) = decay_terms(c.decoupled_weight_decay, c.lr, c.weight_decay);
+        let (b1, b2) = (h.momentum_or_zero(), c.beta2);
+        let (l2, decay_factor) = decay_terms(c.decoupled_weight_decay, h.lr, c.weight_decay);
         AdamCoef {
-            step_size: c.lr / (1.0 - b1.powf(t)),
+            step_size: h.lr / (1.0 - b1.powf(t)),
             bc2_sqrt: (1.0 - b2.powf(t)).sqrt(),
             b1,
             b2,

@@ -7,17 +7,16 @@
 //! θ ← θ − (γ / (1 − β1^t)) · m / u
 //! ```
 
-use super::rule::{check, Betas, Buffer, CompactSlots, Grad, Rule, Scalars, Slots, Sums};
+use super::rule::{check, Betas, Buffer, CompactSlots, Grad, Hyper, Rule, Scalars, Slots, Sums};
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
-/// Hyperparameters of `adamax`.
+/// Hyperparameters of `adamax` besides the learning rate (default 2e-3) and β1 (default
+/// 0.9), which the engine owns ([`Hyper`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdamaxConfig {
-    /// Learning rate (default 2e-3).
-    pub lr: f64,
-    /// (β1, β2) (default (0.9, 0.999)).
-    pub betas: (f64, f64),
+    /// β2 (default 0.999).
+    pub beta2: f64,
     /// ε, added to |g| inside the max (default 1e-8).
     pub eps: f64,
     /// L2 weight decay (default 0).
@@ -43,46 +42,36 @@ impl Rule for Adamax {
     const NAME: &'static str = "adamax";
     const COMPACT_STATE: bool = true;
 
-    fn parse(args: &Args) -> Result<AdamaxConfig> {
-        Ok(AdamaxConfig {
-            lr: check::non_negative(args, "lr", 2e-3)?,
-            betas: check::betas(args, (0.9, 0.999))?,
+    fn parse(args: &Args) -> Result<(AdamaxConfig, Hyper)> {
+        let lr = check::non_negative(args, "lr", 2e-3)?;
+        let (beta1, beta2) = check::betas(args, (0.9, 0.999))?;
+        let cfg = AdamaxConfig {
+            beta2,
             eps: check::non_negative(args, "eps", 1e-8)?,
             weight_decay: check::non_negative(args, "weight_decay", 0.0)?,
-        })
+        };
+        Ok((cfg, Hyper::new(lr, Some(beta1))))
     }
 
-    fn to_spec(c: &AdamaxConfig) -> Spec {
+    fn to_spec(c: &AdamaxConfig, h: &Hyper) -> Spec {
         Spec::new(Self::NAME)
-            .with("lr", c.lr)
-            .with("betas", c.betas)
+            .with("lr", h.lr)
+            .with("betas", (h.momentum_or_zero(), c.beta2))
             .with("eps", c.eps)
             .with("weight_decay", c.weight_decay)
     }
 
-    fn lr(c: &AdamaxConfig) -> f64 {
-        c.lr
-    }
-    fn set_lr(c: &mut AdamaxConfig, lr: f64) {
-        c.lr = lr;
-    }
-    fn momentum(c: &AdamaxConfig) -> Option<f64> {
-        Some(c.betas.0)
-    }
-    fn set_momentum(c: &mut AdamaxConfig, m: f64) -> bool {
-        c.betas.0 = m;
-        true
-    }
     fn slots(_: &[AdamaxConfig]) -> Vec<&'static str> {
         vec!["exp_avg", "exp_inf"]
     }
 
-    fn begin(c: &AdamaxConfig, s: &mut Scalars) -> AdamaxCoef {
+    fn begin(c: &AdamaxConfig, h: &Hyper, s: &mut Scalars) -> AdamaxCoef {
         s[0] += 1.0;
+        let b1 = h.momentum_or_zero();
         AdamaxCoef {
-            clr: c.lr / (1.0 - c.betas.0.powf(s[0])),
-            b1: c.betas.0,
-            b2: c.betas.1,
+            clr: h.lr / (1.0 - b1.powf(s[0])),
+            b1,
+            b2: c.beta2,
             eps: c.eps,
             weight_decay: c.weight_decay,
         }

@@ -14,19 +14,20 @@
 //! The slow momentum is not bias-corrected.
 
 use super::rule::{
-    check, lerp, pytorch_optimizer_decay, AdamMoments, Buffer, CompactSlots, Grad, Rule, Scalars,
-    Slots, Sums,
+    check, lerp, pytorch_optimizer_decay, AdamMoments, Buffer, CompactSlots, Grad, Hyper, Rule,
+    Scalars, Slots, Sums,
 };
 use crate::spec::{Args, Domain, Spec};
 use crate::{Real, Result};
 
-/// Hyperparameters of `ademamix`.
+/// Hyperparameters of `ademamix` besides the learning rate (default 1e-3) and β1, the fast
+/// momentum (default 0.9), which the engine owns ([`Hyper`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdemamixConfig {
-    /// Learning rate (default 1e-3).
-    pub lr: f64,
-    /// (β1, β2, β3): fast momentum, second moment, slow momentum (default (0.9, 0.999, 0.9999)).
-    pub betas: (f64, f64, f64),
+    /// β2, the second moment's (default 0.999).
+    pub beta2: f64,
+    /// β3, the slow momentum's (default 0.9999).
+    pub beta3: f64,
     /// Weight α of the slow momentum (default 5).
     pub alpha: f64,
     /// Warm-up length T of α and β3 in steps (default none: no warm-up).
@@ -60,9 +61,9 @@ pub struct AdemamixCoef {
 }
 
 impl AdemamixConfig {
-    /// α and β3 at step `t` (1-based), after their warm-up schedules.
-    pub fn alpha_beta3(&self, t: f64) -> (f64, f64) {
-        let (b1, _, b3) = self.betas;
+    /// α and β3 at step `t` (1-based) for β1 `b1`, after their warm-up schedules.
+    pub fn alpha_beta3(&self, b1: f64, t: f64) -> (f64, f64) {
+        let b3 = self.beta3;
         match self.t_alpha_beta3 {
             None => (self.alpha, b3),
             Some(horizon) => {
@@ -81,7 +82,7 @@ impl Rule for Ademamix {
     const NAME: &'static str = "ademamix";
     const COMPACT_STATE: bool = true;
 
-    fn parse(args: &Args) -> Result<AdemamixConfig> {
+    fn parse(args: &Args) -> Result<(AdemamixConfig, Hyper)> {
         let betas = args.triple_in("betas", (0.9, 0.999, 0.9999), Domain::DECAY)?;
         let t_alpha_beta3 = args.opt_number("t_alpha_beta3", Domain::POSITIVE)?;
         if t_alpha_beta3.is_some() && betas.0 == 0.0 {
@@ -91,22 +92,24 @@ impl Rule for Ademamix {
                 "item at index 0 must be in (0, 1) with t_alpha_beta3 (β3 warms up from β1 in log space), got 0",
             ));
         }
-        Ok(AdemamixConfig {
-            lr: check::non_negative(args, "lr", 1e-3)?,
-            betas,
+        let lr = check::non_negative(args, "lr", 1e-3)?;
+        let cfg = AdemamixConfig {
+            beta2: betas.1,
+            beta3: betas.2,
             alpha: check::non_negative(args, "alpha", 5.0)?,
             t_alpha_beta3,
             eps: check::non_negative(args, "eps", 1e-8)?,
             weight_decay: check::non_negative(args, "weight_decay", 0.0)?,
             weight_decouple: args.bool("weight_decouple", false)?,
             fixed_decay: args.bool("fixed_decay", false)?,
-        })
+        };
+        Ok((cfg, Hyper::new(lr, Some(betas.0))))
     }
 
-    fn to_spec(c: &AdemamixConfig) -> Spec {
+    fn to_spec(c: &AdemamixConfig, h: &Hyper) -> Spec {
         let spec = Spec::new(Self::NAME)
-            .with("lr", c.lr)
-            .with("betas", c.betas)
+            .with("lr", h.lr)
+            .with("betas", (h.momentum_or_zero(), c.beta2, c.beta3))
             .with("alpha", c.alpha);
         let spec = match c.t_alpha_beta3 {
             Some(t) => spec.with("t_alpha_beta3", t),
@@ -118,32 +121,19 @@ impl Rule for Ademamix {
             .with("fixed_decay", c.fixed_decay)
     }
 
-    fn lr(c: &AdemamixConfig) -> f64 {
-        c.lr
-    }
-    fn set_lr(c: &mut AdemamixConfig, lr: f64) {
-        c.lr = lr;
-    }
-    fn momentum(c: &AdemamixConfig) -> Option<f64> {
-        Some(c.betas.0)
-    }
-    fn set_momentum(c: &mut AdemamixConfig, m: f64) -> bool {
-        c.betas.0 = m;
-        true
-    }
     fn slots(_: &[AdemamixConfig]) -> Vec<&'static str> {
         vec!["exp_avg", "exp_avg_sq", "exp_avg_slow"]
     }
 
-    fn begin(c: &AdemamixConfig, s: &mut Scalars) -> AdemamixCoef {
+    fn begin(c: &AdemamixConfig, h: &Hyper, s: &mut Scalars) -> AdemamixCoef {
         s[0] += 1.0;
         let t = s[0];
-        let (b1, b2, _) = c.betas;
-        let (alpha, b3) = c.alpha_beta3(t);
+        let (b1, b2) = (h.momentum_or_zero(), c.beta2);
+        let (alpha, b3) = c.alpha_beta3(b1, t);
         let (l2, decay_factor) =
-            pytorch_optimizer_decay(c.weight_decouple, c.fixed_decay, c.lr, c.weight_decay);
+            pytorch_optimizer_decay(c.weight_decouple, c.fixed_decay, h.lr, c.weight_decay);
         AdemamixCoef {
-            lr: c.lr,
+            lr: h.lr,
             bc1: 1.0 - b1.powf(t),
             bc2_sqrt: (1.0 - b2.powf(t)).sqrt(),
             b1,

@@ -13,18 +13,18 @@
 //! gradient instead.
 
 use super::rule::{
-    check, pytorch_optimizer_decay, Betas, Buffer, CompactSlots, Grad, Rule, Scalars, Slots, Sums,
+    check, pytorch_optimizer_decay, Betas, Buffer, CompactSlots, Grad, Hyper, Rule, Scalars, Slots,
+    Sums,
 };
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
-/// Hyperparameters of `adopt`.
+/// Hyperparameters of `adopt` besides the learning rate (default 1e-3) and β1 (default 0.9),
+/// which the engine owns ([`Hyper`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdoptConfig {
-    /// Learning rate (default 1e-3).
-    pub lr: f64,
-    /// (β1, β2) (default (0.9, 0.9999)).
-    pub betas: (f64, f64),
+    /// β2 (default 0.9999).
+    pub beta2: f64,
     /// Floor on √v (default 1e-6).
     pub eps: f64,
     /// Weight decay λ (default 0).
@@ -60,22 +60,24 @@ impl Rule for Adopt {
     const NAME: &'static str = "adopt";
     const COMPACT_STATE: bool = true;
 
-    fn parse(args: &Args) -> Result<AdoptConfig> {
-        Ok(AdoptConfig {
-            lr: check::non_negative(args, "lr", 1e-3)?,
-            betas: check::betas(args, (0.9, 0.9999))?,
+    fn parse(args: &Args) -> Result<(AdoptConfig, Hyper)> {
+        let lr = check::non_negative(args, "lr", 1e-3)?;
+        let (beta1, beta2) = check::betas(args, (0.9, 0.9999))?;
+        let cfg = AdoptConfig {
+            beta2,
             eps: check::non_negative(args, "eps", 1e-6)?,
             weight_decay: check::non_negative(args, "weight_decay", 0.0)?,
             weight_decouple: args.bool("weight_decouple", false)?,
             fixed_decay: args.bool("fixed_decay", false)?,
             clip: args.bool("clip", true)?,
-        })
+        };
+        Ok((cfg, Hyper::new(lr, Some(beta1))))
     }
 
-    fn to_spec(c: &AdoptConfig) -> Spec {
+    fn to_spec(c: &AdoptConfig, h: &Hyper) -> Spec {
         Spec::new(Self::NAME)
-            .with("lr", c.lr)
-            .with("betas", c.betas)
+            .with("lr", h.lr)
+            .with("betas", (h.momentum_or_zero(), c.beta2))
             .with("eps", c.eps)
             .with("weight_decay", c.weight_decay)
             .with("weight_decouple", c.weight_decouple)
@@ -83,33 +85,20 @@ impl Rule for Adopt {
             .with("clip", c.clip)
     }
 
-    fn lr(c: &AdoptConfig) -> f64 {
-        c.lr
-    }
-    fn set_lr(c: &mut AdoptConfig, lr: f64) {
-        c.lr = lr;
-    }
-    fn momentum(c: &AdoptConfig) -> Option<f64> {
-        Some(c.betas.0)
-    }
-    fn set_momentum(c: &mut AdoptConfig, m: f64) -> bool {
-        c.betas.0 = m;
-        true
-    }
     fn slots(_: &[AdoptConfig]) -> Vec<&'static str> {
         vec!["exp_avg", "exp_avg_sq"]
     }
 
-    fn begin(c: &AdoptConfig, s: &mut Scalars) -> AdoptCoef {
+    fn begin(c: &AdoptConfig, h: &Hyper, s: &mut Scalars) -> AdoptCoef {
         s[0] += 1.0;
         let t = s[0];
         let (l2, decay_factor) =
-            pytorch_optimizer_decay(c.weight_decouple, c.fixed_decay, c.lr, c.weight_decay);
+            pytorch_optimizer_decay(c.weight_decouple, c.fixed_decay, h.lr, c.weight_decay);
         AdoptCoef {
             first: t == 1.0,
-            lr: c.lr,
-            b1: c.betas.0,
-            b2: c.betas.1,
+            lr: h.lr,
+            b1: h.momentum_or_zero(),
+            b2: c.beta2,
             eps: c.eps,
             clip: if c.clip { t.powf(0.25) } else { f64::INFINITY },
             l2,

@@ -9,15 +9,14 @@
 //! ```
 //! The parameters hold the plain iterate; averaging starts once `t > t0 + 1`.
 
-use super::rule::{check, Buffer, Grad, Rule, Scalars, Slots, Sums};
+use super::rule::{check, Buffer, Grad, Hyper, Rule, Scalars, Slots, Sums};
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
-/// Hyperparameters of `asgd`.
+/// Hyperparameters of `asgd` besides the learning rate (default 1e-2),
+/// which the engine owns ([`Hyper`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AsgdConfig {
-    /// Learning rate γ (default 1e-2).
-    pub lr: f64,
     /// Decay term λ (default 1e-4).
     pub lambd: f64,
     /// Power α of the step-size decay (default 0.75).
@@ -50,43 +49,38 @@ impl Rule for Asgd {
     const NAME: &'static str = "asgd";
     const SCALARS: &'static [&'static str] = &["step", "eta", "mu"];
 
-    fn parse(args: &Args) -> Result<AsgdConfig> {
-        Ok(AsgdConfig {
-            lr: check::non_negative(args, "lr", 1e-2)?,
+    fn parse(args: &Args) -> Result<(AsgdConfig, Hyper)> {
+        let lr = check::non_negative(args, "lr", 1e-2)?;
+        let cfg = AsgdConfig {
             lambd: check::non_negative(args, "lambd", 1e-4)?,
             alpha: check::non_negative(args, "alpha", 0.75)?,
             t0: check::non_negative(args, "t0", 1e6)?,
             weight_decay: check::non_negative(args, "weight_decay", 0.0)?,
-        })
+        };
+        Ok((cfg, Hyper::new(lr, None)))
     }
 
-    fn to_spec(c: &AsgdConfig) -> Spec {
+    fn to_spec(c: &AsgdConfig, h: &Hyper) -> Spec {
         Spec::new(Self::NAME)
-            .with("lr", c.lr)
+            .with("lr", h.lr)
             .with("lambd", c.lambd)
             .with("alpha", c.alpha)
             .with("t0", c.t0)
             .with("weight_decay", c.weight_decay)
     }
 
-    fn lr(c: &AsgdConfig) -> f64 {
-        c.lr
-    }
-    fn set_lr(c: &mut AsgdConfig, lr: f64) {
-        c.lr = lr;
-    }
     fn slots(_: &[AsgdConfig]) -> Vec<&'static str> {
         vec!["ax"]
     }
-    fn traffic(_: &AsgdConfig) -> usize {
+    fn traffic(_: &AsgdConfig, _: &Hyper) -> usize {
         // parameters read and written, gradient, the average read and written
         5
     }
 
-    fn begin(c: &AsgdConfig, s: &mut Scalars) -> AsgdCoef {
+    fn begin(c: &AsgdConfig, h: &Hyper, s: &mut Scalars) -> AsgdCoef {
         if s[0] == 0.0 {
             // PyTorch creates the state at the first step, from the lr in effect then.
-            s[ETA] = c.lr;
+            s[ETA] = h.lr;
             s[MU] = 1.0;
         }
         s[0] += 1.0;
@@ -97,7 +91,7 @@ impl Rule for Asgd {
             mu: s[MU],
             weight_decay: c.weight_decay,
         };
-        s[ETA] = c.lr / (1.0 + c.lambd * c.lr * t).powf(c.alpha);
+        s[ETA] = h.lr / (1.0 + c.lambd * h.lr * t).powf(c.alpha);
         s[MU] = 1.0 / (t - c.t0).max(1.0);
         coef
     }

@@ -10,18 +10,17 @@
 //! ```
 
 use super::rule::{
-    check, lane_sums, Betas, Buffer, CompactSlots, Grad, Rule, Scalars, Slots, Sums,
+    check, lane_sums, Betas, Buffer, CompactSlots, Grad, Hyper, Rule, Scalars, Slots, Sums,
 };
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
-/// Hyperparameters of `lamb`.
+/// Hyperparameters of `lamb` besides the learning rate (default 1e-3) and β1 (default 0.9),
+/// which the engine owns ([`Hyper`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LambConfig {
-    /// Learning rate (default 1e-3).
-    pub lr: f64,
-    /// (β1, β2) (default (0.9, 0.999)).
-    pub betas: (f64, f64),
+    /// β2 (default 0.999).
+    pub beta2: f64,
     /// ε (default 1e-6).
     pub eps: f64,
     /// Weight decay added to the Adam direction (default 0).
@@ -63,22 +62,24 @@ impl Rule for Lamb {
     const COMPACT_STATE: bool = true;
     const PRE_PASS: bool = true;
 
-    fn parse(args: &Args) -> Result<LambConfig> {
-        Ok(LambConfig {
-            lr: check::non_negative(args, "lr", 1e-3)?,
-            betas: check::betas(args, (0.9, 0.999))?,
+    fn parse(args: &Args) -> Result<(LambConfig, Hyper)> {
+        let lr = check::non_negative(args, "lr", 1e-3)?;
+        let (beta1, beta2) = check::betas(args, (0.9, 0.999))?;
+        let cfg = LambConfig {
+            beta2,
             eps: check::non_negative(args, "eps", 1e-6)?,
             weight_decay: check::non_negative(args, "weight_decay", 0.0)?,
             clamp_value: check::non_negative(args, "clamp_value", 10.0)?,
             adam: args.bool("adam", false)?,
             debias: args.bool("debias", false)?,
-        })
+        };
+        Ok((cfg, Hyper::new(lr, Some(beta1))))
     }
 
-    fn to_spec(c: &LambConfig) -> Spec {
+    fn to_spec(c: &LambConfig, h: &Hyper) -> Spec {
         Spec::new(Self::NAME)
-            .with("lr", c.lr)
-            .with("betas", c.betas)
+            .with("lr", h.lr)
+            .with("betas", (h.momentum_or_zero(), c.beta2))
             .with("eps", c.eps)
             .with("weight_decay", c.weight_decay)
             .with("clamp_value", c.clamp_value)
@@ -86,21 +87,8 @@ impl Rule for Lamb {
             .with("debias", c.debias)
     }
 
-    fn lr(c: &LambConfig) -> f64 {
-        c.lr
-    }
-    fn set_lr(c: &mut LambConfig, lr: f64) {
-        c.lr = lr;
-    }
-    fn momentum(c: &LambConfig) -> Option<f64> {
-        Some(c.betas.0)
-    }
-    fn set_momentum(c: &mut LambConfig, m: f64) -> bool {
-        c.betas.0 = m;
-        true
-    }
     /// Moment pass: p, g, m, v read, m, v written (6); update pass: p, m, v read, p written (4).
-    fn traffic(_: &LambConfig) -> usize {
+    fn traffic(_: &LambConfig, _: &Hyper) -> usize {
         10
     }
     /// m, v read and written in the moment pass, read in the update pass.
@@ -111,17 +99,17 @@ impl Rule for Lamb {
         vec!["exp_avg", "exp_avg_sq"]
     }
 
-    fn begin(c: &LambConfig, s: &mut Scalars) -> LambCoef {
+    fn begin(c: &LambConfig, h: &Hyper, s: &mut Scalars) -> LambCoef {
         s[0] += 1.0;
         let t = s[0];
-        let (b1, b2) = c.betas;
+        let (b1, b2) = (h.momentum_or_zero(), c.beta2);
         let correction = if c.debias {
             (1.0 - b2.powf(t)).sqrt() / (1.0 - b1.powf(t))
         } else {
             1.0
         };
         LambCoef {
-            step_size: c.lr * correction,
+            step_size: h.lr * correction,
             trust: 1.0,
             b1,
             b2,

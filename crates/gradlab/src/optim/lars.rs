@@ -10,18 +10,15 @@
 //! ```
 //! Unlike torch-optimizer 0.3.0, the trust ratio is applied whatever the weight decay.
 
-use super::rule::{check, Grad, Rule, Scalars, Slots, Sums, LANES};
+use super::rule::{check, Grad, Hyper, Rule, Scalars, Slots, Sums, LANES};
 use super::sgd::{momentum_kernel, MomentumCoef};
 use crate::spec::{Args, Domain, Spec};
 use crate::{Real, Result};
 
-/// Hyperparameters of `lars`.
+/// Hyperparameters of `lars` besides the learning rate (default 1e-2) and the momentum (default 0),
+/// which the engine owns ([`Hyper`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LarsConfig {
-    /// Learning rate (default 1e-2).
-    pub lr: f64,
-    /// Momentum (default 0).
-    pub momentum: f64,
     /// Dampening (default 0).
     pub dampening: f64,
     /// Weight decay λ (default 0).
@@ -51,29 +48,29 @@ impl Rule for Lars {
     const SCALARS: &'static [&'static str] = &["step", "has_buffer"];
     const PRE_PASS: bool = true;
 
-    fn parse(args: &Args) -> Result<LarsConfig> {
+    fn parse(args: &Args) -> Result<(LarsConfig, Hyper)> {
+        let lr = check::non_negative(args, "lr", 1e-2)?;
+        let momentum = check::decay(args, "momentum", 0.0)?;
         let cfg = LarsConfig {
-            lr: check::non_negative(args, "lr", 1e-2)?,
-            momentum: check::decay(args, "momentum", 0.0)?,
             dampening: check::fraction(args, "dampening", 0.0)?,
             weight_decay: check::non_negative(args, "weight_decay", 0.0)?,
             nesterov: args.bool("nesterov", false)?,
             trust_coefficient: args.number("trust_coefficient", 0.01, Domain::POSITIVE)?,
             eps: check::non_negative(args, "eps", 1e-8)?,
         };
-        if cfg.nesterov && (cfg.momentum <= 0.0 || cfg.dampening != 0.0) {
+        if cfg.nesterov && (momentum <= 0.0 || cfg.dampening != 0.0) {
             return Err(args.invalid(
                 "nesterov",
                 "Nesterov momentum requires momentum > 0 and dampening = 0",
             ));
         }
-        Ok(cfg)
+        Ok((cfg, Hyper::new(lr, Some(momentum))))
     }
 
-    fn to_spec(c: &LarsConfig) -> Spec {
+    fn to_spec(c: &LarsConfig, h: &Hyper) -> Spec {
         Spec::new(Self::NAME)
-            .with("lr", c.lr)
-            .with("momentum", c.momentum)
+            .with("lr", h.lr)
+            .with("momentum", h.momentum_or_zero())
             .with("dampening", c.dampening)
             .with("weight_decay", c.weight_decay)
             .with("nesterov", c.nesterov)
@@ -81,22 +78,9 @@ impl Rule for Lars {
             .with("eps", c.eps)
     }
 
-    fn lr(c: &LarsConfig) -> f64 {
-        c.lr
-    }
-    fn set_lr(c: &mut LarsConfig, lr: f64) {
-        c.lr = lr;
-    }
-    fn momentum(c: &LarsConfig) -> Option<f64> {
-        Some(c.momentum)
-    }
-    fn set_momentum(c: &mut LarsConfig, m: f64) -> bool {
-        c.momentum = m;
-        true
-    }
     /// The norm pass reads p and g (2), then SGD's update (3, or 5 with momentum).
-    fn traffic(c: &LarsConfig) -> usize {
-        if c.momentum != 0.0 {
+    fn traffic(_: &LarsConfig, h: &Hyper) -> usize {
+        if h.momentum_or_zero() != 0.0 {
             7
         } else {
             5
@@ -106,8 +90,8 @@ impl Rule for Lars {
         vec!["momentum_buffer"]
     }
 
-    fn begin(c: &LarsConfig, s: &mut Scalars) -> LarsCoef {
-        let mut sgd = MomentumCoef::begin(s, c.lr, c.momentum, c.dampening, c.nesterov);
+    fn begin(c: &LarsConfig, h: &Hyper, s: &mut Scalars) -> LarsCoef {
+        let mut sgd = MomentumCoef::begin(s, h.lr, h.momentum_or_zero(), c.dampening, c.nesterov);
         sgd.l2 = c.weight_decay;
         LarsCoef {
             sgd,

@@ -7,17 +7,18 @@
 //! m ← β2 m + (1 − β2) g
 //! ```
 
-use super::rule::{check, decay_terms, Buffer, CompactSlots, Grad, Rule, Scalars, Slots, Sums};
+use super::rule::{
+    check, decay_terms, Buffer, CompactSlots, Grad, Hyper, Rule, Scalars, Slots, Sums,
+};
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
-/// Hyperparameters of `lion`.
+/// Hyperparameters of `lion` besides the learning rate (default 1e-4) and β1 (default 0.9),
+/// which the engine owns ([`Hyper`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LionConfig {
-    /// Learning rate (default 1e-4).
-    pub lr: f64,
-    /// (β1, β2) (default (0.9, 0.99)).
-    pub betas: (f64, f64),
+    /// β2 (default 0.99).
+    pub beta2: f64,
     /// Decoupled weight decay (default 0).
     pub weight_decay: f64,
 }
@@ -40,45 +41,34 @@ impl Rule for Lion {
     const NAME: &'static str = "lion";
     const COMPACT_STATE: bool = true;
 
-    fn parse(args: &Args) -> Result<LionConfig> {
-        Ok(LionConfig {
-            lr: check::non_negative(args, "lr", 1e-4)?,
-            betas: check::betas(args, (0.9, 0.99))?,
+    fn parse(args: &Args) -> Result<(LionConfig, Hyper)> {
+        let lr = check::non_negative(args, "lr", 1e-4)?;
+        let (beta1, beta2) = check::betas(args, (0.9, 0.99))?;
+        let cfg = LionConfig {
+            beta2,
             weight_decay: check::non_negative(args, "weight_decay", 0.0)?,
-        })
+        };
+        Ok((cfg, Hyper::new(lr, Some(beta1))))
     }
 
-    fn to_spec(c: &LionConfig) -> Spec {
+    fn to_spec(c: &LionConfig, h: &Hyper) -> Spec {
         Spec::new(Self::NAME)
-            .with("lr", c.lr)
-            .with("betas", c.betas)
+            .with("lr", h.lr)
+            .with("betas", (h.momentum_or_zero(), c.beta2))
             .with("weight_decay", c.weight_decay)
     }
 
-    fn lr(c: &LionConfig) -> f64 {
-        c.lr
-    }
-    fn set_lr(c: &mut LionConfig, lr: f64) {
-        c.lr = lr;
-    }
-    fn momentum(c: &LionConfig) -> Option<f64> {
-        Some(c.betas.0)
-    }
-    fn set_momentum(c: &mut LionConfig, m: f64) -> bool {
-        c.betas.0 = m;
-        true
-    }
     fn slots(_: &[LionConfig]) -> Vec<&'static str> {
         vec!["exp_avg"]
     }
 
-    fn begin(c: &LionConfig, s: &mut Scalars) -> LionCoef {
+    fn begin(c: &LionConfig, h: &Hyper, s: &mut Scalars) -> LionCoef {
         s[0] += 1.0;
         LionCoef {
-            lr: c.lr,
-            decay_factor: decay_terms(true, c.lr, c.weight_decay).1,
-            b1: c.betas.0,
-            b2: c.betas.1,
+            lr: h.lr,
+            decay_factor: decay_terms(true, h.lr, c.weight_decay).1,
+            b1: h.momentum_or_zero(),
+            b2: c.beta2,
         }
     }
 

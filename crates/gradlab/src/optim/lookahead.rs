@@ -8,6 +8,7 @@
 //! The inner optimizer keeps its state across synchronisations. Skipped inner steps
 //! (non-finite gradients) do not count towards k.
 
+use super::hyper::Hyper;
 use super::state::StateDict;
 use super::{
     build_from_spec, Closure, ClosureOutcome, Layout, Optimizer, Options, ParamAccess, ParamGroup,
@@ -141,20 +142,11 @@ impl<T: Real> Optimizer<T> for Lookahead<T> {
     fn steps(&self) -> u64 {
         self.inner.steps()
     }
-    fn num_groups(&self) -> usize {
-        self.inner.num_groups()
+    fn hypers(&self) -> &[Hyper] {
+        self.inner.hypers()
     }
-    fn lr(&self, group: usize) -> f64 {
-        self.inner.lr(group)
-    }
-    fn set_lr(&mut self, group: usize, lr: f64) {
-        self.inner.set_lr(group, lr)
-    }
-    fn momentum(&self, group: usize) -> Option<f64> {
-        self.inner.momentum(group)
-    }
-    fn set_momentum(&mut self, group: usize, m: f64) -> Result<()> {
-        self.inner.set_momentum(group, m)
+    fn hypers_mut(&mut self) -> &mut [Hyper] {
+        self.inner.hypers_mut()
     }
 
     fn step_with(

@@ -60,6 +60,7 @@ pub mod bf16;
 mod build;
 pub mod clip;
 pub mod engine;
+pub mod hyper;
 pub mod lamb;
 pub mod lars;
 pub mod layout;
@@ -85,6 +86,7 @@ pub mod swats;
 
 pub(crate) use build::{assign_groups, check_param_count, refuse_absent, wrapped_spec};
 pub use build::{build, build_from_spec, canonical_spec, OPTIMIZERS};
+pub use hyper::Hyper;
 pub use layout::{Layout, Segment};
 pub use options::{NonFinitePolicy, Options, ParamGroup, StepOutcome};
 pub use state::{StateDict, StateMeta};
@@ -192,16 +194,24 @@ pub trait Optimizer<T: Real>: Send {
     fn options(&self) -> &Options;
     /// Steps taken (skipped steps do not count).
     fn steps(&self) -> u64;
+    /// Each parameter group's learning rate and momentum (β1) as they stand, group 0 first
+    /// (see [`hyper`]).
+    fn hypers(&self) -> &[Hyper];
+    /// The values the next step reads: schedules, SWA and users write them here (PyTorch's
+    /// `param_group['lr'] = ...`). A step refuses values out of range, naming the group.
+    fn hypers_mut(&mut self) -> &mut [Hyper];
     /// Number of parameter groups.
-    fn num_groups(&self) -> usize;
+    fn num_groups(&self) -> usize {
+        self.hypers().len()
+    }
     /// Learning rate of a group.
-    fn lr(&self, group: usize) -> f64;
-    /// Sets a group's learning rate (schedules call this before each step).
-    fn set_lr(&mut self, group: usize, lr: f64);
+    fn lr(&self, group: usize) -> f64 {
+        self.hypers()[group].lr
+    }
     /// Momentum (SGD family) or beta1 (Adam family) of a group, if any.
-    fn momentum(&self, group: usize) -> Option<f64>;
-    /// Sets momentum / beta1; an error for optimizers without one.
-    fn set_momentum(&mut self, group: usize, momentum: f64) -> Result<()>;
+    fn momentum(&self, group: usize) -> Option<f64> {
+        self.hypers()[group].momentum
+    }
     /// One step with the parameters lent through `params` (see [`ParamAccess`]).
     /// Allocation-free.
     fn step_with(&mut self, grads: &[&[T]], params: &mut dyn ParamAccess<T>)
@@ -297,8 +307,8 @@ pub trait Optimizer<T: Real>: Send {
 
     /// Sets every group's learning rate.
     fn set_lr_all(&mut self, lr: f64) {
-        for g in 0..self.num_groups() {
-            self.set_lr(g, lr);
+        for h in self.hypers_mut() {
+            h.lr = lr;
         }
     }
 

@@ -11,18 +11,17 @@
 //! float type).
 
 use super::rule::{
-    check, decay_terms, AdamMoments, Buffer, CompactSlots, Grad, Rule, Scalars, Slots, Sums,
+    check, decay_terms, AdamMoments, Buffer, CompactSlots, Grad, Hyper, Rule, Scalars, Slots, Sums,
 };
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
-/// Hyperparameters of `nadam`.
+/// Hyperparameters of `nadam` besides the learning rate (default 2e-3) and β1 (default 0.9),
+/// which the engine owns ([`Hyper`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NAdamConfig {
-    /// Learning rate (default 2e-3).
-    pub lr: f64,
-    /// (β1, β2) (default (0.9, 0.999)).
-    pub betas: (f64, f64),
+    /// β2 (default 0.999).
+    pub beta2: f64,
     /// ε (default 1e-8).
     pub eps: f64,
     /// Weight decay (default 0).
@@ -56,59 +55,48 @@ impl Rule for NAdam {
     const COMPACT_STATE: bool = true;
     const SCALARS: &'static [&'static str] = &["step", "mu_product"];
 
-    fn parse(args: &Args) -> Result<NAdamConfig> {
-        Ok(NAdamConfig {
-            lr: check::non_negative(args, "lr", 2e-3)?,
-            betas: check::betas(args, (0.9, 0.999))?,
+    fn parse(args: &Args) -> Result<(NAdamConfig, Hyper)> {
+        let lr = check::non_negative(args, "lr", 2e-3)?;
+        let (beta1, beta2) = check::betas(args, (0.9, 0.999))?;
+        let cfg = NAdamConfig {
+            beta2,
             eps: check::non_negative(args, "eps", 1e-8)?,
             weight_decay: check::non_negative(args, "weight_decay", 0.0)?,
             momentum_decay: check::non_negative(args, "momentum_decay", 4e-3)?,
             decoupled_weight_decay: args.bool("decoupled_weight_decay", false)?,
-        })
+        };
+        Ok((cfg, Hyper::new(lr, Some(beta1))))
     }
 
-    fn to_spec(c: &NAdamConfig) -> Spec {
+    fn to_spec(c: &NAdamConfig, h: &Hyper) -> Spec {
         Spec::new(Self::NAME)
-            .with("lr", c.lr)
-            .with("betas", c.betas)
+            .with("lr", h.lr)
+            .with("betas", (h.momentum_or_zero(), c.beta2))
             .with("eps", c.eps)
             .with("weight_decay", c.weight_decay)
             .with("momentum_decay", c.momentum_decay)
             .with("decoupled_weight_decay", c.decoupled_weight_decay)
     }
 
-    fn lr(c: &NAdamConfig) -> f64 {
-        c.lr
-    }
-    fn set_lr(c: &mut NAdamConfig, lr: f64) {
-        c.lr = lr;
-    }
-    fn momentum(c: &NAdamConfig) -> Option<f64> {
-        Some(c.betas.0)
-    }
-    fn set_momentum(c: &mut NAdamConfig, m: f64) -> bool {
-        c.betas.0 = m;
-        true
-    }
     fn slots(_: &[NAdamConfig]) -> Vec<&'static str> {
         vec!["exp_avg", "exp_avg_sq"]
     }
-    fn scalars_init(_: &NAdamConfig) -> Scalars {
+    fn scalars_init(_: &NAdamConfig, _: &Hyper) -> Scalars {
         [0.0, 1.0, 0.0, 0.0, 0.0, 0.0]
     }
 
-    fn begin(c: &NAdamConfig, s: &mut Scalars) -> NAdamCoef {
+    fn begin(c: &NAdamConfig, h: &Hyper, s: &mut Scalars) -> NAdamCoef {
         s[0] += 1.0;
         let t = s[0];
-        let (b1, b2) = c.betas;
+        let (b1, b2) = (h.momentum_or_zero(), c.beta2);
         let mu = b1 * (1.0 - 0.5 * 0.96f64.powf(t * c.momentum_decay));
         let mu_next = b1 * (1.0 - 0.5 * 0.96f64.powf((t + 1.0) * c.momentum_decay));
         s[1] *= mu;
         let mu_product = s[1];
-        let (l2, decay_factor) = decay_terms(c.decoupled_weight_decay, c.lr, c.weight_decay);
+        let (l2, decay_factor) = decay_terms(c.decoupled_weight_decay, h.lr, c.weight_decay);
         NAdamCoef {
-            grad_coef: -c.lr * (1.0 - mu) / (1.0 - mu_product),
-            avg_coef: (-c.lr * mu_next) / (1.0 - mu_product * mu_next),
+            grad_coef: -h.lr * (1.0 - mu) / (1.0 - mu_product),
+            avg_coef: (-h.lr * mu_next) / (1.0 - mu_product * mu_next),
             bc2: 1.0 - b2.powf(t),
             b1,
             b2,

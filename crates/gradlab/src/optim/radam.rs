@@ -11,18 +11,17 @@
 //! ```
 
 use super::rule::{
-    check, decay_terms, AdamMoments, Buffer, CompactSlots, Grad, Rule, Scalars, Slots, Sums,
+    check, decay_terms, AdamMoments, Buffer, CompactSlots, Grad, Hyper, Rule, Scalars, Slots, Sums,
 };
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
-/// Hyperparameters of `radam`.
+/// Hyperparameters of `radam` besides the learning rate (default 1e-3) and β1 (default 0.9),
+/// which the engine owns ([`Hyper`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RAdamConfig {
-    /// Learning rate (default 1e-3).
-    pub lr: f64,
-    /// (β1, β2) (default (0.9, 0.999)).
-    pub betas: (f64, f64),
+    /// β2 (default 0.999).
+    pub beta2: f64,
     /// ε (default 1e-8).
     pub eps: f64,
     /// Weight decay (default 0).
@@ -54,46 +53,35 @@ impl Rule for RAdam {
     const NAME: &'static str = "radam";
     const COMPACT_STATE: bool = true;
 
-    fn parse(args: &Args) -> Result<RAdamConfig> {
-        Ok(RAdamConfig {
-            lr: check::non_negative(args, "lr", 1e-3)?,
-            betas: check::betas(args, (0.9, 0.999))?,
+    fn parse(args: &Args) -> Result<(RAdamConfig, Hyper)> {
+        let lr = check::non_negative(args, "lr", 1e-3)?;
+        let (beta1, beta2) = check::betas(args, (0.9, 0.999))?;
+        let cfg = RAdamConfig {
+            beta2,
             eps: check::non_negative(args, "eps", 1e-8)?,
             weight_decay: check::non_negative(args, "weight_decay", 0.0)?,
             decoupled_weight_decay: args.bool("decoupled_weight_decay", false)?,
-        })
+        };
+        Ok((cfg, Hyper::new(lr, Some(beta1))))
     }
 
-    fn to_spec(c: &RAdamConfig) -> Spec {
+    fn to_spec(c: &RAdamConfig, h: &Hyper) -> Spec {
         Spec::new(Self::NAME)
-            .with("lr", c.lr)
-            .with("betas", c.betas)
+            .with("lr", h.lr)
+            .with("betas", (h.momentum_or_zero(), c.beta2))
             .with("eps", c.eps)
             .with("weight_decay", c.weight_decay)
             .with("decoupled_weight_decay", c.decoupled_weight_decay)
     }
 
-    fn lr(c: &RAdamConfig) -> f64 {
-        c.lr
-    }
-    fn set_lr(c: &mut RAdamConfig, lr: f64) {
-        c.lr = lr;
-    }
-    fn momentum(c: &RAdamConfig) -> Option<f64> {
-        Some(c.betas.0)
-    }
-    fn set_momentum(c: &mut RAdamConfig, m: f64) -> bool {
-        c.betas.0 = m;
-        true
-    }
     fn slots(_: &[RAdamConfig]) -> Vec<&'static str> {
         vec!["exp_avg", "exp_avg_sq"]
     }
 
-    fn begin(c: &RAdamConfig, s: &mut Scalars) -> RAdamCoef {
+    fn begin(c: &RAdamConfig, h: &Hyper, s: &mut Scalars) -> RAdamCoef {
         s[0] += 1.0;
         let t = s[0];
-        let (b1, b2) = c.betas;
+        let (b1, b2) = (h.momentum_or_zero(), c.beta2);
         let bc2 = 1.0 - b2.powf(t);
         let rho_inf = 2.0 / (1.0 - b2) - 1.0;
         let rho_t = rho_inf - 2.0 * t * b2.powf(t) / bc2;
@@ -101,9 +89,9 @@ impl Rule for RAdam {
             ((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
                 .sqrt()
         });
-        let (l2, decay_factor) = decay_terms(c.decoupled_weight_decay, c.lr, c.weight_decay);
+        let (l2, decay_factor) = decay_terms(c.decoupled_weight_decay, h.lr, c.weight_decay);
         RAdamCoef {
-            lr: c.lr,
+            lr: h.lr,
             bc1: 1.0 - b1.powf(t),
             bc2_sqrt: bc2.sqrt(),
             rect,

@@ -7,23 +7,20 @@
 //! momentum μ > 0: b ← μb + g/a;  θ ← θ − γb,   else θ ← θ − γ g/a
 //! ```
 
-use super::rule::{check, Grad, Rule, Scalars, Slots, Sums};
+use super::rule::{check, Grad, Hyper, Rule, Scalars, Slots, Sums};
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
-/// Hyperparameters of `rmsprop`.
+/// Hyperparameters of `rmsprop` besides the learning rate (default 1e-2) and the momentum (default 0),
+/// which the engine owns ([`Hyper`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RmsPropConfig {
-    /// Learning rate (default 1e-2).
-    pub lr: f64,
     /// Smoothing constant α (default 0.99).
     pub alpha: f64,
     /// ε outside the square root (default 1e-8).
     pub eps: f64,
     /// L2 weight decay (default 0).
     pub weight_decay: f64,
-    /// Momentum (default 0).
-    pub momentum: f64,
     /// Divide by the estimated variance instead of the second moment.
     pub centered: bool,
 }
@@ -47,43 +44,31 @@ impl Rule for RmsProp {
     type Coef = RmsPropCoef;
     const NAME: &'static str = "rmsprop";
 
-    fn parse(args: &Args) -> Result<RmsPropConfig> {
-        Ok(RmsPropConfig {
-            lr: check::non_negative(args, "lr", 1e-2)?,
+    fn parse(args: &Args) -> Result<(RmsPropConfig, Hyper)> {
+        let lr = check::non_negative(args, "lr", 1e-2)?;
+        let momentum = check::decay(args, "momentum", 0.0)?;
+        let cfg = RmsPropConfig {
             alpha: check::decay(args, "alpha", 0.99)?,
             eps: check::non_negative(args, "eps", 1e-8)?,
             weight_decay: check::non_negative(args, "weight_decay", 0.0)?,
-            momentum: check::decay(args, "momentum", 0.0)?,
             centered: args.bool("centered", false)?,
-        })
+        };
+        Ok((cfg, Hyper::new(lr, Some(momentum))))
     }
 
-    fn to_spec(c: &RmsPropConfig) -> Spec {
+    fn to_spec(c: &RmsPropConfig, h: &Hyper) -> Spec {
         Spec::new(Self::NAME)
-            .with("lr", c.lr)
+            .with("lr", h.lr)
             .with("alpha", c.alpha)
             .with("eps", c.eps)
             .with("weight_decay", c.weight_decay)
-            .with("momentum", c.momentum)
+            .with("momentum", h.momentum_or_zero())
             .with("centered", c.centered)
     }
 
-    fn lr(c: &RmsPropConfig) -> f64 {
-        c.lr
-    }
-    fn set_lr(c: &mut RmsPropConfig, lr: f64) {
-        c.lr = lr;
-    }
-    fn momentum(c: &RmsPropConfig) -> Option<f64> {
-        Some(c.momentum)
-    }
-    fn set_momentum(c: &mut RmsPropConfig, m: f64) -> bool {
-        c.momentum = m;
-        true
-    }
     /// p, g, square_avg, and the momentum buffer and grad_avg when used.
-    fn traffic(c: &RmsPropConfig) -> usize {
-        5 + if c.momentum > 0.0 { 2 } else { 0 } + if c.centered { 2 } else { 0 }
+    fn traffic(c: &RmsPropConfig, h: &Hyper) -> usize {
+        5 + if h.momentum_or_zero() > 0.0 { 2 } else { 0 } + if c.centered { 2 } else { 0 }
     }
     fn slots(cfgs: &[RmsPropConfig]) -> Vec<&'static str> {
         if cfgs.iter().any(|c| c.centered) {
@@ -93,14 +78,14 @@ impl Rule for RmsProp {
         }
     }
 
-    fn begin(c: &RmsPropConfig, s: &mut Scalars) -> RmsPropCoef {
+    fn begin(c: &RmsPropConfig, h: &Hyper, s: &mut Scalars) -> RmsPropCoef {
         s[0] += 1.0;
         RmsPropCoef {
-            cfg_lr: c.lr,
+            cfg_lr: h.lr,
             alpha: c.alpha,
             eps: c.eps,
             weight_decay: c.weight_decay,
-            momentum: c.momentum,
+            momentum: h.momentum_or_zero(),
             centered: c.centered,
         }
     }

@@ -11,15 +11,14 @@
 //! Only the sign of the gradient is used. As in PyTorch, the learning rate only sets the
 //! initial step size Δ (read at the first step): later changes, and schedules, do not act.
 
-use super::rule::{check, Buffer, Grad, Rule, Scalars, Slots, Sums};
+use super::rule::{check, Buffer, Grad, Hyper, Rule, Scalars, Slots, Sums};
 use crate::spec::{Args, Domain, Spec};
 use crate::{Real, Result};
 
-/// Hyperparameters of `rprop`.
+/// Hyperparameters of `rprop` besides the learning rate, the initial step size (default
+/// 1e-2), which the engine owns ([`Hyper`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RpropConfig {
-    /// Initial step size (default 1e-2).
-    pub lr: f64,
     /// (η−, η+), with 0 < η− < 1 < η+ (default (0.5, 1.2)).
     pub etas: (f64, f64),
     /// (Δmin, Δmax), the step sizes' bounds (default (1e-6, 50)).
@@ -46,7 +45,7 @@ impl Rule for Rprop {
     type Coef = RpropCoef;
     const NAME: &'static str = "rprop";
 
-    fn parse(args: &Args) -> Result<RpropConfig> {
+    fn parse(args: &Args) -> Result<(RpropConfig, Hyper)> {
         let lr = check::non_negative(args, "lr", 1e-2)?;
         let etas = args.pair("etas", (0.5, 1.2))?;
         if !(etas.0 > 0.0 && etas.0 < 1.0 && etas.1 > 1.0 && etas.1.is_finite()) {
@@ -70,35 +69,25 @@ impl Rule for Rprop {
                 ),
             ));
         }
-        Ok(RpropConfig {
-            lr,
-            etas,
-            step_sizes,
-        })
+        Ok((RpropConfig { etas, step_sizes }, Hyper::new(lr, None)))
     }
 
-    fn to_spec(c: &RpropConfig) -> Spec {
+    fn to_spec(c: &RpropConfig, h: &Hyper) -> Spec {
         Spec::new(Self::NAME)
-            .with("lr", c.lr)
+            .with("lr", h.lr)
             .with("etas", c.etas)
             .with("step_sizes", c.step_sizes)
     }
 
-    fn lr(c: &RpropConfig) -> f64 {
-        c.lr
-    }
-    fn set_lr(c: &mut RpropConfig, lr: f64) {
-        c.lr = lr;
-    }
     fn slots(_: &[RpropConfig]) -> Vec<&'static str> {
         vec!["prev", "step_size"]
     }
 
-    fn begin(c: &RpropConfig, s: &mut Scalars) -> RpropCoef {
+    fn begin(c: &RpropConfig, h: &Hyper, s: &mut Scalars) -> RpropCoef {
         s[0] += 1.0;
         RpropCoef {
             first: s[0] == 1.0,
-            lr: c.lr,
+            lr: h.lr,
             eta_minus: c.etas.0,
             eta_plus: c.etas.1,
             step_min: c.step_sizes.0,

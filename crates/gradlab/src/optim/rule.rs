@@ -7,6 +7,7 @@
 //! whole tensor, then [`Rule::mid`] turns the norms into coefficients.
 
 pub use super::clip::Grad;
+pub use super::hyper::Hyper;
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
@@ -108,28 +109,18 @@ pub trait Rule: Sized + Send + Sync + 'static {
     /// [`Rule::swap_point`] on `eval_mode` / `train_mode`.
     const EVAL_POINT: bool = false;
 
-    /// Reads and validates the hyperparameters.
-    fn parse(args: &Args) -> Result<Self::Config>;
-    /// The canonical spec with every hyperparameter.
-    fn to_spec(cfg: &Self::Config) -> Spec;
-    /// Learning rate.
-    fn lr(cfg: &Self::Config) -> f64;
-    /// Sets the learning rate.
-    fn set_lr(cfg: &mut Self::Config, lr: f64);
-    /// Momentum (SGD family) or beta1 (Adam family), if the rule has one.
-    fn momentum(_cfg: &Self::Config) -> Option<f64> {
-        None
-    }
-    /// Sets momentum / beta1; false when the rule has none.
-    fn set_momentum(_cfg: &mut Self::Config, _m: f64) -> bool {
-        false
-    }
+    /// Reads and validates the hyperparameters: what never changes during a run, and the
+    /// group's learning rate and momentum (β1), which the engine owns from then on.
+    fn parse(args: &Args) -> Result<(Self::Config, Hyper)>;
+    /// The canonical spec with every hyperparameter, `h` giving the learning rate and
+    /// momentum as they stand.
+    fn to_spec(cfg: &Self::Config, h: &Hyper) -> Spec;
     /// Names of the element buffers this rule keeps for these group configurations.
     fn slots(cfgs: &[Self::Config]) -> Vec<&'static str>;
     /// Parameter-sized arrays the step must read or write per element (parameters read and
     /// written count 2, the gradient 1, a state buffer read and written 2; pre-passes
     /// included): what `gradlab bench` counts as the bytes the algorithm must move.
-    fn traffic(cfg: &Self::Config) -> usize {
+    fn traffic(cfg: &Self::Config, _h: &Hyper) -> usize {
         3 + 2 * Self::slots(std::slice::from_ref(cfg)).len()
     }
     /// How many of [`Rule::traffic`]'s arrays are element buffers (state), which
@@ -142,15 +133,16 @@ pub trait Rule: Sized + Send + Sync + 'static {
         0.0
     }
     /// Initial per-tensor scalars.
-    fn scalars_init(_cfg: &Self::Config) -> Scalars {
+    fn scalars_init(_cfg: &Self::Config, _h: &Hyper) -> Scalars {
         [0.0; 6]
     }
     /// The spec name this configuration was built from (`adam` or `adamw`, ...).
     fn name(_cfg: &Self::Config) -> &'static str {
         Self::NAME
     }
-    /// Advances the per-tensor scalars for a new step and computes its coefficients.
-    fn begin(cfg: &Self::Config, s: &mut Scalars) -> Self::Coef;
+    /// Advances the per-tensor scalars for a new step and computes its coefficients from the
+    /// configuration and the group's learning rate and momentum as they stand.
+    fn begin(cfg: &Self::Config, h: &Hyper, s: &mut Scalars) -> Self::Coef;
     /// Optional first pass (norms); may update slots.
     #[inline(always)]
     fn pre_kernel<T: Real>(_c: &Self::Coef, _p: &[T], _g: Grad<T>, _s: &mut Slots<T>) -> Sums {
@@ -183,7 +175,14 @@ pub trait Rule: Sized + Send + Sync + 'static {
     /// Moves one tensor's parameters to its evaluation point (`to_eval`) or back to the
     /// gradient point, given its element buffers (only called when [`Rule::EVAL_POINT`],
     /// and only for tensors that have taken a step).
-    fn swap_point<T: Real>(_cfg: &Self::Config, _p: &mut [T], _slots: &[Vec<T>], _to_eval: bool) {}
+    fn swap_point<T: Real>(
+        _cfg: &Self::Config,
+        _h: &Hyper,
+        _p: &mut [T],
+        _slots: &[Vec<T>],
+        _to_eval: bool,
+    ) {
+    }
     /// Consumes the update pass's sums (e.g. SWATS's switch test).
     fn end(_cfg: &Self::Config, _s: &mut Scalars, _c: &Self::Coef, _sums: Sums) {}
 }

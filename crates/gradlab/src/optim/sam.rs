@@ -14,6 +14,7 @@
 //! to float32 and the global norm, its reciprocal and ρ/‖a‖ are computed in float32; ASAM's
 //! scaling is `|w|` without Kwon et al.'s offset η, so zero weights are never perturbed.
 
+use super::hyper::Hyper;
 use super::state::StateDict;
 use super::{
     build_from_spec, gradient_buffers, Closure, ClosureOutcome, Layout, NonFinitePolicy, Optimizer,
@@ -169,20 +170,11 @@ impl<T: Real> Optimizer<T> for Sam<T> {
     fn steps(&self) -> u64 {
         self.base.steps()
     }
-    fn num_groups(&self) -> usize {
-        self.base.num_groups()
+    fn hypers(&self) -> &[Hyper] {
+        self.base.hypers()
     }
-    fn lr(&self, group: usize) -> f64 {
-        self.base.lr(group)
-    }
-    fn set_lr(&mut self, group: usize, lr: f64) {
-        self.base.set_lr(group, lr)
-    }
-    fn momentum(&self, group: usize) -> Option<f64> {
-        self.base.momentum(group)
-    }
-    fn set_momentum(&mut self, group: usize, m: f64) -> Result<()> {
-        self.base.set_momentum(group, m)
+    fn hypers_mut(&mut self) -> &mut [Hyper] {
+        self.base.hypers_mut()
     }
 
     fn step_with(&mut self, _: &[&[T]], _: &mut dyn ParamAccess<T>) -> Result<StepOutcome> {

@@ -14,19 +14,17 @@
 //! average plays its part (warm-up only). [`Optimizer::eval_mode`](super::Optimizer::eval_mode)
 //! puts x into the parameters and `train_mode` y back, as the reference's `eval()`/`train()`.
 
-use super::rule::{check, lerp, Betas, Buffer, Grad, Rule, Scalars, Slots, Sums};
+use super::rule::{check, lerp, Betas, Buffer, Grad, Hyper, Rule, Scalars, Slots, Sums};
 use crate::spec::{Args, Domain, Spec};
 use crate::{Real, Result};
 
-/// Hyperparameters of `sgd_schedulefree` and `adamw_schedulefree`.
+/// Hyperparameters of `sgd_schedulefree` and `adamw_schedulefree` besides the learning rate
+/// (default 1.0 for SGD, 0.0025 for AdamW) and β, the interpolation between z and x (SGD's
+/// `momentum`, AdamW's `betas[0]`; default 0.9), which the engine owns ([`Hyper`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScheduleFreeConfig {
     /// AdamW's normalisation (`adamw_schedulefree`) or plain SGD (`sgd_schedulefree`).
     pub adamw: bool,
-    /// Learning rate (default 1.0 for SGD, 0.0025 for AdamW).
-    pub lr: f64,
-    /// β: interpolation between z and x (SGD's `momentum`, AdamW's `betas[0]`; default 0.9).
-    pub beta1: f64,
     /// AdamW's β2 (default 0.999).
     pub beta2: f64,
     /// AdamW's ε (default 1e-8).
@@ -69,8 +67,9 @@ impl Rule for ScheduleFree {
     const SCALARS: &'static [&'static str] = &["step", "weight_sum", "lr_max"];
     const EVAL_POINT: bool = true;
 
-    fn parse(args: &Args) -> Result<ScheduleFreeConfig> {
+    fn parse(args: &Args) -> Result<(ScheduleFreeConfig, Hyper)> {
         let adamw = args.spec().name == "adamw_schedulefree";
+        let lr = check::non_negative(args, "lr", if adamw { 0.0025 } else { 1.0 })?;
         let (beta1, beta2) = if adamw {
             check::betas(args, (0.9, 0.999))?
         } else {
@@ -82,10 +81,8 @@ impl Rule for ScheduleFree {
                 "beta1 must be above 0: the evaluation point x = lerp(y, z, 1 - 1/beta1) needs it",
             ));
         }
-        Ok(ScheduleFreeConfig {
+        let cfg = ScheduleFreeConfig {
             adamw,
-            lr: check::non_negative(args, "lr", if adamw { 0.0025 } else { 1.0 })?,
-            beta1,
             beta2,
             eps: if adamw {
                 check::non_negative(args, "eps", 1e-8)?
@@ -96,15 +93,17 @@ impl Rule for ScheduleFree {
             warmup_steps: args.count("warmup_steps", 0)?,
             r: args.number("r", 0.0, Domain::FINITE)?,
             weight_lr_power: args.number("weight_lr_power", 2.0, Domain::FINITE)?,
-        })
+        };
+        Ok((cfg, Hyper::new(lr, Some(beta1))))
     }
 
-    fn to_spec(c: &ScheduleFreeConfig) -> Spec {
-        let spec = Spec::new(Self::name(c)).with("lr", c.lr);
+    fn to_spec(c: &ScheduleFreeConfig, h: &Hyper) -> Spec {
+        let spec = Spec::new(Self::name(c)).with("lr", h.lr);
         let spec = if c.adamw {
-            spec.with("betas", (c.beta1, c.beta2)).with("eps", c.eps)
+            spec.with("betas", (h.momentum_or_zero(), c.beta2))
+                .with("eps", c.eps)
         } else {
-            spec.with("momentum", c.beta1)
+            spec.with("momentum", h.momentum_or_zero())
         };
         spec.with("weight_decay", c.weight_decay)
             .with("warmup_steps", c.warmup_steps as f64)
@@ -120,19 +119,6 @@ impl Rule for ScheduleFree {
         }
     }
 
-    fn lr(c: &ScheduleFreeConfig) -> f64 {
-        c.lr
-    }
-    fn set_lr(c: &mut ScheduleFreeConfig, lr: f64) {
-        c.lr = lr;
-    }
-    fn momentum(c: &ScheduleFreeConfig) -> Option<f64> {
-        Some(c.beta1)
-    }
-    fn set_momentum(c: &mut ScheduleFreeConfig, m: f64) -> bool {
-        c.beta1 = m;
-        true
-    }
     fn slots(cfgs: &[ScheduleFreeConfig]) -> Vec<&'static str> {
         if cfgs[0].adamw {
             vec!["z", "exp_avg_sq"]
@@ -140,18 +126,18 @@ impl Rule for ScheduleFree {
             vec!["z"]
         }
     }
-    fn scalars_init(_: &ScheduleFreeConfig) -> Scalars {
+    fn scalars_init(_: &ScheduleFreeConfig, _: &Hyper) -> Scalars {
         [0.0, 0.0, -1.0, 0.0, 0.0, 0.0]
     }
 
-    fn begin(c: &ScheduleFreeConfig, s: &mut Scalars) -> ScheduleFreeCoef {
+    fn begin(c: &ScheduleFreeConfig, h: &Hyper, s: &mut Scalars) -> ScheduleFreeCoef {
         let k = s[0];
         let sched = if k < c.warmup_steps as f64 {
             (k + 1.0) / c.warmup_steps as f64
         } else {
             1.0
         };
-        let lr = c.lr * sched;
+        let lr = h.lr * sched;
         s[LR_MAX] = s[LR_MAX].max(lr);
         let weight = (k + 1.0).powf(c.r) * s[LR_MAX].powf(c.weight_lr_power);
         s[WEIGHT_SUM] += weight;
@@ -166,7 +152,7 @@ impl Rule for ScheduleFree {
             adamw: c.adamw,
             lr,
             ckp1,
-            y_step: lr * (c.beta1 * (1.0 - ckp1) - 1.0),
+            y_step: lr * (h.momentum_or_zero() * (1.0 - ckp1) - 1.0),
             beta2: c.beta2,
             bias_correction2: 1.0 - c.beta2.powf(k + 1.0),
             eps: c.eps,
@@ -188,11 +174,18 @@ impl Rule for ScheduleFree {
         [0.0; 4]
     }
 
-    fn swap_point<T: Real>(c: &ScheduleFreeConfig, p: &mut [T], slots: &[Vec<T>], to_eval: bool) {
+    fn swap_point<T: Real>(
+        _: &ScheduleFreeConfig,
+        h: &Hyper,
+        p: &mut [T],
+        slots: &[Vec<T>],
+        to_eval: bool,
+    ) {
+        let beta1 = h.momentum_or_zero();
         let w = if to_eval {
-            1.0 - 1.0 / c.beta1
+            1.0 - 1.0 / beta1
         } else {
-            1.0 - c.beta1
+            1.0 - beta1
         };
         let (w, one_minus_w) = (T::from_f64(w), T::from_f64(1.0 - w));
         for (y, z) in p.iter_mut().zip(&slots[0]) {

@@ -12,19 +12,16 @@
 //! The learning rate multiplies the whole buffer (PyTorch's convention, not Sutskever's
 //! `v = μv + γg`), which matters when a schedule changes γ.
 
-use super::rule::{check, decay_terms, Grad, Rule, Scalars, Slots, Sums};
+use super::rule::{check, decay_terms, Grad, Hyper, Rule, Scalars, Slots, Sums};
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
-/// Hyperparameters of `sgd` / `sgdw`.
+/// Hyperparameters of `sgd` / `sgdw` besides the learning rate γ (default 1e-3) and the
+/// momentum μ (default 0), which the engine owns ([`Hyper`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SgdConfig {
     /// `sgdw`: decoupled weight decay.
     pub decoupled: bool,
-    /// Learning rate γ (default 1e-3).
-    pub lr: f64,
-    /// Momentum μ (default 0).
-    pub momentum: f64,
     /// Dampening τ (default 0).
     pub dampening: f64,
     /// Weight decay λ (default 0).
@@ -127,22 +124,22 @@ impl Rule for Sgd {
     const NAME: &'static str = "sgd";
     const SCALARS: &'static [&'static str] = &["step", "has_buffer"];
 
-    fn parse(args: &Args) -> Result<SgdConfig> {
+    fn parse(args: &Args) -> Result<(SgdConfig, Hyper)> {
+        let lr = check::non_negative(args, "lr", 1e-3)?;
+        let momentum = check::decay(args, "momentum", 0.0)?;
         let cfg = SgdConfig {
             decoupled: args.spec().name == "sgdw",
-            lr: check::non_negative(args, "lr", 1e-3)?,
-            momentum: check::decay(args, "momentum", 0.0)?,
             dampening: check::fraction(args, "dampening", 0.0)?,
             weight_decay: check::non_negative(args, "weight_decay", 0.0)?,
             nesterov: args.bool("nesterov", false)?,
         };
-        if cfg.nesterov && (cfg.momentum <= 0.0 || cfg.dampening != 0.0) {
+        if cfg.nesterov && (momentum <= 0.0 || cfg.dampening != 0.0) {
             return Err(args.invalid(
                 "nesterov",
                 "Nesterov momentum requires momentum > 0 and dampening = 0",
             ));
         }
-        Ok(cfg)
+        Ok((cfg, Hyper::new(lr, Some(momentum))))
     }
 
     fn name(cfg: &SgdConfig) -> &'static str {
@@ -153,31 +150,18 @@ impl Rule for Sgd {
         }
     }
 
-    fn to_spec(c: &SgdConfig) -> Spec {
+    fn to_spec(c: &SgdConfig, h: &Hyper) -> Spec {
         Spec::new(Self::name(c))
-            .with("lr", c.lr)
-            .with("momentum", c.momentum)
+            .with("lr", h.lr)
+            .with("momentum", h.momentum_or_zero())
             .with("dampening", c.dampening)
             .with("weight_decay", c.weight_decay)
             .with("nesterov", c.nesterov)
     }
 
-    fn lr(c: &SgdConfig) -> f64 {
-        c.lr
-    }
-    fn set_lr(c: &mut SgdConfig, lr: f64) {
-        c.lr = lr;
-    }
-    fn momentum(c: &SgdConfig) -> Option<f64> {
-        Some(c.momentum)
-    }
-    fn set_momentum(c: &mut SgdConfig, m: f64) -> bool {
-        c.momentum = m;
-        true
-    }
     /// p (2), g (1), and the momentum buffer (2) when there is momentum.
-    fn traffic(c: &SgdConfig) -> usize {
-        if c.momentum != 0.0 {
+    fn traffic(_: &SgdConfig, h: &Hyper) -> usize {
+        if h.momentum_or_zero() != 0.0 {
             5
         } else {
             3
@@ -187,9 +171,10 @@ impl Rule for Sgd {
         vec!["momentum_buffer"]
     }
 
-    fn begin(c: &SgdConfig, s: &mut Scalars) -> MomentumCoef {
-        let mut coef = MomentumCoef::begin(s, c.lr, c.momentum, c.dampening, c.nesterov);
-        (coef.l2, coef.decay_factor) = decay_terms(c.decoupled, c.lr, c.weight_decay);
+    fn begin(c: &SgdConfig, h: &Hyper, s: &mut Scalars) -> MomentumCoef {
+        let mu = h.momentum_or_zero();
+        let mut coef = MomentumCoef::begin(s, h.lr, mu, c.dampening, c.nesterov);
+        (coef.l2, coef.decay_factor) = decay_terms(c.decoupled, h.lr, c.weight_decay);
         coef
     }
 

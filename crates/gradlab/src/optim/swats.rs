@@ -11,18 +11,17 @@
 //! the learned rate Λ are visible in [`super::Optimizer::scalar_state`]
 //! (`switched_at`, the step of the switch or 0, and `sgd_lr`) and through [`switch_status`].
 
-use super::rule::{check, lane_sums, Betas, Grad, Rule, Scalars, Slots, Sums};
+use super::rule::{check, lane_sums, Betas, Grad, Hyper, Rule, Scalars, Slots, Sums};
 use super::Optimizer;
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
-/// Hyperparameters of `swats`.
+/// Hyperparameters of `swats` besides the Adam phase's learning rate (default 1e-3) and β1
+/// (default 0.9), which the engine owns ([`Hyper`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SwatsConfig {
-    /// Adam learning rate (default 1e-3).
-    pub lr: f64,
-    /// (β1, β2) (default (0.9, 0.999)).
-    pub betas: (f64, f64),
+    /// β2 (default 0.999).
+    pub beta2: f64,
     /// ε (default 1e-9).
     pub eps: f64,
 }
@@ -63,46 +62,35 @@ impl Rule for Swats {
         "sgd_started",
     ];
 
-    fn parse(args: &Args) -> Result<SwatsConfig> {
-        Ok(SwatsConfig {
-            lr: check::non_negative(args, "lr", 1e-3)?,
-            betas: check::betas(args, (0.9, 0.999))?,
+    fn parse(args: &Args) -> Result<(SwatsConfig, Hyper)> {
+        let lr = check::non_negative(args, "lr", 1e-3)?;
+        let (beta1, beta2) = check::betas(args, (0.9, 0.999))?;
+        let cfg = SwatsConfig {
+            beta2,
             eps: check::non_negative(args, "eps", 1e-9)?,
-        })
+        };
+        Ok((cfg, Hyper::new(lr, Some(beta1))))
     }
 
-    fn to_spec(c: &SwatsConfig) -> Spec {
+    fn to_spec(c: &SwatsConfig, h: &Hyper) -> Spec {
         Spec::new(Self::NAME)
-            .with("lr", c.lr)
-            .with("betas", c.betas)
+            .with("lr", h.lr)
+            .with("betas", (h.momentum_or_zero(), c.beta2))
             .with("eps", c.eps)
     }
 
-    fn lr(c: &SwatsConfig) -> f64 {
-        c.lr
-    }
-    fn set_lr(c: &mut SwatsConfig, lr: f64) {
-        c.lr = lr;
-    }
-    fn momentum(c: &SwatsConfig) -> Option<f64> {
-        Some(c.betas.0)
-    }
-    fn set_momentum(c: &mut SwatsConfig, m: f64) -> bool {
-        c.betas.0 = m;
-        true
-    }
     /// The Adam phase: p, g, m, v (the SGD phase moves 5).
-    fn traffic(_: &SwatsConfig) -> usize {
+    fn traffic(_: &SwatsConfig, _: &Hyper) -> usize {
         7
     }
     fn slots(_: &[SwatsConfig]) -> Vec<&'static str> {
         vec!["exp_avg", "exp_avg_sq", "momentum_buffer"]
     }
 
-    fn begin(c: &SwatsConfig, s: &mut Scalars) -> SwatsCoef {
+    fn begin(c: &SwatsConfig, h: &Hyper, s: &mut Scalars) -> SwatsCoef {
         s[STEP] += 1.0;
         let t = s[STEP];
-        let (b1, b2) = c.betas;
+        let (b1, b2) = (h.momentum_or_zero(), c.beta2);
         let sgd = s[PHASE] != 0.0;
         let first_sgd = sgd && s[SGD_STARTED] == 0.0;
         if sgd {
@@ -110,7 +98,7 @@ impl Rule for Swats {
         }
         SwatsCoef {
             sgd,
-            step_size: c.lr * (1.0 - b2.powf(t)).sqrt() / (1.0 - b1.powf(t)),
+            step_size: h.lr * (1.0 - b2.powf(t)).sqrt() / (1.0 - b1.powf(t)),
             sgd_lr: s[SGD_LR],
             first_sgd,
             b1,

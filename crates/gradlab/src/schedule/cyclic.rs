@@ -69,7 +69,7 @@ impl Cyclic {
         })
     }
 
-    fn apply(&self, hp: &mut Hyper) {
+    fn apply(&self, hp: &mut [Hyper]) {
         let e = self.progress.epoch as f64;
         let up = self.step_size_up as f64;
         let total = up + self.step_size_down.unwrap_or(self.step_size_up) as f64;
@@ -86,12 +86,12 @@ impl Cyclic {
             "triangular2" => 1.0 / 2f64.powf(cycle - 1.0),
             _ => self.gamma.powf(e),
         };
-        for lr in hp.lr.iter_mut() {
-            *lr = self.base_lr + (self.max_lr - self.base_lr) * scale * f;
+        for h in hp.iter_mut() {
+            h.lr = self.base_lr + (self.max_lr - self.base_lr) * scale * f;
         }
         if self.cycle_momentum {
             let m = self.max_momentum - (self.max_momentum - self.base_momentum) * scale * f;
-            hp.momentum.iter_mut().for_each(|v| *v = Some(m));
+            hp.iter_mut().for_each(|h| h.momentum = Some(m));
         }
     }
 }
@@ -112,25 +112,25 @@ impl Schedule for Cyclic {
             .with("max_momentum", self.max_momentum)
     }
 
-    fn start(&mut self, hp: &mut Hyper) -> Result<()> {
+    fn start(&mut self, hp: &mut [Hyper]) -> Result<()> {
         if self.cycle_momentum {
             require_momentum(&self.spec(), hp)?;
         }
         self.progress = Progress {
             epoch: 0,
-            base_lrs: vec![self.base_lr; hp.lr.len()],
+            base_lrs: vec![self.base_lr; hp.len()],
         };
         self.apply(hp);
         Ok(())
     }
 
-    fn step(&mut self, hp: &mut Hyper, _metric: Option<f64>) -> Result<()> {
+    fn step(&mut self, hp: &mut [Hyper], _metric: Option<f64>) -> Result<()> {
         self.progress.epoch += 1;
         self.apply(hp);
         Ok(())
     }
 
-    fn restart(&mut self, hp: &mut Hyper) -> Result<()> {
+    fn restart(&mut self, hp: &mut [Hyper]) -> Result<()> {
         self.progress.epoch = 0;
         self.apply(hp);
         Ok(())

@@ -261,10 +261,10 @@ impl Decay {
         }
     }
 
-    fn apply(&self, hp: &mut Hyper) {
+    fn apply(&self, hp: &mut [Hyper]) {
         let e = self.progress.epoch;
-        for (lr, base) in hp.lr.iter_mut().zip(&self.progress.base_lrs) {
-            *lr = self.recursive(e, *lr, *base);
+        for (h, base) in hp.iter_mut().zip(&self.progress.base_lrs) {
+            h.lr = self.recursive(e, h.lr, *base);
         }
     }
 }
@@ -306,17 +306,17 @@ impl Schedule for Decay {
         }
     }
 
-    fn start(&mut self, hp: &mut Hyper) -> Result<()> {
+    fn start(&mut self, hp: &mut [Hyper]) -> Result<()> {
         self.progress = Progress {
             epoch: 0,
-            base_lrs: hp.lr.clone(),
+            base_lrs: super::lrs(hp),
         };
         self.apply(hp);
         Ok(())
     }
 
-    fn step(&mut self, hp: &mut Hyper, _metric: Option<f64>) -> Result<()> {
-        if self.progress.base_lrs.len() != hp.lr.len() {
+    fn step(&mut self, hp: &mut [Hyper], _metric: Option<f64>) -> Result<()> {
+        if self.progress.base_lrs.len() != hp.len() {
             return Err(schedule_error(
                 &self.spec(),
                 "stepped before it was started",
@@ -327,10 +327,10 @@ impl Schedule for Decay {
         Ok(())
     }
 
-    fn restart(&mut self, hp: &mut Hyper) -> Result<()> {
+    fn restart(&mut self, hp: &mut [Hyper]) -> Result<()> {
         self.progress.epoch = 0;
-        for (lr, base) in hp.lr.iter_mut().zip(&self.progress.base_lrs) {
-            *lr = self.closed(0, *base);
+        for (h, base) in hp.iter_mut().zip(&self.progress.base_lrs) {
+            h.lr = self.closed(0, *base);
         }
         Ok(())
     }

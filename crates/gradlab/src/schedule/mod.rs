@@ -76,51 +76,23 @@ pub const SCHEDULES: &[&str] = &[
     "swalr",
 ];
 
-/// The hyperparameters a schedule drives, one entry per parameter group.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Hyper {
-    /// Learning rate of each group.
-    pub lr: Vec<f64>,
-    /// Momentum (SGD family) or beta1 (Adam family) of each group, if the optimizer has one.
-    pub momentum: Vec<Option<f64>>,
-}
-
-impl Hyper {
-    /// Reads an optimizer's values.
-    pub fn of<T: Real>(opt: &dyn Optimizer<T>) -> Self {
-        let n = opt.num_groups();
-        Hyper {
-            lr: (0..n).map(|g| opt.lr(g)).collect(),
-            momentum: (0..n).map(|g| opt.momentum(g)).collect(),
-        }
-    }
-
-    /// Writes the values into an optimizer.
-    pub fn apply<T: Real>(&self, opt: &mut dyn Optimizer<T>) -> Result<()> {
-        for (g, lr) in self.lr.iter().enumerate() {
-            opt.set_lr(g, *lr);
-            if let Some(m) = self.momentum[g] {
-                if opt.momentum(g) != Some(m) {
-                    opt.set_momentum(g, m)?;
-                }
-            }
-        }
-        Ok(())
-    }
-}
+/// The values a schedule drives: each parameter group's learning rate and momentum, owned
+/// by the optimizer (see [`crate::optim::hyper`]).
+pub use crate::optim::Hyper;
 
 /// A schedule; see the module documentation.
 pub trait Schedule: Send {
     /// The canonical spec.
     fn spec(&self) -> Spec;
     /// Resets the schedule and takes its initial step (PyTorch's constructor): records the
-    /// base learning rates and sets the values for the first optimizer step.
-    fn start(&mut self, hp: &mut Hyper) -> Result<()>;
+    /// base learning rates and sets the values for the first optimizer step, one entry of
+    /// `hp` per parameter group.
+    fn start(&mut self, hp: &mut [Hyper]) -> Result<()>;
     /// One step (after an optimizer step, or an epoch); `metric` feeds `plateau`.
-    fn step(&mut self, hp: &mut Hyper, metric: Option<f64>) -> Result<()>;
+    fn step(&mut self, hp: &mut [Hyper], metric: Option<f64>) -> Result<()>;
     /// Restarts at epoch 0 from the base learning rates, as `SequentialLR` does at a
     /// milestone (`scheduler.step(0)`, which uses the closed form where PyTorch has one).
-    fn restart(&mut self, hp: &mut Hyper) -> Result<()>;
+    fn restart(&mut self, hp: &mut [Hyper]) -> Result<()>;
     /// Whether [`Schedule::step`] needs a metric.
     fn needs_metric(&self) -> bool {
         false
@@ -178,10 +150,13 @@ pub fn build_from_spec(spec: &Spec) -> Result<Box<dyn Schedule>> {
     Ok(schedule)
 }
 
-/// A schedule attached to an optimizer: it writes the learning rate and momentum into the
-/// optimizer's groups.
+/// A schedule attached to an optimizer: it writes the learning rate and momentum of the
+/// optimizer's groups where the optimizer keeps them ([`Optimizer::hypers_mut`]).
 pub struct Scheduler {
     schedule: Box<dyn Schedule>,
+    /// The values before the schedule's last write, put back if it hands out a value out of
+    /// range (kept here so that a step allocates nothing).
+    before: Vec<Hyper>,
 }
 
 impl Scheduler {
@@ -192,16 +167,18 @@ impl Scheduler {
 
     /// Starts an already built schedule on `opt`.
     pub fn from_schedule<T: Real>(
-        mut schedule: Box<dyn Schedule>,
+        schedule: Box<dyn Schedule>,
         opt: &mut dyn Optimizer<T>,
     ) -> Result<Self> {
-        let mut hp = Hyper::of(opt);
-        schedule
-            .start(&mut hp)
-            .map_err(|e| with_optimizer(e, opt.name()))?;
-        check_values(schedule.as_ref(), &hp)?;
-        hp.apply(opt)?;
-        Ok(Scheduler { schedule })
+        let mut scheduler = Scheduler {
+            schedule,
+            before: Vec::new(),
+        };
+        let name = opt.name();
+        scheduler
+            .write(opt, |s, hp| s.start(hp))
+            .map_err(|e| with_optimizer(e, name))?;
+        Ok(scheduler)
     }
 
     /// A schedule continued from a saved [`Scheduler::state`], without the initial step (the
@@ -209,7 +186,10 @@ impl Scheduler {
     pub fn resume(spec: &str, state: &serde_json::Value) -> Result<Self> {
         let mut schedule = build(spec)?;
         schedule.load_state(state)?;
-        Ok(Scheduler { schedule })
+        Ok(Scheduler {
+            schedule,
+            before: Vec::new(),
+        })
     }
 
     /// The schedule's spec.
@@ -237,10 +217,25 @@ impl Scheduler {
     }
 
     fn advance<T: Real>(&mut self, opt: &mut dyn Optimizer<T>, metric: Option<f64>) -> Result<()> {
-        let mut hp = Hyper::of(opt);
-        self.schedule.step(&mut hp, metric)?;
-        check_values(self.schedule.as_ref(), &hp)?;
-        hp.apply(opt)
+        self.write(opt, |s, hp| s.step(hp, metric))
+    }
+
+    /// Lets the schedule write the optimizer's values in place; if it fails, or hands out a
+    /// value out of range, the values are put back as they were and the error returned.
+    fn write<T: Real>(
+        &mut self,
+        opt: &mut dyn Optimizer<T>,
+        f: impl FnOnce(&mut dyn Schedule, &mut [Hyper]) -> Result<()>,
+    ) -> Result<()> {
+        let hp = opt.hypers_mut();
+        self.before.clear();
+        self.before.extend_from_slice(hp);
+        let written =
+            f(self.schedule.as_mut(), hp).and_then(|()| check_values(self.schedule.as_ref(), hp));
+        if written.is_err() {
+            hp.copy_from_slice(&self.before);
+        }
+        written
     }
 
     /// The schedule's state, to save beside the optimizer's.
@@ -257,7 +252,7 @@ impl Scheduler {
 /// Whatever the combination of keys, a schedule never hands the optimizer a negative or
 /// non-finite learning rate, or a momentum outside [0, 1): that is an error naming the
 /// schedule, the group and the value.
-fn check_values(schedule: &dyn Schedule, hp: &Hyper) -> Result<()> {
+fn check_values(schedule: &dyn Schedule, hp: &[Hyper]) -> Result<()> {
     let bad = |what: &str, group: usize, x: f64, range: &str| Error::Schedule {
         spec: schedule.spec().to_string(),
         message: format!(
@@ -265,13 +260,11 @@ fn check_values(schedule: &dyn Schedule, hp: &Hyper) -> Result<()> {
             crate::spec::format_number(x)
         ),
     };
-    for (g, &lr) in hp.lr.iter().enumerate() {
-        if !(lr.is_finite() && lr >= 0.0) {
-            return Err(bad("learning rate", g, lr, "a finite number >= 0"));
+    for (g, h) in hp.iter().enumerate() {
+        if !(h.lr.is_finite() && h.lr >= 0.0) {
+            return Err(bad("learning rate", g, h.lr, "a finite number >= 0"));
         }
-    }
-    for (g, m) in hp.momentum.iter().enumerate() {
-        if let Some(m) = *m {
+        if let Some(m) = h.momentum {
             if !(0.0..1.0).contains(&m) {
                 return Err(bad("momentum", g, m, "in [0, 1)"));
             }
@@ -312,10 +305,10 @@ pub trait ClosedForm: Send {
     fn progress_mut(&mut self) -> &mut Progress;
 }
 
-fn apply_closed_form<C: ClosedForm>(c: &C, hp: &mut Hyper) {
+fn apply_closed_form<C: ClosedForm>(c: &C, hp: &mut [Hyper]) {
     let p = c.progress();
-    for (lr, base) in hp.lr.iter_mut().zip(&p.base_lrs) {
-        *lr = c.value(p.epoch, *base);
+    for (h, base) in hp.iter_mut().zip(&p.base_lrs) {
+        h.lr = c.value(p.epoch, *base);
     }
 }
 
@@ -324,22 +317,22 @@ impl<C: ClosedForm> Schedule for C {
         ClosedForm::spec(self)
     }
 
-    fn start(&mut self, hp: &mut Hyper) -> Result<()> {
+    fn start(&mut self, hp: &mut [Hyper]) -> Result<()> {
         *self.progress_mut() = Progress {
             epoch: 0,
-            base_lrs: hp.lr.clone(),
+            base_lrs: lrs(hp),
         };
         apply_closed_form(self, hp);
         Ok(())
     }
 
-    fn step(&mut self, hp: &mut Hyper, _metric: Option<f64>) -> Result<()> {
+    fn step(&mut self, hp: &mut [Hyper], _metric: Option<f64>) -> Result<()> {
         self.progress_mut().epoch += 1;
         apply_closed_form(self, hp);
         Ok(())
     }
 
-    fn restart(&mut self, hp: &mut Hyper) -> Result<()> {
+    fn restart(&mut self, hp: &mut [Hyper]) -> Result<()> {
         self.progress_mut().epoch = 0;
         apply_closed_form(self, hp);
         Ok(())
@@ -391,9 +384,14 @@ pub(crate) fn schedule_error(spec: &Spec, message: impl Into<String>) -> Error {
     }
 }
 
+/// The groups' learning rates (what a schedule records as its base).
+pub(crate) fn lrs(hp: &[Hyper]) -> Vec<f64> {
+    hp.iter().map(|h| h.lr).collect()
+}
+
 /// Momentum values for schedules that cycle momentum: an error when the optimizer has none.
-pub(crate) fn require_momentum(spec: &Spec, hp: &Hyper) -> Result<()> {
-    if hp.momentum.iter().any(Option::is_none) {
+pub(crate) fn require_momentum(spec: &Spec, hp: &[Hyper]) -> Result<()> {
+    if hp.iter().any(|h| h.momentum.is_none()) {
         return Err(schedule_error(
             spec,
             "cycle_momentum needs an optimizer with momentum or beta1; pass cycle_momentum=false",

@@ -129,7 +129,7 @@ impl OneCycle {
         }
     }
 
-    fn apply(&self, hp: &mut Hyper) -> Result<()> {
+    fn apply(&self, hp: &mut [Hyper]) -> Result<()> {
         let step = self.progress.epoch;
         if step > self.total_steps {
             return Err(schedule_error(
@@ -150,10 +150,10 @@ impl OneCycle {
                 // with linear annealing); the cycle's final values hold instead.
                 let pct = ((s - start_step) / (phase.end_step - start_step)).min(1.0);
                 let lr = self.anneal(phase.lr, pct);
-                hp.lr.iter_mut().for_each(|v| *v = lr);
+                hp.iter_mut().for_each(|h| h.lr = lr);
                 if self.cycle_momentum {
                     let m = self.anneal(phase.momentum, pct);
-                    hp.momentum.iter_mut().for_each(|v| *v = Some(m));
+                    hp.iter_mut().for_each(|h| h.momentum = Some(m));
                 }
                 break;
             }
@@ -178,23 +178,23 @@ impl Schedule for OneCycle {
             .with("three_phase", self.three_phase)
     }
 
-    fn start(&mut self, hp: &mut Hyper) -> Result<()> {
+    fn start(&mut self, hp: &mut [Hyper]) -> Result<()> {
         if self.cycle_momentum {
             require_momentum(&self.spec(), hp)?;
         }
         self.progress = Progress {
             epoch: 0,
-            base_lrs: vec![self.max_lr / self.div_factor; hp.lr.len()],
+            base_lrs: vec![self.max_lr / self.div_factor; hp.len()],
         };
         self.apply(hp)
     }
 
-    fn step(&mut self, hp: &mut Hyper, _metric: Option<f64>) -> Result<()> {
+    fn step(&mut self, hp: &mut [Hyper], _metric: Option<f64>) -> Result<()> {
         self.progress.epoch += 1;
         self.apply(hp).inspect_err(|_| self.progress.epoch -= 1)
     }
 
-    fn restart(&mut self, hp: &mut Hyper) -> Result<()> {
+    fn restart(&mut self, hp: &mut [Hyper]) -> Result<()> {
         self.progress.epoch = 0;
         self.apply(hp)
     }

@@ -89,12 +89,12 @@ impl Schedule for Plateau {
             .with("eps", self.eps)
     }
 
-    fn start(&mut self, _hp: &mut Hyper) -> Result<()> {
+    fn start(&mut self, _hp: &mut [Hyper]) -> Result<()> {
         self.state = PlateauState::default();
         Ok(())
     }
 
-    fn step(&mut self, hp: &mut Hyper, metric: Option<f64>) -> Result<()> {
+    fn step(&mut self, hp: &mut [Hyper], metric: Option<f64>) -> Result<()> {
         let Some(current) = metric else {
             return Err(schedule_error(
                 &self.spec(),
@@ -113,10 +113,10 @@ impl Schedule for Plateau {
             self.state.num_bad_epochs = 0;
         }
         if self.state.num_bad_epochs > self.patience {
-            for lr in hp.lr.iter_mut() {
-                let new_lr = (*lr * self.factor).max(self.min_lr);
-                if *lr - new_lr > self.eps {
-                    *lr = new_lr;
+            for h in hp.iter_mut() {
+                let new_lr = (h.lr * self.factor).max(self.min_lr);
+                if h.lr - new_lr > self.eps {
+                    h.lr = new_lr;
                 }
             }
             self.state.cooldown_counter = self.cooldown;
@@ -125,7 +125,7 @@ impl Schedule for Plateau {
         Ok(())
     }
 
-    fn restart(&mut self, _hp: &mut Hyper) -> Result<()> {
+    fn restart(&mut self, _hp: &mut [Hyper]) -> Result<()> {
         self.state = PlateauState::default();
         Ok(())
     }

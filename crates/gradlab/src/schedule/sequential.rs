@@ -153,24 +153,24 @@ impl Schedule for Sequential {
         )
     }
 
-    fn start(&mut self, hp: &mut Hyper) -> Result<()> {
+    fn start(&mut self, hp: &mut [Hyper]) -> Result<()> {
         // Each child is built on the optimizer in turn (PyTorch's constructors): base lrs are
         // the optimizer's, momentum changes made by constructors carry over.
-        let mut momentum = hp.momentum.clone();
+        let mut scratch = hp.to_vec();
         for child in &mut self.children {
-            let mut scratch = Hyper {
-                lr: hp.lr.clone(),
-                momentum: momentum.clone(),
-            };
+            for (s, h) in scratch.iter_mut().zip(hp.iter()) {
+                s.lr = h.lr;
+            }
             child.start(&mut scratch)?;
-            momentum = scratch.momentum;
         }
-        hp.momentum = momentum;
+        for (h, s) in hp.iter_mut().zip(&scratch) {
+            h.momentum = s.momentum;
+        }
         self.epoch = 0;
         self.children[0].start(hp)
     }
 
-    fn step(&mut self, hp: &mut Hyper, metric: Option<f64>) -> Result<()> {
+    fn step(&mut self, hp: &mut [Hyper], metric: Option<f64>) -> Result<()> {
         self.epoch += 1;
         let idx = self.active(self.epoch);
         if idx > 0 && self.milestones[idx - 1] == self.epoch {
@@ -180,7 +180,7 @@ impl Schedule for Sequential {
         }
     }
 
-    fn restart(&mut self, hp: &mut Hyper) -> Result<()> {
+    fn restart(&mut self, hp: &mut [Hyper]) -> Result<()> {
         self.epoch = 0;
         self.children[0].restart(hp)
     }

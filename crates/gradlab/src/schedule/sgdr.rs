@@ -51,11 +51,11 @@ impl Sgdr {
         })
     }
 
-    fn apply(&self, hp: &mut Hyper) {
+    fn apply(&self, hp: &mut [Hyper]) {
         let s = &self.state;
         let phase = (PI * s.t_cur as f64 / s.t_i as f64).cos();
-        for (lr, base) in hp.lr.iter_mut().zip(&s.progress.base_lrs) {
-            *lr = self.eta_min + (base - self.eta_min) * (1.0 + phase) / 2.0;
+        for (h, base) in hp.iter_mut().zip(&s.progress.base_lrs) {
+            h.lr = self.eta_min + (base - self.eta_min) * (1.0 + phase) / 2.0;
         }
     }
 }
@@ -68,11 +68,11 @@ impl Schedule for Sgdr {
             .with("eta_min", self.eta_min)
     }
 
-    fn start(&mut self, hp: &mut Hyper) -> Result<()> {
+    fn start(&mut self, hp: &mut [Hyper]) -> Result<()> {
         self.state = SgdrState {
             progress: Progress {
                 epoch: 0,
-                base_lrs: hp.lr.clone(),
+                base_lrs: super::lrs(hp),
             },
             t_i: self.t_0,
             t_cur: 0,
@@ -81,7 +81,7 @@ impl Schedule for Sgdr {
         Ok(())
     }
 
-    fn step(&mut self, hp: &mut Hyper, _metric: Option<f64>) -> Result<()> {
+    fn step(&mut self, hp: &mut [Hyper], _metric: Option<f64>) -> Result<()> {
         if self.state.t_i == 0 {
             return Err(schedule_error(
                 &self.spec(),
@@ -99,7 +99,7 @@ impl Schedule for Sgdr {
         Ok(())
     }
 
-    fn restart(&mut self, hp: &mut Hyper) -> Result<()> {
+    fn restart(&mut self, hp: &mut [Hyper]) -> Result<()> {
         self.state.progress.epoch = 0;
         self.state.t_i = self.t_0;
         self.state.t_cur = 0;

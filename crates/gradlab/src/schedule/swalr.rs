@@ -61,7 +61,7 @@ impl Swalr {
     }
 
     /// PyTorch's `get_lr` at the current step count.
-    fn apply(&self, hp: &mut Hyper) {
+    fn apply(&self, hp: &mut [Hyper]) {
         let step = if self.anneal_epochs == 0 {
             self.epoch.max(1)
         } else {
@@ -69,13 +69,13 @@ impl Swalr {
         } as f64;
         let prev_alpha = self.anneal(self.fraction(step - 1.0));
         let alpha = self.anneal(self.fraction(step));
-        for lr in hp.lr.iter_mut() {
+        for h in hp.iter_mut() {
             let initial = if prev_alpha == 1.0 {
                 self.swa_lr
             } else {
-                (*lr - prev_alpha * self.swa_lr) / (1.0 - prev_alpha)
+                (h.lr - prev_alpha * self.swa_lr) / (1.0 - prev_alpha)
             };
-            *lr = self.swa_lr * alpha + initial * (1.0 - alpha);
+            h.lr = self.swa_lr * alpha + initial * (1.0 - alpha);
         }
     }
 }
@@ -88,19 +88,19 @@ impl Schedule for Swalr {
             .with("anneal_strategy", self.anneal_strategy)
     }
 
-    fn start(&mut self, hp: &mut Hyper) -> Result<()> {
+    fn start(&mut self, hp: &mut [Hyper]) -> Result<()> {
         self.epoch = 0;
         self.apply(hp);
         Ok(())
     }
 
-    fn step(&mut self, hp: &mut Hyper, _metric: Option<f64>) -> Result<()> {
+    fn step(&mut self, hp: &mut [Hyper], _metric: Option<f64>) -> Result<()> {
         self.epoch += 1;
         self.apply(hp);
         Ok(())
     }
 
-    fn restart(&mut self, hp: &mut Hyper) -> Result<()> {
+    fn restart(&mut self, hp: &mut [Hyper]) -> Result<()> {
         self.start(hp)
     }
 
@@ -118,20 +118,17 @@ impl Schedule for Swalr {
 mod tests {
     use super::*;
 
-    fn hyper(lr: f64) -> Hyper {
-        Hyper {
-            lr: vec![lr],
-            momentum: vec![None],
-        }
+    fn hyper(lr: f64) -> Vec<Hyper> {
+        vec![Hyper::new(lr, None)]
     }
 
     fn run(s: &mut Swalr, lr0: f64, steps: usize) -> Vec<f64> {
         let mut hp = hyper(lr0);
         s.start(&mut hp).unwrap();
-        let mut out = vec![hp.lr[0]];
+        let mut out = vec![hp[0].lr];
         for _ in 0..steps {
             s.step(&mut hp, None).unwrap();
-            out.push(hp.lr[0]);
+            out.push(hp[0].lr);
         }
         out
     }

@@ -1,14 +1,14 @@
 //! Adafactor's hyperparameters: torch 2.15's names and defaults (`eps=(eps1, eps2)` with
 //! `none` for the type's machine epsilon).
 
+use crate::optim::Hyper;
 use crate::spec::{Args, Domain, Spec, Value};
 use crate::Result;
 
-/// Hyperparameters of `adafactor` (one parameter group).
+/// Hyperparameters of `adafactor` (one parameter group) besides the learning rate γ, the
+/// cap of the relative step size ρ (default 1e-2), which the optimizer owns ([`Hyper`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdafactorConfig {
-    /// Learning rate γ, the cap of the relative step size ρ (default 1e-2).
-    pub lr: f64,
     /// The exponent of the second moment's averaging weight `t^beta2_decay` (default −0.8,
     /// at most 0).
     pub beta2_decay: f64,
@@ -28,10 +28,10 @@ pub struct AdafactorConfig {
 }
 
 impl AdafactorConfig {
-    pub(super) fn parse(args: &Args) -> Result<Self> {
+    pub(super) fn parse(args: &Args) -> Result<(Self, Hyper)> {
         let (eps1, eps2) = parse_eps(args)?;
-        Ok(AdafactorConfig {
-            lr: args.number("lr", 1e-2, Domain::NON_NEGATIVE)?,
+        let lr = args.number("lr", 1e-2, Domain::NON_NEGATIVE)?;
+        let cfg = AdafactorConfig {
             beta2_decay: args.number(
                 "beta2_decay",
                 -0.8,
@@ -42,16 +42,17 @@ impl AdafactorConfig {
             d: args.number("d", 1.0, Domain::new(1.0, false, f64::INFINITY, true))?,
             weight_decay: args.number("weight_decay", 0.0, Domain::NON_NEGATIVE)?,
             bf16_state: args.word("state_dtype", "f32", &["f32", "bf16"])? == "bf16",
-        })
+        };
+        Ok((cfg, Hyper::new(lr, None)))
     }
 
-    pub(super) fn to_spec(self) -> Spec {
+    pub(super) fn to_spec(self, h: &Hyper) -> Spec {
         let eps1 = match self.eps1 {
             Some(e) => Value::Num(e),
             None => Value::Word("none".into()),
         };
         let spec = Spec::new("adafactor")
-            .with("lr", self.lr)
+            .with("lr", h.lr)
             .with("beta2_decay", self.beta2_decay)
             .with("eps", Value::Tuple(vec![eps1, Value::Num(self.eps2)]))
             .with("d", self.d)
@@ -85,9 +86,9 @@ fn parse_eps(args: &Args) -> Result<(Option<f64>, f64)> {
     Ok((eps1, number(&items[1])?))
 }
 
-pub(super) fn parse(spec: &Spec) -> Result<AdafactorConfig> {
+pub(super) fn parse(spec: &Spec) -> Result<(AdafactorConfig, Hyper)> {
     let args = Args::new(spec, 0);
-    let cfg = AdafactorConfig::parse(&args)?;
+    let parsed = AdafactorConfig::parse(&args)?;
     args.finish()?;
-    Ok(cfg)
+    Ok(parsed)
 }

@@ -25,13 +25,13 @@ pub(super) struct Coefs<T> {
 }
 
 impl<T: Real> Coefs<T> {
-    pub(super) fn new(cfg: &AdafactorConfig, t: f64, eps1: f64) -> Self {
+    pub(super) fn new(cfg: &AdafactorConfig, lr: f64, t: f64, eps1: f64) -> Self {
         let w = t.powf(cfg.beta2_decay);
         Coefs {
             w: T::from_f64(w),
             one_minus_w: T::from_f64(1.0 - w),
             floor: T::from_f64(eps1 * eps1),
-            decay: T::from_f64(1.0 - cfg.lr * cfg.weight_decay),
+            decay: T::from_f64(1.0 - lr * cfg.weight_decay),
         }
     }
 
@@ -67,12 +67,13 @@ impl<T: Real> Coefs<T> {
 /// The step size `α / max(1, RMS(U)/d)` from Σθ² and ΣU² of a tensor of `n` elements.
 pub(super) fn step_size(
     cfg: &AdafactorConfig,
+    lr: f64,
     t: f64,
     n: usize,
     theta_sq: f64,
     update_sq: f64,
 ) -> f64 {
-    let rho = cfg.lr.min(1.0 / t.sqrt());
+    let rho = lr.min(1.0 / t.sqrt());
     let root_n = (n as f64).sqrt();
     let alpha = cfg.eps2.max(theta_sq.sqrt() / root_n) * rho;
     alpha / (update_sq.sqrt() / (root_n * cfg.d)).max(1.0)

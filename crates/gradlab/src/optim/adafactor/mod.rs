@@ -29,6 +29,7 @@ mod exchange;
 mod kernels;
 
 use super::bf16::{from_bf16, to_bf16_nearest};
+use super::hyper::{GroupHypers, Hyper};
 use super::rule::Grad;
 use super::standalone::{check_shapes, chunk_count, squared_norm, verdict, Checked};
 use super::state::{
@@ -36,7 +37,7 @@ use super::state::{
 };
 use super::{Layout, Optimizer, Options, ParamAccess, ParamGroup, StepOutcome};
 use crate::spec::{Args, Spec};
-use crate::{Error, Real, Result};
+use crate::{Real, Result};
 use exchange::Exchange;
 use kernels::{
     commit_means, compact_vector_move, factored_move, factored_sums, factored_update_sq, step_size,
@@ -69,6 +70,8 @@ pub struct Adafactor<T: Real> {
     options: Options,
     /// Group 0 (the base spec), then one per [`ParamGroup`].
     configs: Vec<AdafactorConfig>,
+    /// Each group's learning rate as it stands.
+    hypers: GroupHypers,
     seg_group: Vec<usize>,
     moments: Vec<Moment<T>>,
     /// Per tensor: the whole tensor's shape (sharded, the layout holds flat pieces).
@@ -91,10 +94,12 @@ impl<T: Real> Adafactor<T> {
         groups: &[ParamGroup],
         options: Options,
     ) -> Result<Self> {
-        let configs = std::iter::once(spec.clone())
+        let (configs, hypers): (Vec<_>, Vec<_>) = std::iter::once(spec.clone())
             .chain(groups.iter().map(|g| g.apply(spec)))
             .map(|s| parse(&s))
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .unzip();
         if configs
             .iter()
             .any(|c| c.bf16_state != configs[0].bf16_state)
@@ -171,6 +176,7 @@ impl<T: Real> Adafactor<T> {
             layout,
             options,
             configs,
+            hypers: GroupHypers::new(hypers),
             seg_group,
             moments,
             shapes,
@@ -186,9 +192,10 @@ impl<T: Real> Adafactor<T> {
     }
 
     /// Tensor `seg`'s constants at step `t`.
-    fn coefs(&self, seg: usize, t: f64) -> (AdafactorConfig, Coefs<T>) {
-        let cfg = self.configs[self.seg_group[seg]];
-        (cfg, Coefs::new(&cfg, t, Self::eps1(&cfg)))
+    fn coefs(&self, seg: usize, t: f64) -> (AdafactorConfig, f64, Coefs<T>) {
+        let g = self.seg_group[seg];
+        let (cfg, lr) = (self.configs[g], self.hypers.group(g).lr);
+        (cfg, lr, Coefs::new(&cfg, lr, t, Self::eps1(&cfg)))
     }
 
     /// The first pass over tensor `seg` (step `t`), which reads θ and g and changes nothing:
@@ -200,7 +207,7 @@ impl<T: Real> Adafactor<T> {
         g: Grad<'_, T>,
         params: &mut dyn ParamAccess<T>,
     ) -> Result<f64> {
-        let (_, c) = self.coefs(seg, t);
+        let (_, _, c) = self.coefs(seg, t);
         let scratch = &mut self.scratch;
         let measured = &mut scratch.measured[seg];
         match &self.moments[seg] {
@@ -228,7 +235,7 @@ impl<T: Real> Adafactor<T> {
     /// After the check (and, sharded, the whole tensors' sums): a factored tensor's new
     /// means, and ΣU² of its held elements (into `measured.sums[1]`).
     fn commit(&mut self, seg: usize, t: f64, g: Grad<'_, T>) {
-        let (cfg, c) = self.coefs(seg, t);
+        let (cfg, _, c) = self.coefs(seg, t);
         let scratch = &mut self.scratch;
         let measured = &mut scratch.measured[seg];
         if let Moment::Factored {
@@ -260,10 +267,10 @@ impl<T: Real> Adafactor<T> {
         g: Grad<'_, T>,
         params: &mut dyn ParamAccess<T>,
     ) -> Result<()> {
-        let (cfg, c) = self.coefs(seg, t);
+        let (cfg, lr, c) = self.coefs(seg, t);
         let n: usize = self.shapes[seg].iter().product();
         let [theta_sq, update_sq, _] = self.scratch.measured[seg].sums;
-        let step = T::from_f64(-step_size(&cfg, t, n, theta_sq, update_sq));
+        let step = T::from_f64(-step_size(&cfg, lr, t, n, theta_sq, update_sq));
         match &mut self.moments[seg] {
             Moment::Full { variance } => {
                 params.update(seg, &mut |p| vector_move(&c, step, p, g, variance))
@@ -295,13 +302,13 @@ impl<T: Real> Optimizer<T> for Adafactor<T> {
         "adafactor"
     }
     fn spec(&self) -> Spec {
-        self.configs[0].to_spec()
+        self.configs[0].to_spec(self.hypers.group(0))
     }
     fn group_specs(&self) -> Vec<Spec> {
         self.configs
             .iter()
-            .copied()
-            .map(AdafactorConfig::to_spec)
+            .zip(self.hypers.values())
+            .map(|(c, h)| c.to_spec(h))
             .collect()
     }
     fn layout(&self) -> &Layout {
@@ -313,22 +320,11 @@ impl<T: Real> Optimizer<T> for Adafactor<T> {
     fn steps(&self) -> u64 {
         self.steps
     }
-    fn num_groups(&self) -> usize {
-        self.configs.len()
+    fn hypers(&self) -> &[Hyper] {
+        self.hypers.values()
     }
-    fn lr(&self, group: usize) -> f64 {
-        self.configs[group].lr
-    }
-    fn set_lr(&mut self, group: usize, lr: f64) {
-        self.configs[group].lr = lr;
-    }
-    fn momentum(&self, _group: usize) -> Option<f64> {
-        None
-    }
-    fn set_momentum(&mut self, _group: usize, _m: f64) -> Result<()> {
-        Err(Error::Layout(
-            "optimizer 'adafactor' has no momentum or beta1 to set".into(),
-        ))
+    fn hypers_mut(&mut self) -> &mut [Hyper] {
+        self.hypers.values_mut()
     }
 
     fn step_with(
@@ -337,6 +333,7 @@ impl<T: Real> Optimizer<T> for Adafactor<T> {
         params: &mut dyn ParamAccess<T>,
     ) -> Result<StepOutcome> {
         check_shapes("adafactor", &self.layout, grads, params.count())?;
+        self.hypers.check("adafactor")?;
         let step = self.steps + 1;
         let t = step as f64;
         // Norm clipping needs the norm before the first pass; otherwise the first pass

@@ -47,7 +47,10 @@ impl<T: Real> Adafactor<T> {
     /// changes.
     pub(super) fn restore_state(&mut self, state: &StateDict<T>) -> Result<()> {
         crate::optim::state::check_optimizer(&state.meta.optimizer, "adafactor")?;
-        let configs = load_configs(&state.meta.groups, self.configs.len())?;
+        let (configs, hypers): (Vec<_>, Vec<_>) =
+            load_configs(&state.meta.groups, self.configs.len())?
+                .into_iter()
+                .unzip();
         if configs[0].bf16_state != self.configs[0].bf16_state {
             return Err(state_error(
                 None,
@@ -91,6 +94,7 @@ impl<T: Real> Adafactor<T> {
         refuse_foreign(state, &own)?;
         self.moments = moments;
         self.configs = configs;
+        self.hypers.restore(hypers);
         self.steps = state.meta.step;
         Ok(())
     }
@@ -132,7 +136,7 @@ fn dtype(bf16: bool) -> &'static str {
 }
 
 /// The groups' hyperparameters as they stood when a state was saved.
-fn load_configs(groups: &[String], expected: usize) -> Result<Vec<AdafactorConfig>> {
+fn load_configs(groups: &[String], expected: usize) -> Result<Vec<(AdafactorConfig, Hyper)>> {
     if groups.len() != expected {
         return Err(state_error(
             None,

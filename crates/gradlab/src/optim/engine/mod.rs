@@ -5,6 +5,7 @@
 //! (non-finite gradients and the global norm) and `saved` (state save/restore) hold the rest.
 
 use super::bf16;
+use super::hyper::{GroupHypers, Hyper};
 use super::plan::Plan;
 use super::rule::{Rule, Scalars, Sums};
 use super::state::StateDict;
@@ -29,6 +30,8 @@ const SQUARE_GROUP: usize = 64;
 pub struct Engine<T: Real, R: Rule> {
     layout: Layout,
     configs: Vec<R::Config>,
+    /// Each group's learning rate and momentum: their one owner, read at every step.
+    hypers: GroupHypers,
     seg_group: Vec<usize>,
     options: Options,
     plan: Plan,
@@ -53,10 +56,12 @@ pub struct Engine<T: Real, R: Rule> {
 }
 
 impl<T: Real, R: Rule> Engine<T, R> {
-    /// Builds the engine: `configs[0]` is the base group; `seg_group[i]` picks segment i's.
+    /// Builds the engine: `configs[0]` and `hypers[0]` are the base group's; `seg_group[i]`
+    /// picks segment i's group.
     pub fn new(
         layout: Layout,
         configs: Vec<R::Config>,
+        hypers: Vec<Hyper>,
         seg_group: Vec<usize>,
         options: Options,
     ) -> Self {
@@ -81,10 +86,11 @@ impl<T: Real, R: Rule> Engine<T, R> {
             .map(|d| ShardSync::new(d, &layout));
         let scalars = seg_group
             .iter()
-            .map(|&g| R::scalars_init(&configs[g]))
+            .map(|&g| R::scalars_init(&configs[g], &hypers[g]))
             .collect();
         Engine {
             configs,
+            hypers: GroupHypers::new(hypers),
             options,
             slot_names,
             slots,
@@ -113,11 +119,11 @@ impl<T: Real, R: Rule> Engine<T, R> {
         groups: &[super::ParamGroup],
         options: Options,
     ) -> Result<Self> {
-        let (base, compact) = parse_config::<R>(spec)?;
-        let mut configs = vec![base];
+        let (base, base_hyper, compact) = parse_config::<R>(spec)?;
+        let (mut configs, mut hypers) = (vec![base], vec![base_hyper]);
         for group in groups {
             let merged = group.apply(spec);
-            let (config, group_compact) = parse_config::<R>(&merged)?;
+            let (config, hyper, group_compact) = parse_config::<R>(&merged)?;
             if group_compact != compact {
                 return Err(Args::new(&merged, 0).invalid(
                     "state_dtype",
@@ -125,9 +131,10 @@ impl<T: Real, R: Rule> Engine<T, R> {
                 ));
             }
             configs.push(config);
+            hypers.push(hyper);
         }
         let seg_group = super::assign_groups(&layout, groups, &options)?;
-        let engine = Self::new(layout, configs, seg_group, options);
+        let engine = Self::new(layout, configs, hypers, seg_group, options);
         Ok(if compact {
             engine.with_bf16_state()
         } else {
@@ -187,11 +194,12 @@ impl<T: Real, R: Rule> Engine<T, R> {
             let slots: Vec<Vec<T>> = (0..self.slot_names.len())
                 .map(|k| self.slot_values(k, range.clone()))
                 .collect();
-            let cfg = &self.configs[self.seg_group[i]];
+            let g = self.seg_group[i];
+            let (cfg, h) = (&self.configs[g], self.hypers.group(g));
             let mut wrong_len = None;
             params.update(i, &mut |p: &mut [T]| {
                 if p.len() == seg.len {
-                    R::swap_point(cfg, p, &slots, to_eval);
+                    R::swap_point(cfg, h, p, &slots, to_eval);
                 } else {
                     wrong_len = Some(p.len());
                 }
@@ -209,9 +217,9 @@ impl<T: Real, R: Rule> Engine<T, R> {
         Ok(())
     }
 
-    /// The spec of one group, with `state_dtype` when it is not the default.
-    fn spec_of(&self, cfg: &R::Config) -> Spec {
-        let spec = R::to_spec(cfg);
+    /// The spec of group `g`, with `state_dtype` when it is not the default.
+    fn spec_of(&self, g: usize) -> Spec {
+        let spec = R::to_spec(&self.configs[g], self.hypers.group(g));
         if self.compact.is_empty() {
             spec
         } else {
@@ -254,10 +262,11 @@ impl<T: Real, R: Rule> Engine<T, R> {
     }
 }
 
-/// A group's configuration, and whether it asks for bfloat16 state (`state_dtype`).
-fn parse_config<R: Rule>(spec: &Spec) -> Result<(R::Config, bool)> {
+/// A group's configuration, its learning rate and momentum, and whether it asks for
+/// bfloat16 state (`state_dtype`).
+fn parse_config<R: Rule>(spec: &Spec) -> Result<(R::Config, Hyper, bool)> {
     let args = Args::new(spec, 0);
-    let cfg = R::parse(&args)?;
+    let (cfg, hyper) = R::parse(&args)?;
     let dtype = args.word("state_dtype", "f32", &["f32", "bf16"])?;
     if dtype == "bf16" && !R::COMPACT_STATE {
         return Err(args.invalid(
@@ -270,7 +279,7 @@ fn parse_config<R: Rule>(spec: &Spec) -> Result<(R::Config, bool)> {
         ));
     }
     args.finish()?;
-    Ok((cfg, dtype == "bf16"))
+    Ok((cfg, hyper, dtype == "bf16"))
 }
 
 impl<T: Real, R: Rule> Optimizer<T> for Engine<T, R> {
@@ -279,11 +288,11 @@ impl<T: Real, R: Rule> Optimizer<T> for Engine<T, R> {
     }
 
     fn spec(&self) -> Spec {
-        self.spec_of(&self.configs[0])
+        self.spec_of(0)
     }
 
     fn group_specs(&self) -> Vec<Spec> {
-        self.configs.iter().map(|c| self.spec_of(c)).collect()
+        (0..self.configs.len()).map(|g| self.spec_of(g)).collect()
     }
 
     fn layout(&self) -> &Layout {
@@ -298,31 +307,12 @@ impl<T: Real, R: Rule> Optimizer<T> for Engine<T, R> {
         self.step
     }
 
-    fn num_groups(&self) -> usize {
-        self.configs.len()
+    fn hypers(&self) -> &[Hyper] {
+        self.hypers.values()
     }
 
-    fn lr(&self, group: usize) -> f64 {
-        R::lr(&self.configs[group])
-    }
-
-    fn set_lr(&mut self, group: usize, lr: f64) {
-        R::set_lr(&mut self.configs[group], lr)
-    }
-
-    fn momentum(&self, group: usize) -> Option<f64> {
-        R::momentum(&self.configs[group])
-    }
-
-    fn set_momentum(&mut self, group: usize, momentum: f64) -> Result<()> {
-        if R::set_momentum(&mut self.configs[group], momentum) {
-            Ok(())
-        } else {
-            Err(Error::Layout(format!(
-                "optimizer '{}' has no momentum or beta1 to set",
-                self.name()
-            )))
-        }
+    fn hypers_mut(&mut self) -> &mut [Hyper] {
+        self.hypers.values_mut()
     }
 
     fn step_with(
@@ -361,7 +351,7 @@ impl<T: Real, R: Rule> Optimizer<T> for Engine<T, R> {
 
     fn bytes_per_param(&self) -> f64 {
         let cfg = &self.configs[0];
-        let (all, state) = (R::traffic(cfg), R::slot_traffic(cfg));
+        let (all, state) = (R::traffic(cfg, self.hypers.group(0)), R::slot_traffic(cfg));
         let value = std::mem::size_of::<T>();
         let stored = if self.compact.is_empty() { value } else { 2 };
         ((all - state) * value + state * stored) as f64

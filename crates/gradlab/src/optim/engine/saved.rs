@@ -112,8 +112,9 @@ impl<T: Real, R: Rule> Engine<T, R> {
             .groups
             .iter()
             .map(|g| crate::spec::parse(g).and_then(|s| parse_config::<R>(&s)))
-            .map(|r| r.map(|(cfg, _)| cfg))
+            .map(|r| r.map(|(cfg, hyper, _)| (cfg, hyper)))
             .collect::<Result<Vec<_>>>()?;
+        let (configs, hypers): (Vec<_>, Vec<_>) = configs.into_iter().unzip();
         let segments = self.layout.segments().to_vec();
         for (i, seg) in segments.iter().enumerate() {
             for slot in 0..self.slot_names.len() {
@@ -127,6 +128,7 @@ impl<T: Real, R: Rule> Engine<T, R> {
             }
         }
         self.configs = configs;
+        self.hypers.restore(hypers);
         self.step = meta.step;
         self.failed = None;
         self.eval = eval;

@@ -43,6 +43,7 @@ impl<T: Real, R: Rule> Engine<T, R> {
         if let Some(reason) = &self.failed {
             return Err(state_error(None, reason.clone()));
         }
+        self.hypers.check(self.name())?;
         if self.eval {
             return Err(Error::Layout(format!(
                 "{}: the parameters hold the evaluation point (eval_mode); call train_mode before the next step",
@@ -80,7 +81,8 @@ impl<T: Real, R: Rule> Engine<T, R> {
         let bound = value_clip_bound::<T>(&self.options);
         for (seg, &g) in self.seg_group.iter().enumerate() {
             if !self.absent[seg] {
-                self.coefs[seg] = R::begin(&self.configs[g], &mut self.scalars[seg]);
+                let (cfg, h) = (&self.configs[g], self.hypers.group(g));
+                self.coefs[seg] = R::begin(cfg, h, &mut self.scalars[seg]);
             }
         }
         if held {

@@ -1,13 +1,13 @@
 //! `lbfgs`'s hyperparameters: torch.optim.LBFGS's names, defaults and checks.
 
+use crate::optim::Hyper;
 use crate::spec::{Args, Domain, Spec};
 use crate::Result;
 
-/// Hyperparameters of `lbfgs` (torch.optim.LBFGS's names and defaults).
+/// Hyperparameters of `lbfgs` (torch.optim.LBFGS's names and defaults) besides the step
+/// length `lr` (default 1), which the optimizer owns ([`Hyper`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LbfgsConfig {
-    /// Step length (default 1).
-    pub lr: f64,
     /// Iterations per step (default 20).
     pub max_iter: u64,
     /// Closure evaluations per step (default `max_iter * 5 / 4`).
@@ -23,7 +23,7 @@ pub struct LbfgsConfig {
 }
 
 impl LbfgsConfig {
-    pub(super) fn parse(args: &Args) -> Result<Self> {
+    pub(super) fn parse(args: &Args) -> Result<(Self, Hyper)> {
         let lr = args.number("lr", 1.0, Domain::POSITIVE)?;
         let max_iter = args.count("max_iter", 20)?;
         if max_iter == 0 {
@@ -37,8 +37,7 @@ impl LbfgsConfig {
         if history_size == 0 {
             return Err(args.invalid("history_size", "must be at least 1"));
         }
-        Ok(LbfgsConfig {
-            lr,
+        let cfg = LbfgsConfig {
             max_iter,
             max_eval,
             tolerance_grad: args.number("tolerance_grad", 1e-7, Domain::NON_NEGATIVE)?,
@@ -46,12 +45,13 @@ impl LbfgsConfig {
             history_size,
             strong_wolfe: args.word("line_search_fn", "none", &["none", "strong_wolfe"])?
                 == "strong_wolfe",
-        })
+        };
+        Ok((cfg, Hyper::new(lr, None)))
     }
 
-    pub(super) fn to_spec(&self) -> Spec {
+    pub(super) fn to_spec(&self, h: &Hyper) -> Spec {
         Spec::new("lbfgs")
-            .with("lr", self.lr)
+            .with("lr", h.lr)
             .with("max_iter", self.max_iter as f64)
             .with("max_eval", self.max_eval as f64)
             .with("tolerance_grad", self.tolerance_grad)

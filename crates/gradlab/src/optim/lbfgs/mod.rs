@@ -12,6 +12,7 @@
 //! ```
 //! The memory, direction, step length and counters persist across steps, as in PyTorch.
 
+use super::hyper::{GroupHypers, Hyper};
 use super::state::{state_error, StateDict};
 use super::{
     gradient_buffers, Closure, ClosureOutcome, Layout, NonFinitePolicy, Optimizer, Options,
@@ -64,6 +65,8 @@ pub struct Lbfgs<T: Real> {
     layout: Layout,
     options: Options,
     config: LbfgsConfig,
+    /// The step length as it stands (one group).
+    hypers: GroupHypers,
     memory: Memory<T>,
     work: Work<T>,
     steps: u64,
@@ -96,7 +99,7 @@ impl<T: Real> Lbfgs<T> {
         options: Options,
     ) -> Result<Self> {
         let args = Args::new(spec, 0);
-        let config = LbfgsConfig::parse(&args)?;
+        let (config, hyper) = LbfgsConfig::parse(&args)?;
         args.finish()?;
         if !groups.is_empty() {
             return Err(Error::Layout(
@@ -141,6 +144,7 @@ impl<T: Real> Lbfgs<T> {
             layout,
             options,
             config,
+            hypers: GroupHypers::new(vec![hyper]),
             steps: 0,
             failed: None,
         })
@@ -278,7 +282,9 @@ impl<T: Real> Lbfgs<T> {
         params: &mut dyn ParamAccess<T>,
         closure: &mut Closure<'_, T>,
     ) -> Result<(f64, u32, f64)> {
+        self.hypers.check("lbfgs")?;
         let cfg = self.config.clone();
+        let lr = self.hypers.group(0).lr;
         let orig_loss = self.evaluate(params, closure, Target::FlatGrad)?;
         let grad_norm = dot(&self.work.flat_grad, &self.work.flat_grad).sqrt();
         let mut loss = orig_loss;
@@ -306,9 +312,9 @@ impl<T: Real> Lbfgs<T> {
             self.memory.prev_loss = loss;
             self.memory.t = if self.memory.n_iter == 1 {
                 let l1: f64 = self.work.flat_grad.iter().map(|g| g.to_f64().abs()).sum();
-                (1.0f64).min(1.0 / l1) * cfg.lr
+                (1.0f64).min(1.0 / l1) * lr
             } else {
-                cfg.lr
+                lr
             };
             let gtd = dot(&self.work.flat_grad, &self.memory.d);
             if gtd > -cfg.tolerance_change {
@@ -371,10 +377,10 @@ impl<T: Real> Optimizer<T> for Lbfgs<T> {
         "lbfgs"
     }
     fn spec(&self) -> Spec {
-        self.config.to_spec()
+        self.config.to_spec(self.hypers.group(0))
     }
     fn group_specs(&self) -> Vec<Spec> {
-        vec![self.config.to_spec()]
+        vec![self.spec()]
     }
     fn layout(&self) -> &Layout {
         &self.layout
@@ -385,20 +391,11 @@ impl<T: Real> Optimizer<T> for Lbfgs<T> {
     fn steps(&self) -> u64 {
         self.steps
     }
-    fn num_groups(&self) -> usize {
-        1
+    fn hypers(&self) -> &[Hyper] {
+        self.hypers.values()
     }
-    fn lr(&self, _group: usize) -> f64 {
-        self.config.lr
-    }
-    fn set_lr(&mut self, _group: usize, lr: f64) {
-        self.config.lr = lr;
-    }
-    fn momentum(&self, _group: usize) -> Option<f64> {
-        None
-    }
-    fn set_momentum(&mut self, _group: usize, _m: f64) -> Result<()> {
-        Err(Error::Layout("lbfgs has no momentum to set".into()))
+    fn hypers_mut(&mut self) -> &mut [Hyper] {
+        self.hypers.values_mut()
     }
 
     fn step_with(&mut self, _: &[&[T]], _: &mut dyn ParamAccess<T>) -> Result<StepOutcome> {

@@ -55,7 +55,7 @@ impl<T: Real> Lbfgs<T> {
             meta: StateMeta {
                 version: STATE_VERSION,
                 optimizer: "lbfgs".into(),
-                groups: vec![self.config.to_spec().to_string()],
+                groups: vec![self.config.to_spec(self.hypers.group(0)).to_string()],
                 step: self.steps,
                 scalars: BTreeMap::new(),
                 extra,
@@ -70,13 +70,13 @@ impl<T: Real> Lbfgs<T> {
         crate::optim::state::check_optimizer(&state.meta.optimizer, "lbfgs")?;
         let get = |k: &str| saved_extra(state, k);
         // The hyperparameters as they stood (a schedule may have changed lr).
-        let config = match state.meta.groups.as_slice() {
+        let (config, hyper) = match state.meta.groups.as_slice() {
             [text] => {
                 let spec = crate::spec::parse(text)?;
                 let args = Args::new(&spec, 0);
-                let config = LbfgsConfig::parse(&args)?;
+                let parsed = LbfgsConfig::parse(&args)?;
                 args.finish()?;
-                config
+                parsed
             }
             other => {
                 return Err(state_error(
@@ -144,6 +144,7 @@ impl<T: Real> Lbfgs<T> {
         self.steps = state.meta.step;
         self.failed = None;
         self.config = config;
+        self.hypers.restore(vec![hyper]);
         Ok(())
     }
 }

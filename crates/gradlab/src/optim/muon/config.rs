@@ -1,6 +1,7 @@
 //! Muon's hyperparameters (torch 2.15's names and defaults) and its learning-rate scaling
 //! by shape (`adjust_lr_fn`).
 
+use crate::optim::Hyper;
 use crate::spec::{Args, Domain, Spec, Value};
 use crate::Result;
 
@@ -35,15 +36,12 @@ impl AdjustLr {
     }
 }
 
-/// Hyperparameters of `muon`.
+/// Hyperparameters of `muon` besides the learning rate γ (default 1e-3) and the momentum μ
+/// (default 0.95), which the optimizer owns ([`Hyper`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct MuonConfig {
-    /// Learning rate γ (default 1e-3).
-    pub lr: f64,
     /// Decoupled weight decay λ, by the unadjusted γ (default 0.1).
     pub weight_decay: f64,
-    /// Momentum μ (default 0.95).
-    pub momentum: f64,
     /// Nesterov momentum (default true).
     pub nesterov: bool,
     /// Newton–Schulz coefficients (a, b, c) (default (3.4445, −4.7750, 2.0315)).
@@ -61,7 +59,7 @@ pub struct MuonConfig {
 }
 
 impl MuonConfig {
-    pub(super) fn parse(args: &Args) -> Result<Self> {
+    pub(super) fn parse(args: &Args) -> Result<(Self, Hyper)> {
         let ns_steps = args.count("ns_steps", 5)?;
         if ns_steps >= 100 {
             return Err(args.invalid("ns_steps", format!("must be below 100, got {ns_steps}")));
@@ -93,10 +91,11 @@ impl MuonConfig {
             }
             other => other,
         };
-        Ok(MuonConfig {
-            lr: args.number("lr", 1e-3, Domain::NON_NEGATIVE)?,
-            weight_decay: args.number("weight_decay", 0.1, Domain::NON_NEGATIVE)?,
-            momentum: args.number("momentum", 0.95, Domain::DECAY)?,
+        let lr = args.number("lr", 1e-3, Domain::NON_NEGATIVE)?;
+        let weight_decay = args.number("weight_decay", 0.1, Domain::NON_NEGATIVE)?;
+        let momentum = args.number("momentum", 0.95, Domain::DECAY)?;
+        let cfg = MuonConfig {
+            weight_decay,
             nesterov: args.bool("nesterov", true)?,
             ns_coefficients,
             eps: args.number("eps", 1e-7, Domain::POSITIVE)?,
@@ -104,14 +103,15 @@ impl MuonConfig {
             adjust_lr,
             ns_bf16: args.word("ns_dtype", "bf16", &["bf16", "f32"])? == "bf16",
             fallback,
-        })
+        };
+        Ok((cfg, Hyper::new(lr, Some(momentum))))
     }
 
-    pub(super) fn to_spec(&self) -> Spec {
+    pub(super) fn to_spec(&self, h: &Hyper) -> Spec {
         let spec = Spec::new("muon")
-            .with("lr", self.lr)
+            .with("lr", h.lr)
             .with("weight_decay", self.weight_decay)
-            .with("momentum", self.momentum)
+            .with("momentum", h.momentum_or_zero())
             .with("nesterov", self.nesterov)
             .with("ns_coefficients", self.ns_coefficients)
             .with("eps", self.eps)

@@ -20,6 +20,7 @@
 //! orthogonalises the whole matrices it holds pieces of and moves its pieces, and the fallback
 //! is sharded over the tensors that are not matrices: the same numbers as one process.
 
+use super::hyper::{GroupHypers, Hyper};
 use super::standalone::{check_gradients, Checked};
 use super::state::{
     refuse_foreign, saved_extra, saved_tensor, state_error, StateDict, StateMeta, STATE_VERSION,
@@ -98,6 +99,12 @@ pub struct Muon<T: Real> {
     layout: Layout,
     options: Options,
     config: MuonConfig,
+    /// Muon's group, then the fallback's beyond its base group: their one owner. The
+    /// fallback's are handed to it before each of its steps ([`Muon::hand_over`]).
+    hypers: GroupHypers,
+    /// The learning rates as built of Muon's group and of the fallback's base group: Muon's
+    /// lr, scheduled, scales the fallback's base group by the same factor.
+    built_lr: (f64, f64),
     /// The matrices (or pieces) updated by Muon.
     matrices: Vec<Matrix>,
     /// Segments of the fallback, with it.
@@ -128,7 +135,7 @@ impl<T: Real> Muon<T> {
         options: Options,
     ) -> Result<Self> {
         let args = Args::new(spec, 0);
-        let config = MuonConfig::parse(&args)?;
+        let (config, hyper) = MuonConfig::parse(&args)?;
         args.finish()?;
         // Sharded, the layout holds flat pieces: shapes and names come from the whole model.
         let dist = options.distributed.clone();
@@ -227,7 +234,15 @@ impl<T: Real> Muon<T> {
             }),
             _ => None,
         };
+        let mut hypers = vec![hyper];
+        let mut built_lr = (hyper.lr, 0.0);
+        if let Some((_, f)) = &fallback {
+            hypers.extend_from_slice(&f.hypers()[1..]);
+            built_lr.1 = f.lr(0);
+        }
         Ok(Muon {
+            hypers: GroupHypers::new(hypers),
+            built_lr,
             momentum: vec![T::ZERO; layout.total()],
             u: if gather.is_some() {
                 Vec::new()
@@ -266,6 +281,7 @@ impl<T: Real> Muon<T> {
             let range = s.offset..s.offset + s.len;
             momentum_step(
                 &self.config,
+                self.hypers.group(0).momentum_or_zero(),
                 &mut self.momentum[range.clone()],
                 grads[m.seg],
                 process,
@@ -283,9 +299,9 @@ impl<T: Real> Muon<T> {
             let o = &mut self.o[..m.rows * m.cols];
             let whole = &u[m.source..m.source + m.rows * m.cols];
             newton_schulz(whole, m.rows, m.cols, &self.config, &mut self.scratch, o);
-            let cfg = &self.config;
-            let decay = T::from_f64(1.0 - cfg.lr * cfg.weight_decay);
-            let step = T::from_f64(cfg.lr * cfg.adjust_lr.ratio(m.rows, m.cols));
+            let (cfg, lr) = (&self.config, self.hypers.group(0).lr);
+            let decay = T::from_f64(1.0 - lr * cfg.weight_decay);
+            let step = T::from_f64(lr * cfg.adjust_lr.ratio(m.rows, m.cols));
             let piece = &o[m.within..];
             params.update(m.seg, &mut |p: &mut [T]| {
                 for (p, o) in p.iter_mut().zip(piece) {
@@ -295,17 +311,42 @@ impl<T: Real> Muon<T> {
         }
         Ok(())
     }
+
+    /// The values of the fallback's groups as they stand: its base group's lr scaled as
+    /// Muon's is (from the values as built), the others as written.
+    fn fallback_hypers(&self) -> Vec<Hyper> {
+        let now = self.hypers.values();
+        let Some((_, f)) = &self.fallback else {
+            return Vec::new();
+        };
+        let mut out = f.hypers().to_vec();
+        let (muon, base) = self.built_lr;
+        if muon > 0.0 {
+            out[0].lr = base * (now[0].lr / muon);
+        }
+        out[1..].copy_from_slice(&now[1..]);
+        out
+    }
+
+    /// Hands the fallback its groups' values before it steps.
+    fn hand_over(&mut self) {
+        let values = self.fallback_hypers();
+        if let Some((_, f)) = &mut self.fallback {
+            f.hypers_mut().copy_from_slice(&values);
+        }
+    }
 }
 
 /// Muon's momentum of one matrix (or piece) and the U it hands to Newton–Schulz, in f32.
 fn momentum_step<T: Real>(
     cfg: &MuonConfig,
+    momentum: f64,
     buf: &mut [T],
     g: &[T],
     process: &dyn Fn(T) -> T,
     u: &mut [f32],
 ) {
-    let (mu, w) = (T::from_f64(cfg.momentum), T::from_f64(1.0 - cfg.momentum));
+    let (mu, w) = (T::from_f64(momentum), T::from_f64(1.0 - momentum));
     for ((b, u), g) in buf.iter_mut().zip(u.iter_mut()).zip(g) {
         let g = process(*g);
         *b = lerp(*b, g, w, mu);
@@ -341,12 +382,19 @@ impl<T: Real> Optimizer<T> for Muon<T> {
         "muon"
     }
     fn spec(&self) -> Spec {
-        self.config.to_spec()
+        self.config.to_spec(self.hypers.group(0))
     }
     fn group_specs(&self) -> Vec<Spec> {
-        let mut specs = vec![self.config.to_spec()];
+        let mut specs = vec![self.spec()];
         if let Some((_, f)) = &self.fallback {
-            specs.extend(f.group_specs().into_iter().skip(1));
+            let values = self.fallback_hypers();
+            specs.extend(
+                f.group_specs()
+                    .into_iter()
+                    .zip(values)
+                    .skip(1)
+                    .map(|(s, h)| h.written_into(s)),
+            );
         }
         specs
     }
@@ -359,45 +407,13 @@ impl<T: Real> Optimizer<T> for Muon<T> {
     fn steps(&self) -> u64 {
         self.steps
     }
-    /// Muon's group, then the fallback's beyond its base group.
-    fn num_groups(&self) -> usize {
-        1 + self
-            .fallback
-            .as_ref()
-            .map_or(0, |(_, f)| f.num_groups() - 1)
+    /// Muon's group, then the fallback's beyond its base group. Muon's lr also scales the
+    /// fallback's base group, so that a schedule shapes both.
+    fn hypers(&self) -> &[Hyper] {
+        self.hypers.values()
     }
-    fn lr(&self, group: usize) -> f64 {
-        match (group, &self.fallback) {
-            (0, _) | (_, None) => self.config.lr,
-            (g, Some((_, f))) => f.lr(g),
-        }
-    }
-    /// Sets Muon's learning rate; the fallback's is scaled by the same factor, so that a
-    /// schedule shapes both.
-    fn set_lr(&mut self, group: usize, lr: f64) {
-        if group > 0 {
-            if let Some((_, f)) = &mut self.fallback {
-                f.set_lr(group, lr);
-            }
-            return;
-        }
-        if let Some((_, f)) = &mut self.fallback {
-            if self.config.lr > 0.0 {
-                let factor = lr / self.config.lr;
-                for g in 0..1 {
-                    let l = f.lr(g);
-                    f.set_lr(g, l * factor);
-                }
-            }
-        }
-        self.config.lr = lr;
-    }
-    fn momentum(&self, _group: usize) -> Option<f64> {
-        Some(self.config.momentum)
-    }
-    fn set_momentum(&mut self, _group: usize, m: f64) -> Result<()> {
-        self.config.momentum = m;
-        Ok(())
+    fn hypers_mut(&mut self) -> &mut [Hyper] {
+        self.hypers.values_mut()
     }
 
     fn step_with(
@@ -405,6 +421,7 @@ impl<T: Real> Optimizer<T> for Muon<T> {
         grads: &[&[T]],
         params: &mut dyn ParamAccess<T>,
     ) -> Result<StepOutcome> {
+        self.hypers.check("muon")?;
         let checked: Checked<T> = match check_gradients(
             "muon",
             &self.layout,
@@ -420,6 +437,7 @@ impl<T: Real> Optimizer<T> for Muon<T> {
         let clip = checked.grad(&[]);
         let process = move |x: T| clip.process(x);
         self.step_matrices(grads, &process, params)?;
+        self.hand_over();
         if let Some((segs, f)) = &mut self.fallback {
             for (out, &seg) in self.fallback_grads.iter_mut().zip(segs.iter()) {
                 for (o, g) in out.iter_mut().zip(grads[seg]) {

@@ -10,7 +10,7 @@ impl<T: Real> Muon<T> {
         let mut tensors = BTreeMap::new();
         let mut scalars = BTreeMap::new();
         let mut extra = BTreeMap::new();
-        let mut groups = vec![self.config.to_spec().to_string()];
+        let mut groups = vec![self.spec().to_string()];
         let mut optimizer = "muon".to_string();
         let mut whole = std::collections::BTreeSet::new();
         for m in &self.matrices {
@@ -31,7 +31,9 @@ impl<T: Real> Muon<T> {
                 extra.insert(format!("fallback.{k}"), v);
             }
             extra.insert("fallback.step".into(), fs.meta.step as f64);
-            groups.extend(fs.meta.groups);
+            // Its groups with the values as they stand (handed over at its next step).
+            let specs = f.group_specs().into_iter().zip(self.fallback_hypers());
+            groups.extend(specs.map(|(s, h)| h.written_into(s).to_string()));
             whole = fs.meta.whole;
             optimizer = format!("muon+{}", fs.meta.optimizer);
         }
@@ -64,13 +66,13 @@ impl<T: Real> Muon<T> {
             }
         };
         // The hyperparameters as they stood (a schedule may have changed lr and momentum).
-        let config = match state.meta.groups.first() {
+        let (config, hyper) = match state.meta.groups.first() {
             Some(text) => {
                 let spec = crate::spec::parse(text)?;
                 let args = Args::new(&spec, 0);
-                let config = MuonConfig::parse(&args)?;
+                let parsed = MuonConfig::parse(&args)?;
                 args.finish()?;
-                config
+                parsed
             }
             None => return Err(state_error(None, "has no parameter group".into())),
         };
@@ -115,9 +117,14 @@ impl<T: Real> Muon<T> {
         } else {
             refuse_foreign(state, &own)?;
         }
+        let mut hypers = vec![hyper];
+        if let Some((_, f)) = &self.fallback {
+            hypers.extend_from_slice(&f.hypers()[1..]);
+        }
         self.momentum = momentum;
         self.steps = state.meta.step;
         self.config = config;
+        self.hypers.restore(hypers);
         Ok(())
     }
 }

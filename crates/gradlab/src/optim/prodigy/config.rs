@@ -1,16 +1,17 @@
 //! Prodigy's hyperparameters: prodigyopt 1.1.2's names and defaults, which of them groups
 //! may set.
 
+use crate::optim::Hyper;
 use crate::spec::{Args, Domain, Spec, Value};
 use crate::Result;
 
-/// Hyperparameters of `prodigy` (one parameter group).
+/// Hyperparameters of `prodigy` (one parameter group) besides the learning rate γ, a factor
+/// on the estimated step (default 1), and β1 (default 0.9), which the optimizer owns
+/// ([`Hyper`]; β1 is read from group 0, as prodigyopt reads it from its first group).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ProdigyConfig {
-    /// Learning rate γ, a factor on the estimated step (default 1).
-    pub lr: f64,
-    /// (β1, β2) (default (0.9, 0.999)).
-    pub betas: (f64, f64),
+    /// β2 (default 0.999).
+    pub beta2: f64,
     /// β3, the decay of s and of the numerator (default `None`: √β2).
     pub beta3: Option<f64>,
     /// ε, times d in the denominator (default 1e-8).
@@ -35,11 +36,12 @@ pub struct ProdigyConfig {
 pub(super) const GROUP_KEYS: &[&str] = &["weight_decay", "eps", "safeguard_warmup", "lr"];
 
 impl ProdigyConfig {
-    pub(super) fn parse(args: &Args) -> Result<Self> {
+    pub(super) fn parse(args: &Args) -> Result<(Self, Hyper)> {
         let beta3 = args.opt_number("beta3", Domain::DECAY)?;
-        Ok(ProdigyConfig {
-            lr: args.number("lr", 1.0, Domain::NON_NEGATIVE)?,
-            betas: crate::optim::rule::check::betas(args, (0.9, 0.999))?,
+        let lr = args.number("lr", 1.0, Domain::NON_NEGATIVE)?;
+        let (beta1, beta2) = crate::optim::rule::check::betas(args, (0.9, 0.999))?;
+        let cfg = ProdigyConfig {
+            beta2,
             beta3,
             eps: args.number("eps", 1e-8, Domain::POSITIVE)?,
             weight_decay: args.number("weight_decay", 0.0, Domain::NON_NEGATIVE)?,
@@ -53,13 +55,14 @@ impl ProdigyConfig {
                 f64::INFINITY,
                 Domain::new(1.0, false, f64::INFINITY, true),
             )?,
-        })
+        };
+        Ok((cfg, Hyper::new(lr, Some(beta1))))
     }
 
-    pub(super) fn to_spec(self) -> Spec {
+    pub(super) fn to_spec(self, h: &Hyper) -> Spec {
         let spec = Spec::new("prodigy")
-            .with("lr", self.lr)
-            .with("betas", self.betas);
+            .with("lr", h.lr)
+            .with("betas", (h.momentum_or_zero(), self.beta2));
         let spec = match self.beta3 {
             Some(b) => spec.with("beta3", b),
             None => spec,
@@ -75,13 +78,13 @@ impl ProdigyConfig {
     }
 
     pub(super) fn beta3(&self) -> f64 {
-        self.beta3.unwrap_or(self.betas.1.sqrt())
+        self.beta3.unwrap_or(self.beta2.sqrt())
     }
 }
 
-pub(super) fn parse(spec: &Spec) -> Result<ProdigyConfig> {
+pub(super) fn parse(spec: &Spec) -> Result<(ProdigyConfig, Hyper)> {
     let args = Args::new(spec, 0);
-    let cfg = ProdigyConfig::parse(&args)?;
+    let parsed = ProdigyConfig::parse(&args)?;
     args.finish()?;
-    Ok(cfg)
+    Ok(parsed)
 }

@@ -21,6 +21,7 @@
 //! parameter groups may set `weight_decay`, `eps`, `safeguard_warmup` and `lr` (the base lr
 //! or 0). [`Optimizer::estimates`] reports `d`.
 
+use super::hyper::{GroupHypers, Hyper};
 use super::plan::{Shared, CHUNK};
 use super::rule::{Buffer, Grad};
 use super::standalone::{check_gradients, chunk_count, sum_chunks, Checked};
@@ -89,6 +90,8 @@ pub struct Prodigy<T: Real> {
     layout: Layout,
     options: Options,
     configs: Vec<ProdigyConfig>,
+    /// Each group's learning rate and β1 as they stand (β1 read from group 0).
+    hypers: GroupHypers,
     seg_group: Vec<usize>,
     estimate: Estimate,
     buffers: Buffers<T>,
@@ -112,14 +115,14 @@ impl<T: Real> Prodigy<T> {
         groups: &[ParamGroup],
         options: Options,
     ) -> Result<Self> {
-        let base = parse(spec)?;
-        if base.lr == 0.0 {
+        let (base, base_hyper) = parse(spec)?;
+        if base_hyper.lr == 0.0 {
             return Err(Args::new(spec, 0).invalid(
                 "lr",
                 "must be positive (it multiplies the estimated step d), got 0",
             ));
         }
-        let mut configs = vec![base];
+        let (mut configs, mut hypers) = (vec![base], vec![base_hyper]);
         for group in groups {
             if let Some((key, _)) = group
                 .overrides
@@ -135,18 +138,19 @@ impl<T: Real> Prodigy<T> {
                     ),
                 });
             }
-            let cfg = parse(&group.apply(spec))?;
-            if cfg.lr != 0.0 && cfg.lr != base.lr {
+            let (cfg, hyper) = parse(&group.apply(spec))?;
+            if hyper.lr != 0.0 && hyper.lr != base_hyper.lr {
                 return Err(Error::InvalidArgument {
                     spec: spec.to_string(),
                     key: "lr".into(),
                     message: format!(
                         "of a parameter group must be the base lr ({}) or 0 (frozen), got {}",
-                        base.lr, cfg.lr
+                        base_hyper.lr, hyper.lr
                     ),
                 });
             }
             configs.push(cfg);
+            hypers.push(hyper);
         }
         let seg_group = super::assign_groups(&layout, groups, &options)?;
         let n = layout.total();
@@ -170,6 +174,7 @@ impl<T: Real> Prodigy<T> {
             layout,
             options,
             configs,
+            hypers: GroupHypers::new(hypers),
             seg_group,
         })
     }
@@ -177,7 +182,7 @@ impl<T: Real> Prodigy<T> {
     /// prodigyopt's `dlr` for the current estimate.
     fn dlr(&self) -> f64 {
         let cfg = &self.configs[0];
-        let (b1, b2) = cfg.betas;
+        let (b1, b2) = (self.beta1(), cfg.beta2);
         let k = self.estimate.k as f64;
         let correction = if cfg.use_bias_correction {
             (1.0 - b2.powf(k + 1.0)).sqrt() / (1.0 - b1.powf(k + 1.0))
@@ -189,7 +194,16 @@ impl<T: Real> Prodigy<T> {
 
     /// The largest group lr (prodigyopt's `lr`).
     fn lr_max(&self) -> f64 {
-        self.configs.iter().map(|c| c.lr).fold(0.0, f64::max)
+        self.hypers
+            .values()
+            .iter()
+            .map(|h| h.lr)
+            .fold(0.0, f64::max)
+    }
+
+    /// β1, optimizer-wide (prodigyopt reads it from its first group).
+    fn beta1(&self) -> f64 {
+        self.hypers.group(0).momentum_or_zero()
     }
 
     /// The first pass over every tensor: moments, s, and the sums (Σ⟨g, θ0 − θ⟩ weighted,
@@ -203,10 +217,11 @@ impl<T: Real> Prodigy<T> {
         let base = self.configs[0];
         let (d, d0) = (self.estimate.d, base.d0);
         let dlr = self.dlr();
-        let (b1, b2) = base.betas;
+        let (b1, b2) = (self.beta1(), base.beta2);
         let (mut delta, mut denom) = (0.0, 0.0);
         for (seg, raw) in grads.iter().enumerate() {
-            let cfg = self.configs[self.seg_group[seg]];
+            let group = self.seg_group[seg];
+            let cfg = self.configs[group];
             let a = Accumulate {
                 l2: T::from_f64(if base.decouple { 0.0 } else { cfg.weight_decay }),
                 b1: T::from_f64(b1),
@@ -219,7 +234,7 @@ impl<T: Real> Prodigy<T> {
                 } else {
                     (d / d0) * dlr
                 }),
-                active: cfg.lr > 0.0,
+                active: self.hypers.group(group).lr > 0.0,
                 start: !self.estimate.started,
             };
             let s = &self.layout.segments()[seg];
@@ -263,7 +278,7 @@ impl<T: Real> Prodigy<T> {
         for (seg, raw) in grads.iter().enumerate() {
             let cfg = self.configs[self.seg_group[seg]];
             let decay = if base.decouple { cfg.weight_decay } else { 0.0 };
-            let plain = base.betas.0 == 0.0;
+            let plain = self.beta1() == 0.0;
             let mv = Move {
                 l2: T::from_f64(if base.decouple { 0.0 } else { cfg.weight_decay }),
                 decay: T::from_f64(-decay * dlr),
@@ -360,13 +375,13 @@ impl<T: Real> Optimizer<T> for Prodigy<T> {
         "prodigy"
     }
     fn spec(&self) -> Spec {
-        self.configs[0].to_spec()
+        self.configs[0].to_spec(self.hypers.group(0))
     }
     fn group_specs(&self) -> Vec<Spec> {
         self.configs
             .iter()
-            .copied()
-            .map(ProdigyConfig::to_spec)
+            .zip(self.hypers.values())
+            .map(|(c, h)| c.to_spec(h))
             .collect()
     }
     fn layout(&self) -> &Layout {
@@ -378,24 +393,12 @@ impl<T: Real> Optimizer<T> for Prodigy<T> {
     fn steps(&self) -> u64 {
         self.estimate.k
     }
-    fn num_groups(&self) -> usize {
-        self.configs.len()
+    fn hypers(&self) -> &[Hyper] {
+        self.hypers.values()
     }
-    fn lr(&self, group: usize) -> f64 {
-        self.configs[group].lr
-    }
-    fn set_lr(&mut self, group: usize, lr: f64) {
-        self.configs[group].lr = lr;
-    }
-    fn momentum(&self, _group: usize) -> Option<f64> {
-        Some(self.configs[0].betas.0)
-    }
-    /// Sets β1 (optimizer-wide, as prodigyopt reads it from its first group).
-    fn set_momentum(&mut self, _group: usize, m: f64) -> Result<()> {
-        for c in &mut self.configs {
-            c.betas.0 = m;
-        }
-        Ok(())
+    /// β1 is read from group 0 (prodigyopt reads it from its first group).
+    fn hypers_mut(&mut self) -> &mut [Hyper] {
+        self.hypers.values_mut()
     }
 
     fn step_with(
@@ -403,6 +406,7 @@ impl<T: Real> Optimizer<T> for Prodigy<T> {
         grads: &[&[T]],
         params: &mut dyn ParamAccess<T>,
     ) -> Result<StepOutcome> {
+        self.hypers.check("prodigy")?;
         let checked: Checked<T> = match check_gradients(
             "prodigy",
             &self.layout,

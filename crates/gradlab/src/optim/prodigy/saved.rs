@@ -55,10 +55,12 @@ impl<T: Real> Prodigy<T> {
                 ),
             ));
         }
-        let configs = groups
+        let (configs, hypers): (Vec<_>, Vec<_>) = groups
             .iter()
             .map(|text| parse(&crate::spec::parse(text)?))
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .unzip();
         let extra = |key: &str| saved_extra(state, key);
         let estimate = Estimate {
             d: extra(D)?,
@@ -98,6 +100,7 @@ impl<T: Real> Prodigy<T> {
         self.buffers = loaded;
         self.estimate = estimate;
         self.configs = configs;
+        self.hypers.restore(hypers);
         Ok(())
     }
 
