@@ -224,3 +224,38 @@ fn a_schedule_writes_in_place_and_puts_the_values_back_when_it_fails() {
     }
     panic!("'{spec}' never handed out a value out of range");
 }
+
+#[test]
+fn muons_fallback_follows_a_schedule_through_zero() {
+    // Muon's lr scales its fallback's base group from the values as built. (When the fallback
+    // was rescaled by the ratio of successive values, an lr of 0 left it at 0 for good.)
+    let layout = small_layout();
+    let mut opt = build("muon(lr=0.02, fallback=adamw(lr=0.001))", &layout);
+    let mut sched = Scheduler::new("cosine(t_max=2)", opt.as_mut()).unwrap();
+    let mut rng = Rng(5);
+    let mut p = rng.vec(layout.total());
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let g = rng.vec(layout.total());
+        opt.step(&mut split(&layout, &mut p), &split_ref(&layout, &g))
+            .unwrap();
+        sched.step(opt.as_mut()).unwrap();
+        let groups = opt.state_dict().meta.groups;
+        seen.push((opt.lr(0), groups[1].clone()));
+    }
+    // Epochs 1..4 of cosine(t_max=2): 0.01, 0, 0.01, 0.02 (PyTorch's recursive form).
+    assert_eq!(seen[1].0, 0.0);
+    for (lr, fallback) in &seen {
+        let expected = 0.001 * (lr / 0.02);
+        let spec = gradlab::spec::parse(fallback).unwrap();
+        let got = match spec.get("lr") {
+            Some(gradlab::spec::Value::Num(x)) => *x,
+            other => panic!("{other:?}"),
+        };
+        assert!(
+            (got - expected).abs() <= 1e-18,
+            "muon lr {lr}: fallback {got}"
+        );
+    }
+    assert!(seen[3].0 > 0.0);
+}

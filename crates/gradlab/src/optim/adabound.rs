@@ -11,7 +11,7 @@
 //! θ ← θ − η m
 //! ```
 
-use super::rule::{check, Betas, Grad, Hyper, Rule, Scalars, Slots, Sums};
+use super::rule::{check, Betas, Buffer, Grad, Hyper, Rule, Scalars, Slots, Sums};
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
@@ -110,30 +110,42 @@ impl Rule for AdaBound {
     }
 
     #[inline(always)]
-    fn kernel<T: Real>(c: &AdaBoundCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
+    fn kernel<T: Real, B: Buffer<T>>(
+        c: &AdaBoundCoef,
+        p: &mut [T],
+        g: Grad<T>,
+        s: Slots<B>,
+    ) -> Sums {
         let n = p.len();
         let step = T::from_f64(c.step_size);
         let (lower, upper) = (T::from_f64(c.lower), T::from_f64(c.upper));
         let betas = Betas::<T>::new(c.b1, c.b2);
         let eps = T::from_f64(c.eps);
         let wd = T::from_f64(c.weight_decay);
-        let (m, v) = (&mut s.a[..n], &mut s.b[..n]);
-        for i in 0..n {
+        let (mut m, mut v, mut top) = (s.a, s.b, s.c);
+        m.assert_len(n);
+        v.assert_len(n);
+        if c.amsbound {
+            top.assert_len(n);
+        }
+        for (i, param) in p.iter_mut().enumerate() {
             let mut d = g.at(i);
             if c.weight_decay != 0.0 {
-                d = d + wd * p[i];
+                d = d + wd * *param;
             }
-            m[i] = betas.mul_add_first(m[i], d);
-            v[i] = betas.second(v[i], d);
+            let mi = betas.mul_add_first(m.get(i), d);
+            m.set(i, mi);
+            let vi = betas.second(v.get(i), d);
+            v.set(i, vi);
             let second = if c.amsbound {
-                let vmax = s.c[i].max(v[i]);
-                s.c[i] = vmax;
+                let vmax = top.get(i).max(vi);
+                top.set(i, vmax);
                 vmax
             } else {
-                v[i]
+                vi
             };
-            let eta = (step / (second.sqrt() + eps)).max(lower).min(upper) * m[i];
-            p[i] = p[i] - eta;
+            let eta = (step / (second.sqrt() + eps)).max(lower).min(upper) * mi;
+            *param = *param - eta;
         }
         [0.0; 4]
     }

@@ -8,7 +8,7 @@
 //! θ ← θ − γΔ
 //! ```
 
-use super::rule::{check, Grad, Hyper, Rule, Scalars, Slots, Sums};
+use super::rule::{check, Buffer, Grad, Hyper, Rule, Scalars, Slots, Sums};
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
@@ -74,23 +74,32 @@ impl Rule for Adadelta {
     }
 
     #[inline(always)]
-    fn kernel<T: Real>(c: &AdadeltaCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
+    fn kernel<T: Real, B: Buffer<T>>(
+        c: &AdadeltaCoef,
+        p: &mut [T],
+        g: Grad<T>,
+        s: Slots<B>,
+    ) -> Sums {
         let n = p.len();
         let neg_lr = T::from_f64(-c.lr);
         let (rho, w) = (T::from_f64(c.rho), T::from_f64(1.0 - c.rho));
         let eps = T::from_f64(c.eps);
         let wd = T::from_f64(c.weight_decay);
-        let (sq, acc) = (&mut s.a[..n], &mut s.b[..n]);
-        for i in 0..n {
+        let (mut sq, mut acc) = (s.a, s.b);
+        sq.assert_len(n);
+        acc.assert_len(n);
+        for (i, param) in p.iter_mut().enumerate() {
             let mut d = g.at(i);
             if c.weight_decay != 0.0 {
-                d = d + wd * p[i];
+                d = d + wd * *param;
             }
-            sq[i] = sq[i] * rho + w * d * d;
-            let std = (sq[i] + eps).sqrt();
-            let delta = (acc[i] + eps).sqrt() / std * d;
-            acc[i] = acc[i] * rho + w * delta * delta;
-            p[i] = p[i] + neg_lr * delta;
+            let sq_new = sq.get(i) * rho + w * d * d;
+            sq.set(i, sq_new);
+            let std = (sq_new + eps).sqrt();
+            let a = acc.get(i);
+            let delta = (a + eps).sqrt() / std * d;
+            acc.set(i, a * rho + w * delta * delta);
+            *param = *param + neg_lr * delta;
         }
         [0.0; 4]
     }

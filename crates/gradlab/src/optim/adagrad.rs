@@ -7,7 +7,7 @@
 //! θ ← θ − γ_t · g / (√s + ε)
 //! ```
 
-use super::rule::{check, Grad, Hyper, Rule, Scalars, Slots, Sums};
+use super::rule::{check, Buffer, Grad, Hyper, Rule, Scalars, Slots, Sums};
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
@@ -78,18 +78,25 @@ impl Rule for Adagrad {
     }
 
     #[inline(always)]
-    fn kernel<T: Real>(c: &AdagradCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
+    fn kernel<T: Real, B: Buffer<T>>(
+        c: &AdagradCoef,
+        p: &mut [T],
+        g: Grad<T>,
+        s: Slots<B>,
+    ) -> Sums {
         let neg_clr = T::from_f64(-c.clr);
         let wd = T::from_f64(c.weight_decay);
         let eps = T::from_f64(c.eps);
-        let sum = &mut s.a[..p.len()];
-        for i in 0..p.len() {
+        let mut sum = s.a;
+        sum.assert_len(p.len());
+        for (i, param) in p.iter_mut().enumerate() {
             let mut d = g.at(i);
             if c.weight_decay != 0.0 {
-                d = d + wd * p[i];
+                d = d + wd * *param;
             }
-            sum[i] = sum[i] + d * d;
-            p[i] = p[i] + neg_clr * d / (sum[i].sqrt() + eps);
+            let total = sum.get(i) + d * d;
+            sum.set(i, total);
+            *param = *param + neg_clr * d / (total.sqrt() + eps);
         }
         [0.0; 4]
     }

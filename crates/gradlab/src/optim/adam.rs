@@ -11,9 +11,7 @@
 //! ```
 //! ε is added after the bias correction of √v, exactly as PyTorch does.
 
-use super::rule::{
-    check, decay_terms, Betas, Buffer, CompactSlots, Grad, Hyper, Rule, Scalars, Slots, Sums,
-};
+use super::rule::{check, decay_terms, Betas, Buffer, Grad, Hyper, Rule, Scalars, Slots, Sums};
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
@@ -124,30 +122,13 @@ impl Rule for Adam {
     }
 
     #[inline(always)]
-    fn kernel<T: Real>(c: &AdamCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
-        let n = p.len();
-        let (m, v) = (&mut s.a[..n], &mut s.b[..n]);
-        // One loop per variant, free of branches, so that it vectorises.
+    fn kernel<T: Real, B: Buffer<T>>(c: &AdamCoef, p: &mut [T], g: Grad<T>, s: Slots<B>) -> Sums {
+        // One loop per variant, free of branches, so that it vectorises (without AMSGrad
+        // the third buffer is not touched).
         if c.amsgrad {
-            adam_lerp::<T, _, _, _, true>(c, p, g, m, v, &mut s.c[..n]);
+            adam_lerp::<T, _, _, _, true>(c, p, g, s.a, s.b, s.c);
         } else {
-            adam_lerp::<T, _, _, _, false>(c, p, g, m, v, &mut [][..]);
-        }
-        [0.0; 4]
-    }
-
-    #[inline(always)]
-    fn compact_kernel<T: Real>(
-        c: &AdamCoef,
-        p: &mut [T],
-        g: Grad<T>,
-        s: &mut CompactSlots,
-    ) -> Sums {
-        let (m, v, top) = (s.a.reborrow(), s.b.reborrow(), s.c.reborrow());
-        if c.amsgrad {
-            adam_lerp::<T, _, _, _, true>(c, p, g, m, v, top);
-        } else {
-            adam_lerp::<T, _, _, _, false>(c, p, g, m, v, top);
+            adam_lerp::<T, _, _, _, false>(c, p, g, s.a, s.b, s.c);
         }
         [0.0; 4]
     }

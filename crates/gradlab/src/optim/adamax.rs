@@ -7,7 +7,7 @@
 //! θ ← θ − (γ / (1 − β1^t)) · m / u
 //! ```
 
-use super::rule::{check, Betas, Buffer, CompactSlots, Grad, Hyper, Rule, Scalars, Slots, Sums};
+use super::rule::{check, Betas, Buffer, Grad, Hyper, Rule, Scalars, Slots, Sums};
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
@@ -78,20 +78,8 @@ impl Rule for Adamax {
     }
 
     #[inline(always)]
-    fn kernel<T: Real>(c: &AdamaxCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
-        let n = p.len();
-        adamax_loop(c, p, g, &mut s.a[..n], &mut s.b[..n]);
-        [0.0; 4]
-    }
-
-    #[inline(always)]
-    fn compact_kernel<T: Real>(
-        c: &AdamaxCoef,
-        p: &mut [T],
-        g: Grad<T>,
-        s: &mut CompactSlots,
-    ) -> Sums {
-        adamax_loop(c, p, g, s.a.reborrow(), s.b.reborrow());
+    fn kernel<T: Real, B: Buffer<T>>(c: &AdamaxCoef, p: &mut [T], g: Grad<T>, s: Slots<B>) -> Sums {
+        adamax_loop(c, p, g, s.a, s.b);
         [0.0; 4]
     }
 }

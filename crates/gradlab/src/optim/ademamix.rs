@@ -14,8 +14,8 @@
 //! The slow momentum is not bias-corrected.
 
 use super::rule::{
-    check, lerp, pytorch_optimizer_decay, AdamMoments, Buffer, CompactSlots, Grad, Hyper, Rule,
-    Scalars, Slots, Sums,
+    check, lerp, pytorch_optimizer_decay, AdamMoments, Buffer, Grad, Hyper, Rule, Scalars, Slots,
+    Sums,
 };
 use crate::spec::{Args, Domain, Spec};
 use crate::{Real, Result};
@@ -147,20 +147,13 @@ impl Rule for Ademamix {
     }
 
     #[inline(always)]
-    fn kernel<T: Real>(c: &AdemamixCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
-        let n = p.len();
-        ademamix_loop(c, p, g, &mut s.a[..n], &mut s.b[..n], &mut s.c[..n]);
-        [0.0; 4]
-    }
-
-    #[inline(always)]
-    fn compact_kernel<T: Real>(
+    fn kernel<T: Real, B: Buffer<T>>(
         c: &AdemamixCoef,
         p: &mut [T],
         g: Grad<T>,
-        s: &mut CompactSlots,
+        s: Slots<B>,
     ) -> Sums {
-        ademamix_loop(c, p, g, s.a.reborrow(), s.b.reborrow(), s.c.reborrow());
+        ademamix_loop(c, p, g, s.a, s.b, s.c);
         [0.0; 4]
     }
 }

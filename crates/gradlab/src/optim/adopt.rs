@@ -13,8 +13,7 @@
 //! gradient instead.
 
 use super::rule::{
-    check, pytorch_optimizer_decay, Betas, Buffer, CompactSlots, Grad, Hyper, Rule, Scalars, Slots,
-    Sums,
+    check, pytorch_optimizer_decay, Betas, Buffer, Grad, Hyper, Rule, Scalars, Slots, Sums,
 };
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
@@ -107,20 +106,8 @@ impl Rule for Adopt {
     }
 
     #[inline(always)]
-    fn kernel<T: Real>(c: &AdoptCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
-        let n = p.len();
-        adopt_loop(c, p, g, &mut s.a[..n], &mut s.b[..n]);
-        [0.0; 4]
-    }
-
-    #[inline(always)]
-    fn compact_kernel<T: Real>(
-        c: &AdoptCoef,
-        p: &mut [T],
-        g: Grad<T>,
-        s: &mut CompactSlots,
-    ) -> Sums {
-        adopt_loop(c, p, g, s.a.reborrow(), s.b.reborrow());
+    fn kernel<T: Real, B: Buffer<T>>(c: &AdoptCoef, p: &mut [T], g: Grad<T>, s: Slots<B>) -> Sums {
+        adopt_loop(c, p, g, s.a, s.b);
         [0.0; 4]
     }
 }

@@ -97,9 +97,8 @@ impl Rule for Asgd {
     }
 
     #[inline(always)]
-    fn kernel<T: Real>(c: &AsgdCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
-        let n = p.len();
-        asgd_loop(c, p, g, &mut s.a[..n]);
+    fn kernel<T: Real, B: Buffer<T>>(c: &AsgdCoef, p: &mut [T], g: Grad<T>, s: Slots<B>) -> Sums {
+        asgd_loop(c, p, g, s.a);
         [0.0; 4]
     }
 }

@@ -57,14 +57,6 @@ impl<'a> Bf16Slot<'a> {
         Bf16Slot { bits, base }
     }
 
-    /// The same chunk, borrowed for a shorter time (to hand a loop by value).
-    pub fn reborrow(&mut self) -> Bf16Slot<'_> {
-        Bf16Slot {
-            bits: &mut *self.bits,
-            base: self.base,
-        }
-    }
-
     /// Number of elements.
     #[inline(always)]
     pub fn len(&self) -> usize {
@@ -86,8 +78,35 @@ impl<'a> Bf16Slot<'a> {
     /// Stores `x` as element `i`, rounded stochastically.
     #[inline(always)]
     pub fn set<T: Real>(&mut self, i: usize, x: T) {
+        self.bits[i] = self.rounded(i, x);
+    }
+
+    /// Element `i` without a bounds check.
+    ///
+    /// # Safety
+    /// `i` is below [`Bf16Slot::len`].
+    #[inline(always)]
+    pub unsafe fn get_unchecked<T: Real>(&self, i: usize) -> T {
+        // SAFETY: the caller keeps `i` below the length.
+        T::from_f32(from_bf16(unsafe { *self.bits.get_unchecked(i) }))
+    }
+
+    /// Stores `x` as element `i` without a bounds check.
+    ///
+    /// # Safety
+    /// `i` is below [`Bf16Slot::len`].
+    #[inline(always)]
+    pub unsafe fn set_unchecked<T: Real>(&mut self, i: usize, x: T) {
+        let bits = self.rounded(i, x);
+        // SAFETY: the caller keeps `i` below the length.
+        unsafe { *self.bits.get_unchecked_mut(i) = bits }
+    }
+
+    /// `x` rounded stochastically with element `i`'s bits.
+    #[inline(always)]
+    fn rounded<T: Real>(&self, i: usize, x: T) -> u16 {
         let random = self.base.wrapping_add((i as u32).wrapping_mul(ALPHA)) >> 16;
-        self.bits[i] = to_bf16_stochastic(x.to_f32(), random);
+        to_bf16_stochastic(x.to_f32(), random)
     }
 }
 

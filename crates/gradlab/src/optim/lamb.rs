@@ -9,9 +9,7 @@
 //! θ ← θ − s τ r
 //! ```
 
-use super::rule::{
-    check, lane_sums, Betas, Buffer, CompactSlots, Grad, Hyper, Rule, Scalars, Slots, Sums,
-};
+use super::rule::{check, lane_sums, Betas, Buffer, Grad, Hyper, Rule, Scalars, Slots, Sums};
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
@@ -120,30 +118,8 @@ impl Rule for Lamb {
 
     /// Updates the moments and sums ‖θ‖² and ‖r‖².
     #[inline(always)]
-    fn pre_kernel<T: Real>(c: &LambCoef, p: &[T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
-        let n = p.len();
-        moments(c, p, g, &mut s.a[..n], &mut s.b[..n])
-    }
-
-    #[inline(always)]
-    fn compact_pre_kernel<T: Real>(
-        c: &LambCoef,
-        p: &[T],
-        g: Grad<T>,
-        s: &mut CompactSlots,
-    ) -> Sums {
-        moments(c, p, g, s.a.reborrow(), s.b.reborrow())
-    }
-
-    #[inline(always)]
-    fn compact_kernel<T: Real>(
-        c: &LambCoef,
-        p: &mut [T],
-        _g: Grad<T>,
-        s: &mut CompactSlots,
-    ) -> Sums {
-        step(c, p, s.a.reborrow(), s.b.reborrow());
-        [0.0; 4]
+    fn pre_kernel<T: Real, B: Buffer<T>>(c: &LambCoef, p: &[T], g: Grad<T>, s: Slots<B>) -> Sums {
+        moments(c, p, g, s.a, s.b)
     }
 
     fn mid(cfg: &LambConfig, c: &mut LambCoef, sums: Sums) {
@@ -157,9 +133,8 @@ impl Rule for Lamb {
     }
 
     #[inline(always)]
-    fn kernel<T: Real>(c: &LambCoef, p: &mut [T], _g: Grad<T>, s: &mut Slots<T>) -> Sums {
-        let n = p.len();
-        step(c, p, &mut s.a[..n], &mut s.b[..n]);
+    fn kernel<T: Real, B: Buffer<T>>(c: &LambCoef, p: &mut [T], _g: Grad<T>, s: Slots<B>) -> Sums {
+        step(c, p, s.a, s.b);
         [0.0; 4]
     }
 }

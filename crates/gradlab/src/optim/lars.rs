@@ -10,7 +10,7 @@
 //! ```
 //! Unlike torch-optimizer 0.3.0, the trust ratio is applied whatever the weight decay.
 
-use super::rule::{check, Grad, Hyper, Rule, Scalars, Slots, Sums, LANES};
+use super::rule::{check, Buffer, Grad, Hyper, Rule, Scalars, Slots, Sums, LANES};
 use super::sgd::{momentum_kernel, MomentumCoef};
 use crate::spec::{Args, Domain, Spec};
 use crate::{Real, Result};
@@ -100,7 +100,7 @@ impl Rule for Lars {
     }
 
     #[inline(always)]
-    fn pre_kernel<T: Real>(_: &LarsCoef, p: &[T], g: Grad<T>, _: &mut Slots<T>) -> Sums {
+    fn pre_kernel<T: Real, B: Buffer<T>>(_: &LarsCoef, p: &[T], g: Grad<T>, _: Slots<B>) -> Sums {
         // Fixed lanes over fixed blocks: vectorisable and deterministic.
         let raw = g.raw();
         let (mut pp, mut gg) = ([0.0f64; LANES], [0.0f64; LANES]);
@@ -132,7 +132,7 @@ impl Rule for Lars {
     }
 
     #[inline(always)]
-    fn kernel<T: Real>(c: &LarsCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
+    fn kernel<T: Real, B: Buffer<T>>(c: &LarsCoef, p: &mut [T], g: Grad<T>, s: Slots<B>) -> Sums {
         momentum_kernel(&c.sgd, p, g, s.a);
         [0.0; 4]
     }

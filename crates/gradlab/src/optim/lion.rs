@@ -7,9 +7,7 @@
 //! m ← β2 m + (1 − β2) g
 //! ```
 
-use super::rule::{
-    check, decay_terms, Buffer, CompactSlots, Grad, Hyper, Rule, Scalars, Slots, Sums,
-};
+use super::rule::{check, decay_terms, Buffer, Grad, Hyper, Rule, Scalars, Slots, Sums};
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
@@ -73,20 +71,8 @@ impl Rule for Lion {
     }
 
     #[inline(always)]
-    fn kernel<T: Real>(c: &LionCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
-        let n = p.len();
-        lion_loop(c, p, g, &mut s.a[..n]);
-        [0.0; 4]
-    }
-
-    #[inline(always)]
-    fn compact_kernel<T: Real>(
-        c: &LionCoef,
-        p: &mut [T],
-        g: Grad<T>,
-        s: &mut CompactSlots,
-    ) -> Sums {
-        lion_loop(c, p, g, s.a.reborrow());
+    fn kernel<T: Real, B: Buffer<T>>(c: &LionCoef, p: &mut [T], g: Grad<T>, s: Slots<B>) -> Sums {
+        lion_loop(c, p, g, s.a);
         [0.0; 4]
     }
 }

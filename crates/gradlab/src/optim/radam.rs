@@ -11,7 +11,7 @@
 //! ```
 
 use super::rule::{
-    check, decay_terms, AdamMoments, Buffer, CompactSlots, Grad, Hyper, Rule, Scalars, Slots, Sums,
+    check, decay_terms, AdamMoments, Buffer, Grad, Hyper, Rule, Scalars, Slots, Sums,
 };
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
@@ -104,20 +104,8 @@ impl Rule for RAdam {
     }
 
     #[inline(always)]
-    fn kernel<T: Real>(c: &RAdamCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
-        let n = p.len();
-        radam_loop(c, p, g, &mut s.a[..n], &mut s.b[..n]);
-        [0.0; 4]
-    }
-
-    #[inline(always)]
-    fn compact_kernel<T: Real>(
-        c: &RAdamCoef,
-        p: &mut [T],
-        g: Grad<T>,
-        s: &mut CompactSlots,
-    ) -> Sums {
-        radam_loop(c, p, g, s.a.reborrow(), s.b.reborrow());
+    fn kernel<T: Real, B: Buffer<T>>(c: &RAdamCoef, p: &mut [T], g: Grad<T>, s: Slots<B>) -> Sums {
+        radam_loop(c, p, g, s.a, s.b);
         [0.0; 4]
     }
 }

@@ -7,7 +7,7 @@
 //! momentum μ > 0: b ← μb + g/a;  θ ← θ − γb,   else θ ← θ − γ g/a
 //! ```
 
-use super::rule::{check, Grad, Hyper, Rule, Scalars, Slots, Sums};
+use super::rule::{check, Buffer, Grad, Hyper, Rule, Scalars, Slots, Sums};
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
@@ -91,13 +91,18 @@ impl Rule for RmsProp {
     }
 
     #[inline(always)]
-    fn kernel<T: Real>(c: &RmsPropCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
+    fn kernel<T: Real, B: Buffer<T>>(
+        c: &RmsPropCoef,
+        p: &mut [T],
+        g: Grad<T>,
+        s: Slots<B>,
+    ) -> Sums {
         // One branch-free loop per variant, so that each vectorises.
         match (c.centered, c.momentum > 0.0) {
-            (false, false) => rmsprop_loop::<T, false, false>(c, p, g, s),
-            (false, true) => rmsprop_loop::<T, false, true>(c, p, g, s),
-            (true, false) => rmsprop_loop::<T, true, false>(c, p, g, s),
-            (true, true) => rmsprop_loop::<T, true, true>(c, p, g, s),
+            (false, false) => rmsprop_loop::<T, B, false, false>(c, p, g, s),
+            (false, true) => rmsprop_loop::<T, B, false, true>(c, p, g, s),
+            (true, false) => rmsprop_loop::<T, B, true, false>(c, p, g, s),
+            (true, true) => rmsprop_loop::<T, B, true, true>(c, p, g, s),
         }
         [0.0; 4]
     }
@@ -105,11 +110,11 @@ impl Rule for RmsProp {
 
 /// The RMSProp update over a chunk (L2 decay adds exactly 0 without decay).
 #[inline(always)]
-fn rmsprop_loop<T: Real, const CENTERED: bool, const MOMENTUM: bool>(
+fn rmsprop_loop<T: Real, B: Buffer<T>, const CENTERED: bool, const MOMENTUM: bool>(
     c: &RmsPropCoef,
     p: &mut [T],
     g: Grad<T>,
-    s: &mut Slots<T>,
+    s: Slots<B>,
 ) {
     let n = p.len();
     let lr = T::from_f64(c.cfg_lr);
@@ -119,31 +124,36 @@ fn rmsprop_loop<T: Real, const CENTERED: bool, const MOMENTUM: bool>(
     let wd = T::from_f64(c.weight_decay);
     let mu = T::from_f64(c.momentum);
     let small_weight = (1.0 - c.alpha).abs() < 0.5;
-    let sq = &mut s.a[..n];
-    let buf: &mut [T] = if MOMENTUM { &mut s.b[..n] } else { &mut [] };
-    let grad_avg: &mut [T] = if CENTERED { &mut s.c[..n] } else { &mut [] };
-    for i in 0..n {
-        let d = g.at(i) + wd * p[i];
-        let sq_new = sq[i] * alpha + one_minus_alpha * d * d;
-        sq[i] = sq_new;
+    let (mut sq, mut buf, mut grad_avg) = (s.a, s.b, s.c);
+    sq.assert_len(n);
+    if MOMENTUM {
+        buf.assert_len(n);
+    }
+    if CENTERED {
+        grad_avg.assert_len(n);
+    }
+    for (i, param) in p.iter_mut().enumerate() {
+        let d = g.at(i) + wd * *param;
+        let sq_new = sq.get(i) * alpha + one_minus_alpha * d * d;
+        sq.set(i, sq_new);
         let avg = if CENTERED {
-            let m = grad_avg[i];
+            let m = grad_avg.get(i);
             let ga = if small_weight {
                 m + one_minus_alpha * (d - m)
             } else {
                 d - (d - m) * alpha
             };
-            grad_avg[i] = ga;
+            grad_avg.set(i, ga);
             (sq_new - ga * ga).sqrt() + eps
         } else {
             sq_new.sqrt() + eps
         };
         if MOMENTUM {
-            let b = buf[i] * mu + d / avg;
-            buf[i] = b;
-            p[i] = p[i] + (-lr) * b;
+            let b = buf.get(i) * mu + d / avg;
+            buf.set(i, b);
+            *param = *param + (-lr) * b;
         } else {
-            p[i] = p[i] + (-lr) * d / avg;
+            *param = *param + (-lr) * d / avg;
         }
     }
 }

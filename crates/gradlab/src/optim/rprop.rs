@@ -96,9 +96,8 @@ impl Rule for Rprop {
     }
 
     #[inline(always)]
-    fn kernel<T: Real>(c: &RpropCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
-        let n = p.len();
-        rprop_loop(c, p, g, &mut s.a[..n], &mut s.b[..n]);
+    fn kernel<T: Real, B: Buffer<T>>(c: &RpropCoef, p: &mut [T], g: Grad<T>, s: Slots<B>) -> Sums {
+        rprop_loop(c, p, g, s.a, s.b);
         [0.0; 4]
     }
 }

@@ -17,25 +17,16 @@ pub type Sums = [f64; 4];
 /// Per-tensor scalar state (`step` and rule-specific values), named by [`Rule::SCALARS`].
 pub type Scalars = [f64; 6];
 
-/// Up to three per-element state buffers of one chunk (unused ones are empty).
-pub struct Slots<'a, T> {
+/// Up to three per-element state buffers of one chunk (unused ones are empty), stored as the
+/// parameters' type (`&mut [T]`) or in bfloat16 ([`super::bf16::Bf16Slot`]): one kernel
+/// serves both.
+pub struct Slots<B> {
     /// First slot (e.g. `exp_avg`).
-    pub a: &'a mut [T],
+    pub a: B,
     /// Second slot (e.g. `exp_avg_sq`).
-    pub b: &'a mut [T],
+    pub b: B,
     /// Third slot (e.g. `max_exp_avg_sq`).
-    pub c: &'a mut [T],
-}
-
-/// The element buffers of one chunk stored in bfloat16 (`state_dtype=bf16`), for kernels
-/// that read and write them directly ([`Rule::compact_kernel`]).
-pub struct CompactSlots<'a> {
-    /// First buffer.
-    pub a: super::bf16::Bf16Slot<'a>,
-    /// Second buffer.
-    pub b: super::bf16::Bf16Slot<'a>,
-    /// Third buffer.
-    pub c: super::bf16::Bf16Slot<'a>,
+    pub c: B,
 }
 
 /// An element buffer as a kernel sees it: values of `T`, stored as `T` or as bfloat16, so
@@ -49,6 +40,16 @@ pub trait Buffer<T: Real> {
     /// Panics unless the buffer holds at least `n` elements. Called before a loop over `n`
     /// elements, it lets the compiler drop the loop's bounds checks.
     fn assert_len(&self, n: usize);
+    /// Element `i` without a bounds check, for loops the compiler cannot see bounded.
+    ///
+    /// # Safety
+    /// `i` is below the buffer's length.
+    unsafe fn get_unchecked(&self, i: usize) -> T;
+    /// Sets element `i` without a bounds check.
+    ///
+    /// # Safety
+    /// `i` is below the buffer's length.
+    unsafe fn set_unchecked(&mut self, i: usize, x: T);
 }
 
 impl<T: Real> Buffer<T> for &mut [T] {
@@ -64,6 +65,16 @@ impl<T: Real> Buffer<T> for &mut [T] {
     fn assert_len(&self, n: usize) {
         assert!(self.len() >= n, "a state buffer is shorter than its tensor");
     }
+    #[inline(always)]
+    unsafe fn get_unchecked(&self, i: usize) -> T {
+        // SAFETY: the caller keeps `i` below the length.
+        unsafe { *<[T]>::get_unchecked(self, i) }
+    }
+    #[inline(always)]
+    unsafe fn set_unchecked(&mut self, i: usize, x: T) {
+        // SAFETY: the caller keeps `i` below the length.
+        unsafe { *<[T]>::get_unchecked_mut(self, i) = x }
+    }
 }
 
 impl<T: Real> Buffer<T> for super::bf16::Bf16Slot<'_> {
@@ -78,6 +89,16 @@ impl<T: Real> Buffer<T> for super::bf16::Bf16Slot<'_> {
     #[inline(always)]
     fn assert_len(&self, n: usize) {
         assert!(self.len() >= n, "a state buffer is shorter than its tensor");
+    }
+    #[inline(always)]
+    unsafe fn get_unchecked(&self, i: usize) -> T {
+        // SAFETY: the caller keeps `i` below the length.
+        unsafe { super::bf16::Bf16Slot::get_unchecked(self, i) }
+    }
+    #[inline(always)]
+    unsafe fn set_unchecked(&mut self, i: usize, x: T) {
+        // SAFETY: the caller keeps `i` below the length.
+        unsafe { super::bf16::Bf16Slot::set_unchecked(self, i, x) }
     }
 }
 
@@ -99,9 +120,8 @@ pub trait Rule: Sized + Send + Sync + 'static {
     const KERNEL_SUMS: bool = false;
     /// Whether the rule's element buffers may be stored in bfloat16 (`state_dtype=bf16`):
     /// moving averages tolerate it (with stochastic rounding); running sums such as
-    /// Adagrad's would stall, so those rules keep full precision. Such rules implement
-    /// [`Rule::compact_kernel`] (and [`Rule::compact_pre_kernel`] with a pre-pass), usually
-    /// by running the same loop as [`Rule::kernel`] over [`Buffer`]s of another storage.
+    /// Adagrad's would stall, so those rules keep full precision. The kernels are the same
+    /// for both storages ([`Buffer`]).
     const COMPACT_STATE: bool = false;
 
     /// Whether the point where the model is evaluated differs from the one where gradients
@@ -145,33 +165,18 @@ pub trait Rule: Sized + Send + Sync + 'static {
     fn begin(cfg: &Self::Config, h: &Hyper, s: &mut Scalars) -> Self::Coef;
     /// Optional first pass (norms); may update slots.
     #[inline(always)]
-    fn pre_kernel<T: Real>(_c: &Self::Coef, _p: &[T], _g: Grad<T>, _s: &mut Slots<T>) -> Sums {
+    fn pre_kernel<T: Real, B: Buffer<T>>(
+        _c: &Self::Coef,
+        _p: &[T],
+        _g: Grad<T>,
+        _s: Slots<B>,
+    ) -> Sums {
         [0.0; 4]
     }
     /// Turns the first pass's sums into coefficients.
     fn mid(_cfg: &Self::Config, _c: &mut Self::Coef, _sums: Sums) {}
-    /// The fused update of one chunk.
-    fn kernel<T: Real>(c: &Self::Coef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums;
-    /// [`Rule::pre_kernel`] on bfloat16 element buffers (only called when
-    /// [`Rule::COMPACT_STATE`] and [`Rule::PRE_PASS`]).
-    fn compact_pre_kernel<T: Real>(
-        _c: &Self::Coef,
-        _p: &[T],
-        _g: Grad<T>,
-        _s: &mut CompactSlots,
-    ) -> Sums {
-        unreachable!("{} has no direct bfloat16 pre-pass", Self::NAME)
-    }
-    /// The update of one chunk whose element buffers are bfloat16 (only called when
-    /// [`Rule::COMPACT_STATE`]).
-    fn compact_kernel<T: Real>(
-        _c: &Self::Coef,
-        _p: &mut [T],
-        _g: Grad<T>,
-        _s: &mut CompactSlots,
-    ) -> Sums {
-        unreachable!("{} has no direct bfloat16 kernel", Self::NAME)
-    }
+    /// The fused update of one chunk, whatever its element buffers are stored in.
+    fn kernel<T: Real, B: Buffer<T>>(c: &Self::Coef, p: &mut [T], g: Grad<T>, s: Slots<B>) -> Sums;
     /// Moves one tensor's parameters to its evaluation point (`to_eval`) or back to the
     /// gradient point, given its element buffers (only called when [`Rule::EVAL_POINT`],
     /// and only for tensors that have taken a step).

@@ -161,15 +161,23 @@ impl Rule for ScheduleFree {
     }
 
     #[inline(always)]
-    fn kernel<T: Real>(c: &ScheduleFreeCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
-        let n = p.len();
+    fn kernel<T: Real, B: Buffer<T>>(
+        c: &ScheduleFreeCoef,
+        p: &mut [T],
+        g: Grad<T>,
+        s: Slots<B>,
+    ) -> Sums {
+        let mut z = s.a;
         if c.first {
-            s.a[..n].copy_from_slice(p);
+            z.assert_len(p.len());
+            for (i, &y) in p.iter().enumerate() {
+                z.set(i, y);
+            }
         }
         if c.adamw {
-            adamw_loop(c, p, g, &mut s.a[..n], &mut s.b[..n]);
+            adamw_loop(c, p, g, z, s.b);
         } else {
-            sgd_loop(c, p, g, &mut s.a[..n]);
+            sgd_loop(c, p, g, z);
         }
         [0.0; 4]
     }
@@ -203,7 +211,7 @@ fn move_y_and_z<T: Real>(y: &mut T, z: &mut T, d: T, ckp1: (T, T), y_step: T, lr
 }
 
 #[inline(always)]
-fn sgd_loop<T: Real>(c: &ScheduleFreeCoef, p: &mut [T], g: Grad<T>, mut z: &mut [T]) {
+fn sgd_loop<T: Real, Z: Buffer<T>>(c: &ScheduleFreeCoef, p: &mut [T], g: Grad<T>, mut z: Z) {
     let wd = T::from_f64(c.weight_decay);
     let ckp1 = (T::from_f64(c.ckp1), T::from_f64(1.0 - c.ckp1));
     let (y_step, lr) = (T::from_f64(c.y_step), T::from_f64(c.lr));
@@ -216,12 +224,12 @@ fn sgd_loop<T: Real>(c: &ScheduleFreeCoef, p: &mut [T], g: Grad<T>, mut z: &mut 
 }
 
 #[inline(always)]
-fn adamw_loop<T: Real>(
+fn adamw_loop<T: Real, Z: Buffer<T>, V: Buffer<T>>(
     c: &ScheduleFreeCoef,
     p: &mut [T],
     g: Grad<T>,
-    mut z: &mut [T],
-    mut v: &mut [T],
+    mut z: Z,
+    mut v: V,
 ) {
     let wd = T::from_f64(c.weight_decay);
     let ckp1 = (T::from_f64(c.ckp1), T::from_f64(1.0 - c.ckp1));

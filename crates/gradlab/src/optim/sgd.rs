@@ -12,7 +12,7 @@
 //! The learning rate multiplies the whole buffer (PyTorch's convention, not Sutskever's
 //! `v = μv + γg`), which matters when a schedule changes γ.
 
-use super::rule::{check, decay_terms, Grad, Hyper, Rule, Scalars, Slots, Sums};
+use super::rule::{check, decay_terms, Buffer, Grad, Hyper, Rule, Scalars, Slots, Sums};
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
@@ -77,25 +77,31 @@ impl MomentumCoef {
 
 /// The momentum update shared by SGD, SGDW and LARS: `p` params, `buf` the momentum buffer.
 #[inline(always)]
-pub fn momentum_kernel<T: Real>(c: &MomentumCoef, p: &mut [T], g: Grad<T>, buf: &mut [T]) {
+pub fn momentum_kernel<T: Real, B: Buffer<T>>(c: &MomentumCoef, p: &mut [T], g: Grad<T>, buf: B) {
     // One branch-free loop per variant, so that each vectorises.
     match (c.momentum != 0.0, c.first, c.nesterov) {
-        (false, _, _) => momentum_loop::<T, false, false, false>(c, p, g, buf),
-        (true, true, false) => momentum_loop::<T, true, true, false>(c, p, g, buf),
-        (true, true, true) => momentum_loop::<T, true, true, true>(c, p, g, buf),
-        (true, false, false) => momentum_loop::<T, true, false, false>(c, p, g, buf),
-        (true, false, true) => momentum_loop::<T, true, false, true>(c, p, g, buf),
+        (false, _, _) => momentum_loop::<T, B, false, false, false>(c, p, g, buf),
+        (true, true, false) => momentum_loop::<T, B, true, true, false>(c, p, g, buf),
+        (true, true, true) => momentum_loop::<T, B, true, true, true>(c, p, g, buf),
+        (true, false, false) => momentum_loop::<T, B, true, false, false>(c, p, g, buf),
+        (true, false, true) => momentum_loop::<T, B, true, false, true>(c, p, g, buf),
     }
 }
 
 /// Decoupled decay multiplies by `1 − γλ` (exactly 1 without it), L2 decay adds `λθ` (exactly
 /// 0 without it) and the trust ratio is exactly 1 for SGD, so none needs a branch.
 #[inline(always)]
-fn momentum_loop<T: Real, const MOMENTUM: bool, const FIRST: bool, const NESTEROV: bool>(
+fn momentum_loop<
+    T: Real,
+    B: Buffer<T>,
+    const MOMENTUM: bool,
+    const FIRST: bool,
+    const NESTEROV: bool,
+>(
     c: &MomentumCoef,
     p: &mut [T],
     g: Grad<T>,
-    buf: &mut [T],
+    mut buf: B,
 ) {
     let n = p.len();
     let lr = T::from_f64(c.lr);
@@ -104,17 +110,19 @@ fn momentum_loop<T: Real, const MOMENTUM: bool, const FIRST: bool, const NESTERO
     let l2 = T::from_f64(c.l2);
     let decay = T::from_f64(c.decay_factor);
     let trust = T::from_f64(c.trust);
-    let buf: &mut [T] = if MOMENTUM { &mut buf[..n] } else { &mut [] };
-    for i in 0..n {
-        let theta0 = p[i];
+    if MOMENTUM {
+        buf.assert_len(n);
+    }
+    for (i, param) in p.iter_mut().enumerate() {
+        let theta0 = *param;
         let mut d = (g.at(i) + l2 * theta0) * trust;
         let theta = theta0 * decay;
         if MOMENTUM {
-            let b = if FIRST { d } else { mu * buf[i] + keep * d };
-            buf[i] = b;
+            let b = if FIRST { d } else { mu * buf.get(i) + keep * d };
+            buf.set(i, b);
             d = if NESTEROV { d + mu * b } else { b };
         }
-        p[i] = theta + (-lr) * d;
+        *param = theta + (-lr) * d;
     }
 }
 
@@ -179,7 +187,12 @@ impl Rule for Sgd {
     }
 
     #[inline(always)]
-    fn kernel<T: Real>(c: &MomentumCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
+    fn kernel<T: Real, B: Buffer<T>>(
+        c: &MomentumCoef,
+        p: &mut [T],
+        g: Grad<T>,
+        s: Slots<B>,
+    ) -> Sums {
         momentum_kernel(c, p, g, s.a);
         [0.0; 4]
     }

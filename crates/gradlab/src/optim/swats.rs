@@ -11,7 +11,7 @@
 //! the learned rate Λ are visible in [`super::Optimizer::scalar_state`]
 //! (`switched_at`, the step of the switch or 0, and `sgd_lr`) and through [`switch_status`].
 
-use super::rule::{check, lane_sums, Betas, Grad, Hyper, Rule, Scalars, Slots, Sums};
+use super::rule::{check, lane_sums, Betas, Buffer, Grad, Hyper, Rule, Scalars, Slots, Sums};
 use super::Optimizer;
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
@@ -109,39 +109,41 @@ impl Rule for Swats {
 
     /// Returns `[p_k·p_k, p_k·g, 0, 0]` in the Adam phase.
     #[inline(always)]
-    fn kernel<T: Real>(c: &SwatsCoef, p: &mut [T], g: Grad<T>, s: &mut Slots<T>) -> Sums {
+    fn kernel<T: Real, B: Buffer<T>>(c: &SwatsCoef, p: &mut [T], g: Grad<T>, s: Slots<B>) -> Sums {
         let n = p.len();
         let betas = Betas::<T>::new(c.b1, c.b2);
         if c.sgd {
             let rate = T::from_f64((1.0 - c.b1) * c.sgd_lr);
-            let buf = &mut s.c[..n];
-            for i in 0..n {
+            let mut buf = s.c;
+            buf.assert_len(n);
+            for (i, param) in p.iter_mut().enumerate() {
                 let d = g.at(i);
-                buf[i] = if c.first_sgd {
+                let b = if c.first_sgd {
                     d
                 } else {
-                    betas.b1 * buf[i] + d
+                    betas.b1 * buf.get(i) + d
                 };
-                p[i] = p[i] - rate * buf[i];
+                buf.set(i, b);
+                *param = *param - rate * b;
             }
             return [0.0; 4];
         }
         let neg_step = T::from_f64(-c.step_size);
         let eps = T::from_f64(c.eps);
-        let (m, v) = (&mut s.a[..n], &mut s.b[..n]);
+        let (mut m, mut v) = (s.a, s.b);
+        m.assert_len(n);
+        v.assert_len(n);
         let [pp, pg] = lane_sums(n, |i| {
-            // SAFETY: lane_sums calls with i < n, the length of every slice here.
-            let (mi, vi, pi) = unsafe {
-                (
-                    m.get_unchecked_mut(i),
-                    v.get_unchecked_mut(i),
-                    p.get_unchecked_mut(i),
-                )
-            };
             let d = g.at(i);
-            *mi = betas.mul_add_first(*mi, d);
-            *vi = betas.second(*vi, d);
-            let step = neg_step * *mi / (vi.sqrt() + eps);
+            // SAFETY: lane_sums calls with i < n, and every buffer here holds n elements.
+            let (mi, vi, pi) = unsafe {
+                let mi = betas.mul_add_first(m.get_unchecked(i), d);
+                m.set_unchecked(i, mi);
+                let vi = betas.second(v.get_unchecked(i), d);
+                v.set_unchecked(i, vi);
+                (mi, vi, p.get_unchecked_mut(i))
+            };
+            let step = neg_step * mi / (vi.sqrt() + eps);
             *pi = *pi + step;
             let (x, y) = (step.to_f64(), d.to_f64());
             [x * x, x * y]

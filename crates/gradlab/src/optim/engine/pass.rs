@@ -5,7 +5,7 @@ use super::gradient_check::{exact_square_sum, square_sum};
 use super::Engine;
 use crate::optim::bf16;
 use crate::optim::plan::Shared;
-use crate::optim::rule::{CompactSlots, Grad, Rule, Slots, Sums};
+use crate::optim::rule::{Buffer, Grad, Rule, Slots, Sums};
 use crate::Real;
 
 impl<T: Real, R: Rule> Engine<T, R> {
@@ -44,11 +44,6 @@ impl<T: Real, R: Rule> Engine<T, R> {
             // SAFETY: chunks are disjoint ranges of their segment and of the flat state; each
             // is visited by exactly one thread, and the parameter borrow outlives the pass.
             unsafe {
-                let mut slots = Slots {
-                    a: slot_views[0].slice(global.clone()),
-                    b: slot_views[1].slice(global.clone()),
-                    c: slot_views[2].slice(global.clone()),
-                };
                 let raw = &grads[c.seg][c.start..c.end];
                 if CHECK {
                     let mut sum = crate::optim::simd::wide_call(
@@ -71,21 +66,12 @@ impl<T: Real, R: Rule> Engine<T, R> {
                 let grad = Grad::new(raw, scale, bound);
                 let p = (ptr as *mut T).add(c.start);
                 let (coef, n) = (&coefs[c.seg], c.end - c.start);
-                let kernel = inlined(
-                    #[inline(always)]
-                    |slots: &mut Slots<T>| {
-                        if PRE {
-                            pre::<R, T>(coef, p, n, grad, slots)
-                        } else {
-                            update::<R, T>(coef, p, n, grad, slots)
-                        }
-                    },
-                );
-                partials.slice(ci..ci + 1)[0] = if compact_slots == 0 {
-                    // Inlined, so that the kernel is compiled for the wide instructions.
+                // Inlined, so that the kernel is compiled for the wide instructions.
+                partials.slice(ci..ci + 1)[0] = if !R::COMPACT_STATE || compact_slots == 0 {
+                    let [a, b, c] = std::array::from_fn(|k| slot_views[k].slice(global.clone()));
                     crate::optim::simd::wide_call(
                         #[inline(always)]
-                        || kernel(&mut slots),
+                        || run::<PRE, R, T, _>(coef, p, n, grad, Slots { a, b, c }),
                     )
                 } else {
                     // bf16 buffers read and written by the kernel itself.
@@ -94,17 +80,9 @@ impl<T: Real, R: Rule> Engine<T, R> {
                         let bits = compact_views[k].slice(global.clone());
                         bf16::Bf16Slot::new(bits, first, step, k as u32)
                     });
-                    let slots = &mut CompactSlots { a, b, c };
-                    let params = std::slice::from_raw_parts_mut(p, n);
                     crate::optim::simd::wide_call(
                         #[inline(always)]
-                        || {
-                            if PRE {
-                                R::compact_pre_kernel(coef, params, grad, slots)
-                            } else {
-                                R::compact_kernel(coef, params, grad, slots)
-                            }
-                        },
+                        || run::<PRE, R, T, _>(coef, p, n, grad, Slots { a, b, c }),
                     )
                 };
             }
@@ -145,28 +123,24 @@ fn views<S>(buffers: &mut [Vec<S>]) -> [Shared<S>; 3] {
     std::array::from_fn(|_| each.next().map_or_else(Shared::empty, |b| Shared::new(b)))
 }
 
-/// Returns its argument: lets a closure carry `#[inline(always)]` (attributes on closures are
-/// accepted in argument position).
+/// The rule's pre-pass (`PRE`: reads the parameters) or update (writes them) over one chunk,
+/// whatever its element buffers are stored in.
+///
+/// # Safety
+/// `p` points to `n` parameters that only this chunk's kernel touches during the pass.
 #[inline(always)]
-fn inlined<F>(f: F) -> F {
-    f
-}
-
-/// Kernel adapters: the pre-pass reads parameters, the update writes them.
-#[inline(always)]
-fn pre<R: Rule, T: Real>(c: &R::Coef, p: *mut T, n: usize, g: Grad<T>, s: &mut Slots<T>) -> Sums {
-    // SAFETY: `p` points to `n` parameters that nobody writes during the pre-pass.
-    R::pre_kernel(c, unsafe { std::slice::from_raw_parts(p, n) }, g, s)
-}
-
-#[inline(always)]
-fn update<R: Rule, T: Real>(
+unsafe fn run<const PRE: bool, R: Rule, T: Real, B: Buffer<T>>(
     c: &R::Coef,
     p: *mut T,
     n: usize,
     g: Grad<T>,
-    s: &mut Slots<T>,
+    s: Slots<B>,
 ) -> Sums {
-    // SAFETY: `p` points to `n` parameters this chunk alone writes.
-    R::kernel(c, unsafe { std::slice::from_raw_parts_mut(p, n) }, g, s)
+    if PRE {
+        // SAFETY: the caller's guarantee; nobody writes the parameters during a pre-pass.
+        R::pre_kernel(c, unsafe { std::slice::from_raw_parts(p, n) }, g, s)
+    } else {
+        // SAFETY: the caller's guarantee: this chunk alone writes these parameters.
+        R::kernel(c, unsafe { std::slice::from_raw_parts_mut(p, n) }, g, s)
+    }
 }
