@@ -40,20 +40,28 @@
 //! | `plateau(mode, factor, patience, ...)` | `ReduceLROnPlateau` (stepped with a metric) |
 //! | `swalr(swa_lr, anneal_epochs=10, anneal_strategy=cos)` | `swa_utils.SWALR` |
 
+pub mod chainable;
+pub mod constant;
+pub mod cosine;
 pub mod cyclic;
-pub mod decay;
+pub mod exponential;
+pub mod linear;
+pub mod multistep;
 pub mod noam;
 pub mod onecycle;
 pub mod plateau;
+pub mod polynomial;
 pub mod range_test;
 pub mod sequential;
 pub mod sgdr;
+pub mod step;
 pub mod swalr;
 pub mod wsd;
 
 use crate::optim::Optimizer;
 use crate::spec::{Args, Spec};
 use crate::{Error, Real, Result};
+use chainable::Chained;
 use serde::{Deserialize, Serialize};
 
 /// The names every schedule spec may start with.
@@ -125,9 +133,13 @@ pub fn build_from_spec(spec: &Spec) -> Result<Box<dyn Schedule>> {
         },
     );
     let schedule: Box<dyn Schedule> = match spec.name.as_str() {
-        "step" | "multistep" | "exponential" | "cosine" | "linear" | "polynomial" | "constant" => {
-            Box::new(decay::Decay::parse(&args)?)
-        }
+        "step" => Box::new(Chained::new(step::Step::parse(&args)?)),
+        "multistep" => Box::new(Chained::new(multistep::MultiStep::parse(&args)?)),
+        "exponential" => Box::new(Chained::new(exponential::Exponential::parse(&args)?)),
+        "cosine" => Box::new(Chained::new(cosine::Cosine::parse(&args)?)),
+        "linear" => Box::new(Chained::new(linear::Linear::parse(&args)?)),
+        "polynomial" => Box::new(Chained::new(polynomial::Polynomial::parse(&args)?)),
+        "constant" => Box::new(Chained::new(constant::Constant::parse(&args)?)),
         "sgdr" => Box::new(sgdr::Sgdr::parse(&args)?),
         "cyclic" => Box::new(cyclic::Cyclic::parse(&args)?),
         "onecycle" => Box::new(onecycle::OneCycle::parse(&args)?),

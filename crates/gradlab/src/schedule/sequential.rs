@@ -7,8 +7,9 @@
 //! milestone the next child restarts at epoch 0 with its closed form (`scheduler.step(0)`),
 //! so the hand-over may jump.
 
-use super::decay::{Decay, Kind};
+use super::chainable::Chained;
 use super::{build_from_spec, load_state, save_state, schedule_error, Hyper, Schedule};
+use super::{cosine::Cosine, linear::Linear};
 use crate::spec::Domain;
 use crate::spec::{Args, Spec, Value};
 use crate::Result;
@@ -113,12 +114,12 @@ pub fn warmup_cosine(args: &Args) -> Result<Sequential> {
     if total <= warmup {
         return Err(args.invalid("total_steps", "must be larger than warmup_steps"));
     }
-    let linear = Decay::new(Kind::Linear {
+    let linear = Chained::new(Linear {
         start_factor,
         end_factor: 1.0,
         total_iters: warmup,
     });
-    let cosine = Decay::new(Kind::Cosine {
+    let cosine = Chained::new(Cosine {
         t_max: total - warmup,
         eta_min,
     });
