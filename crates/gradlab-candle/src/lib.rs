@@ -60,7 +60,9 @@ pub mod landscape;
 pub mod models;
 pub mod ops;
 pub mod optim;
-pub mod parallel;
+/// Data-parallel steps with sharded optimizer state: the optimizer's sharded form, also
+/// reachable under its old path.
+pub use optim::sharded as parallel;
 pub mod run_dir;
 pub mod step_timing;
 pub mod threads;

@@ -4,11 +4,11 @@
 use super::*;
 
 /// The three files of a checkpoint, as bytes.
-pub(super) struct Files {
-    pub(super) dir: std::path::PathBuf,
-    pub(super) state: Vec<u8>,
-    pub(super) model: Vec<u8>,
-    pub(super) optimizer: Vec<u8>,
+pub(crate) struct Files {
+    pub(crate) dir: std::path::PathBuf,
+    pub(crate) state: Vec<u8>,
+    pub(crate) model: Vec<u8>,
+    pub(crate) optimizer: Vec<u8>,
 }
 
 /// Reads a checkpoint's files on rank 0 and shares them (or rank 0's error) with every rank.

@@ -143,7 +143,7 @@ impl GradlabOptimizer {
 
 /// A sharded optimizer holds pieces of the variables, not the variables: optimizers with an
 /// evaluation point are not run sharded (nothing to do for the others).
-pub(super) fn refuse_sharded_eval_point(s: &crate::parallel::ShardedOptimizer) -> Result<()> {
+pub(super) fn refuse_sharded_eval_point(s: &super::sharded::ShardedOptimizer) -> Result<()> {
     if s.engine_ref().has_eval_point() {
         return Err(Error::Msg(format!(
             "{}: its evaluation point cannot be formed from shards; run it in one process",

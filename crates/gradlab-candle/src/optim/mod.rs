@@ -12,6 +12,7 @@ mod config;
 mod engine_view;
 mod master;
 mod saved;
+pub mod sharded;
 mod stats;
 mod vars;
 
@@ -35,7 +36,7 @@ enum Inner {
     F64(Box<dyn optim::Optimizer<f64>>),
     /// bf16 or f16 parameters, stepped through f32 master copies.
     Master(Box<MasterWeights>),
-    Sharded(Box<crate::parallel::ShardedOptimizer>),
+    Sharded(Box<sharded::ShardedOptimizer>),
 }
 
 /// A gradlab optimizer over named candle variables, with its schedule.
@@ -136,7 +137,7 @@ impl GradlabOptimizer {
     }
 
     /// One rank's optimizer in a data-parallel group: the optimizer state is sharded over the
-    /// ranks of `collective` (ZeRO-1, see [`crate::parallel`]). With one rank this is
+    /// ranks of `collective` (ZeRO-1, see [`sharded`]). With one rank this is
     /// [`GradlabOptimizer::with_names`]. [`GradlabOptimizer::step_grads`] then assumes that
     /// every rank's loss is the mean over an equal share of the global batch; use
     /// [`GradlabOptimizer::step_shared`] for unequal shares.
@@ -158,7 +159,7 @@ impl GradlabOptimizer {
         }
         let mut config = config.clone();
         resolve_var_groups(&mut config, &sorted)?;
-        let sharded = crate::parallel::ShardedOptimizer::new(named, &config, collective)?;
+        let sharded = sharded::ShardedOptimizer::new(named, &config, collective)?;
         let (names, vars): (Vec<String>, Vec<Var>) = sorted.into_iter().unzip();
         Self::assemble(
             names,
@@ -170,7 +171,7 @@ impl GradlabOptimizer {
     }
 
     /// The sharded optimizer of a data-parallel rank.
-    pub fn sharded(&self) -> Option<&crate::parallel::ShardedOptimizer> {
+    pub fn sharded(&self) -> Option<&sharded::ShardedOptimizer> {
         match &self.inner {
             Inner::Sharded(s) => Some(s),
             _ => None,
@@ -185,7 +186,7 @@ impl GradlabOptimizer {
         &mut self,
         grads: Option<&GradStore>,
         weight: f32,
-        noise: Option<crate::parallel::GradNoise>,
+        noise: Option<sharded::GradNoise>,
     ) -> Result<StepOutcome> {
         match &mut self.inner {
             Inner::Sharded(s) => {

@@ -101,3 +101,34 @@ pub(super) fn peak_rss_bytes() -> Option<u64> {
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
+
+/// The weights of every tensor, flat (to measure a step's updates).
+pub(super) fn weights(model: &dyn Network) -> Result<Vec<Vec<f32>>> {
+    model
+        .params()
+        .iter()
+        .map(|(_, v)| flat(v.as_tensor()))
+        .collect()
+}
+
+/// Per tensor, after a step from the weights `before`: its gradient's norm, its weights' norm
+/// and the update's size relative to the weights (the epoch record's `tensors`).
+pub(super) fn tensor_health(
+    model: &dyn Network,
+    before: &[Vec<f32>],
+    grad_norms: &HashMap<String, f64>,
+) -> Result<Vec<Value>> {
+    let mut health = Vec::new();
+    for ((name, v), w0) in model.params().iter().zip(before) {
+        let w1 = flat(v.as_tensor())?;
+        let delta: Vec<f32> = w1.iter().zip(w0).map(|(a, b)| a - b).collect();
+        let w_norm = norm(w0);
+        health.push(json!({
+            "name": name,
+            "grad_norm": grad_norms.get(name).copied().unwrap_or(0.0),
+            "weight_norm": norm(&w1),
+            "update_ratio": if w_norm > 0.0 { norm(&delta) / w_norm } else { 0.0 },
+        }));
+    }
+    Ok(health)
+}

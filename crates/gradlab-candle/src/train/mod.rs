@@ -20,8 +20,11 @@ mod config;
 mod data_parallel;
 mod diagnostics;
 mod lr_find;
+mod metrics;
 mod noise;
 mod split;
+mod state;
+mod summary;
 mod trainer;
 
 pub use crate::models::model_tensors;
@@ -29,13 +32,15 @@ pub(crate) use averages::Averages;
 use averages::{recompute_batch_norm, with_weights};
 pub use batches::{Curriculum, DataOrder};
 pub use config::{ScheduleUnit, SwaAnneal, TrainConfig};
-use data_parallel::{by_rank, check_ranks};
+use data_parallel::check_ranks;
 pub use data_parallel::{evaluate_shared, share};
-use diagnostics::{non_finite_cause, peak_rss_bytes, swats_status, tensor_grad_norms};
+use diagnostics::{non_finite_cause, tensor_grad_norms, tensor_health, weights};
 pub use lr_find::lr_find;
+use metrics::MetricsFile;
 pub(crate) use noise::step_rng;
 use noise::{add_noise, add_noise_to_store};
 pub use split::{checkpoint_data, load_data, InputScale, RunData};
+use state::TrainState;
 pub use trainer::Trainer;
 
 use crate::data::{Dataset, Split};
@@ -46,7 +51,6 @@ pub(crate) use batches::shuffle;
 use candle_core::{Device, Tensor};
 use gradlab::dist::{Collective, Local};
 use serde_json::{json, Value};
-use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -148,7 +152,7 @@ pub fn train(
 /// [`train`] as one rank of a data-parallel group (every rank calls it with the same
 /// configuration): each rank computes the gradients of its share of every global batch of
 /// `config.batch_size` examples, the optimizer state is sharded over the ranks (ZeRO-1, see
-/// [`crate::parallel`]), evaluation is split over the ranks, and only rank 0 writes files.
+/// [`crate::optim::sharded`]), evaluation is split over the ranks, and only rank 0 writes files.
 /// Ranks whose configuration or data differ from rank 0's stop at once with an error naming
 /// the rank and the difference.
 ///
@@ -230,11 +234,18 @@ fn run(
             config.optimizer
         )));
     }
-    let mut scheduler = match &config.schedule {
+    let scheduler = match &config.schedule {
         Some(s) => Some(opt.with_engine(|e| e.scheduler(s))?),
         None => None,
     };
-    let mut avg = Averages::new(config, model)?;
+    let mut st = TrainState {
+        model,
+        opt,
+        scheduler,
+        averages: Averages::new(config, model)?,
+        step: 0,
+        epoch: 0,
+    };
     let batches_per_epoch = split.train.len().div_ceil(config.batch_size) as u64;
     let total_steps = batches_per_epoch * config.epochs as u64;
     let plan = batches::EpochPlan {
@@ -245,58 +256,16 @@ fn run(
         curriculum: config.curriculum.as_ref().zip(ranking.as_deref()),
         steps_per_epoch: batches_per_epoch,
     };
-    let final_metrics = config.out.join("metrics.jsonl");
     // A fresh run over an old one writes its metrics aside until its first checkpoint.
     let replacing = resume.is_none() && !crate::run_dir::contents(&config.out)?.is_empty();
-    let metrics_path = if replacing {
-        config.out.join(".metrics.jsonl.partial")
-    } else {
-        final_metrics.clone()
-    };
-    let (mut step, mut start_epoch) = (0u64, 0usize);
     if let Some(dir) = resume {
-        let resumed = crate::checkpoint::load(
-            dir,
-            config,
-            model,
-            &mut opt,
-            scheduler.as_mut(),
-            &mut avg,
-            &split,
-            collective.as_ref(),
-        )?;
-        step = resumed.step;
-        start_epoch = resumed.epoch;
-        if lead {
-            crate::checkpoint::truncate_metrics(&metrics_path, step, start_epoch)?;
-        }
-    } else if lead {
-        gradlab::io::write_atomic(&metrics_path, b"")?;
+        st.load(dir, config, &split, collective.as_ref())?;
     }
-    let mut metrics = lead
-        .then(|| {
-            std::fs::OpenOptions::new()
-                .append(true)
-                .open(&metrics_path)
-                .map_err(|e| Error::Msg(format!("{}: {e}", metrics_path.display())))
-        })
-        .transpose()?;
-    // Each line is built in memory and written with one call, so a kill never tears one.
-    let mut write_line = |v: &Value| -> Result<()> {
-        match metrics.as_mut() {
-            Some(m) => {
-                let mut line = v.to_string();
-                line.push('\n');
-                m.write_all(line.as_bytes())
-                    .and_then(|()| m.flush())
-                    .map_err(|e| Error::Msg(format!("{}: {e}", metrics_path.display())))
-            }
-            None => Ok(()),
-        }
-    };
-    let mut pending_replace = replacing && lead;
+    let resumed = resume.map(|_| (st.step, st.epoch));
+    let mut metrics = MetricsFile::open(&config.out, lead, replacing, resumed)?;
+    let start_epoch = st.epoch;
     let started = Instant::now();
-    let plateau = scheduler.as_ref().is_some_and(|s| s.needs_metric());
+    let plateau = st.scheduler.as_ref().is_some_and(|s| s.needs_metric());
     let mut last_epoch_line = Value::Null;
     let skip_limit = config.max_skipped.min(batches_per_epoch.max(1));
     // Consecutive skipped steps, and the first of them.
@@ -307,20 +276,20 @@ fn run(
     for epoch in start_epoch..config.epochs {
         if let (true, None, Some(spec)) = (
             config.in_swa(epoch),
-            avg.swa_schedule.as_ref(),
+            st.averages.swa_schedule.as_ref(),
             config.swa_schedule(),
         ) {
             // From here on SWALR alone sets the learning rate.
-            avg.swa_schedule = Some(opt.with_engine(|e| e.scheduler(&spec))?);
+            st.averages.swa_schedule = Some(st.opt.with_engine(|e| e.scheduler(&spec))?);
         }
         // The weights to train from (schedule-free: y; the epoch before ended at x).
-        opt.train_mode()?;
+        st.opt.train_mode()?;
         let (mut loss_sum, mut right, mut seen) = (0.0, 0.0, 0usize);
         let mut health = Vec::new();
-        let batches = plan.batches(epoch, step);
+        let batches = plan.batches(epoch, st.step);
         for (b, idx) in batches.iter().enumerate() {
             let mine = share(idx, collective.as_ref());
-            let mut rng = step_rng(config.seed, step);
+            let mut rng = step_rng(config.seed, st.step);
             let (mut grads, mut sums, mut inputs) = (None, [0.0, 0.0], None);
             if !mine.is_empty() {
                 let (x, y) = batch(&split.train, mine)?;
@@ -338,24 +307,14 @@ fn run(
             right += sums[1];
             let noise_std = config
                 .grad_noise
-                .map(|eta| (eta / (1.0 + step as f64).powf(0.55)).sqrt());
+                .map(|eta| (eta / (1.0 + st.step as f64).powf(0.55)).sqrt());
             let last_of_epoch = b + 1 == batches.len();
-            let before = if last_of_epoch {
-                Some(
-                    model
-                        .params()
-                        .iter()
-                        .map(|(_, v)| flat(v.as_tensor()))
-                        .collect::<Result<Vec<_>>>()?,
-                )
-            } else {
-                None
-            };
+            let before = last_of_epoch.then(|| weights(model)).transpose()?;
             let grad_norms = match before {
-                Some(_) => Some(tensor_grad_norms(&opt, grads.as_ref())?),
+                Some(_) => Some(tensor_grad_norms(&st.opt, grads.as_ref())?),
                 None => None,
             };
-            let gradlab::optim::Hyper { lr, momentum } = opt.with_engine(|e| e.hypers()[0]);
+            let gradlab::optim::Hyper { lr, momentum } = st.opt.with_engine(|e| e.hypers()[0]);
             let mut evaluations = 1;
             let outcome = if closure_steps {
                 // The gradient at the current weights is the one just computed; further
@@ -363,32 +322,33 @@ fn run(
                 let (x, y) = inputs.as_ref().expect("one rank has the whole batch");
                 let mut first = grads.take();
                 let first_loss = loss_value;
-                opt.step_with_closure(|| {
-                    if let Some(store) = first.take() {
-                        return Ok((first_loss, store));
-                    }
-                    let logits = model.forward(x, true, &mut step_rng(config.seed, step))?;
-                    let loss = cross_entropy(&logits, y)?;
-                    Ok((loss.to_scalar::<f32>()? as f64, loss.backward()?))
-                })
-                .map(|o| {
-                    evaluations = o.evaluations;
-                    o.step
-                })
+                st.opt
+                    .step_with_closure(|| {
+                        if let Some(store) = first.take() {
+                            return Ok((first_loss, store));
+                        }
+                        let logits = model.forward(x, true, &mut step_rng(config.seed, st.step))?;
+                        let loss = cross_entropy(&logits, y)?;
+                        Ok((loss.to_scalar::<f32>()? as f64, loss.backward()?))
+                    })
+                    .map(|o| {
+                        evaluations = o.evaluations;
+                        o.step
+                    })
             } else if ranks == 1 {
                 let grads = grads.as_mut().expect("one rank has the whole batch");
                 if let Some(std) = noise_std {
-                    add_noise_to_store(&opt, grads, config.seed, step, std)?;
+                    add_noise_to_store(&st.opt, grads, config.seed, st.step, std)?;
                 }
-                opt.step_grads(grads)
+                st.opt.step_grads(grads)
             } else {
                 let noise = |start: usize, g: &mut [f32]| {
-                    add_noise(config.seed, step, noise_std.unwrap_or(0.0), start, g)
+                    add_noise(config.seed, st.step, noise_std.unwrap_or(0.0), start, g)
                 };
-                let noise: Option<crate::parallel::GradNoise> =
+                let noise: Option<crate::optim::sharded::GradNoise> =
                     noise_std.is_some().then_some(&noise);
                 let weight = mine.len() as f32 / idx.len() as f32;
-                opt.step_shared(grads.as_ref(), weight, noise)
+                st.opt.step_shared(grads.as_ref(), weight, noise)
             }
             .map_err(|e| {
                 let cause = match &e {
@@ -397,52 +357,43 @@ fn run(
                     }
                     _ => String::new(),
                 };
-                Error::Msg(format!("step {}: {e}{cause}", step + 1))
+                Error::Msg(format!("step {}: {e}{cause}", st.step + 1))
             })?;
             previous_lr = Some(lr);
             if let (Some(before), Some(grad_norms)) = (before, grad_norms) {
-                for ((name, v), w0) in model.params().iter().zip(&before) {
-                    let w1 = flat(v.as_tensor())?;
-                    let delta: Vec<f32> = w1.iter().zip(w0).map(|(a, b)| a - b).collect();
-                    let w_norm = norm(w0);
-                    health.push(json!({
-                        "name": name,
-                        "grad_norm": grad_norms.get(name).copied().unwrap_or(0.0),
-                        "weight_norm": norm(&w1),
-                        "update_ratio": if w_norm > 0.0 { norm(&delta) / w_norm } else { 0.0 },
-                    }));
-                }
+                health = tensor_health(model, &before, &grad_norms)?;
             }
-            avg.after_step(config, model)?;
-            step += 1;
+            st.averages.after_step(config, model)?;
+            st.step += 1;
             if outcome.skipped {
                 if skipped_run == 0 {
-                    first_skipped = step;
+                    first_skipped = st.step;
                 }
                 skipped_run += 1;
                 if skipped_run >= skip_limit {
                     return Err(Error::Msg(format!(
                         "{skipped_run} consecutive steps skipped for non-finite gradients \
-                         (steps {first_skipped}–{step}, the limit is {skip_limit}; \
+                         (steps {first_skipped}–{}, the limit is {skip_limit}; \
                          --max-skipped sets it): training has diverged; lower the learning \
-                         rate or clip the gradients"
+                         rate or clip the gradients",
+                        st.step
                     )));
                 }
             } else {
                 skipped_run = 0;
             }
-            if let Some(s) = avg.swa_schedule.as_mut() {
-                opt.with_engine(|e| e.step_schedule(s, None))?;
+            if let Some(s) = st.averages.swa_schedule.as_mut() {
+                st.opt.with_engine(|e| e.step_schedule(s, None))?;
             } else if let (Some(s), ScheduleUnit::Step, false) =
-                (scheduler.as_mut(), config.schedule_unit, plateau)
+                (st.scheduler.as_mut(), config.schedule_unit, plateau)
             {
-                opt.with_engine(|e| e.step_schedule(s, None))?;
+                st.opt.with_engine(|e| e.step_schedule(s, None))?;
             }
             loss_sum += loss_value * idx.len() as f64;
             seen += idx.len();
             let mut line = json!({
                 "kind": "step",
-                "step": step,
+                "step": st.step,
                 "epoch": epoch,
                 "loss": loss_value,
                 "grad_norm": outcome.grad_norm,
@@ -453,19 +404,19 @@ fn run(
                 "seconds": started.elapsed().as_secs_f64(),
             });
             // Prodigy's d, after the step that updated it.
-            for (name, value) in opt.with_engine(|e| e.estimates()) {
+            for (name, value) in st.opt.with_engine(|e| e.estimates()) {
                 line[name] = json!(value);
             }
-            write_line(&line)?;
+            metrics.write(&line)?;
             on_event(Event::Step {
-                step,
+                step: st.step,
                 total: total_steps,
                 loss: loss_value,
             });
         }
         if eval_point {
             // Test, checkpoint and analyse the average x, with batch-norm statistics of x.
-            opt.eval_mode()?;
+            st.opt.eval_mode()?;
             if model.has_batch_norm() {
                 recompute_batch_norm(model, &split.train, config.batch_size)?;
                 model.set_cumulative_batch_norm(false)?;
@@ -476,15 +427,16 @@ fn run(
             .as_ref()
             .map(|v| evaluate_shared(model, v, collective.as_ref()))
             .transpose()?;
-        if let (Some(s), false) = (scheduler.as_mut(), config.in_swa(epoch)) {
+        if let (Some(s), false) = (st.scheduler.as_mut(), config.in_swa(epoch)) {
             if plateau {
-                opt.with_engine(|e| e.step_schedule(s, Some(test_loss)))?;
+                st.opt
+                    .with_engine(|e| e.step_schedule(s, Some(test_loss)))?;
             } else if config.schedule_unit == ScheduleUnit::Epoch {
-                opt.with_engine(|e| e.step_schedule(s, None))?;
+                st.opt.with_engine(|e| e.step_schedule(s, None))?;
             }
         }
-        avg.after_epoch(config, model, epoch)?;
-        let ema_accuracy = match &avg.ema {
+        st.averages.after_epoch(config, model, epoch)?;
+        let ema_accuracy = match &st.averages.ema {
             Some(ema) => Some(
                 with_weights(model, ema, || {
                     evaluate_shared(model, &split.test, collective.as_ref())
@@ -496,7 +448,7 @@ fn run(
         let line = json!({
             "kind": "epoch",
             "epoch": epoch,
-            "step": step,
+            "step": st.step,
             "train_loss": loss_sum / seen.max(1) as f64,
             "train_accuracy": right / seen.max(1) as f64,
             "test_loss": test_loss,
@@ -504,37 +456,16 @@ fn run(
             "validation_loss": validated.map(|v| v.0),
             "validation_accuracy": validated.map(|v| v.1),
             "ema_test_accuracy": ema_accuracy,
-            "lr": opt.with_engine(|e| e.hypers()[0].lr),
+            "lr": st.opt.with_engine(|e| e.hypers()[0].lr),
             "tensors": health,
             "seconds": started.elapsed().as_secs_f64(),
         });
-        write_line(&line)?;
+        metrics.write(&line)?;
         on_event(Event::Epoch(&line));
         last_epoch_line = line;
-        crate::checkpoint::save(
-            &config.out,
-            config,
-            model,
-            &mut opt,
-            scheduler.as_ref(),
-            &avg,
-            &split,
-            step,
-            epoch + 1,
-        )?;
-        if pending_replace {
-            // This run now has a checkpoint of its own: its metrics replace the old run's,
-            // whose summary no longer describes the folder.
-            std::fs::rename(&metrics_path, &final_metrics)
-                .map_err(|e| Error::Msg(format!("{}: {e}", final_metrics.display())))?;
-            match std::fs::remove_file(config.out.join("summary.json")) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(Error::Msg(format!("{}: {e}", config.out.display())))
-                }
-                _ => {}
-            }
-            pending_replace = false;
-        }
+        st.epoch = epoch + 1;
+        st.save(config, &split)?;
+        metrics.checkpointed()?;
     }
     if last_epoch_line.is_null() {
         return Err(Error::Msg(format!(
@@ -542,46 +473,14 @@ fn run(
             config.epochs
         )));
     }
-    let swa_accuracy = match &avg.swa {
-        Some((weights, _)) => Some(with_weights(model, weights, || {
-            if model.has_batch_norm() {
-                recompute_batch_norm(model, &split.train, config.batch_size)?;
-            }
-            let r = evaluate_shared(model, &split.test, collective.as_ref());
-            model.set_cumulative_batch_norm(false)?;
-            r
-        })?),
-        None => None,
-    };
-    let swats = swats_status(&mut opt, collective.as_ref());
-    let state_bytes = opt
-        .sharded()
-        .map(|s| s.state_bytes_held())
-        .unwrap_or_else(|| opt.with_engine(|e| e.state_bytes_held()));
-    let json = json!({
-        "test_accuracy": last_epoch_line["test_accuracy"],
-        "test_loss": last_epoch_line["test_loss"],
-        "train_loss": last_epoch_line["train_loss"],
-        "train_accuracy": last_epoch_line["train_accuracy"],
-        "validation_loss": last_epoch_line["validation_loss"],
-        "validation_accuracy": last_epoch_line["validation_accuracy"],
-        "ema_test_accuracy": last_epoch_line["ema_test_accuracy"],
-        "swa_test_accuracy": swa_accuracy.map(|r| r.1),
-        "swats_switched_at": swats,
-        "epochs": config.epochs,
-        "steps": step,
-        "parameters": model.num_parameters(),
-        "ranks": ranks,
-        "optimizer_state_bytes_per_rank": state_bytes,
-        "peak_rss_bytes": peak_rss_bytes(),
-        "peak_rss_bytes_by_rank": by_rank(collective.as_ref(), peak_rss_bytes().unwrap_or(0) as f64),
-        "optimizer_state_bytes_by_rank": by_rank(collective.as_ref(), state_bytes as f64),
-        "wall_seconds": started.elapsed().as_secs_f64(),
-        "data": split.source,
-        "config": config.to_json(),
-        "optimizer_spec": opt.with_engine(|e| e.spec_string()),
-        "gradlab_version": env!("CARGO_PKG_VERSION"),
-    });
+    let wall_seconds = started.elapsed().as_secs_f64();
+    let json = st.summary(
+        config,
+        &split,
+        &last_epoch_line,
+        collective.as_ref(),
+        wall_seconds,
+    )?;
     if lead {
         gradlab::io::write_atomic(
             &config.out.join("summary.json"),

@@ -14,8 +14,8 @@
 //! (reduce-scatter plus all-gather, as one all-reduce of the gradients would), plus
 //! `8·(2 + 4·tensors)` bytes of all-reduced sums for rules with per-tensor norms.
 
-use crate::optim::access::{f32_values, grad_slices, VarAccess, ViewSpace};
-use crate::optim::OptimizerConfig;
+use super::access::{f32_values, grad_slices, VarAccess, ViewSpace};
+use super::OptimizerConfig;
 use crate::{Error, Result};
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Var};
