@@ -330,14 +330,15 @@ fn tampered_state_fields_are_refused_by_name() {
     edit(&|s| {
         s["config"].as_object_mut().unwrap().remove("model");
     });
+    // (The configuration is read by its serde form, whose messages say which field.)
     let e = load_error(&out);
-    assert!(
-        e.contains("field 'config.model' is missing or not a string (found nothing)"),
-        "{e}"
-    );
+    assert!(e.contains("config: missing field `model`"), "{e}");
     edit(&|s| s["config"]["model"] = "resnet".into());
     let e = load_error(&out);
-    assert!(e.contains("config.model: unknown model 'resnet'"), "{e}");
+    assert!(
+        e.contains("config: unknown variant `resnet`, expected one of `logreg`, `mlp`, `cnn`"),
+        "{e}"
+    );
     std::fs::remove_dir_all(out).unwrap();
 }
 
@@ -360,4 +361,33 @@ fn a_run_killed_during_its_first_save_says_nothing_can_be_resumed() {
     train::train(&afresh, None, |_| {}).unwrap();
     assert!(out.join("checkpoint/state.json").is_file() && !tmp.exists());
     std::fs::remove_dir_all(out).unwrap();
+}
+
+#[test]
+fn the_checkpoint_records_the_whole_configuration_and_the_image_size() {
+    let out = trained("whole-config");
+    let state_path = out.join("checkpoint/state.json");
+    let state: Value = serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
+    assert_eq!(state["image"], serde_json::json!([28, 28]));
+    let stored = TrainConfig::from_json(&state["config"]).unwrap();
+    assert_eq!(stored.to_json(), config(&out, 1).to_json());
+    let (model, config) = load_model(&out).unwrap();
+    assert_eq!(config["widths"], serde_json::json!([8]));
+    assert_eq!(model.num_parameters(), 28 * 28 * 8 + 8 + 8 * 10 + 10);
+    // A checkpoint from before the image size was recorded: read from the first layer.
+    let mut older = state.clone();
+    older.as_object_mut().unwrap().remove("image");
+    std::fs::write(&state_path, serde_json::to_vec(&older).unwrap()).unwrap();
+    assert!(load_model(&out).is_ok());
+    // A recorded size that the weights do not fit is an error, not a guess.
+    let mut wrong = state;
+    wrong["image"] = serde_json::json!([27, 29]);
+    std::fs::write(&state_path, serde_json::to_vec(&wrong).unwrap()).unwrap();
+    let e = load_error(&out);
+    assert!(e.contains("fc1.weight"), "{e}");
+    let mut garbled = older;
+    garbled["image"] = serde_json::json!("28x28");
+    std::fs::write(&state_path, serde_json::to_vec(&garbled).unwrap()).unwrap();
+    let e = load_error(&out);
+    assert!(e.contains("state.json") && e.contains("image"), "{e}");
 }

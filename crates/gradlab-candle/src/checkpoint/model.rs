@@ -2,6 +2,7 @@
 //! analyse), the network rebuilt from the stored configuration, metrics cut back to it.
 
 use super::*;
+use crate::models::{ModelKind, ModelSpec};
 
 /// Reads a safetensors file.
 pub fn load_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
@@ -98,7 +99,7 @@ pub fn load_model(dir: &Path) -> Result<(Model, Value)> {
     let config = state["config"].clone();
     let spec = model_spec(&config)
         .map_err(|e| Error::Msg(format!("{}: {e}", ck.join("state.json").display())))?;
-    if spec.kind == crate::models::ModelKind::Custom {
+    if spec.kind == ModelKind::Custom {
         return Err(Error::Msg(format!(
             "{}: the checkpoint is of a model of a user's own (config.model = custom), which \
              gradlab cannot rebuild: load {} into that model with \
@@ -109,85 +110,43 @@ pub fn load_model(dir: &Path) -> Result<(Model, Value)> {
     }
     let tensors = candle_core::safetensors::load_buffer(&files.model, &Device::Cpu)
         .map_err(|e| Error::Msg(format!("{}: {e}", ck.join("model.safetensors").display())))?;
-    // The image size follows from the first fully connected layer's inputs.
-    let first = tensors
-        .get("fc1.weight")
-        .or_else(|| tensors.get("fc.weight"))
-        .ok_or_else(|| {
-            Error::Msg(format!(
-                "{}: the first layer's weights are missing",
-                ck.display()
-            ))
-        })?;
-    let inputs = first.dims()[1];
-    let side = |pixels: usize| -> Result<usize> {
-        let s = (pixels as f64).sqrt().round() as usize;
-        if s * s == pixels {
-            Ok(s)
-        } else {
-            Err(Error::Msg(format!(
-                "{}: cannot tell the image size from {inputs} inputs",
-                ck.display()
-            )))
-        }
-    };
-    let rows = if spec.kind == crate::models::ModelKind::Cnn {
-        (side(inputs / 16)? * 2 + 4) * 2
-    } else {
-        side(inputs)?
-    };
-    let rows_cols = (rows, rows);
-    let model = Model::new(&spec, rows_cols.0, rows_cols.1, 0)?;
+    let (rows, cols) = image_size(&state, &spec, &tensors)
+        .map_err(|e| Error::Msg(format!("{}: {e}", ck.join("state.json").display())))?;
+    let model = Model::new(&spec, rows, cols, 0)?;
     restore_model(&model, &tensors, &ck.join("model.safetensors"))?;
     Ok((model, config))
 }
 
-/// The model described by a checkpoint's `config`, each field checked.
-fn model_spec(config: &Value) -> std::result::Result<crate::models::ModelSpec, String> {
-    let found = |key: &str| {
-        config
-            .get(key)
-            .map_or("nothing".to_string(), |v| v.to_string())
+/// The model described by a checkpoint's `config` (see [`ModelSpec`]'s JSON form).
+fn model_spec(config: &Value) -> std::result::Result<ModelSpec, String> {
+    serde_json::from_value(config.clone()).map_err(|e| format!("config: {e}"))
+}
+
+/// The images' `[rows, cols]` a checkpoint records; checkpoints written before it did are
+/// read by the size of the first layer's inputs (square images: MNIST's formats).
+fn image_size(
+    state: &Value,
+    spec: &ModelSpec,
+    tensors: &HashMap<String, Tensor>,
+) -> std::result::Result<(usize, usize), String> {
+    if let Some(image) = state.get("image") {
+        return serde_json::from_value(image.clone()).map_err(|e| format!("image: {e}"));
+    }
+    let first = tensors
+        .get("fc1.weight")
+        .or_else(|| tensors.get("fc.weight"))
+        .ok_or("the first layer's weights are missing")?;
+    let inputs = first.dims()[1];
+    let side = |pixels: usize| {
+        let s = (pixels as f64).sqrt().round() as usize;
+        (s * s == pixels)
+            .then_some(s)
+            .ok_or_else(|| format!("cannot tell the image size from {inputs} inputs"))
     };
-    let text = |key: &str| {
-        config[key].as_str().ok_or_else(|| {
-            format!(
-                "field 'config.{key}' is missing or not a string (found {})",
-                found(key)
-            )
-        })
+    let rows = if spec.kind == ModelKind::Cnn {
+        (side(inputs / 16)? * 2 + 4) * 2
+    } else {
+        side(inputs)?
     };
-    let widths = config["widths"]
-        .as_array()
-        .and_then(|a| a.iter().map(|v| v.as_u64().map(|v| v as usize)).collect::<Option<Vec<_>>>())
-        .ok_or_else(|| {
-            format!(
-                "field 'config.widths' is missing or not a list of non-negative integers (found {})",
-                found("widths")
-            )
-        })?;
-    Ok(crate::models::ModelSpec {
-        kind: text("model")?
-            .parse()
-            .map_err(|e| format!("config.model: {e}"))?,
-        widths,
-        activation: match config.get("activation") {
-            None => crate::models::Activation::Relu,
-            Some(_) => text("activation")?
-                .parse()
-                .map_err(|e| format!("config.activation: {e}"))?,
-        },
-        batch_norm: match config.get("batch_norm") {
-            None => false,
-            Some(v) => v.as_bool().ok_or_else(|| {
-                format!("field 'config.batch_norm' is not true or false (found {v})")
-            })?,
-        },
-        dropout: match config.get("dropout") {
-            None => 0.0,
-            Some(v) => v
-                .as_f64()
-                .ok_or_else(|| format!("field 'config.dropout' is not a number (found {v})"))?,
-        },
-    })
+    Ok((rows, rows))
 }

@@ -5,23 +5,30 @@ use crate::ops;
 use crate::{Error, Result};
 use candle_core::Tensor;
 
-/// Which model, with its settings.
-#[derive(Debug, Clone, PartialEq)]
+/// Which model, with its settings. As JSON (in a run's configuration) the kind is `model`;
+/// `activation`, `batch_norm` and `dropout` came later, and a configuration without them
+/// (an older checkpoint's) was trained with relu, no batch norm and no dropout.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ModelSpec {
     /// `logreg`, `mlp` or `cnn`.
+    #[serde(rename = "model")]
     pub kind: ModelKind,
     /// Hidden widths of the MLP (default 256, 128).
     pub widths: Vec<usize>,
     /// `relu`, `tanh` or `gelu`.
+    #[serde(default)]
     pub activation: Activation,
     /// Batch normalisation after each hidden linear / convolution layer.
+    #[serde(default)]
     pub batch_norm: bool,
     /// Dropout probability after each hidden activation of the MLP (0 = none).
+    #[serde(default)]
     pub dropout: f64,
 }
 
 /// The model families.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ModelKind {
     /// Softmax regression on the pixels.
     LogReg,
@@ -34,9 +41,11 @@ pub enum ModelKind {
 }
 
 /// Hidden activations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Activation {
     /// max(0, x).
+    #[default]
     Relu,
     /// tanh.
     Tanh,

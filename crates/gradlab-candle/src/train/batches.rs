@@ -10,7 +10,8 @@ use gradlab::landscape::Rng;
 use std::path::{Path, PathBuf};
 
 /// How each epoch orders the training examples.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum DataOrder {
     /// A new random permutation each epoch (PyTorch's `DataLoader(shuffle=True)`).
     #[default]
@@ -47,7 +48,7 @@ impl std::str::FromStr for DataOrder {
 /// the easiest fraction `c(t) = min(1, sqrt(t (1 − c0²) / T + c0²))` of them, where `c0` is
 /// `start` and `T` the step at which every example is in reach (`ramp` epochs' steps). The
 /// run takes as many steps as without a curriculum.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Curriculum {
     /// A text file with one difficulty per training example (in the training set's order,
     /// after `classes` and before `validation` and `train_limit` cut it); lower is easier.

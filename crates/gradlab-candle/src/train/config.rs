@@ -4,11 +4,12 @@ use super::{Curriculum, DataOrder, InputScale};
 use crate::models::ModelSpec;
 use crate::{Error, Result};
 use gradlab::optim::NonFinitePolicy;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 /// When a (non-plateau) schedule is stepped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ScheduleUnit {
     /// After every optimizer step.
     Step,
@@ -18,9 +19,11 @@ pub enum ScheduleUnit {
 
 /// How the learning rate goes from its value at the SWA start to `--swa-lr` (PyTorch's
 /// `SWALR` `anneal_strategy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SwaAnneal {
     /// `(1 − cos πt) / 2`.
+    #[default]
     Cos,
     /// `t`.
     Linear,
@@ -36,10 +39,14 @@ impl SwaAnneal {
     }
 }
 
-/// Everything a training run depends on.
-#[derive(Debug, Clone)]
+/// Everything a training run depends on. Stored whole in checkpoints and summaries
+/// ([`TrainConfig::to_json`], [`TrainConfig::from_json`]); keys added after the first
+/// checkpoints take their default when absent (an older run was trained with it), and the
+/// output folder is the reader's own.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct TrainConfig {
     /// The model.
+    #[serde(flatten)]
     pub model: ModelSpec,
     /// Optimizer spec.
     pub optimizer: String,
@@ -66,19 +73,25 @@ pub struct TrainConfig {
     pub swa_lr: Option<f64>,
     /// Optimizer steps over which the rate is annealed from its value at the SWA start to
     /// `swa_lr` (0: `swa_lr` from the first SWA step).
+    #[serde(default)]
     pub swa_anneal_steps: u64,
     /// The annealing curve.
+    #[serde(default)]
     pub swa_anneal: SwaAnneal,
     /// Non-finite gradients.
+    #[serde(default)]
     pub nonfinite: NonFinitePolicy,
     /// With `nonfinite = skip`: stop with an error after this many consecutive skipped
     /// steps (capped at one epoch's steps).
+    #[serde(default = "default_max_skipped")]
     pub max_skipped: u64,
     /// Full MNIST-format folder instead of the bundled digits.
+    #[serde(rename = "data")]
     pub data_dir: Option<PathBuf>,
     /// Use only the first N training examples (quick runs).
     pub train_limit: Option<usize>,
     /// How the pixels reach the network (standardised, or raw 0–255 values).
+    #[serde(default)]
     pub inputs: InputScale,
     /// Train and test on these classes only (e.g. digits 5–9 for fine-tuning).
     pub classes: Option<Vec<u8>>,
@@ -87,6 +100,7 @@ pub struct TrainConfig {
     /// test set.
     pub validation: Option<usize>,
     /// The order of the training examples in each epoch.
+    #[serde(default)]
     pub data_order: DataOrder,
     /// Curriculum learning: batches drawn from the easiest examples first.
     pub curriculum: Option<Curriculum>,
@@ -95,12 +109,19 @@ pub struct TrainConfig {
     pub init: Option<PathBuf>,
     /// With `init`: parameters whose name starts with one of these keep their fresh
     /// initialisation (e.g. `fc3.` for a new output layer).
+    #[serde(default)]
     pub init_exclude: Vec<String>,
     /// Output folder.
+    #[serde(skip)]
     pub out: PathBuf,
     /// A fresh run may replace a run already in `out` (its files are replaced once this run
     /// has written its own first checkpoint).
+    #[serde(skip)]
     pub overwrite: bool,
+}
+
+fn default_max_skipped() -> u64 {
+    100
 }
 
 impl TrainConfig {
@@ -122,7 +143,7 @@ impl TrainConfig {
             swa_anneal_steps: 0,
             swa_anneal: SwaAnneal::Cos,
             nonfinite: NonFinitePolicy::Error,
-            max_skipped: 100,
+            max_skipped: default_max_skipped(),
             data_dir: None,
             train_limit: None,
             inputs: InputScale::Standardized,
@@ -137,43 +158,17 @@ impl TrainConfig {
         }
     }
 
-    /// The configuration as JSON (in summaries and checkpoints).
+    /// The configuration as JSON (in summaries and checkpoints): every field but the output
+    /// folder, the model's flattened in (`model`, `widths`, `activation`, ...).
     pub fn to_json(&self) -> Value {
-        json!({
-            "model": self.model.kind.name(),
-            "widths": self.model.widths,
-            "activation": self.model.activation.name(),
-            "batch_norm": self.model.batch_norm,
-            "dropout": self.model.dropout,
-            "optimizer": self.optimizer,
-            "schedule": self.schedule,
-            "schedule_unit": match self.schedule_unit { ScheduleUnit::Step => "step", ScheduleUnit::Epoch => "epoch" },
-            "batch_size": self.batch_size,
-            "epochs": self.epochs,
-            "seed": self.seed,
-            "clip_norm": self.clip_norm,
-            "grad_noise": self.grad_noise,
-            "ema": self.ema,
-            "swa_start": self.swa_start,
-            "swa_lr": self.swa_lr,
-            "swa_anneal_steps": self.swa_anneal_steps,
-            "swa_anneal": self.swa_anneal.name(),
-            "nonfinite": match self.nonfinite { NonFinitePolicy::Error => "error", NonFinitePolicy::Skip => "skip" },
-            "max_skipped": self.max_skipped,
-            "data": self.data_dir.as_ref().map(|p| p.display().to_string()),
-            "train_limit": self.train_limit,
-            "inputs": self.inputs.name(),
-            "classes": self.classes,
-            "validation": self.validation,
-            "data_order": self.data_order.name(),
-            "curriculum": self.curriculum.as_ref().map(|c| json!({
-                "difficulty": c.difficulty.display().to_string(),
-                "start": c.start,
-                "ramp": c.ramp,
-            })),
-            "init": self.init.as_ref().map(|p| p.display().to_string()),
-            "init_exclude": self.init_exclude,
-        })
+        serde_json::to_value(self).expect("a configuration is plain data")
+    }
+
+    /// A configuration read back from [`TrainConfig::to_json`]'s form (`out` empty). Keys
+    /// added after the first checkpoints take their defaults; anything else missing or of
+    /// the wrong kind is an error naming it.
+    pub fn from_json(value: &Value) -> std::result::Result<Self, String> {
+        serde_json::from_value(value.clone()).map_err(|e| format!("config: {e}"))
     }
 
     /// The SWA learning-rate schedule's spec, when SWA is on.
@@ -255,5 +250,82 @@ impl TrainConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::{Activation, ModelKind};
+
+    #[test]
+    fn the_configuration_goes_to_json_and_back_whole() {
+        let mut c = TrainConfig::new(
+            ModelSpec::new(ModelKind::Cnn),
+            "adamw(lr=0.001)",
+            Path::new("out"),
+        );
+        c.model.activation = Activation::Gelu;
+        c.model.batch_norm = true;
+        c.schedule = Some("cosine(t_max=10)".into());
+        c.schedule_unit = ScheduleUnit::Epoch;
+        c.swa_start = Some(2);
+        c.swa_lr = Some(0.01);
+        c.swa_anneal = SwaAnneal::Linear;
+        c.nonfinite = NonFinitePolicy::Skip;
+        c.data_dir = Some(PathBuf::from("/data/mnist"));
+        c.inputs = InputScale::Raw;
+        c.classes = Some(vec![5, 6]);
+        c.data_order = DataOrder::Fixed;
+        c.curriculum = Some(Curriculum::new(Path::new("difficulty.txt")));
+        c.init_exclude = vec!["fc3.".into()];
+        let json = c.to_json();
+        assert_eq!(json["model"], "cnn");
+        assert_eq!(json["activation"], "gelu");
+        assert_eq!(json["schedule_unit"], "epoch");
+        assert_eq!(json["nonfinite"], "skip");
+        assert_eq!(json["data"], "/data/mnist");
+        assert_eq!(json["curriculum"]["difficulty"], "difficulty.txt");
+        assert!(json.get("out").is_none() && json.get("overwrite").is_none());
+        let back = TrainConfig::from_json(&json).unwrap();
+        assert_eq!(back.to_json(), json);
+        assert_eq!(back.model, c.model);
+        assert_eq!(back.out, PathBuf::new());
+    }
+
+    #[test]
+    fn an_older_configuration_reads_with_the_defaults_of_later_keys() {
+        // What the first checkpoints recorded: no activation, batch norm, dropout, SWA
+        // annealing, input scale, classes, validation, data order or curriculum.
+        let old = serde_json::json!({
+            "model": "mlp", "widths": [64], "optimizer": "sgd(lr=0.1)", "schedule": null,
+            "schedule_unit": "step", "batch_size": 32, "epochs": 2, "seed": 7,
+            "clip_norm": null, "grad_noise": null, "ema": null, "swa_start": null,
+            "swa_lr": null, "data": null, "train_limit": 500,
+        });
+        let c = TrainConfig::from_json(&old).unwrap();
+        assert_eq!(c.model.activation, Activation::Relu);
+        assert!(!c.model.batch_norm && c.model.dropout == 0.0);
+        assert_eq!((c.swa_anneal, c.swa_anneal_steps), (SwaAnneal::Cos, 0));
+        assert_eq!(
+            (c.inputs, c.data_order),
+            (InputScale::Standardized, DataOrder::Shuffled)
+        );
+        assert_eq!((c.max_skipped, c.nonfinite), (100, NonFinitePolicy::Error));
+        assert_eq!((c.batch_size, c.seed, c.train_limit), (32, 7, Some(500)));
+        // What is not optional is an error naming it.
+        let mut bad = old.clone();
+        bad["batch_size"] = serde_json::json!("many");
+        let e = TrainConfig::from_json(&bad).unwrap_err();
+        assert!(e.contains("config") && e.contains("many"), "{e}");
+        let mut bad = old.clone();
+        bad.as_object_mut().unwrap().remove("optimizer");
+        let e = TrainConfig::from_json(&bad).unwrap_err();
+        assert!(e.contains("optimizer"), "{e}");
+        let mut bad =
+            TrainConfig::new(ModelSpec::new(ModelKind::Mlp), "sgd", Path::new("o")).to_json();
+        bad["model"] = serde_json::json!("rnn");
+        let e = TrainConfig::from_json(&bad).unwrap_err();
+        assert!(e.contains("rnn") && e.contains("mlp"), "{e}");
     }
 }

@@ -6,7 +6,8 @@ use crate::data::{self, Dataset, Split, MNIST_MEAN, MNIST_STD};
 use crate::{Error, Result};
 
 /// How the pixels reach the network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum InputScale {
     /// Scaled to [0, 1] and standardised with MNIST's mean and standard deviation
     /// (torchvision's `Normalize((0.1307,), (0.3081,))`).

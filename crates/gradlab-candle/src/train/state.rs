@@ -90,6 +90,7 @@ impl TrainState<'_> {
             "epoch": self.epoch,
             "config": config.to_json(),
             "data": {"train": split.train.fingerprint(), "test": split.test.fingerprint()},
+            "image": [split.train.rows, split.train.cols],
             "schedule": self.scheduler.as_ref().map(|s| s.state()),
             "swa_count": swa.as_ref().map(|s| s.1),
             "swa_schedule": self.averages.swa_schedule.as_ref().map(|s| s.state()),

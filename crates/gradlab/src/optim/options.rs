@@ -5,7 +5,8 @@ use crate::spec::{Spec, Value};
 use crate::{Error, Result};
 
 /// What to do with a step whose gradients hold NaN or infinity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum NonFinitePolicy {
     /// Fail with an error naming the step, the tensor and the element (the default). When
     /// the gradients need no pass of their own (no norm clipping, one process) they are
