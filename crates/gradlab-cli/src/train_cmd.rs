@@ -218,12 +218,12 @@ pub fn reporter(label: String) -> impl FnMut(Event) {
         Event::Epoch(line) => {
             let mut msg = format!(
                 "{label} epoch {}: train loss {:.4}, test loss {:.4}, test accuracy {:.2}%",
-                line["epoch"].as_u64().unwrap_or(0) + 1,
-                line["train_loss"].as_f64().unwrap_or(f64::NAN),
-                line["test_loss"].as_f64().unwrap_or(f64::NAN),
-                100.0 * line["test_accuracy"].as_f64().unwrap_or(f64::NAN)
+                line.epoch + 1,
+                line.train_loss,
+                line.test_loss,
+                100.0 * line.test_accuracy
             );
-            if let Some(v) = line["validation_accuracy"].as_f64() {
+            if let Some(v) = line.validation_accuracy {
                 msg.push_str(&format!(", validation accuracy {:.2}%", 100.0 * v));
             }
             match &bar {
@@ -265,13 +265,13 @@ pub fn run(args: TrainArgs) -> Result<()> {
         Err(e) => return Err(e),
     };
     if rank == 0 {
-        let s = &summary.json;
+        let s = &summary.record;
         println!(
             "test accuracy {:.2}%  train loss {:.4}  {} steps in {:.1} s{}  -> {}",
-            100.0 * s["test_accuracy"].as_f64().unwrap_or(f64::NAN),
-            s["train_loss"].as_f64().unwrap_or(f64::NAN),
-            s["steps"],
-            s["wall_seconds"].as_f64().unwrap_or(f64::NAN),
+            100.0 * s.test_accuracy,
+            s.train_loss,
+            s.steps,
+            s.wall_seconds,
             if ranks > 1 {
                 format!(" on {ranks} ranks")
             } else {

@@ -22,7 +22,7 @@ mod model;
 pub use files::checkpoint_dir;
 pub(crate) use files::Files;
 use files::{crash_point, locate, parse_state, read_files};
-pub use model::{init_weights, load_model, load_tensors, restore_model, truncate_metrics};
+pub use model::{init_weights, load_model, load_tensors, restore_model};
 
 /// Version of the checkpoint layout (2: file checksums in `state.json`).
 pub const CHECKPOINT_VERSION: u64 = 2;

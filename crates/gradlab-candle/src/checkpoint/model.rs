@@ -70,26 +70,6 @@ pub fn restore_model(
     Ok(())
 }
 
-/// Keeps the metrics of steps up to `step` and epochs before `epoch` (what the checkpoint
-/// covers), rewriting the file atomically.
-pub fn truncate_metrics(path: &Path, step: u64, epoch: usize) -> Result<()> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let kept: String = text
-        .lines()
-        .filter(|l| {
-            let v: Value = serde_json::from_str(l).unwrap_or(Value::Null);
-            match v["kind"].as_str() {
-                Some("step") => v["step"].as_u64().is_some_and(|s| s <= step),
-                Some("epoch") => v["epoch"].as_u64().is_some_and(|e| (e as usize) < epoch),
-                _ => false,
-            }
-        })
-        .map(|l| format!("{l}\n"))
-        .collect();
-    gradlab::io::write_atomic(path, kept.as_bytes())?;
-    Ok(())
-}
-
 /// The model saved in a checkpoint (with its batch-norm statistics) and the training
 /// configuration it was trained with.
 pub fn load_model(dir: &Path) -> Result<(Model, Value)> {

@@ -1,12 +1,12 @@
 //! What the trainer reports beside the loss: why a gradient became non-finite, each tensor's
 //! gradient norm, SWATS's switches, the process's peak memory.
 
+use super::records::{SwatsSwitch, TensorHealth};
 use super::{flat, norm};
 use crate::models::Network;
 use crate::optim::GradlabOptimizer;
 use crate::Result;
 use gradlab::dist::Collective;
-use serde_json::{json, Value};
 use std::collections::HashMap;
 
 /// Why a step met a non-finite gradient, when it can be told: parameters already
@@ -68,30 +68,34 @@ pub(super) fn tensor_grad_norms(
 
 /// SWATS's switch per tensor (`null` for other optimizers). A sharded rank holds pieces of
 /// some tensors only, so the ranks' lists are gathered and merged by tensor (collective).
-pub(super) fn swats_status(opt: &mut GradlabOptimizer, collective: &dyn Collective) -> Value {
+pub(super) fn swats_status(
+    opt: &mut GradlabOptimizer,
+    collective: &dyn Collective,
+) -> Option<Vec<SwatsSwitch>> {
     let mine = opt.with_engine(|e| e.swats()).map(|list| {
-        list.iter()
-            .map(|t| json!({"tensor": t.tensor, "step": t.switched_at, "sgd_lr": t.sgd_lr}))
+        list.into_iter()
+            .map(|t| SwatsSwitch {
+                tensor: t.tensor,
+                step: t.switched_at,
+                sgd_lr: t.sgd_lr,
+            })
             .collect::<Vec<_>>()
     });
     if collective.size() == 1 {
-        return json!(mine);
+        return mine;
     }
-    let all = collective.all_gather_bytes(json!(mine).to_string().as_bytes());
-    let mut merged: Vec<Value> = Vec::new();
-    for bytes in all {
-        let list: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        let Some(list) = list.as_array() else {
-            return Value::Null;
-        };
-        for entry in list {
-            if !merged.iter().any(|m| m["tensor"] == entry["tensor"]) {
-                merged.push(entry.clone());
+    let sent = serde_json::to_vec(&mine).expect("plain data");
+    let mut merged: Vec<SwatsSwitch> = Vec::new();
+    for bytes in collective.all_gather_bytes(&sent) {
+        let list: Option<Vec<SwatsSwitch>> = serde_json::from_slice(&bytes).ok().flatten();
+        for entry in list? {
+            if !merged.iter().any(|m| m.tensor == entry.tensor) {
+                merged.push(entry);
             }
         }
     }
-    merged.sort_by(|a, b| a["tensor"].as_str().cmp(&b["tensor"].as_str()));
-    json!(merged)
+    merged.sort_by(|a, b| a.tensor.cmp(&b.tensor));
+    Some(merged)
 }
 
 /// The process's peak resident memory (Linux `VmHWM`), if known.
@@ -117,18 +121,22 @@ pub(super) fn tensor_health(
     model: &dyn Network,
     before: &[Vec<f32>],
     grad_norms: &HashMap<String, f64>,
-) -> Result<Vec<Value>> {
+) -> Result<Vec<TensorHealth>> {
     let mut health = Vec::new();
     for ((name, v), w0) in model.params().iter().zip(before) {
         let w1 = flat(v.as_tensor())?;
         let delta: Vec<f32> = w1.iter().zip(w0).map(|(a, b)| a - b).collect();
         let w_norm = norm(w0);
-        health.push(json!({
-            "name": name,
-            "grad_norm": grad_norms.get(name).copied().unwrap_or(0.0),
-            "weight_norm": norm(&w1),
-            "update_ratio": if w_norm > 0.0 { norm(&delta) / w_norm } else { 0.0 },
-        }));
+        health.push(TensorHealth {
+            name: name.clone(),
+            grad_norm: grad_norms.get(name).copied().unwrap_or(0.0),
+            weight_norm: norm(&w1),
+            update_ratio: if w_norm > 0.0 {
+                norm(&delta) / w_norm
+            } else {
+                0.0
+            },
+        });
     }
     Ok(health)
 }

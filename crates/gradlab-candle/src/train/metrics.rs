@@ -3,8 +3,8 @@
 //! aside (`.metrics.jsonl.partial`) until its first checkpoint; then they replace the old
 //! run's, whose summary no longer describes the folder.
 
+use super::Record;
 use crate::{Error, Result};
-use serde_json::Value;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -33,7 +33,7 @@ impl MetricsFile {
         });
         let file = if lead {
             match resumed {
-                Some((step, epoch)) => crate::checkpoint::truncate_metrics(&path, step, epoch)?,
+                Some((step, epoch)) => truncate(&path, step, epoch)?,
                 None => gradlab::io::write_atomic(&path, b"")?,
             }
             let file = std::fs::OpenOptions::new().append(true).open(&path);
@@ -49,11 +49,11 @@ impl MetricsFile {
     }
 
     /// Appends one line.
-    pub(super) fn write(&mut self, record: &Value) -> Result<()> {
+    pub(super) fn write(&mut self, record: &Record) -> Result<()> {
         let Some(file) = self.file.as_mut() else {
             return Ok(());
         };
-        let mut line = record.to_string();
+        let mut line = serde_json::to_string(record).expect("a record is plain data");
         line.push('\n');
         file.write_all(line.as_bytes())
             .and_then(|()| file.flush())
@@ -77,4 +77,21 @@ impl MetricsFile {
             _ => Ok(()),
         }
     }
+}
+
+/// Keeps the records of steps up to `step` and of epochs before `epoch` (what a checkpoint
+/// covers), rewriting the file atomically; a line that is no record (torn by a crash) goes.
+fn truncate(path: &Path, step: u64, epoch: usize) -> Result<()> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let kept: String = text
+        .lines()
+        .filter(|line| match serde_json::from_str::<Record>(line) {
+            Ok(Record::Step(s)) => s.step <= step,
+            Ok(Record::Epoch(e)) => e.epoch < epoch,
+            Err(_) => false,
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    gradlab::io::write_atomic(path, kept.as_bytes())?;
+    Ok(())
 }

@@ -22,6 +22,7 @@ mod diagnostics;
 mod lr_find;
 mod metrics;
 mod noise;
+mod records;
 mod split;
 mod state;
 mod summary;
@@ -39,6 +40,7 @@ pub use lr_find::lr_find;
 use metrics::MetricsFile;
 pub(crate) use noise::step_rng;
 use noise::{add_noise, add_noise_to_store};
+pub use records::{EpochRecord, Record, StepRecord, SummaryRecord, SwatsSwitch, TensorHealth};
 pub use split::{checkpoint_data, load_data, InputScale, RunData};
 use state::TrainState;
 pub use trainer::Trainer;
@@ -50,7 +52,7 @@ use crate::{Error, Result};
 pub(crate) use batches::shuffle;
 use candle_core::{Device, Tensor};
 use gradlab::dist::{Collective, Local};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -67,14 +69,16 @@ pub enum Event<'a> {
         loss: f64,
     },
     /// An epoch finished; its metrics line.
-    Epoch(&'a Value),
+    Epoch(&'a EpochRecord),
 }
 
 /// The final figures.
 #[derive(Debug, Clone)]
 pub struct Summary {
-    /// `summary.json`'s content.
+    /// `summary.json`'s content, as written.
     pub json: Value,
+    /// The same, typed.
+    pub record: SummaryRecord,
 }
 
 /// A batch as tensors.
@@ -266,7 +270,7 @@ fn run(
     let start_epoch = st.epoch;
     let started = Instant::now();
     let plateau = st.scheduler.as_ref().is_some_and(|s| s.needs_metric());
-    let mut last_epoch_line = Value::Null;
+    let mut last_epoch: Option<EpochRecord> = None;
     let skip_limit = config.max_skipped.min(batches_per_epoch.max(1));
     // Consecutive skipped steps, and the first of them.
     let (mut skipped_run, mut first_skipped) = (0u64, 0u64);
@@ -391,23 +395,25 @@ fn run(
             }
             loss_sum += loss_value * idx.len() as f64;
             seen += idx.len();
-            let mut line = json!({
-                "kind": "step",
-                "step": st.step,
-                "epoch": epoch,
-                "loss": loss_value,
-                "grad_norm": outcome.grad_norm,
-                "skipped": outcome.skipped,
-                "evaluations": evaluations,
-                "lr": lr,
-                "momentum": momentum,
-                "seconds": started.elapsed().as_secs_f64(),
-            });
-            // Prodigy's d, after the step that updated it.
-            for (name, value) in st.opt.with_engine(|e| e.estimates()) {
-                line[name] = json!(value);
-            }
-            metrics.write(&line)?;
+            let record = StepRecord {
+                step: st.step,
+                epoch,
+                loss: loss_value,
+                grad_norm: outcome.grad_norm,
+                skipped: outcome.skipped,
+                evaluations,
+                lr,
+                momentum,
+                seconds: started.elapsed().as_secs_f64(),
+                // Prodigy's d, after the step that updated it.
+                estimates: st
+                    .opt
+                    .with_engine(|e| e.estimates())
+                    .into_iter()
+                    .map(|(name, value)| (name.to_string(), value))
+                    .collect(),
+            };
+            metrics.write(&Record::Step(record))?;
             on_event(Event::Step {
                 step: st.step,
                 total: total_steps,
@@ -445,42 +451,42 @@ fn run(
             ),
             None => None,
         };
-        let line = json!({
-            "kind": "epoch",
-            "epoch": epoch,
-            "step": st.step,
-            "train_loss": loss_sum / seen.max(1) as f64,
-            "train_accuracy": right / seen.max(1) as f64,
-            "test_loss": test_loss,
-            "test_accuracy": test_accuracy,
-            "validation_loss": validated.map(|v| v.0),
-            "validation_accuracy": validated.map(|v| v.1),
-            "ema_test_accuracy": ema_accuracy,
-            "lr": st.opt.with_engine(|e| e.hypers()[0].lr),
-            "tensors": health,
-            "seconds": started.elapsed().as_secs_f64(),
-        });
-        metrics.write(&line)?;
-        on_event(Event::Epoch(&line));
-        last_epoch_line = line;
+        let record = EpochRecord {
+            epoch,
+            step: st.step,
+            train_loss: loss_sum / seen.max(1) as f64,
+            train_accuracy: right / seen.max(1) as f64,
+            test_loss,
+            test_accuracy,
+            validation_loss: validated.map(|v| v.0),
+            validation_accuracy: validated.map(|v| v.1),
+            ema_test_accuracy: ema_accuracy,
+            lr: st.opt.with_engine(|e| e.hypers()[0].lr),
+            tensors: std::mem::take(&mut health),
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        metrics.write(&Record::Epoch(record.clone()))?;
+        on_event(Event::Epoch(&record));
+        last_epoch = Some(record);
         st.epoch = epoch + 1;
         st.save(config, &split)?;
         metrics.checkpointed()?;
     }
-    if last_epoch_line.is_null() {
+    let Some(last_epoch) = last_epoch else {
         return Err(Error::Msg(format!(
             "nothing to do: the checkpoint already has {start_epoch} epochs and --epochs is {}",
             config.epochs
         )));
-    }
+    };
     let wall_seconds = started.elapsed().as_secs_f64();
-    let json = st.summary(
+    let record = st.summary(
         config,
         &split,
-        &last_epoch_line,
+        &last_epoch,
         collective.as_ref(),
         wall_seconds,
     )?;
+    let json = serde_json::to_value(&record).expect("a summary is plain data");
     if lead {
         gradlab::io::write_atomic(
             &config.out.join("summary.json"),
@@ -490,5 +496,5 @@ fn run(
         )?;
     }
     drop(lock);
-    Ok(Summary { json })
+    Ok(Summary { json, record })
 }

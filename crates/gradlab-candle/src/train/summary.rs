@@ -4,11 +4,11 @@
 use super::averages::{recompute_batch_norm, with_weights};
 use super::data_parallel::{by_rank, evaluate_shared};
 use super::diagnostics::{peak_rss_bytes, swats_status};
+use super::records::{EpochRecord, SummaryRecord};
 use super::{TrainConfig, TrainState};
 use crate::data::Split;
 use crate::Result;
 use gradlab::dist::Collective;
-use serde_json::{json, Value};
 
 impl TrainState<'_> {
     /// The summary of a run whose last epoch's record is `last_epoch`, after `wall_seconds`.
@@ -16,10 +16,10 @@ impl TrainState<'_> {
         &mut self,
         config: &TrainConfig,
         split: &Split,
-        last_epoch: &Value,
+        last_epoch: &EpochRecord,
         collective: &dyn Collective,
         wall_seconds: f64,
-    ) -> Result<Value> {
+    ) -> Result<SummaryRecord> {
         let swa_accuracy = match &self.averages.swa {
             Some((weights, _)) => Some(with_weights(self.model, weights, || {
                 if self.model.has_batch_norm() {
@@ -37,29 +37,29 @@ impl TrainState<'_> {
             .sharded()
             .map(|s| s.state_bytes_held())
             .unwrap_or_else(|| self.opt.with_engine(|e| e.state_bytes_held()));
-        Ok(json!({
-            "test_accuracy": last_epoch["test_accuracy"],
-            "test_loss": last_epoch["test_loss"],
-            "train_loss": last_epoch["train_loss"],
-            "train_accuracy": last_epoch["train_accuracy"],
-            "validation_loss": last_epoch["validation_loss"],
-            "validation_accuracy": last_epoch["validation_accuracy"],
-            "ema_test_accuracy": last_epoch["ema_test_accuracy"],
-            "swa_test_accuracy": swa_accuracy.map(|r| r.1),
-            "swats_switched_at": swats,
-            "epochs": config.epochs,
-            "steps": self.step,
-            "parameters": self.model.num_parameters(),
-            "ranks": collective.size(),
-            "optimizer_state_bytes_per_rank": state_bytes,
-            "peak_rss_bytes": peak_rss_bytes(),
-            "peak_rss_bytes_by_rank": by_rank(collective, peak_rss_bytes().unwrap_or(0) as f64),
-            "optimizer_state_bytes_by_rank": by_rank(collective, state_bytes as f64),
-            "wall_seconds": wall_seconds,
-            "data": split.source,
-            "config": config.to_json(),
-            "optimizer_spec": self.opt.with_engine(|e| e.spec_string()),
-            "gradlab_version": env!("CARGO_PKG_VERSION"),
-        }))
+        Ok(SummaryRecord {
+            test_accuracy: last_epoch.test_accuracy,
+            test_loss: last_epoch.test_loss,
+            train_loss: last_epoch.train_loss,
+            train_accuracy: last_epoch.train_accuracy,
+            validation_loss: last_epoch.validation_loss,
+            validation_accuracy: last_epoch.validation_accuracy,
+            ema_test_accuracy: last_epoch.ema_test_accuracy,
+            swa_test_accuracy: swa_accuracy.map(|r| r.1),
+            swats_switched_at: swats,
+            epochs: config.epochs,
+            steps: self.step,
+            parameters: self.model.num_parameters(),
+            ranks: collective.size(),
+            optimizer_state_bytes_per_rank: state_bytes,
+            peak_rss_bytes: peak_rss_bytes(),
+            peak_rss_bytes_by_rank: by_rank(collective, peak_rss_bytes().unwrap_or(0) as f64),
+            optimizer_state_bytes_by_rank: by_rank(collective, state_bytes as f64),
+            wall_seconds,
+            data: split.source.clone(),
+            config: config.clone(),
+            optimizer_spec: self.opt.with_engine(|e| e.spec_string()),
+            gradlab_version: env!("CARGO_PKG_VERSION").to_string(),
+        })
     }
 }

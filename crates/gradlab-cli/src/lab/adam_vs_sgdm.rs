@@ -120,7 +120,7 @@ pub fn adam_vs_sgdm(out: &Path, budget: &Budget) -> Result<Section> {
                     CharTransformer::seed_parameters(&varmap, c.seed)?;
                     let trainer =
                         Trainer::from_varmap(model, &varmap, text_split.clone(), c.clone())?;
-                    Ok(trainer.run(None, on_event)?.json)
+                    Ok(trainer.run(None, on_event)?.record)
                 })?,
             };
             Ok((c, r))
@@ -348,8 +348,8 @@ fn report_task(out: &Path, task: Task, budget: &Budget, best: &[Entry]) -> Resul
         let r = &e.run;
         let gap = r.test_loss() - r.train_loss();
         let mut note = String::new();
-        if let Some(sw) = r.summary["swats_switched_at"].as_array() {
-            let steps: Vec<u64> = sw.iter().filter_map(|t| t["step"].as_u64()).collect();
+        if let Some(sw) = &r.summary.swats_switched_at {
+            let steps: Vec<u64> = sw.iter().filter_map(|t| t.step).collect();
             note = match steps.iter().min() {
                 Some(first) => format!(
                     "switched to SGD in {} of {} tensors, first at step {first}",
@@ -449,12 +449,7 @@ fn report_task(out: &Path, task: Task, budget: &Budget, best: &[Entry]) -> Resul
                 .run
                 .epochs
                 .iter()
-                .map(|ep| {
-                    (
-                        ep["step"].as_f64().unwrap_or(f64::NAN),
-                        ep["test_loss"].as_f64().unwrap_or(f64::NAN),
-                    )
-                })
+                .map(|ep| ((ep.step as f64), ep.test_loss))
                 .collect(),
         })
         .collect();
@@ -489,10 +484,10 @@ fn report_task(out: &Path, task: Task, budget: &Budget, best: &[Entry]) -> Resul
         for ep in &e.run.epochs {
             csv.row([
                 e.spec.as_str(),
-                ep["epoch"].to_string().as_str(),
-                num(ep["train_loss"].as_f64().unwrap_or(f64::NAN)).as_str(),
-                num(ep["test_loss"].as_f64().unwrap_or(f64::NAN)).as_str(),
-                num(ep["validation_loss"].as_f64().unwrap_or(f64::NAN)).as_str(),
+                ep.epoch.to_string().as_str(),
+                num(ep.train_loss).as_str(),
+                num(ep.test_loss).as_str(),
+                num(ep.validation_loss.unwrap_or(f64::NAN)).as_str(),
             ]);
         }
     }

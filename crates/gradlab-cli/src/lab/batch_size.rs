@@ -7,7 +7,6 @@ use crate::csv::{num, Table};
 use crate::plot::Path2;
 use anyhow::Result;
 use gradlab_candle::landscape::{landscape, LandscapeOptions};
-use serde_json::Value;
 use std::path::Path;
 
 /// Study 3: batch size.
@@ -38,7 +37,7 @@ pub fn batch_size(out: &Path, budget: &Budget, optimizer: &str) -> Result<Sectio
         let c = config(out, &format!("batch/b{b}"), budget, optimizer, b, 0);
         commands.push(command(&c));
         let r = run(&c)?;
-        let last = r.epochs.last().cloned().unwrap_or(Value::Null);
+        let train_accuracy = r.epochs.last().map_or(f64::NAN, |e| e.train_accuracy);
         let epoch_s = r.steps.last().map_or(f64::NAN, |s| s.4) / budget.epochs as f64;
         let (sharp, top) = curvature(r.dir.clone(), budget.curvature_examples)?;
         let ms = r.ms_per_step();
@@ -46,7 +45,7 @@ pub fn batch_size(out: &Path, budget: &Budget, optimizer: &str) -> Result<Sectio
             b.to_string().as_str(),
             num(ms).as_str(),
             num(epoch_s).as_str(),
-            num(last["train_accuracy"].as_f64().unwrap_or(f64::NAN)).as_str(),
+            num(train_accuracy).as_str(),
             num(r.test_accuracy()).as_str(),
             num(sharp).as_str(),
             num(top).as_str(),
@@ -55,13 +54,13 @@ pub fn batch_size(out: &Path, budget: &Budget, optimizer: &str) -> Result<Sectio
             b.to_string(),
             format!("{ms:.2}"),
             format!("{epoch_s:.2}"),
-            pct(last["train_accuracy"].as_f64().unwrap_or(f64::NAN)),
+            pct(train_accuracy),
             pct(r.test_accuracy()),
             format!("{sharp:.3}"),
             format!("{top:.3}"),
         ]);
         let x = b as f64;
-        train_acc.push((x, last["train_accuracy"].as_f64().unwrap_or(f64::NAN)));
+        train_acc.push((x, train_accuracy));
         test_acc.push((x, r.test_accuracy()));
         per_update.push((x, ms));
         per_epoch.push((x, 1e3 * epoch_s));

@@ -386,7 +386,7 @@ fn push_rows(csv: &mut Table, arm: &Arm, f: &Figures, target: f64) {
 
 fn row(arm: &Arm, f: &Figures, base: Option<&Figures>) -> Vec<String> {
     let reached: Vec<f64> = f.steps.iter().flatten().copied().collect();
-    let steps = if arm.runs[0].summary["config"]["curriculum"].is_object() {
+    let steps = if arm.runs[0].summary.config.curriculum.is_some() {
         // Its early batches are the easy examples: their loss is no measure of progress.
         "not comparable (easy batches first)".to_string()
     } else if reached.is_empty() {

@@ -71,12 +71,7 @@ pub fn optimizers(
             .map(|r| {
                 r.epochs
                     .iter()
-                    .map(|e| {
-                        (
-                            e["epoch"].as_f64().unwrap_or(0.0) + 1.0,
-                            e["test_accuracy"].as_f64().unwrap_or(f64::NAN),
-                        )
-                    })
+                    .map(|e| ((e.epoch as f64) + 1.0, e.test_accuracy))
                     .collect()
             })
             .collect();
@@ -94,10 +89,10 @@ pub fn optimizers(
                 csv.row([
                     spec_text.as_str(),
                     seed.to_string().as_str(),
-                    e["epoch"].to_string().as_str(),
-                    num(e["train_loss"].as_f64().unwrap_or(f64::NAN)).as_str(),
-                    num(e["test_loss"].as_f64().unwrap_or(f64::NAN)).as_str(),
-                    num(e["test_accuracy"].as_f64().unwrap_or(f64::NAN)).as_str(),
+                    e.epoch.to_string().as_str(),
+                    num(e.train_loss).as_str(),
+                    num(e.test_loss).as_str(),
+                    num(e.test_accuracy).as_str(),
                 ]);
             }
         }
@@ -121,8 +116,8 @@ pub fn optimizers(
         let ms = runs.iter().map(Run::ms_per_step).sum::<f64>() / runs.len() as f64;
         let train_loss = runs.iter().map(Run::train_loss).sum::<f64>() / runs.len() as f64;
         let mut note = String::new();
-        if let Some(sw) = runs[0].summary["swats_switched_at"].as_array() {
-            let steps: Vec<u64> = sw.iter().filter_map(|t| t["step"].as_u64()).collect();
+        if let Some(sw) = &runs[0].summary.swats_switched_at {
+            let steps: Vec<u64> = sw.iter().filter_map(|t| t.step).collect();
             note = if steps.is_empty() {
                 "did not switch to SGD".into()
             } else {

@@ -10,8 +10,9 @@ use gradlab::landscape::sharpness::epsilon_sharpness;
 use gradlab_candle::checkpoint::load_model;
 use gradlab_candle::hessian::{second_order, NetworkHessian, NetworkObjective};
 use gradlab_candle::models::{Model, ModelKind, ModelSpec};
-use gradlab_candle::train::{self, batch, DataOrder, InputScale, TrainConfig};
-use serde_json::Value;
+use gradlab_candle::train::{
+    self, batch, DataOrder, EpochRecord, InputScale, Record, SummaryRecord, TrainConfig,
+};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 /// The optimizers of the lecture, with learning rates that suit this MLP.
@@ -48,11 +49,11 @@ pub fn lab_optimizers() -> Vec<String> {
 
 /// One finished training run.
 pub(super) struct Run {
-    pub(super) summary: Value,
+    pub(super) summary: SummaryRecord,
     /// (step, loss, grad_norm, lr, seconds).
     pub(super) steps: Vec<(f64, f64, f64, f64, f64)>,
     /// Epoch lines.
-    pub(super) epochs: Vec<Value>,
+    pub(super) epochs: Vec<EpochRecord>,
     pub(super) dir: PathBuf,
 }
 
@@ -66,21 +67,19 @@ impl Run {
         1e3 * d[d.len() / 2]
     }
     pub(super) fn test_accuracy(&self) -> f64 {
-        self.summary["test_accuracy"].as_f64().unwrap_or(f64::NAN)
+        self.summary.test_accuracy
     }
     pub(super) fn validation_loss(&self) -> f64 {
-        self.summary["validation_loss"].as_f64().unwrap_or(f64::NAN)
+        self.summary.validation_loss.unwrap_or(f64::NAN)
     }
     pub(super) fn validation_accuracy(&self) -> f64 {
-        self.summary["validation_accuracy"]
-            .as_f64()
-            .unwrap_or(f64::NAN)
+        self.summary.validation_accuracy.unwrap_or(f64::NAN)
     }
     pub(super) fn test_loss(&self) -> f64 {
-        self.summary["test_loss"].as_f64().unwrap_or(f64::NAN)
+        self.summary.test_loss
     }
     pub(super) fn train_loss(&self) -> f64 {
-        self.summary["train_loss"].as_f64().unwrap_or(f64::NAN)
+        self.summary.train_loss
     }
 }
 
@@ -142,14 +141,14 @@ pub(super) fn reused_runs() -> usize {
 
 /// The summary of a finished run of exactly `config` (the same configuration, written by the
 /// same gradlab version, its checkpoint in place) in `config.out`, unless `--fresh`.
-fn reusable(config: &TrainConfig) -> Option<Value> {
+fn reusable(config: &TrainConfig) -> Option<SummaryRecord> {
     if FRESH.load(Ordering::Relaxed) || !config.out.join("checkpoint").is_dir() {
         return None;
     }
     let text = std::fs::read_to_string(config.out.join("summary.json")).ok()?;
-    let summary: Value = serde_json::from_str(&text).ok()?;
-    (summary["config"] == config.to_json()
-        && summary["gradlab_version"] == env!("CARGO_PKG_VERSION")
+    let summary: SummaryRecord = serde_json::from_str(&text).ok()?;
+    (summary.config.to_json() == config.to_json()
+        && summary.gradlab_version == env!("CARGO_PKG_VERSION")
         && config.out.join("metrics.jsonl").is_file())
     .then_some(summary)
 }
@@ -158,7 +157,7 @@ fn reusable(config: &TrainConfig) -> Option<Value> {
 /// none starts (the run in progress has finished and written its files).
 pub(super) fn run(config: &TrainConfig) -> Result<Run> {
     run_with(config, |c, on_event| {
-        Ok(train::train(c, None, on_event)?.json)
+        Ok(train::train(c, None, on_event)?.record)
     })
 }
 
@@ -167,7 +166,10 @@ pub(super) fn run(config: &TrainConfig) -> Result<Run> {
 /// the summary.
 pub(super) fn run_with(
     config: &TrainConfig,
-    train: impl FnOnce(&TrainConfig, &mut dyn FnMut(train::Event)) -> gradlab_candle::Result<Value>,
+    train: impl FnOnce(
+        &TrainConfig,
+        &mut dyn FnMut(train::Event),
+    ) -> gradlab_candle::Result<SummaryRecord>,
 ) -> Result<Run> {
     crate::interrupt::check()?;
     let name = config
@@ -200,17 +202,9 @@ pub(super) fn run_with(
     let text = std::fs::read_to_string(config.out.join("metrics.jsonl"))?;
     let (mut steps, mut epochs) = (Vec::new(), Vec::new());
     for line in text.lines() {
-        let v: Value = serde_json::from_str(line)?;
-        match v["kind"].as_str() {
-            Some("step") => steps.push((
-                v["step"].as_f64().unwrap_or(0.0),
-                v["loss"].as_f64().unwrap_or(f64::NAN),
-                v["grad_norm"].as_f64().unwrap_or(f64::NAN),
-                v["lr"].as_f64().unwrap_or(f64::NAN),
-                v["seconds"].as_f64().unwrap_or(f64::NAN),
-            )),
-            Some("epoch") => epochs.push(v),
-            _ => {}
+        match serde_json::from_str(line)? {
+            Record::Step(s) => steps.push((s.step as f64, s.loss, s.grad_norm, s.lr, s.seconds)),
+            Record::Epoch(e) => epochs.push(e),
         }
     }
     Ok(Run {
