@@ -63,7 +63,10 @@ fn main() -> gradlab_candle::Result<()> {
         .clip_norm(1.0);
     let mut opt = GradlabOptimizer::from_varmap(&varmap, &config)?;
     let dir = std::env::temp_dir().join(format!("gradlab-candle-user-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| gradlab_candle::Error::Msg(e.to_string()))?;
+    std::fs::create_dir_all(&dir).map_err(|error| gradlab_candle::Error::Io {
+        path: dir.clone(),
+        error,
+    })?;
     for epoch in 0..epochs {
         if epoch == 2 {
             // Stop and resume as a new process would: weights and optimizer from files.

@@ -70,8 +70,9 @@ fn report(dir: &std::path::Path, opts: &HessianOptions) -> Result<Value> {
     let split = crate::train::checkpoint_data(&config, opts.data_dir.as_deref())?;
     let n_examples = (opts.batches * opts.batch_size).min(split.train.len());
     if n_examples == 0 {
-        return Err(Error::Msg(
-            "--batches and --batch-size must be at least 1".into(),
+        return Err(Error::setting(
+            "--batches",
+            "--batches and --batch-size must be at least 1",
         ));
     }
     let idx: Vec<usize> = (0..n_examples).collect();

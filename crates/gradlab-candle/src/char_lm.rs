@@ -33,20 +33,26 @@ impl CharCorpus {
         vocabulary.sort_unstable();
         vocabulary.dedup();
         if vocabulary.len() > 256 {
-            return Err(Error::Msg(format!(
-                "the text has {} distinct characters; a character model here takes at most 256",
-                vocabulary.len()
-            )));
+            return Err(Error::setting(
+                "text",
+                format!(
+                    "the text has {} distinct characters; a character model here takes at most 256",
+                    vocabulary.len()
+                ),
+            ));
         }
         let ids: Vec<u8> = text
             .chars()
             .map(|c| vocabulary.binary_search(&c).expect("in the vocabulary") as u8)
             .collect();
         if ids.len() < 2 {
-            return Err(Error::Msg(format!(
-                "the text has {} character(s): a language model needs at least two",
-                ids.len()
-            )));
+            return Err(Error::setting(
+                "text",
+                format!(
+                    "the text has {} character(s): a language model needs at least two",
+                    ids.len()
+                ),
+            ));
         }
         Ok(CharCorpus { vocabulary, ids })
     }
@@ -54,8 +60,8 @@ impl CharCorpus {
     /// The corpus of the UTF-8 text file at `path`.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Msg(format!("{}: cannot read the text: {e}", path.display())))?;
-        Self::new(&text).map_err(|e| Error::Msg(format!("{}: {e}", path.display())))
+            .map_err(|e| Error::file(path, format!("cannot read the text: {e}")))?;
+        Self::new(&text).map_err(|e| Error::file(path, e.to_string()))
     }
 
     /// The text bundled with gradlab: the Book of Genesis, King James Version
@@ -89,24 +95,29 @@ impl CharCorpus {
     /// never sharing a character.
     pub fn split(&self, context: usize, stride: usize, test_fraction: f64) -> Result<Split> {
         if context == 0 || stride == 0 {
-            return Err(Error::Msg(
-                "a character model needs a context and a stride of at least 1".into(),
+            return Err(Error::setting(
+                "context",
+                "a character model needs a context and a stride of at least 1",
             ));
         }
         if !(test_fraction > 0.0 && test_fraction < 1.0) {
-            return Err(Error::Msg(format!(
-                "test fraction {test_fraction} is out of range: it must be in (0, 1)"
-            )));
+            return Err(Error::setting(
+                "test fraction",
+                format!("test fraction {test_fraction} is out of range: it must be in (0, 1)"),
+            ));
         }
         let cut = ((1.0 - test_fraction) * self.ids.len() as f64) as usize;
         let train = self.windows(context, stride, 0..cut.saturating_sub(context));
         let test = self.windows(context, stride, cut..self.ids.len());
         if train.is_empty() || test.is_empty() {
-            return Err(Error::Msg(format!(
-                "a text of {} characters gives no {} windows of {context} characters",
-                self.ids.len(),
-                if train.is_empty() { "training" } else { "test" }
-            )));
+            return Err(Error::setting(
+                "context",
+                format!(
+                    "a text of {} characters gives no {} windows of {context} characters",
+                    self.ids.len(),
+                    if train.is_empty() { "training" } else { "test" }
+                ),
+            ));
         }
         Ok(Split {
             source: format!(
@@ -231,15 +242,17 @@ impl CharTransformer {
     pub fn new(config: CharTransformerConfig, vb: VarBuilder) -> Result<Self> {
         let c = config;
         if c.width == 0 || c.heads == 0 || !c.width.is_multiple_of(c.heads) {
-            return Err(Error::Msg(format!(
-                "width {} must be a positive multiple of the {} heads",
-                c.width, c.heads
-            )));
+            return Err(Error::Model {
+                message: format!(
+                    "width {} must be a positive multiple of the {} heads",
+                    c.width, c.heads
+                ),
+            });
         }
         if c.vocabulary == 0 || c.context == 0 || c.layers == 0 {
-            return Err(Error::Msg(
-                "vocabulary, context and layers must each be at least 1".into(),
-            ));
+            return Err(Error::Model {
+                message: "vocabulary, context and layers must each be at least 1".into(),
+            });
         }
         let blocks = (0..c.layers)
             .map(|i| Block::new(c.width, c.heads, vb.pp(format!("block{i}"))))
@@ -294,9 +307,11 @@ impl CharTransformer {
             } else if prefix.ends_with("ln1") || prefix.ends_with("ln2") || prefix == "ln_f" {
                 vec![if name.ends_with(".weight") { 1.0 } else { 0.0 }; n]
             } else {
-                let weight = data.get(&format!("{prefix}.weight")).ok_or_else(|| {
-                    Error::Msg(format!("'{name}' is not a parameter of a CharTransformer"))
-                })?;
+                let weight = data
+                    .get(&format!("{prefix}.weight"))
+                    .ok_or_else(|| Error::Model {
+                        message: format!("'{name}' is not a parameter of a CharTransformer"),
+                    })?;
                 let bound = 1.0 / (weight.dims()[1] as f64).sqrt();
                 (0..n)
                     .map(|_| (2.0 * rng.uniform() - 1.0) * bound)

@@ -91,7 +91,7 @@ pub const MNIST_MEAN: f32 = 0.1307;
 pub const MNIST_STD: f32 = 0.3081;
 
 fn file_error(path: &Path, what: impl std::fmt::Display) -> Error {
-    Error::Msg(format!("{}: {what}", path.display()))
+    Error::file(path, what.to_string())
 }
 
 /// What is at `path` when it is not a regular file (or a link to one): a folder, a FIFO, a
@@ -289,12 +289,14 @@ pub fn read_pair(images: &Path, labels: &Path) -> Result<Dataset> {
     let (n, rows, cols, pixels) = read_images(images)?;
     let labels_v = read_labels(labels)?;
     if labels_v.len() != n {
-        return Err(Error::Msg(format!(
-            "{} holds {n} images but {} holds {} labels",
-            images.display(),
-            labels.display(),
-            labels_v.len()
-        )));
+        return Err(file_error(
+            images,
+            format!(
+                "holds {n} images but {} holds {} labels",
+                labels.display(),
+                labels_v.len()
+            ),
+        ));
     }
     Ok(Dataset {
         images: pixels
@@ -322,11 +324,7 @@ pub fn bundled() -> Result<Split> {
         &dir.join("labels-idx1-ubyte.gz"),
     )?;
     if all.len() < 10 {
-        return Err(Error::Msg(format!(
-            "{}: only {} examples",
-            dir.display(),
-            all.len()
-        )));
+        return Err(file_error(&dir, format!("only {} examples", all.len())));
     }
     let cut = all.len() * 4 / 5;
     Ok(Split {
@@ -348,10 +346,10 @@ fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
             return Ok(p);
         }
     }
-    Err(Error::Msg(format!(
-        "{}: missing file {stem} (or {stem}.gz); expected the standard MNIST file names",
-        dir.display()
-    )))
+    Err(file_error(
+        dir,
+        format!("missing file {stem} (or {stem}.gz); expected the standard MNIST file names"),
+    ))
 }
 
 /// Full MNIST / Fashion-MNIST / KMNIST from their standard file names in `dir`.
@@ -378,14 +376,13 @@ pub fn load_dir(dir: &Path) -> Result<Split> {
         &find(dir, "t10k-labels-idx1-ubyte")?,
     )?;
     if (train.rows, train.cols) != (test.rows, test.cols) {
-        return Err(Error::Msg(format!(
-            "{}: train images are {}×{} but test images {}×{}",
-            dir.display(),
-            train.rows,
-            train.cols,
-            test.rows,
-            test.cols
-        )));
+        return Err(file_error(
+            dir,
+            format!(
+                "train images are {}×{} but test images {}×{}",
+                train.rows, train.cols, test.rows, test.cols
+            ),
+        ));
     }
     Ok(Split {
         source: format!(

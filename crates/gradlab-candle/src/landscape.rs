@@ -116,13 +116,15 @@ pub fn landscape(
         Some(other) => {
             let (m2, _) = load_model(other)?;
             if m2.num_parameters() != model.num_parameters() {
-                return Err(Error::Msg(format!(
-                    "{} and {} hold different architectures ({} and {} parameters)",
-                    dir.display(),
-                    other.display(),
-                    model.num_parameters(),
-                    m2.num_parameters()
-                )));
+                return Err(Error::Model {
+                    message: format!(
+                        "{} and {} hold different architectures ({} and {} parameters)",
+                        dir.display(),
+                        other.display(),
+                        model.num_parameters(),
+                        m2.num_parameters()
+                    ),
+                });
             }
             let end = flat_params(&m2)?;
             let ts: Vec<f64> = (0..opts.points.max(3))

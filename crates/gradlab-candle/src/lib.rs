@@ -72,6 +72,7 @@ pub use gradlab::optim::{NonFinitePolicy, Options, ParamGroup, StepOutcome};
 pub use gradlab::schedule::Scheduler;
 pub use gradlab::spec::{Spec, Value as SpecValue};
 pub use optim::{EngineView, GradlabOptimizer, MissingGradients, OptimizerConfig, TensorStats};
+use std::path::{Path, PathBuf};
 
 /// Errors of the candle bridge. They convert to and from `candle_core::Error`, so `?` works
 /// in functions returning either kind of result.
@@ -108,9 +109,102 @@ pub enum Error {
         /// What does not fit.
         problem: String,
     },
-    /// Anything else, with its explanation.
-    #[error("{0}")]
-    Msg(String),
+    /// A file or folder that could not be opened, read, written, created or renamed.
+    #[error("{}: {error}", path.display())]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// What the system said (in the message, not chained: printing the chain would say
+        /// it twice).
+        error: std::io::Error,
+    },
+    /// A file that does not hold what it should: a checkpoint that is corrupted, of another
+    /// version or of a model gradlab cannot rebuild; data files that do not fit together; a
+    /// line of a text or score file that cannot be read.
+    #[error("{}: {problem}", path.display())]
+    File {
+        /// The file (or the folder of files).
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A setting that is out of range, unknown, or does not go with another, named as the
+    /// command line names it (`--epochs`, `--swa-lr`, ...; the same field of
+    /// [`train::TrainConfig`]).
+    #[error("{message}")]
+    Setting {
+        /// The setting, e.g. `--epochs`.
+        setting: String,
+        /// What is wrong and what it must be.
+        message: String,
+    },
+    /// A model that cannot be built as described, or a tensor it lacks or holds in another
+    /// shape.
+    #[error("{message}")]
+    Model {
+        /// What is wrong.
+        message: String,
+    },
+    /// Something this optimizer, model or run does not do, with what to do instead.
+    #[error("{message}")]
+    Unsupported {
+        /// What is not done, and what to do instead.
+        message: String,
+    },
+    /// Training that stopped at a step: the step failed, or the run diverged.
+    #[error("step {step}: {message}")]
+    Training {
+        /// The step (1-based).
+        step: u64,
+        /// What happened.
+        message: String,
+    },
+    /// Processes of a data-parallel run that disagree, or one that failed.
+    #[error("{message}")]
+    Ranks {
+        /// What differs or failed.
+        message: String,
+    },
+    /// A Hessian that cannot be computed as asked (no data, a detached graph, an operator
+    /// that is not symmetric).
+    #[error("{message}")]
+    Hessian {
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Error {
+    /// An [`Error::Io`] for `path`.
+    pub(crate) fn io(path: impl AsRef<Path>, error: std::io::Error) -> Self {
+        Error::Io {
+            path: path.as_ref().to_path_buf(),
+            error,
+        }
+    }
+
+    /// An [`Error::File`] for `path`.
+    pub(crate) fn file(path: impl AsRef<Path>, problem: impl Into<String>) -> Self {
+        Error::File {
+            path: path.as_ref().to_path_buf(),
+            problem: problem.into(),
+        }
+    }
+
+    /// An [`Error::Unsupported`].
+    pub(crate) fn unsupported(message: impl Into<String>) -> Self {
+        Error::Unsupported {
+            message: message.into(),
+        }
+    }
+
+    /// An [`Error::Setting`] for `setting`.
+    pub(crate) fn setting(setting: &str, message: impl Into<String>) -> Self {
+        Error::Setting {
+            setting: setting.to_string(),
+            message: message.into(),
+        }
+    }
 }
 
 impl From<Error> for candle_core::Error {

@@ -25,7 +25,7 @@ impl RunLock {
     /// Locks `dir` (which must exist), or says which process holds it.
     pub fn acquire(dir: &Path) -> Result<Self> {
         let path = dir.join(LOCK_FILE);
-        let io = |e: std::io::Error| Error::Msg(format!("{}: {e}", path.display()));
+        let io = |e: std::io::Error| Error::io(&path, e);
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -38,15 +38,18 @@ impl RunLock {
             Err(std::fs::TryLockError::WouldBlock) => {
                 let mut holder = String::new();
                 let _ = file.read_to_string(&mut holder);
-                return Err(Error::Msg(format!(
-                    "{} is in use by another gradlab run ({}): wait for it to finish or choose \
-                     another --out",
-                    dir.display(),
-                    match holder.trim() {
-                        "" => "a process that has not written its id yet".to_string(),
-                        pid => format!("process {pid}"),
-                    }
-                )));
+                return Err(Error::setting(
+                    "--out",
+                    format!(
+                        "{} is in use by another gradlab run ({}): wait for it to finish or \
+                         choose another --out",
+                        dir.display(),
+                        match holder.trim() {
+                            "" => "a process that has not written its id yet".to_string(),
+                            pid => format!("process {pid}"),
+                        }
+                    ),
+                ));
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
         }
@@ -73,7 +76,7 @@ pub fn contents(dir: &Path) -> Result<Vec<String>> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::Msg(format!("{}: {e}", dir.display()))),
+        Err(e) => return Err(Error::io(dir, e)),
     };
     let mut names: Vec<String> = entries
         .filter_map(|e| e.ok())
@@ -91,18 +94,21 @@ pub fn check_fresh(dir: &Path, overwrite: bool) -> Result<()> {
         return Ok(());
     }
     let shown: Vec<&str> = names.iter().take(4).map(String::as_str).collect();
-    Err(Error::Msg(format!(
-        "--out {} is not empty ({}{}): pass --resume {} to continue the run there, \
+    Err(Error::setting(
+        "--out",
+        format!(
+            "--out {} is not empty ({}{}): pass --resume {} to continue the run there, \
          --overwrite to replace it, or choose an empty folder",
-        dir.display(),
-        shown.join(", "),
-        if names.len() > shown.len() {
-            ", …"
-        } else {
-            ""
-        },
-        dir.display()
-    )))
+            dir.display(),
+            shown.join(", "),
+            if names.len() > shown.len() {
+                ", …"
+            } else {
+                ""
+            },
+            dir.display()
+        ),
+    ))
 }
 
 #[cfg(test)]

@@ -58,7 +58,10 @@ pub struct EpochTiming {
 /// would, timing each phase, then times one evaluation of the test set.
 pub fn time_epoch(config: &TrainConfig, max_steps: Option<usize>) -> Result<EpochTiming> {
     if config.batch_size == 0 {
-        return Err(Error::Msg("--batch-size must be at least 1".into()));
+        return Err(Error::setting(
+            "--batch-size",
+            "--batch-size must be at least 1",
+        ));
     }
     let (split, model, mut opt) = setup(config, Arc::new(Local))?;
     let order = shuffle(split.train.len(), config.seed, 0);
@@ -67,11 +70,14 @@ pub fn time_epoch(config: &TrainConfig, max_steps: Option<usize>) -> Result<Epoc
         .take(max_steps.unwrap_or(usize::MAX))
         .collect();
     if batches.is_empty() {
-        return Err(Error::Msg(format!(
-            "nothing to time: {} training examples, {} steps asked",
-            split.train.len(),
-            max_steps.unwrap_or(0)
-        )));
+        return Err(Error::setting(
+            "--steps",
+            format!(
+                "nothing to time: {} training examples, {} steps asked",
+                split.train.len(),
+                max_steps.unwrap_or(0)
+            ),
+        ));
     }
     let mut steps: Vec<Phases> = Vec::with_capacity(batches.len());
     let mut loss_sum = 0.0;

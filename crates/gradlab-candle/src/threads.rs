@@ -34,9 +34,10 @@ pub const MAX_THREADS: usize = 1024;
 pub fn configure(requested: Option<usize>) -> Result<usize> {
     let threads = match requested {
         Some(n) if !(1..=MAX_THREADS).contains(&n) => {
-            return Err(Error::Msg(format!(
-                "--threads {n} is out of range: it must be between 1 and {MAX_THREADS}"
-            )))
+            return Err(Error::setting(
+                "--threads",
+                format!("--threads {n} is out of range: it must be between 1 and {MAX_THREADS}"),
+            ))
         }
         Some(n) => n,
         None => from_environment()?
@@ -63,10 +64,13 @@ fn from_environment() -> Result<Option<usize>> {
         let text = raw.to_string_lossy();
         return match text.trim().parse::<usize>() {
             Ok(n) if (1..=MAX_THREADS).contains(&n) => Ok(Some(n)),
-            _ => Err(Error::Msg(format!(
-                "environment variable {name}={text:?} is not a thread count between 1 and \
+            _ => Err(Error::setting(
+                name,
+                format!(
+                    "environment variable {name}={text:?} is not a thread count between 1 and \
                  {MAX_THREADS}"
-            ))),
+                ),
+            )),
         };
     }
     Ok(None)

@@ -3,7 +3,11 @@
 use thiserror::Error;
 
 /// Everything that can go wrong in gradlab's core library.
+///
+/// Each kind carries what a caller may act on (the key, the tensor, the sizes); the message
+/// says it in words. New kinds may be added, so a `match` needs a `_` arm.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A spec string that does not follow the grammar.
     #[error("invalid spec {} at column {column}: {message}", excerpt(spec, *column))]
@@ -55,9 +59,73 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
-    /// Parameters or gradients that do not match the optimizer's layout.
+    /// A count that does not match: parameters or gradients against the optimizer's layout,
+    /// a vector against an operator's dimension, shards against their tensor.
+    #[error("{what}: {got} {unit}, expected {expected}")]
+    Length {
+        /// What was counted (names the tensor or the optimizer).
+        what: String,
+        /// The count given.
+        got: usize,
+        /// What is counted: `elements`, `gradient tensors`, ...
+        unit: &'static str,
+        /// The count the layout or operator has.
+        expected: usize,
+    },
+    /// A parameter name that cannot serve (empty, given twice), or a group's pattern that
+    /// names no tensor or one the group cannot take.
+    #[error("{problem}")]
+    Name {
+        /// The name or pattern.
+        name: String,
+        /// What is wrong, in words that name it.
+        problem: String,
+    },
+    /// A call or a combination the object does not take (L-BFGS or SAM stepped without a
+    /// closure, clipping with L-BFGS, a sharded SAM, a step while the evaluation point is
+    /// loaded), with what to do instead.
+    #[error("{what}: {reason}")]
+    Unsupported {
+        /// The optimizer or function.
+        what: String,
+        /// Why, and what to do instead.
+        reason: String,
+    },
+    /// More memory than the machine has available (checked before allocating).
+    #[error("{}", crate::memory::describe(what, *needed, *available))]
+    Memory {
+        /// What would need it.
+        what: String,
+        /// Bytes needed (`None`: more than a 128-bit count holds).
+        needed: Option<u128>,
+        /// Bytes available, where known.
+        available: Option<u64>,
+    },
+    /// A loss that is not finite where the optimizer needs one (L-BFGS's line search).
+    #[error("{optimizer}: the closure returned a non-finite loss ({loss}) at step {step}")]
+    NonFiniteLoss {
+        /// The optimizer.
+        optimizer: String,
+        /// The step (1-based).
+        step: u64,
+        /// The loss.
+        loss: f64,
+    },
+    /// A step that failed midway in an optimizer whose memory it had changed: the parameters
+    /// are back, the optimizer refuses further steps until a saved state is loaded.
+    #[error("{optimizer}: step {step} failed after its memory had changed ({cause}); the parameters are back where the step began; load a saved state to continue")]
+    StepFailed {
+        /// The optimizer.
+        optimizer: String,
+        /// The step (1-based).
+        step: u64,
+        /// The error that stopped it.
+        cause: String,
+    },
+    /// An error raised by code gradlab calls back (an objective, a closure, a parameter
+    /// store such as candle's variables), kept whole so that its owner can downcast it.
     #[error("{0}")]
-    Layout(String),
+    Callback(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A number outside the range its key allows (a hyperparameter written during a run).
     #[error("{key} is {}; it must be {range}", crate::spec::format_number(*value))]
     OutOfRange {

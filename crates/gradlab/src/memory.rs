@@ -16,19 +16,35 @@ pub fn available_bytes() -> Option<u64> {
 /// An error unless `bytes` (what `what` needs, `None` when the count overflowed) fits in the
 /// available memory (when that is unknown, only an overflow is refused).
 pub fn check_fits(what: &str, bytes: Option<u128>) -> Result<()> {
-    let Some(bytes) = bytes else {
-        return Err(Error::Layout(format!(
+    let available = available_bytes();
+    let fits = match (bytes, available) {
+        (None, _) => false,
+        (Some(bytes), Some(free)) => bytes <= free as u128,
+        (Some(_), None) => true,
+    };
+    if fits {
+        return Ok(());
+    }
+    Err(Error::Memory {
+        what: what.to_string(),
+        needed: bytes,
+        available,
+    })
+}
+
+/// The words of [`Error::Memory`].
+pub(crate) fn describe(what: &str, needed: Option<u128>, available: Option<u64>) -> String {
+    match (needed, available) {
+        (None, _) => format!(
             "{what} needs more bytes than a 128-bit count holds: far more memory than any \
              machine has"
-        )));
-    };
-    match available_bytes() {
-        Some(free) if bytes > free as u128 => Err(Error::Layout(format!(
+        ),
+        (Some(bytes), Some(free)) => format!(
             "{what} needs {} but only {} of memory is available",
             gigabytes(bytes),
             gigabytes(free as u128)
-        ))),
-        _ => Ok(()),
+        ),
+        (Some(bytes), None) => format!("{what} needs {}", gigabytes(bytes)),
     }
 }
 

@@ -24,9 +24,10 @@ impl Ema {
     /// An average of `vars` starting at their current values; `decay` in [0, 1).
     pub fn new(vars: &[Var], decay: f64) -> Result<Self> {
         if !(0.0..1.0).contains(&decay) {
-            return Err(Error::Msg(format!(
-                "EMA decay must be in [0, 1), got {decay}"
-            )));
+            return Err(Error::setting(
+                "decay",
+                format!("EMA decay must be in [0, 1), got {decay}"),
+            ));
         }
         Ok(Ema {
             vars: vars.to_vec(),

@@ -67,8 +67,8 @@ impl Swa {
         f: impl FnOnce() -> Result<R>,
     ) -> Result<R> {
         if self.count == 0 {
-            return Err(Error::Msg(
-                "the SWA average is empty: call update before using it".into(),
+            return Err(Error::unsupported(
+                "the SWA average is empty: call update before using it",
             ));
         }
         with_weights(&self.vars, &self.mean, || {

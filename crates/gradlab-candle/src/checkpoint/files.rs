@@ -55,11 +55,15 @@ pub(super) fn read_files(dir: &Path, collective: &dyn Collective) -> Result<File
                 optimizer: next(),
             })
         }
-        Some((_, text)) => Err(Error::Msg(format!(
-            "rank 0 could not read the checkpoint: {}",
-            String::from_utf8_lossy(text)
-        ))),
-        None => Err(Error::Msg("rank 0 sent no checkpoint".into())),
+        Some((_, text)) => Err(Error::Ranks {
+            message: format!(
+                "rank 0 could not read the checkpoint: {}",
+                String::from_utf8_lossy(text)
+            ),
+        }),
+        None => Err(Error::Ranks {
+            message: "rank 0 sent no checkpoint".into(),
+        }),
     }
 }
 
@@ -84,7 +88,7 @@ pub(super) fn locate(dir: &Path) -> Result<Files> {
         }
         match verified(&ck) {
             Ok(files) => return Ok(files),
-            Err(e) => problems.push(e.to_string()),
+            Err(e) => problems.push(e),
         }
     }
     let unfinished: Vec<&str> = CANDIDATES
@@ -92,22 +96,25 @@ pub(super) fn locate(dir: &Path) -> Result<Files> {
         .copied()
         .filter(|name| dir.join(name).is_dir())
         .collect();
-    Err(Error::Msg(if !problems.is_empty() {
-        problems.join("; ")
-    } else if unfinished.is_empty() {
-        format!(
-            "{}: no checkpoint here (expected checkpoint/state.json)",
-            dir.display()
-        )
-    } else {
-        format!(
-            "{}: no complete checkpoint here: {} without state.json is a save that was \
-             interrupted before the first checkpoint was complete, so nothing can be resumed; \
-             start the run afresh (gradlab train --overwrite)",
-            dir.display(),
-            unfinished.join(", ")
-        )
-    }))
+    if problems.len() == 1 {
+        return Err(problems.remove(0));
+    }
+    Err(Error::file(
+        dir,
+        if !problems.is_empty() {
+            let problems: Vec<String> = problems.iter().map(|e| e.to_string()).collect();
+            format!("no checkpoint can be used: {}", problems.join("; "))
+        } else if unfinished.is_empty() {
+            "no checkpoint here (expected checkpoint/state.json)".to_string()
+        } else {
+            format!(
+                "no complete checkpoint here: {} without state.json is a save that was \
+                 interrupted before the first checkpoint was complete, so nothing can be \
+                 resumed; start the run afresh (gradlab train --overwrite)",
+                unfinished.join(", ")
+            )
+        },
+    ))
 }
 
 /// Reads the checkpoint files in `ck` and checks them: `state.json` parses and has this
@@ -116,7 +123,7 @@ pub(super) fn locate(dir: &Path) -> Result<Files> {
 pub(super) fn verified(ck: &Path) -> Result<Files> {
     let read = |name: &str| {
         let path = ck.join(name);
-        std::fs::read(&path).map_err(|e| Error::Msg(format!("{}: {e}", path.display())))
+        std::fs::read(&path).map_err(|e| Error::io(path, e))
     };
     let state_bytes = read("state.json")?;
     let state_path = ck.join("state.json");
@@ -127,19 +134,21 @@ pub(super) fn verified(ck: &Path) -> Result<Files> {
         let record = &state["files"][name];
         let (want_len, want_crc) = (record["bytes"].as_u64(), record["crc32"].as_str());
         let (Some(want_len), Some(want_crc)) = (want_len, want_crc) else {
-            return Err(Error::Msg(format!(
-                "{}: no checksum recorded for {name}",
-                state_path.display()
-            )));
+            return Err(Error::file(
+                state_path,
+                format!("no checksum recorded for {name}"),
+            ));
         };
         let got = crc32(&bytes);
         if bytes.len() as u64 != want_len || got != want_crc {
-            return Err(Error::Msg(format!(
-                "{}: corrupted: {} bytes with CRC-32 {got}, state.json records {want_len} bytes \
-                 with CRC-32 {want_crc}",
-                ck.join(name).display(),
-                bytes.len()
-            )));
+            return Err(Error::file(
+                ck.join(name),
+                format!(
+                    "corrupted: {} bytes with CRC-32 {got}, state.json records {want_len} bytes \
+                     with CRC-32 {want_crc}",
+                    bytes.len()
+                ),
+            ));
         }
         check_finite(&bytes, &ck.join(name))?;
         contents.push(bytes);
@@ -157,14 +166,16 @@ pub(super) fn verified(ck: &Path) -> Result<Files> {
 /// `state.json`'s content, refused unless it is an object of this checkpoint version.
 pub(super) fn parse_state(bytes: &[u8], path: &Path) -> Result<Value> {
     let state: Value = serde_json::from_slice(bytes)
-        .map_err(|e| Error::Msg(format!("{}: not valid JSON: {e}", path.display())))?;
+        .map_err(|e| Error::file(path, format!("not valid JSON: {e}")))?;
     if state["version"].as_u64() != Some(CHECKPOINT_VERSION) {
-        return Err(Error::Msg(format!(
-            "{}: checkpoint version {} is not supported (this gradlab reads version \
-             {CHECKPOINT_VERSION})",
-            path.display(),
-            state["version"]
-        )));
+        return Err(Error::file(
+            path,
+            format!(
+                "checkpoint version {} is not supported (this gradlab reads version \
+                 {CHECKPOINT_VERSION})",
+                state["version"]
+            ),
+        ));
     }
     Ok(state)
 }
@@ -173,13 +184,13 @@ pub(super) fn parse_state(bytes: &[u8], path: &Path) -> Result<Value> {
 /// safetensors file.
 pub(super) fn check_finite(bytes: &[u8], path: &Path) -> Result<()> {
     let st = safetensors::SafeTensors::deserialize(bytes)
-        .map_err(|e| Error::Msg(format!("{}: {e}", path.display())))?;
+        .map_err(|e| Error::file(path, e.to_string()))?;
     let mut names = st.names();
     names.sort();
     for name in names {
         let view = st
             .tensor(name)
-            .map_err(|e| Error::Msg(format!("{}: {e}", path.display())))?;
+            .map_err(|e| Error::file(path, e.to_string()))?;
         let data = view.data();
         let values: Box<dyn Iterator<Item = f64>> = match view.dtype() {
             safetensors::Dtype::F32 => Box::new(
@@ -194,11 +205,13 @@ pub(super) fn check_finite(bytes: &[u8], path: &Path) -> Result<()> {
         };
         let bad = values.enumerate().find(|(_, x)| !x.is_finite());
         if let Some((i, x)) = bad {
-            return Err(Error::Msg(format!(
-                "{}: tensor '{name}' holds the non-finite value {x} at element {i}: refusing \
-                 to load it",
-                path.display()
-            )));
+            return Err(Error::file(
+                path,
+                format!(
+                    "tensor '{name}' holds the non-finite value {x} at element {i}: refusing \
+                     to load it"
+                ),
+            ));
         }
     }
     Ok(())

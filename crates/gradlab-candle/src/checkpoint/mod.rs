@@ -48,7 +48,7 @@ pub(crate) fn write(
 ) -> Result<()> {
     let tmp = out.join("checkpoint.tmp");
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| Error::Msg(format!("{}: {e}", tmp.display())))?;
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     // Written like every other file (same mode, atomic), checksummed from the same bytes.
     gradlab::io::write_atomic(&tmp.join("model.safetensors"), model_bytes)?;
     gradlab::io::write_atomic(&tmp.join("optimizer.safetensors"), optimizer_bytes)?;
@@ -68,10 +68,10 @@ pub(crate) fn write(
     let old = out.join("checkpoint.old");
     let _ = std::fs::remove_dir_all(&old);
     if dest.exists() {
-        std::fs::rename(&dest, &old).map_err(|e| Error::Msg(format!("{}: {e}", dest.display())))?;
+        std::fs::rename(&dest, &old).map_err(|e| Error::io(&dest, e))?;
     }
     crash_point("checkpoint-swap");
-    std::fs::rename(&tmp, &dest).map_err(|e| Error::Msg(format!("{}: {e}", dest.display())))?;
+    std::fs::rename(&tmp, &dest).map_err(|e| Error::io(&dest, e))?;
     let _ = std::fs::remove_dir_all(&old);
     Ok(())
 }

@@ -6,8 +6,7 @@ use crate::models::{ModelKind, ModelSpec};
 
 /// Reads a safetensors file.
 pub fn load_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
-    candle_core::safetensors::load(path, &Device::Cpu)
-        .map_err(|e| Error::Msg(format!("{}: {e}", path.display())))
+    candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| Error::file(path, e.to_string()))
 }
 
 /// Sets `model`'s parameters and buffers from the checkpoint in `dir` (its model weights
@@ -17,7 +16,7 @@ pub fn init_weights(model: &dyn Network, dir: &Path, exclude: &[String]) -> Resu
     let files = locate(dir)?;
     let source = files.dir.join("model.safetensors");
     let mut tensors = candle_core::safetensors::load_buffer(&files.model, &Device::Cpu)
-        .map_err(|e| Error::Msg(format!("{}: {e}", source.display())))?;
+        .map_err(|e| Error::file(&source, e.to_string()))?;
     for prefix in exclude {
         let fresh: Vec<(String, Tensor)> = model
             .params()
@@ -27,11 +26,14 @@ pub fn init_weights(model: &dyn Network, dir: &Path, exclude: &[String]) -> Resu
             .collect::<candle_core::Result<_>>()?;
         if fresh.is_empty() {
             let names: Vec<&str> = model.params().iter().map(|(n, _)| n.as_str()).collect();
-            return Err(Error::Msg(format!(
-                "--init-exclude {prefix}: no parameter's name starts with it; the model's \
-                 parameters are {}",
-                names.join(", ")
-            )));
+            return Err(Error::setting(
+                "--init-exclude",
+                format!(
+                    "--init-exclude {prefix}: no parameter's name starts with it; the model's \
+                     parameters are {}",
+                    names.join(", ")
+                ),
+            ));
         }
         tensors.extend(fresh);
     }
@@ -45,26 +47,25 @@ pub fn restore_model(
     source: &Path,
 ) -> Result<()> {
     for (name, var) in model.params() {
-        let t = tensors.get(name).ok_or_else(|| {
-            Error::Msg(format!(
-                "{}: parameter '{name}' is missing",
-                source.display()
-            ))
-        })?;
+        let t = tensors
+            .get(name)
+            .ok_or_else(|| Error::file(source, format!("parameter '{name}' is missing")))?;
         if t.dims() != var.dims() {
-            return Err(Error::Msg(format!(
-                "{}: parameter '{name}' has shape {:?}, the model has {:?}",
-                source.display(),
-                t.dims(),
-                var.dims()
-            )));
+            return Err(Error::file(
+                source,
+                format!(
+                    "parameter '{name}' has shape {:?}, the model has {:?}",
+                    t.dims(),
+                    var.dims()
+                ),
+            ));
         }
         var.set(t)?;
     }
     for (name, _) in model.buffers() {
-        let t = tensors.get(&name).ok_or_else(|| {
-            Error::Msg(format!("{}: buffer '{name}' is missing", source.display()))
-        })?;
+        let t = tensors
+            .get(&name)
+            .ok_or_else(|| Error::file(source, format!("buffer '{name}' is missing")))?;
         model.set_buffer(&name, t.clone())?;
     }
     Ok(())
@@ -77,21 +78,23 @@ pub fn load_model(dir: &Path) -> Result<(Model, Value)> {
     let ck = files.dir.clone();
     let state = parse_state(&files.state, &ck.join("state.json"))?;
     let config = state["config"].clone();
-    let spec = model_spec(&config)
-        .map_err(|e| Error::Msg(format!("{}: {e}", ck.join("state.json").display())))?;
+    let spec =
+        model_spec(&config).map_err(|e| Error::file(ck.join("state.json"), e.to_string()))?;
     if spec.kind == ModelKind::Custom {
-        return Err(Error::Msg(format!(
-            "{}: the checkpoint is of a model of a user's own (config.model = custom), which \
-             gradlab cannot rebuild: load {} into that model with \
-             gradlab_candle::checkpoint::load_tensors and restore_model",
-            ck.display(),
-            ck.join("model.safetensors").display()
-        )));
+        return Err(Error::file(
+            &ck,
+            format!(
+                "the checkpoint is of a model of a user's own (config.model = custom), which \
+                 gradlab cannot rebuild: load {} into that model with \
+                 gradlab_candle::checkpoint::load_tensors and restore_model",
+                ck.join("model.safetensors").display()
+            ),
+        ));
     }
     let tensors = candle_core::safetensors::load_buffer(&files.model, &Device::Cpu)
-        .map_err(|e| Error::Msg(format!("{}: {e}", ck.join("model.safetensors").display())))?;
+        .map_err(|e| Error::file(ck.join("model.safetensors"), e.to_string()))?;
     let (rows, cols) = image_size(&state, &spec, &tensors)
-        .map_err(|e| Error::Msg(format!("{}: {e}", ck.join("state.json").display())))?;
+        .map_err(|e| Error::file(ck.join("state.json"), e.to_string()))?;
     let model = Model::new(&spec, rows, cols, 0)?;
     restore_model(&model, &tensors, &ck.join("model.safetensors"))?;
     Ok((model, config))

@@ -73,7 +73,9 @@ impl<'a> NetworkObjective<'a> {
 
     fn in_mode(model: &'a Model, batches: Vec<(Tensor, Tensor)>, train: bool) -> Result<Self> {
         if batches.is_empty() {
-            return Err(Error::Msg("the Hessian needs at least one batch".into()));
+            return Err(Error::Hessian {
+                message: "the Hessian needs at least one batch".into(),
+            });
         }
         let sizes: Vec<usize> = batches.iter().map(|(_, y)| y.dims()[0]).collect();
         let total: usize = sizes.iter().sum();
@@ -106,7 +108,9 @@ impl<'a> NetworkObjective<'a> {
         let dtype = params
             .first()
             .map(|(_, v)| v.dtype())
-            .ok_or_else(|| Error::Msg("the Hessian needs at least one parameter".into()))?;
+            .ok_or_else(|| Error::Hessian {
+                message: "the Hessian needs at least one parameter".into(),
+            })?;
         for (name, v) in &params {
             if v.dtype() != dtype || !matches!(dtype, DType::F32 | DType::F64) {
                 return Err(Error::Parameter {
@@ -214,9 +218,9 @@ impl<'a> NetworkObjective<'a> {
             let grads = l.backward()?;
             let mut dot: Option<Tensor> = None;
             for (p, vt) in params.iter().zip(&vs) {
-                let g = grads
-                    .get(p.as_tensor())
-                    .ok_or_else(|| Error::Msg("a parameter has no gradient".into()))?;
+                let g = grads.get(p.as_tensor()).ok_or_else(|| Error::Hessian {
+                    message: "a parameter has no gradient".into(),
+                })?;
                 let term = (g * vt)?.sum_all()?;
                 dot = Some(match dot {
                     None => term,
@@ -225,7 +229,9 @@ impl<'a> NetworkObjective<'a> {
             }
             let second = dot.expect("at least one parameter").backward()?;
             if params.iter().all(|p| second.get(p.as_tensor()).is_none()) {
-                return Err(Error::Msg(DETACHED.into()));
+                return Err(Error::Hessian {
+                    message: DETACHED.into(),
+                });
             }
             let mut offset = 0;
             for p in &params {
@@ -280,7 +286,7 @@ impl Objective for NetworkObjective<'_> {
 const DETACHED: &str = "double backward gave no second derivative: the gradient's graph was detached (candle keeps it only on a thread that read CANDLE_GRAD_DO_NOT_DETACH before its first backward pass; run the Hessian inside gradlab_candle::hessian::with_second_order)";
 
 fn core(e: Error) -> gradlab::Error {
-    gradlab::Error::Layout(format!("network: {e}"))
+    gradlab::Error::Callback(Box::new(e))
 }
 
 /// The Hessian of a network's loss at its current parameters.
@@ -379,19 +385,21 @@ impl<'a> NetworkHessian<'a> {
         if self.asymmetry.is_finite() && self.asymmetry <= self.asymmetry_tolerance() {
             return Ok(());
         }
-        Err(Error::Msg(format!(
-            "the Hessian operator ({}) is not symmetric: |v·Hw − w·Hv| is {:.3e} of ‖Hv‖ on \
+        Err(Error::Hessian {
+            message: format!(
+                "the Hessian operator ({}) is not symmetric: |v·Hw − w·Hv| is {:.3e} of ‖Hv‖ on \
              random pairs (at most {:.0e} allowed; double backward vs finite differences \
              {:.3e}), so some gradient in the model is not the derivative of its loss; \
              refusing to compute eigenvalues from it",
-            match self.method {
-                HvpMethod::DoubleBackward => "double backward",
-                HvpMethod::FiniteDifference => "finite differences",
-            },
-            self.asymmetry,
-            self.asymmetry_tolerance(),
-            self.cross_check
-        )))
+                match self.method {
+                    HvpMethod::DoubleBackward => "double backward",
+                    HvpMethod::FiniteDifference => "finite differences",
+                },
+                self.asymmetry,
+                self.asymmetry_tolerance(),
+                self.cross_check
+            ),
+        })
     }
 
     /// The Hessian of the scalar loss that `loss` builds from `params` (any model; see

@@ -57,18 +57,22 @@ impl Model {
     /// from `seed`.
     pub fn new(spec: &ModelSpec, rows: usize, cols: usize, seed: u64) -> Result<Self> {
         if spec.kind == ModelKind::Custom {
-            return Err(Error::Msg(
-                "a custom model is not built from a spec: train a candle Module of your own with gradlab_candle::train::Trainer".into(),
+            return Err(Error::unsupported(
+                "a custom model is not built from a spec: train a candle Module of your own with \
+                 gradlab_candle::train::Trainer",
             ));
         }
         if spec.kind == ModelKind::Mlp && spec.widths.is_empty() {
-            return Err(Error::Msg("an MLP needs at least one hidden width".into()));
+            return Err(Error::setting(
+                "--widths",
+                "an MLP needs at least one hidden width",
+            ));
         }
         if !(0.0..1.0).contains(&spec.dropout) {
-            return Err(Error::Msg(format!(
-                "dropout {} must be in [0, 1)",
-                spec.dropout
-            )));
+            return Err(Error::setting(
+                "--dropout",
+                format!("dropout {} must be in [0, 1)", spec.dropout),
+            ));
         }
         check_size(spec, rows, cols)?;
         let mut m = Model {
@@ -108,9 +112,10 @@ impl Model {
             }
             ModelKind::Cnn => {
                 if rows < 8 || cols < 8 {
-                    return Err(Error::Msg(format!(
-                        "the CNN needs images of at least 8×8, got {rows}×{cols}"
-                    )));
+                    let size = format!("{rows}×{cols}");
+                    return Err(Error::Model {
+                        message: format!("the CNN needs images of at least 8×8, got {size}"),
+                    });
                 }
                 m.conv("conv1", 1, 6, 5, 2, &mut rng)?;
                 if spec.batch_norm {
@@ -290,17 +295,21 @@ impl Model {
                     continue;
                 };
                 if slot.borrow().dims() != value.dims() {
-                    return Err(Error::Msg(format!(
-                        "buffer '{name}' has shape {:?}, expected {:?}",
-                        value.dims(),
-                        slot.borrow().dims()
-                    )));
+                    return Err(Error::Model {
+                        message: format!(
+                            "buffer '{name}' has shape {:?}, expected {:?}",
+                            value.dims(),
+                            slot.borrow().dims()
+                        ),
+                    });
                 }
                 *slot.borrow_mut() = value;
                 return Ok(());
             }
         }
-        Err(Error::Msg(format!("the model has no buffer '{name}'")))
+        Err(Error::Model {
+            message: format!("the model has no buffer '{name}'"),
+        })
     }
 
     /// Switches batch norm to a cumulative average of the next batches' statistics
@@ -423,10 +432,13 @@ impl Model {
 fn check_size(spec: &ModelSpec, rows: usize, cols: usize) -> Result<()> {
     if spec.kind == ModelKind::Mlp {
         if let Some(i) = spec.widths.iter().position(|&w| w == 0) {
-            return Err(Error::Msg(format!(
-                "--widths: hidden layer {} has width 0; every width must be at least 1",
-                i + 1
-            )));
+            return Err(Error::setting(
+                "--widths",
+                format!(
+                    "--widths: hidden layer {} has width 0; every width must be at least 1",
+                    i + 1
+                ),
+            ));
         }
     }
     let mut params: Option<u128> = Some(0);

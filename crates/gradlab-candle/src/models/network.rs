@@ -47,7 +47,9 @@ pub trait Network {
     }
     /// Restores a buffer of [`Network::buffers`].
     fn set_buffer(&self, name: &str, _value: Tensor) -> Result<()> {
-        Err(Error::Msg(format!("the model has no buffer '{name}'")))
+        Err(Error::Model {
+            message: format!("the model has no buffer '{name}'"),
+        })
     }
     /// Whether the model has batch norm (whose statistics are recomputed for averaged weights).
     fn has_batch_norm(&self) -> bool {
@@ -91,7 +93,9 @@ impl<M: candle_nn::ModuleT> CustomModel<M> {
     /// `module` with its named parameters (from its `VarMap`, sorted by name).
     pub fn new(module: M, params: Vec<(String, Var)>) -> Result<Self> {
         if params.is_empty() {
-            return Err(Error::Msg("a model to train needs parameters".into()));
+            return Err(Error::Model {
+                message: "a model to train needs parameters".into(),
+            });
         }
         let mut params = params;
         params.sort_by(|a, b| a.0.cmp(&b.0));

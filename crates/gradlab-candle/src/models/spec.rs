@@ -61,9 +61,10 @@ impl std::str::FromStr for ModelKind {
             "mlp" => Ok(ModelKind::Mlp),
             "cnn" => Ok(ModelKind::Cnn),
             "custom" => Ok(ModelKind::Custom),
-            other => Err(Error::Msg(format!(
-                "unknown model '{other}'; known: logreg, mlp, cnn"
-            ))),
+            other => Err(Error::setting(
+                "--model",
+                format!("unknown model '{other}'; known: logreg, mlp, cnn"),
+            )),
         }
     }
 }
@@ -75,9 +76,10 @@ impl std::str::FromStr for Activation {
             "relu" => Ok(Activation::Relu),
             "tanh" => Ok(Activation::Tanh),
             "gelu" => Ok(Activation::Gelu),
-            other => Err(Error::Msg(format!(
-                "unknown activation '{other}'; known: relu, tanh, gelu"
-            ))),
+            other => Err(Error::setting(
+                "--activation",
+                format!("unknown activation '{other}'; known: relu, tanh, gelu"),
+            )),
         }
     }
 }

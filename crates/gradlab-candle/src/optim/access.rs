@@ -82,7 +82,10 @@ var_access!(f32, F32);
 var_access!(f64, F64);
 
 fn lend_error(seg: usize, what: &str) -> gradlab::Error {
-    gradlab::Error::Layout(format!("parameter {seg} {what}"))
+    gradlab::Error::Callback(Box::new(crate::Error::Parameter {
+        name: format!("#{seg}"),
+        problem: what.to_string(),
+    }))
 }
 
 /// The values of an f32 storage.

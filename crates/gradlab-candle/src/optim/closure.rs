@@ -41,7 +41,7 @@ where
         evaluated.map_err(|e| {
             let message = e.to_string();
             raised = Some(e);
-            gradlab::Error::Layout(message)
+            gradlab::Error::Callback(message.into())
         })
     };
     let outcome = opt.step_with_closure(&mut VarAccess { vars }, &mut closure);
@@ -75,18 +75,22 @@ impl GradlabOptimizer {
         let GradlabOptimizer {
             names, vars, inner, ..
         } = self;
-        let outcome =
-            match inner {
-                Inner::F32(o) => closure_step(o.as_mut(), names, vars, f32_values, grads_at)?,
-                Inner::F64(o) => closure_step(o.as_mut(), names, vars, f64_values, grads_at)?,
-                Inner::Master(_) => return Err(Error::Msg(
-                    "optimizers that take several gradients per step (SAM, L-BFGS) need f32 or f64 parameters".into(),
-                )),
-                Inner::Sharded(_) => return Err(Error::Msg(
-                    "a sharded optimizer takes one gradient per step; closures are not supported"
-                        .into(),
-                )),
-            };
+        let outcome = match inner {
+            Inner::F32(o) => closure_step(o.as_mut(), names, vars, f32_values, grads_at)?,
+            Inner::F64(o) => closure_step(o.as_mut(), names, vars, f64_values, grads_at)?,
+            Inner::Master(_) => {
+                return Err(Error::unsupported(
+                    "optimizers that take several gradients per step (SAM, L-BFGS) need f32 \
+                         or f64 parameters",
+                ))
+            }
+            Inner::Sharded(_) => {
+                return Err(Error::unsupported(
+                    "a sharded optimizer takes one gradient per step; closures are not \
+                         supported",
+                ))
+            }
+        };
         self.last = Some(outcome.step);
         Ok(outcome)
     }
@@ -145,10 +149,12 @@ impl GradlabOptimizer {
 /// evaluation point are not run sharded (nothing to do for the others).
 pub(super) fn refuse_sharded_eval_point(s: &super::sharded::ShardedOptimizer) -> Result<()> {
     if s.engine_ref().has_eval_point() {
-        return Err(Error::Msg(format!(
-            "{}: its evaluation point cannot be formed from shards; run it in one process",
-            s.engine_ref().name()
-        )));
+        return Err(Error::Unsupported {
+            message: format!(
+                "{}: its evaluation point cannot be formed from shards; run it in one process",
+                s.engine_ref().name()
+            ),
+        });
     }
     Ok(())
 }

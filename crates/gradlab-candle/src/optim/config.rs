@@ -130,7 +130,10 @@ impl OptimizerConfig {
     /// The builder's first error, if any; checks the clipping values.
     pub(super) fn check(&self) -> Result<()> {
         if let Some(message) = &self.invalid {
-            return Err(Error::Msg(format!("optimizer config: {message}")));
+            return Err(Error::setting(
+                "OptimizerConfig",
+                format!("optimizer config: {message}"),
+            ));
         }
         for (what, value) in [
             ("clip_norm", self.options.clip_norm),
@@ -138,9 +141,12 @@ impl OptimizerConfig {
         ] {
             if let Some(v) = value {
                 if !(v.is_finite() && v > 0.0) {
-                    return Err(Error::Msg(format!(
-                        "optimizer config: {what} must be a positive finite number, got {v}"
-                    )));
+                    return Err(Error::setting(
+                        what,
+                        format!(
+                            "optimizer config: {what} must be a positive finite number, got {v}"
+                        ),
+                    ));
                 }
             }
         }

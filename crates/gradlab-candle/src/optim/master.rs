@@ -183,7 +183,7 @@ unsafe impl ParamAccess<f32> for Masters<'_> {
 fn read_widened(v: &Var, out: &mut [f32], all: bool) -> Result<()> {
     let (storage, layout) = v.as_tensor().storage_and_layout();
     let Some((start, end)) = layout.contiguous_offsets() else {
-        return Err(Error::Msg("a 16-bit parameter is not contiguous".into()));
+        return Err(Error::unsupported("a 16-bit parameter is not contiguous"));
     };
     match &*storage {
         Storage::Cpu(CpuStorage::BF16(values)) => {
@@ -200,7 +200,7 @@ fn read_widened(v: &Var, out: &mut [f32], all: bool) -> Result<()> {
                 }
             }
         }
-        _ => return Err(Error::Msg("a 16-bit parameter changed its type".into())),
+        _ => return Err(Error::unsupported("a 16-bit parameter changed its type")),
     }
     Ok(())
 }

@@ -153,8 +153,9 @@ impl GradlabOptimizer {
         let mut sorted = named.clone();
         sorted.sort_by(|a, b| a.0.cmp(&b.0));
         if master::is_half(check_vars(&sorted)?) {
-            return Err(Error::Msg(
-                "data-parallel training takes f32 parameters (16-bit parameters step through f32 master copies in one process)".into(),
+            return Err(Error::unsupported(
+                "data-parallel training takes f32 parameters (16-bit parameters step through f32 \
+                 master copies in one process)",
             ));
         }
         let mut config = config.clone();
@@ -195,13 +196,14 @@ impl GradlabOptimizer {
                 Ok(outcome)
             }
             _ => {
-                let grads = grads.ok_or_else(|| Error::Msg("no gradients to step with".into()))?;
+                let grads = grads.ok_or_else(|| Error::unsupported("no gradients to step with"))?;
                 if weight != 1.0 || noise.is_some() {
-                    return Err(Error::Msg(
-                        "a single-process step takes the whole batch's gradients unweighted; \
+                    return Err(Error::Unsupported {
+                        message:
+                            "a single-process step takes the whole batch's gradients unweighted; \
                          add noise to them before the step"
-                            .into(),
-                    ));
+                                .into(),
+                    });
                 }
                 self.step_grads(grads)
             }
@@ -368,17 +370,19 @@ impl GradlabOptimizer {
     fn advance_schedule(&mut self, metric: Option<f64>, by_hand: bool) -> Result<()> {
         let Some(mut s) = self.scheduler.take() else {
             if by_hand {
-                return Err(Error::Msg(
-                    "this optimizer has no schedule (OptimizerConfig::schedule)".into(),
+                return Err(Error::unsupported(
+                    "this optimizer has no schedule (OptimizerConfig::schedule)",
                 ));
             }
             return Ok(());
         };
         let r = match (by_hand, s.needs_metric()) {
-            (true, false) => Err(Error::Msg(format!(
-                "schedule '{}' steps by itself after every optimizer step; it takes no metric",
-                s.spec()
-            ))),
+            (true, false) => Err(Error::Unsupported {
+                message: format!(
+                    "schedule '{}' steps by itself after every optimizer step; it takes no metric",
+                    s.spec()
+                ),
+            }),
             // A plateau schedule waits for its metric.
             (false, true) => Ok(()),
             _ => self
@@ -492,7 +496,9 @@ pub(crate) fn varmap_vars(varmap: &candle_nn::VarMap) -> Result<Vec<(String, Var
     Ok(varmap
         .data()
         .lock()
-        .map_err(|_| Error::Msg("the VarMap's lock is poisoned".into()))?
+        .map_err(|_| Error::Model {
+            message: "the VarMap's lock is poisoned".into(),
+        })?
         .iter()
         .map(|(n, v)| (n.clone(), v.clone()))
         .collect())

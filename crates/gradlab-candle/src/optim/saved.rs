@@ -42,16 +42,16 @@ impl GradlabOptimizer {
                 fingerprint(&self.vars)?.to_string(),
             ));
         }
-        let bytes = match &self.inner {
-            Inner::F32(o) => o.state_dict().to_bytes_with(meta)?,
-            Inner::F64(o) => o.state_dict().to_bytes_with(meta)?,
-            Inner::Master(m) => m.state_dict().to_bytes_with(meta)?,
-            Inner::Sharded(_) => {
-                return Err(Error::Msg(
-                    "a data-parallel optimizer is saved by the trainer's checkpoints (its state is spread over the ranks)".into(),
-                ))
-            }
-        };
+        let bytes =
+            match &self.inner {
+                Inner::F32(o) => o.state_dict().to_bytes_with(meta)?,
+                Inner::F64(o) => o.state_dict().to_bytes_with(meta)?,
+                Inner::Master(m) => m.state_dict().to_bytes_with(meta)?,
+                Inner::Sharded(_) => return Err(Error::unsupported(
+                    "a data-parallel optimizer is saved by the trainer's checkpoints (its state \
+                     is spread over the ranks)",
+                )),
+            };
         gradlab::io::write_atomic(path, &bytes)?;
         Ok(())
     }

@@ -52,10 +52,12 @@ impl ShardedOptimizer {
     ) -> Result<Self> {
         named.sort_by(|a, b| a.0.cmp(&b.0));
         if let Some((name, v)) = named.iter().find(|(_, v)| v.dtype() != DType::F32) {
-            return Err(Error::Msg(format!(
-                "data-parallel training needs f32 parameters; '{name}' is {:?}",
-                v.dtype()
-            )));
+            return Err(Error::Unsupported {
+                message: format!(
+                    "data-parallel training needs f32 parameters; '{name}' is {:?}",
+                    v.dtype()
+                ),
+            });
         }
         let full = Layout::new(named.iter().map(|(n, v)| (n.clone(), v.dims().to_vec())))?;
         let shard = Shard::new(full.total(), collective.rank(), collective.size());

@@ -60,10 +60,14 @@ pub(super) fn resolve_var_groups(
                 .iter()
                 .find(|(_, w)| w.as_tensor().id() == id)
                 .ok_or_else(|| {
-                    Error::Msg(format!(
-                        "a parameter group names a variable of shape {:?} that the optimizer was not given",
-                        v.dims()
-                    ))
+                    Error::setting(
+                        "parameter groups",
+                        format!(
+                            "a parameter group names a variable of shape {:?} that the \
+                             optimizer was not given",
+                            v.dims()
+                        ),
+                    )
                 })?;
             params.push(name.clone());
         }
@@ -81,9 +85,15 @@ pub(super) fn refuse_unmatched_patterns(
     for g in &config.groups {
         for p in &g.params {
             if !named.iter().any(|(n, _)| optim::layout::glob_match(p, n)) {
-                return Err(Error::Msg(format!(
-                    "parameter group pattern '{p}' cannot match: these variables were given without names (param0, param1, ...); build the optimizer with GradlabOptimizer::from_varmap or with_names, or give the group's variables with OptimizerConfig::group_vars"
-                )));
+                return Err(Error::setting(
+                    "parameter groups",
+                    format!(
+                        "parameter group pattern '{p}' cannot match: these variables were given \
+                         without names (param0, param1, ...); build the optimizer with \
+                         GradlabOptimizer::from_varmap or with_names, or give the group's \
+                         variables with OptimizerConfig::group_vars"
+                    ),
+                ));
             }
         }
     }

@@ -36,9 +36,10 @@ impl std::str::FromStr for DataOrder {
         match s {
             "shuffled" => Ok(DataOrder::Shuffled),
             "fixed" => Ok(DataOrder::Fixed),
-            other => Err(Error::Msg(format!(
-                "--data-order '{other}' is not known; known: shuffled, fixed"
-            ))),
+            other => Err(Error::setting(
+                "--data-order",
+                format!("--data-order '{other}' is not known; known: shuffled, fixed"),
+            )),
         }
     }
 }
@@ -72,16 +73,22 @@ impl Curriculum {
 
     pub(crate) fn check(&self) -> Result<()> {
         if !(self.start > 0.0 && self.start <= 1.0) {
-            return Err(Error::Msg(format!(
-                "--curriculum-start {} is out of range: it must be in (0, 1]",
-                self.start
-            )));
+            return Err(Error::setting(
+                "--curriculum-start",
+                format!(
+                    "--curriculum-start {} is out of range: it must be in (0, 1]",
+                    self.start
+                ),
+            ));
         }
         if !(self.ramp.is_finite() && self.ramp > 0.0) {
-            return Err(Error::Msg(format!(
+            return Err(Error::setting(
+                "--curriculum-ramp",
+                format!(
                 "--curriculum-ramp {} is out of range: it must be a finite number of epochs > 0",
                 self.ramp
-            )));
+            ),
+            ));
         }
         Ok(())
     }
@@ -102,10 +109,10 @@ impl Curriculum {
     pub(crate) fn ranking(&self, expected: usize, used: usize) -> Result<Vec<usize>> {
         let path = &self.difficulty;
         let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::Msg(format!(
-                "{}: cannot read the curriculum's difficulty scores: {e}",
-                path.display()
-            ))
+            Error::file(
+                path,
+                format!("cannot read the curriculum's difficulty scores: {e}"),
+            )
         })?;
         let mut scores = Vec::with_capacity(expected);
         for (i, line) in text.lines().enumerate() {
@@ -114,28 +121,31 @@ impl Curriculum {
                 continue;
             }
             let v: f64 = line.parse().map_err(|_| {
-                Error::Msg(format!(
-                    "{}: line {}: '{line}' is not a number (one difficulty score per line)",
-                    path.display(),
-                    i + 1
-                ))
+                Error::file(
+                    path,
+                    format!(
+                        "line {}: '{line}' is not a number (one difficulty score per line)",
+                        i + 1
+                    ),
+                )
             })?;
             if !v.is_finite() {
-                return Err(Error::Msg(format!(
-                    "{}: line {}: the difficulty score {v} is not finite",
-                    path.display(),
-                    i + 1
-                )));
+                return Err(Error::file(
+                    path,
+                    format!("line {}: the difficulty score {v} is not finite", i + 1),
+                ));
             }
             scores.push(v);
         }
         if scores.len() != expected {
-            return Err(Error::Msg(format!(
-                "{}: {} difficulty scores for {expected} training examples (one per example, \
-                 in the training set's order)",
-                path.display(),
-                scores.len()
-            )));
+            return Err(Error::file(
+                path,
+                format!(
+                    "{} difficulty scores for {expected} training examples (one per example, \
+                     in the training set's order)",
+                    scores.len()
+                ),
+            ));
         }
         let mut rank: Vec<usize> = (0..used).collect();
         rank.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]).then(a.cmp(&b)));

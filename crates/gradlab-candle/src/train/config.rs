@@ -190,63 +190,85 @@ impl TrainConfig {
 
     pub(crate) fn check(&self) -> Result<()> {
         if self.batch_size == 0 {
-            return Err(Error::Msg("--batch-size must be at least 1".into()));
+            return Err(Error::setting(
+                "--batch-size",
+                "--batch-size must be at least 1",
+            ));
         }
         if self.max_skipped == 0 {
-            return Err(Error::Msg("--max-skipped 0: it must be at least 1".into()));
+            return Err(Error::setting(
+                "--max-skipped",
+                "--max-skipped 0: it must be at least 1",
+            ));
         }
         if self.epochs == 0 {
-            return Err(Error::Msg("--epochs 0: it must be at least 1".into()));
+            return Err(Error::setting(
+                "--epochs",
+                "--epochs 0: it must be at least 1",
+            ));
         }
         if let Some(c) = self.clip_norm {
             if !(c.is_finite() && c > 0.0) {
-                return Err(Error::Msg(format!(
-                    "--clip-norm {c} is out of range: it must be a finite number > 0"
-                )));
+                return Err(Error::setting(
+                    "--clip-norm",
+                    format!("--clip-norm {c} is out of range: it must be a finite number > 0"),
+                ));
             }
         }
         if let Some(lr) = self.swa_lr {
             if !(lr.is_finite() && lr >= 0.0) {
-                return Err(Error::Msg(format!(
-                    "--swa-lr {lr} is out of range: it must be a finite number >= 0"
-                )));
+                return Err(Error::setting(
+                    "--swa-lr",
+                    format!("--swa-lr {lr} is out of range: it must be a finite number >= 0"),
+                ));
             }
         }
         if let Some(d) = self.ema {
             if !(0.0..1.0).contains(&d) {
-                return Err(Error::Msg(format!("--ema {d} must be in [0, 1)")));
+                return Err(Error::setting(
+                    "--ema",
+                    format!("--ema {d} must be in [0, 1)"),
+                ));
             }
         }
         if self.swa_start.is_some() != self.swa_lr.is_some() {
-            return Err(Error::Msg("--swa-start and --swa-lr go together".into()));
+            return Err(Error::setting(
+                "--swa-start",
+                "--swa-start and --swa-lr go together",
+            ));
         }
         if self.swa_start.is_none() && self.swa_anneal_steps > 0 {
-            return Err(Error::Msg(
-                "--swa-anneal-steps needs --swa-start and --swa-lr".into(),
+            return Err(Error::setting(
+                "--swa-anneal-steps",
+                "--swa-anneal-steps needs --swa-start and --swa-lr",
             ));
         }
         if let Some(c) = &self.curriculum {
             c.check()?;
             if self.data_order != DataOrder::Shuffled {
-                return Err(Error::Msg(
-                    "--curriculum draws its own batches: it does not go with --data-order fixed"
-                        .into(),
+                return Err(Error::setting(
+                    "--curriculum",
+                    "--curriculum draws its own batches: it does not go with --data-order fixed",
                 ));
             }
         }
         if !self.init_exclude.is_empty() && self.init.is_none() {
-            return Err(Error::Msg("--init-exclude needs --init".into()));
+            return Err(Error::setting(
+                "--init-exclude",
+                "--init-exclude needs --init",
+            ));
         }
         if let Some(classes) = &self.classes {
             if classes.is_empty() {
-                return Err(Error::Msg("--classes names no class".into()));
+                return Err(Error::setting("--classes", "--classes names no class"));
             }
         }
         if let Some(eta) = self.grad_noise {
             if !(eta.is_finite() && eta >= 0.0) {
-                return Err(Error::Msg(format!(
-                    "--grad-noise {eta} is out of range: it must be a finite number >= 0"
-                )));
+                return Err(Error::setting(
+                    "--grad-noise",
+                    format!("--grad-noise {eta} is out of range: it must be a finite number >= 0"),
+                ));
             }
         }
         Ok(())

@@ -73,11 +73,13 @@ pub(super) fn check_ranks(
         };
         for (key, value) in fields {
             if other[key] != *value {
-                return Err(Error::Msg(format!(
-                    "rank {rank} differs from rank 0 in {key}: {} vs {value}; every rank must \
+                return Err(Error::Ranks {
+                    message: format!(
+                        "rank {rank} differs from rank 0 in {key}: {} vs {value}; every rank must \
                      run the same command on the same data",
-                    other[key]
-                )));
+                        other[key]
+                    ),
+                });
             }
         }
     }

@@ -64,5 +64,5 @@ pub fn lr_find(
 }
 
 fn to_core(e: Error) -> gradlab::Error {
-    gradlab::Error::Layout(e.to_string())
+    gradlab::Error::Callback(Box::new(e))
 }

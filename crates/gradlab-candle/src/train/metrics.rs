@@ -37,7 +37,7 @@ impl MetricsFile {
                 None => gradlab::io::write_atomic(&path, b"")?,
             }
             let file = std::fs::OpenOptions::new().append(true).open(&path);
-            Some(file.map_err(|e| Error::Msg(format!("{}: {e}", path.display())))?)
+            Some(file.map_err(|e| Error::io(&path, e))?)
         } else {
             None
         };
@@ -57,7 +57,7 @@ impl MetricsFile {
         line.push('\n');
         file.write_all(line.as_bytes())
             .and_then(|()| file.flush())
-            .map_err(|e| Error::Msg(format!("{}: {e}", self.path.display())))
+            .map_err(|e| Error::io(&self.path, e))
     }
 
     /// Called after each checkpoint: after the first, lines written aside replace the old
@@ -67,13 +67,10 @@ impl MetricsFile {
             return Ok(());
         };
         let destination = out.join("metrics.jsonl");
-        std::fs::rename(&self.path, &destination)
-            .map_err(|e| Error::Msg(format!("{}: {e}", destination.display())))?;
+        std::fs::rename(&self.path, &destination).map_err(|e| Error::io(&destination, e))?;
         self.path = destination;
         match std::fs::remove_file(out.join("summary.json")) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(Error::Msg(format!("{}: {e}", out.display())))
-            }
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&out, e)),
             _ => Ok(()),
         }
     }

@@ -207,11 +207,14 @@ fn run(
     let ranks = collective.size();
     let lead = collective.rank() == 0;
     if config.batch_size < ranks {
-        return Err(Error::Msg(format!(
-            "--batch-size {} is smaller than the number of ranks ({ranks}): every rank needs \
+        return Err(Error::setting(
+            "--batch-size",
+            format!(
+                "--batch-size {} is smaller than the number of ranks ({ranks}): every rank needs \
              at least one example of each batch",
-            config.batch_size
-        )));
+                config.batch_size
+            ),
+        ));
     }
     let mut lock = None;
     if lead {
@@ -219,7 +222,7 @@ fn run(
             crate::run_dir::check_fresh(&config.out, config.overwrite)?;
         }
         std::fs::create_dir_all(&config.out)
-            .map_err(|e| Error::Msg(format!("{}: cannot create: {e}", config.out.display())))?;
+            .map_err(|e| Error::file(&config.out, format!("cannot create: {e}")))?;
         lock = Some(crate::run_dir::RunLock::acquire(&config.out)?);
     }
     let mut opt = optimizer(config, model, collective.clone())?;
@@ -227,16 +230,24 @@ fn run(
     let closure_steps = opt.needs_closure();
     let eval_point = opt.has_eval_point();
     if eval_point && ranks > 1 {
-        return Err(Error::Msg(format!(
-            "--optimizer '{}' evaluates the model at another point than it trains at: it runs in one process",
-            config.optimizer
-        )));
+        return Err(Error::setting(
+            "--optimizer",
+            format!(
+                "--optimizer '{}' evaluates the model at another point than it trains at: it \
+                 runs in one process",
+                config.optimizer
+            ),
+        ));
     }
     if closure_steps && (ranks > 1 || config.grad_noise.is_some()) {
-        return Err(Error::Msg(format!(
-            "--optimizer '{}' evaluates the batch more than once per step: it runs in one process and without --grad-noise",
-            config.optimizer
-        )));
+        return Err(Error::setting(
+            "--optimizer",
+            format!(
+                "--optimizer '{}' evaluates the batch more than once per step: it runs in one \
+                 process and without --grad-noise",
+                config.optimizer
+            ),
+        ));
     }
     let scheduler = match &config.schedule {
         Some(s) => Some(opt.with_engine(|e| e.scheduler(s))?),
@@ -361,7 +372,10 @@ fn run(
                     }
                     _ => String::new(),
                 };
-                Error::Msg(format!("step {}: {e}{cause}", st.step + 1))
+                Error::Training {
+                    step: st.step + 1,
+                    message: format!("{e}{cause}"),
+                }
             })?;
             previous_lr = Some(lr);
             if let (Some(before), Some(grad_norms)) = (before, grad_norms) {
@@ -375,13 +389,16 @@ fn run(
                 }
                 skipped_run += 1;
                 if skipped_run >= skip_limit {
-                    return Err(Error::Msg(format!(
-                        "{skipped_run} consecutive steps skipped for non-finite gradients \
-                         (steps {first_skipped}–{}, the limit is {skip_limit}; \
-                         --max-skipped sets it): training has diverged; lower the learning \
-                         rate or clip the gradients",
-                        st.step
-                    )));
+                    return Err(Error::Training {
+                        step: st.step,
+                        message: format!(
+                            "{skipped_run} consecutive steps skipped for non-finite gradients \
+                             (steps {first_skipped}–{}, the limit is {skip_limit}; \
+                             --max-skipped sets it): training has diverged; lower the \
+                             learning rate or clip the gradients",
+                            st.step
+                        ),
+                    });
                 }
             } else {
                 skipped_run = 0;
@@ -473,10 +490,13 @@ fn run(
         metrics.checkpointed()?;
     }
     let Some(last_epoch) = last_epoch else {
-        return Err(Error::Msg(format!(
-            "nothing to do: the checkpoint already has {start_epoch} epochs and --epochs is {}",
-            config.epochs
-        )));
+        return Err(Error::setting(
+            "--epochs",
+            format!(
+                "nothing to do: the checkpoint already has {start_epoch} epochs and --epochs is {}",
+                config.epochs
+            ),
+        ));
     };
     let wall_seconds = started.elapsed().as_secs_f64();
     let record = st.summary(

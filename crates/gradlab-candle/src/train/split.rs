@@ -33,9 +33,10 @@ impl std::str::FromStr for InputScale {
         match s {
             "standardized" => Ok(InputScale::Standardized),
             "raw" => Ok(InputScale::Raw),
-            other => Err(Error::Msg(format!(
-                "--inputs '{other}' is not known; known: standardized, raw"
-            ))),
+            other => Err(Error::setting(
+                "--inputs",
+                format!("--inputs '{other}' is not known; known: standardized, raw"),
+            )),
         }
     }
 }
@@ -106,10 +107,13 @@ pub(crate) fn prepare(mut split: Split, config: &TrainConfig) -> Result<RunData>
         split.train = keep_classes(&split.train, classes);
         split.test = keep_classes(&split.test, classes);
         if split.train.is_empty() {
-            return Err(Error::Msg(format!(
-                "--classes {}: none of the {before} training examples has one of these labels",
-                class_list(classes)
-            )));
+            return Err(Error::setting(
+                "--classes",
+                format!(
+                    "--classes {}: none of the {before} training examples has one of these labels",
+                    class_list(classes)
+                ),
+            ));
         }
         split.source = format!("{} (classes {})", split.source, class_list(classes));
     }
@@ -117,11 +121,14 @@ pub(crate) fn prepare(mut split: Split, config: &TrainConfig) -> Result<RunData>
     let mut validation = None;
     if let Some(n) = config.validation {
         if n == 0 || n >= split.train.len() {
-            return Err(Error::Msg(format!(
-                "--validation {n} is out of range: it must be at least 1 and leave training \
+            return Err(Error::setting(
+                "--validation",
+                format!(
+                    "--validation {n} is out of range: it must be at least 1 and leave training \
                  examples (the training set has {})",
-                split.train.len()
-            )));
+                    split.train.len()
+                ),
+            ));
         }
         let cut = split.train.len() - n;
         validation = Some(split.train.slice(cut..split.train.len()));
@@ -132,18 +139,24 @@ pub(crate) fn prepare(mut split: Split, config: &TrainConfig) -> Result<RunData>
         split.train = split.train.slice(0..n);
     }
     if split.train.is_empty() {
-        return Err(Error::Msg(match config.train_limit {
-            Some(n) => {
-                format!("--train-limit {n} leaves no training examples: it must be at least 1")
-            }
-            None => format!("{}: the training set has 0 examples", split.source),
-        }));
+        return Err(Error::setting(
+            "--train-limit",
+            match config.train_limit {
+                Some(n) => {
+                    format!("--train-limit {n} leaves no training examples: it must be at least 1")
+                }
+                None => format!("{}: the training set has 0 examples", split.source),
+            },
+        ));
     }
     if split.test.is_empty() {
-        return Err(Error::Msg(format!(
-            "{}: the test set has 0 examples (accuracy and loss would be undefined)",
-            split.source
-        )));
+        return Err(Error::setting(
+            "--data",
+            format!(
+                "{}: the test set has 0 examples (accuracy and loss would be undefined)",
+                split.source
+            ),
+        ));
     }
     Ok(RunData {
         split,

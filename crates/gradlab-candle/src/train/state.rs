@@ -80,10 +80,10 @@ impl TrainState<'_> {
             }
         }
         let model_bytes = safetensors::tensor::serialize(tensors.iter(), None).map_err(|e| {
-            Error::Msg(format!(
-                "{}: {e}",
-                config.out.join("checkpoint/model.safetensors").display()
-            ))
+            Error::file(
+                config.out.join("checkpoint/model.safetensors"),
+                e.to_string(),
+            )
         })?;
         let state = json!({
             "step": self.step,
@@ -112,13 +112,13 @@ impl TrainState<'_> {
         let (files, state) = checkpoint::read(dir, collective)?;
         let ck = files.dir.clone();
         let state_path = ck.join("state.json");
-        let in_state = |e: String| Error::Msg(format!("{}: {e}", state_path.display()));
+        let in_state = |e: String| Error::file(&state_path, e);
         check_same_run(&state, config, split).map_err(in_state)?;
         let steps_per_epoch = split.train.len().div_ceil(config.batch_size) as u64;
         let (step, epoch) = position(&state, steps_per_epoch).map_err(in_state)?;
         let model_path = ck.join("model.safetensors");
         let tensors = candle_core::safetensors::load_buffer(&files.model, &Device::Cpu)
-            .map_err(|e| Error::Msg(format!("{}: {e}", model_path.display())))?;
+            .map_err(|e| Error::file(&model_path, e.to_string()))?;
         restore_model(self.model, &tensors, &model_path)?;
         let names: Vec<String> = self.model.params().iter().map(|(n, _)| n.clone()).collect();
         let averaged = |prefix: &str| -> Result<Vec<Tensor>> {
@@ -129,10 +129,7 @@ impl TrainState<'_> {
                         .get(&format!("{prefix}/{n}"))
                         .cloned()
                         .ok_or_else(|| {
-                            Error::Msg(format!(
-                                "{}: tensor '{prefix}/{n}' is missing",
-                                ck.display()
-                            ))
+                            Error::file(&ck, format!("tensor '{prefix}/{n}' is missing"))
                         })
                 })
                 .collect()

@@ -42,10 +42,13 @@ impl<M: candle_nn::ModuleT> Trainer<M> {
         config.data_dir = None;
         config.check()?;
         if config.inputs != InputScale::Standardized {
-            return Err(Error::Msg(format!(
+            return Err(Error::setting(
+                "inputs",
+                format!(
                 "inputs = {}: a user's data is used as given (scale it before making the Split)",
                 config.inputs.name()
-            )));
+            ),
+            ));
         }
         let data = split::prepare(data, &config)?;
         Ok(Trainer {

@@ -190,9 +190,11 @@ impl PartialEq for Distributed {
 /// ([`StateMeta::whole`](crate::optim::StateMeta)) from the first rank that holds each tensor.
 pub fn merge_shards<T: Real>(full: &Layout, parts: Vec<StateDict<T>>) -> Result<StateDict<T>> {
     let mut parts = parts.into_iter();
-    let mut merged = parts
-        .next()
-        .ok_or_else(|| Error::Layout("no shard states to merge".into()))?;
+    let mut merged = parts.next().ok_or_else(|| Error::OutOfRange {
+        key: "shard states to merge".into(),
+        value: 0.0,
+        range: "at least 1".into(),
+    })?;
     for part in parts {
         for (key, (shape, values)) in part.tensors {
             if part.meta.whole.contains(&key) {
@@ -218,11 +220,12 @@ pub fn merge_shards<T: Real>(full: &Layout, parts: Vec<StateDict<T>>) -> Result<
             continue;
         }
         if values.len() != seg.len {
-            return Err(Error::Layout(format!(
-                "shards hold {} elements of '{key}', the tensor has {}",
-                values.len(),
-                seg.len
-            )));
+            return Err(Error::Length {
+                what: format!("the shards of '{key}'"),
+                got: values.len(),
+                unit: "elements",
+                expected: seg.len,
+            });
         }
         *shape = seg.shape.clone();
     }

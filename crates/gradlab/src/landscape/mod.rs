@@ -123,11 +123,12 @@ impl DenseHessian {
     /// A dense operator at a critical point (zero gradient, zero loss).
     pub fn new(n: usize, matrix: Vec<f64>) -> Result<Self> {
         if matrix.len() != n * n {
-            return Err(Error::Layout(format!(
-                "a {n}×{n} matrix needs {} entries, got {}",
-                n * n,
-                matrix.len()
-            )));
+            return Err(Error::Length {
+                what: format!("a {n}×{n} matrix"),
+                got: matrix.len(),
+                unit: "entries",
+                expected: n * n,
+            });
         }
         Ok(DenseHessian {
             n,
@@ -237,9 +238,12 @@ impl<O: Objective> HessianOperator for FiniteDifferenceHessian<O> {
 
 fn check_dim(expected: usize, got: usize, what: &str) -> Result<()> {
     if expected != got {
-        return Err(Error::Layout(format!(
-            "{what} has {got} entries, the operator has dimension {expected}"
-        )));
+        return Err(Error::Length {
+            what: format!("{what} (the operator's dimension)"),
+            got,
+            unit: "entries",
+            expected,
+        });
     }
     Ok(())
 }

@@ -38,11 +38,12 @@ pub fn filter_normalized_direction(
     rng: &mut Rng,
 ) -> Result<Vec<f64>> {
     if params.len() != layout.total() {
-        return Err(Error::Layout(format!(
-            "filter normalisation: {} parameters for a layout of {}",
-            params.len(),
-            layout.total()
-        )));
+        return Err(Error::Length {
+            what: "filter normalisation".into(),
+            got: params.len(),
+            unit: "parameters",
+            expected: layout.total(),
+        });
     }
     let mut d = vec![0.0; params.len()];
     for seg in layout.segments() {
@@ -149,13 +150,20 @@ pub struct PcaPlane {
 pub fn pca_plane(trajectory: &[Vec<f64>]) -> Result<PcaPlane> {
     let m = trajectory.len();
     if m < 3 {
-        return Err(Error::Layout(format!(
-            "a PCA plane needs at least 3 trajectory points, got {m}"
-        )));
+        return Err(Error::OutOfRange {
+            key: "the trajectory points of a PCA plane".into(),
+            value: m as f64,
+            range: "at least 3".into(),
+        });
     }
     let n = trajectory[0].len();
-    if trajectory.iter().any(|t| t.len() != n) {
-        return Err(Error::Layout("trajectory points differ in length".into()));
+    if let Some((i, t)) = trajectory.iter().enumerate().find(|(_, t)| t.len() != n) {
+        return Err(Error::Length {
+            what: format!("trajectory point {i} (point 0 sets the length)"),
+            got: t.len(),
+            unit: "entries",
+            expected: n,
+        });
     }
     let last = &trajectory[m - 1];
     let rows: Vec<Vec<f64>> = trajectory[..m - 1]

@@ -155,10 +155,12 @@ pub(crate) fn check_param_count<T>(
     if params.count() == expected {
         Ok(())
     } else {
-        Err(Error::Layout(format!(
-            "{name}: expected {expected} parameter tensors, got {}",
-            params.count()
-        )))
+        Err(Error::Length {
+            what: name.to_string(),
+            got: params.count(),
+            unit: "parameter tensors",
+            expected,
+        })
     }
 }
 
@@ -188,15 +190,18 @@ pub(crate) fn assign_groups(
                 .iter()
                 .any(|s| layout::glob_match(pattern, &s.name))
             {
-                return Err(Error::Layout(format!(
-                    "parameter group pattern '{pattern}' matches no tensor (tensors: {})",
-                    model
-                        .segments()
-                        .iter()
-                        .map(|s| s.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
+                return Err(Error::Name {
+                    name: pattern.clone(),
+                    problem: format!(
+                        "parameter group pattern '{pattern}' matches no tensor (tensors: {})",
+                        model
+                            .segments()
+                            .iter()
+                            .map(|s| s.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                });
             }
         }
     }

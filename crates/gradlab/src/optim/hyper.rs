@@ -49,12 +49,14 @@ impl Hyper {
                 value: m,
                 range: "in [0, 1)".into(),
             }),
-            (Some(_), None) => Err(Error::Layout(format!(
-                "optimizer '{optimizer}' has no momentum or beta1, yet group {group} was given one"
-            ))),
-            (None, Some(_)) => Err(Error::Layout(format!(
-                "optimizer '{optimizer}', group {group}: its momentum (beta1) was removed; give it a value in [0, 1)"
-            ))),
+            (Some(_), None) => Err(Error::Unsupported {
+                what: format!("optimizer '{optimizer}' has no momentum or beta1"),
+                reason: format!("group {group} was given one; remove it"),
+            }),
+            (None, Some(_)) => Err(Error::Unsupported {
+                what: format!("optimizer '{optimizer}', group {group}"),
+                reason: "its momentum (beta1) was removed; give it a value in [0, 1)".into(),
+            }),
             _ => Ok(()),
         }
     }

@@ -34,12 +34,16 @@ impl Layout {
         for (name, shape) in tensors {
             let name = name.into();
             if name.is_empty() {
-                return Err(Error::Layout("a parameter tensor has an empty name".into()));
+                return Err(Error::Name {
+                    name,
+                    problem: "a parameter tensor has an empty name".into(),
+                });
             }
             if layout.segments.iter().any(|s| s.name == name) {
-                return Err(Error::Layout(format!(
-                    "parameter name '{name}' appears twice"
-                )));
+                return Err(Error::Name {
+                    problem: format!("parameter name '{name}' appears twice"),
+                    name,
+                });
             }
             let len = shape.iter().product();
             layout.segments.push(Segment {
@@ -93,10 +97,12 @@ impl Layout {
 
     fn check_flat(&self, len: usize) -> Result<()> {
         if len != self.total {
-            return Err(Error::Layout(format!(
-                "a flat buffer of this layout holds {} elements, got {len}",
-                self.total
-            )));
+            return Err(Error::Length {
+                what: "a flat buffer of this layout".into(),
+                got: len,
+                unit: "elements",
+                expected: self.total,
+            });
         }
         Ok(())
     }

@@ -68,9 +68,12 @@ impl<T: Real> Sam<T> {
         let adaptive = args.bool("adaptive", false)?;
         args.finish()?;
         if options.distributed.is_some() {
-            return Err(Error::Layout(
-                "sam: a sharded (ZeRO-1) run is not supported; its perturbation needs the whole model's gradient norm in one process".into(),
-            ));
+            return Err(Error::Unsupported {
+                what: "sam".into(),
+                reason: "a sharded (ZeRO-1) run is not supported; its perturbation needs the \
+                         whole model's gradient norm in one process"
+                    .into(),
+            });
         }
         let base = build_from_spec(&base_spec, layout, groups, options)?;
         Ok(Self::new(base, rho, adaptive))
@@ -178,10 +181,12 @@ impl<T: Real> Optimizer<T> for Sam<T> {
     }
 
     fn step_with(&mut self, _: &[&[T]], _: &mut dyn ParamAccess<T>) -> Result<StepOutcome> {
-        Err(Error::Layout(
-            "sam takes two gradients per step (at w and at w + e): step it with step_with_closure"
+        Err(Error::Unsupported {
+            what: "sam".into(),
+            reason: "it takes two gradients per step (at w and at w + e): step it with \
+                     step_with_closure"
                 .into(),
-        ))
+        })
     }
 
     fn needs_closure(&self) -> bool {

@@ -60,20 +60,27 @@ pub(crate) fn check_shapes<T>(
     params: usize,
 ) -> Result<()> {
     let n = layout.segments().len();
-    if grads.len() != n || params != n {
-        return Err(Error::Layout(format!(
-            "{name}: expected {n} gradient and parameter tensors, got {} and {params}",
-            grads.len()
-        )));
+    for (got, unit) in [
+        (grads.len(), "gradient tensors"),
+        (params, "parameter tensors"),
+    ] {
+        if got != n {
+            return Err(Error::Length {
+                what: name.to_string(),
+                got,
+                unit,
+                expected: n,
+            });
+        }
     }
     for (g, s) in grads.iter().zip(layout.segments()) {
         if g.len() != s.len {
-            return Err(Error::Layout(format!(
-                "{name}: gradient of '{}' has {} elements, expected {}",
-                s.name,
-                g.len(),
-                s.len
-            )));
+            return Err(Error::Length {
+                what: format!("{name}: gradient of '{}'", s.name),
+                got: g.len(),
+                unit: "elements",
+                expected: s.len,
+            });
         }
     }
     Ok(())

@@ -58,13 +58,17 @@ impl Function {
         match (name, expression) {
             (Some(n), None) => Ok(Function::Builtin(n.parse()?)),
             (None, Some(e)) => Ok(Function::Typed(expression::Expression::parse(e)?)),
-            (Some(_), Some(_)) => Err(Error::Layout(
-                "give a built-in function or an expression, not both".into(),
-            )),
-            (None, None) => Err(Error::Layout(format!(
-                "give a function (one of {}) or an expression in x and y",
-                ALL.iter().map(|f| f.name()).collect::<Vec<_>>().join(", ")
-            ))),
+            (Some(_), Some(_)) => Err(Error::Unsupported {
+                what: "a surface".into(),
+                reason: "give a built-in function or an expression, not both".into(),
+            }),
+            (None, None) => Err(Error::Unsupported {
+                what: "a surface".into(),
+                reason: format!(
+                    "give a function (one of {}) or an expression in x and y",
+                    ALL.iter().map(|f| f.name()).collect::<Vec<_>>().join(", ")
+                ),
+            }),
         }
     }
 

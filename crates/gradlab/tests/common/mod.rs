@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use gradlab::optim::{Layout, StateDict};
+use gradlab::optim::{self, Layout, Optimizer, Options, StateDict};
 use gradlab::Real;
 
 /// Every optimizer with hyperparameters that exercise its branches.
@@ -69,6 +69,11 @@ impl Rng {
     }
 }
 
+/// The optimizer `spec` over `layout` without groups (the spec is known to be valid).
+pub fn build<T: Real>(spec: &str, layout: &Layout, options: Options) -> Box<dyn Optimizer<T>> {
+    optim::build::<T>(spec, layout.clone(), &[], options).unwrap()
+}
+
 /// A layout with a matrix, a bias and a scalar.
 pub fn small_layout() -> Layout {
     Layout::new([
@@ -105,5 +110,23 @@ pub fn convert<T: Real, U: Real>(s: &StateDict<T>) -> StateDict<U> {
                 )
             })
             .collect(),
+    }
+}
+
+/// Lends one tensor at a time, as the candle bridge does.
+pub struct OneAtATime(pub Vec<Vec<f32>>);
+
+// SAFETY: `pointers` keeps its default (false): tensors are lent one at a time.
+unsafe impl gradlab::optim::ParamAccess<f32> for OneAtATime {
+    fn count(&self) -> usize {
+        self.0.len()
+    }
+    fn read(&mut self, seg: usize, f: &mut dyn FnMut(&[f32])) -> gradlab::Result<()> {
+        f(&self.0[seg]);
+        Ok(())
+    }
+    fn update(&mut self, seg: usize, f: &mut dyn FnMut(&mut [f32])) -> gradlab::Result<()> {
+        f(&mut self.0[seg]);
+        Ok(())
     }
 }

@@ -205,12 +205,12 @@ impl<T: Real, R: Rule> Engine<T, R> {
                 }
             })?;
             if let Some(len) = wrong_len {
-                return Err(Error::Layout(format!(
-                    "{}: tensor '{}' has {len} elements, expected {}",
-                    self.name(),
-                    seg.name,
-                    seg.len
-                )));
+                return Err(Error::Length {
+                    what: format!("{}: tensor '{}'", self.name(), seg.name),
+                    got: len,
+                    unit: "elements",
+                    expected: seg.len,
+                });
             }
         }
         self.eval = to_eval;
@@ -230,10 +230,12 @@ impl<T: Real, R: Rule> Engine<T, R> {
     fn check_param_len(&self, seg: usize, len: usize) -> Result<()> {
         let s = &self.layout.segments()[seg];
         if len != s.len {
-            return Err(Error::Layout(format!(
-                "tensor '{}': expected {} parameters, got {len}",
-                s.name, s.len
-            )));
+            return Err(Error::Length {
+                what: format!("tensor '{}'", s.name),
+                got: len,
+                unit: "parameters",
+                expected: s.len,
+            });
         }
         Ok(())
     }
@@ -241,21 +243,21 @@ impl<T: Real, R: Rule> Engine<T, R> {
     fn check_grads(&self, grads: &[&[T]]) -> Result<()> {
         let segs = self.layout.segments();
         if grads.len() != segs.len() {
-            return Err(Error::Layout(format!(
-                "{}: expected {} gradient tensors, got {}",
-                self.name(),
-                segs.len(),
-                grads.len()
-            )));
+            return Err(Error::Length {
+                what: self.name().to_string(),
+                got: grads.len(),
+                unit: "gradient tensors",
+                expected: segs.len(),
+            });
         }
         for ((seg, g), absent) in segs.iter().zip(grads).zip(&self.absent) {
             if !absent && g.len() != seg.len {
-                return Err(Error::Layout(format!(
-                    "tensor '{}': expected {} gradients, got {}",
-                    seg.name,
-                    seg.len,
-                    g.len()
-                )));
+                return Err(Error::Length {
+                    what: format!("tensor '{}'", seg.name),
+                    got: g.len(),
+                    unit: "gradients",
+                    expected: seg.len,
+                });
             }
         }
         Ok(())
@@ -330,12 +332,12 @@ impl<T: Real, R: Rule> Optimizer<T> for Engine<T, R> {
         params: &mut dyn ParamAccess<T>,
     ) -> Result<StepOutcome> {
         if absent.len() != self.absent.len() {
-            return Err(Error::Layout(format!(
-                "{}: expected {} entries in the mask of absent gradients, got {}",
-                self.name(),
-                self.absent.len(),
-                absent.len()
-            )));
+            return Err(Error::Length {
+                what: format!("{}: the mask of absent gradients", self.name()),
+                got: absent.len(),
+                unit: "entries",
+                expected: self.absent.len(),
+            });
         }
         self.absent.copy_from_slice(absent);
         let outcome = self.step_with(grads, params);

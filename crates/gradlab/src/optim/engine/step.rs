@@ -35,20 +35,22 @@ impl<T: Real, R: Rule> Engine<T, R> {
             }
             self.squares.fill(0.0);
         } else if self.sync.is_some() && !held {
-            return Err(Error::Layout(format!(
-                "{}: a sharded optimizer needs every parameter as a slice",
-                self.name()
-            )));
+            return Err(Error::Unsupported {
+                what: self.name().to_string(),
+                reason: "a sharded optimizer needs every parameter as a slice".into(),
+            });
         }
         if let Some(reason) = &self.failed {
             return Err(state_error(None, reason.clone()));
         }
         self.hypers.check(self.name())?;
         if self.eval {
-            return Err(Error::Layout(format!(
-                "{}: the parameters hold the evaluation point (eval_mode); call train_mode before the next step",
-                self.name()
-            )));
+            return Err(Error::Unsupported {
+                what: self.name().to_string(),
+                reason: "the parameters hold the evaluation point (eval_mode); call train_mode \
+                         before the next step"
+                    .into(),
+            });
         }
         // One pass over the gradients when nothing must be known before the update: they
         // are checked chunk by chunk while they are in the cache (see `pass`), tensor by

@@ -102,19 +102,28 @@ impl<T: Real> Lbfgs<T> {
         let (config, hyper) = LbfgsConfig::parse(&args)?;
         args.finish()?;
         if !groups.is_empty() {
-            return Err(Error::Layout(
-                "lbfgs optimizes all parameters as one group (as torch.optim.LBFGS): remove the parameter groups".into(),
-            ));
+            return Err(Error::Unsupported {
+                what: "lbfgs".into(),
+                reason: "it optimizes all parameters as one group (as torch.optim.LBFGS): remove \
+                         the parameter groups"
+                    .into(),
+            });
         }
         if options.clip_norm.is_some() || options.clip_value.is_some() {
-            return Err(Error::Layout(
-                "lbfgs: gradient clipping would break its line search and curvature pairs; remove the clipping".into(),
-            ));
+            return Err(Error::Unsupported {
+                what: "lbfgs".into(),
+                reason: "gradient clipping would break its line search and curvature pairs; \
+                         remove the clipping"
+                    .into(),
+            });
         }
         if options.distributed.is_some() {
-            return Err(Error::Layout(
-                "lbfgs: a sharded (ZeRO-1) run is not supported; its two-loop recursion needs the whole gradient".into(),
-            ));
+            return Err(Error::Unsupported {
+                what: "lbfgs".into(),
+                reason: "a sharded (ZeRO-1) run is not supported; its two-loop recursion needs \
+                         the whole gradient"
+                    .into(),
+            });
         }
         let n = layout.total();
         Ok(Lbfgs {
@@ -176,10 +185,11 @@ impl<T: Real> Lbfgs<T> {
             });
         }
         if !loss.is_finite() {
-            return Err(Error::Layout(format!(
-                "lbfgs: the closure returned a non-finite loss ({loss}) at step {}",
-                self.steps + 1
-            )));
+            return Err(Error::NonFiniteLoss {
+                optimizer: "lbfgs".into(),
+                step: self.steps + 1,
+                loss,
+            });
         }
         Ok(loss)
     }
@@ -399,9 +409,12 @@ impl<T: Real> Optimizer<T> for Lbfgs<T> {
     }
 
     fn step_with(&mut self, _: &[&[T]], _: &mut dyn ParamAccess<T>) -> Result<StepOutcome> {
-        Err(Error::Layout(
-            "lbfgs evaluates the loss several times per step (iterations, line search): step it with step_with_closure".into(),
-        ))
+        Err(Error::Unsupported {
+            what: "lbfgs".into(),
+            reason: "it evaluates the loss several times per step (iterations, line search): \
+                     step it with step_with_closure"
+                .into(),
+        })
     }
 
     fn needs_closure(&self) -> bool {
@@ -453,12 +466,13 @@ impl<T: Real> Optimizer<T> for Lbfgs<T> {
                 _ => Err(error),
             };
         }
-        let reason = format!(
-            "lbfgs: step {} failed after its memory had changed ({error}); the parameters are back where the step began; load a saved state to continue",
-            self.steps + 1
-        );
-        self.failed = Some(reason.clone());
-        Err(Error::Layout(reason))
+        let failure = Error::StepFailed {
+            optimizer: "lbfgs".into(),
+            step: self.steps + 1,
+            cause: error.to_string(),
+        };
+        self.failed = Some(failure.to_string());
+        Err(failure)
     }
 
     /// Per iteration the two-loop recursion reads every remembered pair twice; this counts one

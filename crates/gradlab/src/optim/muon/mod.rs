@@ -147,10 +147,15 @@ impl<T: Real> Muon<T> {
                     .iter()
                     .find(|s| s.shape.len() == 2 && super::layout::glob_match(pattern, &s.name))
                 {
-                    return Err(Error::Layout(format!(
-                        "muon: parameter group '{pattern}' matches the matrix '{}'; groups apply to the fallback's tensors (those that are not 2-D), with the fallback's keys",
-                        s.name
-                    )));
+                    return Err(Error::Name {
+                        name: pattern.clone(),
+                        problem: format!(
+                            "muon: parameter group '{pattern}' matches the matrix '{}'; groups \
+                             apply to the fallback's tensors (those that are not 2-D), with the \
+                             fallback's keys",
+                            s.name
+                        ),
+                    });
                 }
             }
         }
@@ -188,15 +193,22 @@ impl<T: Real> Muon<T> {
         let fallback = match (&config.fallback, model_others.first()) {
             (_, None) if groups.is_empty() => None,
             (_, None) => {
-                return Err(Error::Layout(
-                    "muon: every tensor is a matrix, so there is no fallback for the parameter groups to apply to".into(),
-                ))
+                return Err(Error::Unsupported {
+                    what: "muon".into(),
+                    reason: "every tensor is a matrix, so there is no fallback for the parameter \
+                             groups to apply to"
+                        .into(),
+                })
             }
             (None, Some(seg)) => {
-                return Err(Error::Layout(format!(
-                    "muon orthogonalises 2-D weights; tensor '{}' has shape {:?}: give its optimizer as fallback, e.g. muon(lr=0.02, fallback=adamw(lr=3e-4))",
-                    seg.name, seg.shape
-                )));
+                return Err(Error::Unsupported {
+                    what: "muon".into(),
+                    reason: format!(
+                        "it orthogonalises 2-D weights; tensor '{}' has shape {:?}: give its \
+                         optimizer as fallback, e.g. muon(lr=0.02, fallback=adamw(lr=3e-4))",
+                        seg.name, seg.shape
+                    ),
+                });
             }
             (Some(f), Some(_)) => {
                 let sub = Layout::new(others.iter().map(|&i| {
