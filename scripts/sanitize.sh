@@ -22,7 +22,7 @@ asan=(cargo +nightly test --release --target "$target" --target-dir target/asan)
 # The core: unit tests (plan, pool, engine internals) and the engine, bf16-state,
 # allocation and sharded-state tests.
 "${asan[@]}" -p gradlab --lib
-"${asan[@]}" -p gradlab --test optim_engine --test compact_state --test no_alloc --test dist
+"${asan[@]}" -p gradlab --test optim_engine --test optim_state --test compact_state --test no_alloc --test dist
 if [ "${1:-}" = "--candle" ]; then
   "${asan[@]}" -p gradlab-candle --lib
   "${asan[@]}" -p gradlab-candle --test bridge_no_alloc --test candle_optimizer --test ops_gradients

@@ -29,6 +29,7 @@ use gradlab::optim::{
 };
 use gradlab::schedule::Scheduler;
 use master::MasterWeights;
+pub(crate) use vars::varmap_vars;
 use vars::{check_vars, refuse_unmatched_patterns, resolve_var_groups};
 
 enum Inner {
@@ -489,17 +490,4 @@ impl candle_nn::Optimizer for GradlabOptimizer {
             Inner::Sharded(s) => s.engine().set_lr_all(lr),
         }
     }
-}
-
-/// A `VarMap`'s variables with the names its `VarBuilder` gave them.
-pub(crate) fn varmap_vars(varmap: &candle_nn::VarMap) -> Result<Vec<(String, Var)>> {
-    Ok(varmap
-        .data()
-        .lock()
-        .map_err(|_| Error::Model {
-            message: "the VarMap's lock is poisoned".into(),
-        })?
-        .iter()
-        .map(|(n, v)| (n.clone(), v.clone()))
-        .collect())
 }

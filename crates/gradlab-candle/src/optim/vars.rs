@@ -99,3 +99,16 @@ pub(super) fn refuse_unmatched_patterns(
     }
     Ok(())
 }
+
+/// A `VarMap`'s variables with the names its `VarBuilder` gave them.
+pub(crate) fn varmap_vars(varmap: &candle_nn::VarMap) -> Result<Vec<(String, Var)>> {
+    Ok(varmap
+        .data()
+        .lock()
+        .map_err(|_| Error::Model {
+            message: "the VarMap's lock is poisoned".into(),
+        })?
+        .iter()
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect())
+}

@@ -5,7 +5,9 @@
 //! the same batches as the uninterrupted run, and every rank of a data-parallel group draws
 //! the same global batches.
 
+use crate::data::Dataset;
 use crate::{Error, Result};
+use candle_core::{Device, Tensor};
 use gradlab::landscape::Rng;
 use std::path::{Path, PathBuf};
 
@@ -222,6 +224,20 @@ fn sample_without_replacement(n: usize, k: usize, seed: u64, step: u64) -> Vec<u
     }
     pool.truncate(k.min(n));
     pool
+}
+
+/// A batch as tensors.
+pub fn batch(data: &Dataset, indices: &[usize]) -> Result<(Tensor, Tensor)> {
+    let p = data.pixels();
+    let mut x = Vec::with_capacity(indices.len() * p);
+    for &i in indices {
+        x.extend_from_slice(&data.images[i * p..(i + 1) * p]);
+    }
+    let y: Vec<u32> = indices.iter().map(|&i| data.labels[i] as u32).collect();
+    Ok((
+        Tensor::from_vec(x, (indices.len(), data.rows, data.cols), &Device::Cpu)?,
+        Tensor::from_vec(y, indices.len(), &Device::Cpu)?,
+    ))
 }
 
 #[cfg(test)]

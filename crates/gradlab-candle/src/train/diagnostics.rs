@@ -2,10 +2,10 @@
 //! gradient norm, SWATS's switches, the process's peak memory.
 
 use super::records::{SwatsSwitch, TensorHealth};
-use super::{flat, norm};
 use crate::models::Network;
 use crate::optim::GradlabOptimizer;
 use crate::Result;
+use candle_core::Tensor;
 use gradlab::dist::Collective;
 use std::collections::HashMap;
 
@@ -139,4 +139,17 @@ pub(super) fn tensor_health(
         });
     }
     Ok(health)
+}
+
+/// A tensor's values, flattened.
+fn flat(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.flatten_all()?.to_vec1::<f32>()?)
+}
+
+/// The Euclidean norm.
+fn norm(v: &[f32]) -> f64 {
+    v.iter()
+        .map(|x| (*x as f64) * (*x as f64))
+        .sum::<f64>()
+        .sqrt()
 }

@@ -31,7 +31,7 @@ mod trainer;
 pub use crate::models::model_tensors;
 pub(crate) use averages::Averages;
 use averages::{recompute_batch_norm, with_weights};
-pub use batches::{Curriculum, DataOrder};
+pub use batches::{batch, Curriculum, DataOrder};
 pub use config::{ScheduleUnit, SwaAnneal, TrainConfig};
 use data_parallel::check_ranks;
 pub use data_parallel::{evaluate_shared, share};
@@ -50,7 +50,7 @@ use crate::models::{correct, cross_entropy, Model, Network};
 use crate::optim::{GradlabOptimizer, OptimizerConfig};
 use crate::{Error, Result};
 pub(crate) use batches::shuffle;
-use candle_core::{Device, Tensor};
+
 use gradlab::dist::{Collective, Local};
 use serde_json::Value;
 use std::path::Path;
@@ -81,34 +81,9 @@ pub struct Summary {
     pub record: SummaryRecord,
 }
 
-/// A batch as tensors.
-pub fn batch(data: &Dataset, indices: &[usize]) -> Result<(Tensor, Tensor)> {
-    let p = data.pixels();
-    let mut x = Vec::with_capacity(indices.len() * p);
-    for &i in indices {
-        x.extend_from_slice(&data.images[i * p..(i + 1) * p]);
-    }
-    let y: Vec<u32> = indices.iter().map(|&i| data.labels[i] as u32).collect();
-    Ok((
-        Tensor::from_vec(x, (indices.len(), data.rows, data.cols), &Device::Cpu)?,
-        Tensor::from_vec(y, indices.len(), &Device::Cpu)?,
-    ))
-}
-
 /// Mean loss and accuracy of `model` (evaluation mode) on `data`.
 pub fn evaluate(model: &dyn Network, data: &Dataset) -> Result<(f64, f64)> {
     evaluate_shared(model, data, &Local)
-}
-
-pub(super) fn flat(t: &Tensor) -> Result<Vec<f32>> {
-    Ok(t.flatten_all()?.to_vec1::<f32>()?)
-}
-
-pub(super) fn norm(v: &[f32]) -> f64 {
-    v.iter()
-        .map(|x| (*x as f64) * (*x as f64))
-        .sum::<f64>()
-        .sqrt()
 }
 
 /// The data, a freshly initialised model and its optimizer for `config` (one rank's, sharded,

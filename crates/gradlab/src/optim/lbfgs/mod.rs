@@ -23,8 +23,11 @@ use crate::{Error, Real, Result};
 use std::collections::VecDeque;
 
 mod config;
+mod flat;
 mod saved;
 mod strong_wolfe;
+
+use flat::{axpy, dot, max_abs};
 
 pub use config::LbfgsConfig;
 
@@ -71,22 +74,6 @@ pub struct Lbfgs<T: Real> {
     work: Work<T>,
     steps: u64,
     failed: Option<String>,
-}
-
-fn dot<T: Real>(a: &[T], b: &[T]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x.to_f64() * y.to_f64()).sum()
-}
-
-fn max_abs<T: Real>(a: &[T]) -> f64 {
-    a.iter().fold(0.0, |m, x| m.max(x.to_f64().abs()))
-}
-
-/// `a ← a + alpha·b`.
-fn axpy<T: Real>(a: &mut [T], alpha: f64, b: &[T]) {
-    let alpha = T::from_f64(alpha);
-    for (x, y) in a.iter_mut().zip(b) {
-        *x = *x + alpha * *y;
-    }
 }
 
 impl<T: Real> Lbfgs<T> {

@@ -33,6 +33,7 @@ use crate::{Error, Real, Result};
 use std::collections::BTreeMap;
 
 mod config;
+mod fallback;
 mod newton_schulz;
 mod saved;
 
@@ -219,7 +220,7 @@ impl<T: Real> Muon<T> {
                     clip_norm: None,
                     clip_value: None,
                     nonfinite: options.nonfinite,
-                    distributed: dist.as_ref().map(|d| fallback_shard(d, &model_others)),
+                    distributed: dist.as_ref().map(|d| fallback::shard(d, &model_others)),
                 };
                 let opt = build_from_spec(f, sub, groups, fallback_options)?;
                 Some((others, opt))
@@ -364,26 +365,6 @@ fn momentum_step<T: Real>(
         *b = lerp(*b, g, w, mu);
         let v = if cfg.nesterov { lerp(g, *b, mu, w) } else { *b };
         *u = v.to_f32();
-    }
-}
-
-/// The fallback's sharding: the whole model without its matrices (`others`, in order), in
-/// which this rank's pieces are again one contiguous range, as in one process the fallback
-/// sees the tensors that are not matrices.
-fn fallback_shard(
-    d: &crate::dist::Distributed,
-    others: &[&super::Segment],
-) -> crate::dist::Distributed {
-    let full = Layout::new(others.iter().map(|s| (s.name.clone(), s.shape.clone())))
-        .expect("a valid layout's tensors form a valid layout");
-    let start = others
-        .iter()
-        .map(|s| d.start.clamp(s.offset, s.offset + s.len) - s.offset)
-        .sum();
-    crate::dist::Distributed {
-        collective: d.collective.clone(),
-        full: std::sync::Arc::new(full),
-        start,
     }
 }
 
