@@ -405,7 +405,13 @@ def kill_table(binary, work, trials):
         p.send_signal(signal.SIGKILL)
         p.wait()
         resume = os.path.exists(os.path.join(out, "checkpoint")) or os.path.exists(os.path.join(out, "checkpoint.tmp"))
-        s, e = train_once(binary, out, epochs, resume=resume, extra=[] if resume else ["--overwrite"])
+        if os.path.exists(os.path.join(out, "summary.json")):
+            # The run finished before the signal came (runs of well under a second vary):
+            # there is nothing to resume, and its summary is what is compared.
+            print(f"  trial {trial}: the run had finished before the kill")
+            s, e = 0, ""
+        else:
+            s, e = train_once(binary, out, epochs, resume=resume, extra=[] if resume else ["--overwrite"])
         if s != 0 and "no complete checkpoint here" in e:
             # Killed during the first save: the refusal says so, and a fresh start must work.
             print(f"  trial {trial}: killed during the first save, refused clearly; starting afresh")
