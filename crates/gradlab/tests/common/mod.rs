@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use gradlab::optim::{self, Layout, Optimizer, Options, StateDict};
+use gradlab::pool::Pool;
 use gradlab::Real;
 
 /// Every optimizer with hyperparameters that exercise its branches.
@@ -128,5 +129,52 @@ unsafe impl gradlab::optim::ParamAccess<f32> for OneAtATime {
     fn update(&mut self, seg: usize, f: &mut dyn FnMut(&mut [f32])) -> gradlab::Result<()> {
         f(&mut self.0[seg]);
         Ok(())
+    }
+}
+
+/// A plain reference optimizer (tests/reference_steps/, tests/reference_modern/): the state it
+/// needs, one f64 step over the flat parameters.
+pub trait Reference {
+    fn step(&mut self, t: usize, theta: &mut [f64], g: &[f64]);
+}
+
+/// Steps `spec`'s fast path (on `threads` threads) and its `reference` `steps` times from the
+/// same random start with the same random gradients (drawn from `seed`), asserting after each
+/// step that every parameter agrees within `tolerance` relative.
+pub fn assert_fast_equals_reference(
+    spec: &str,
+    reference: &mut dyn Reference,
+    layout: &Layout,
+    threads: usize,
+    seed: u64,
+    steps: usize,
+    tolerance: f64,
+) {
+    let pool = Pool::new(threads);
+    let shapes: Vec<&[usize]> = layout
+        .segments()
+        .iter()
+        .map(|s| s.shape.as_slice())
+        .collect();
+    let case = format!("{threads} thread(s), shapes {shapes:?}");
+    let n = layout.total();
+    let mut rng = Rng(seed | 1);
+    let start = rng.vec(n);
+    let (mut fast, mut slow) = (start.clone(), start);
+    let mut opt: Box<dyn Optimizer<f64>> =
+        optim::build::<f64>(spec, layout.clone(), &[], Options::default()).unwrap();
+    for t in 1..=steps {
+        let g = rng.vec(n);
+        pool.install(|| {
+            opt.step(&mut split(layout, &mut fast), &split_ref(layout, &g))
+                .unwrap()
+        });
+        reference.step(t, &mut slow, &g);
+        for (i, (a, b)) in fast.iter().zip(&slow).enumerate() {
+            assert!(
+                (a - b).abs() <= tolerance * (1.0 + b.abs()),
+                "{spec}, {case}, step {t}, element {i}: fast {a} vs reference {b}"
+            );
+        }
     }
 }

@@ -12,7 +12,7 @@ mod muon;
 
 use adaptive::*;
 use common::*;
-use gradlab::optim::{self, plan::CHUNK, Layout, Optimizer, Options};
+use gradlab::optim::{plan::CHUNK, Layout};
 use muon::*;
 use proptest::prelude::*;
 
@@ -26,11 +26,6 @@ const TOLERANCE: f64 = 1e-12;
 /// exceeds the bound).
 const MUON_TOLERANCE: f64 = 1e-6;
 const STEPS: usize = 10;
-
-/// A reference optimizer over the flat parameters of a layout.
-trait Reference {
-    fn step(&mut self, t: usize, theta: &mut [f64], g: &[f64]);
-}
 
 /// The tensors of a layout as (offset, shape).
 fn tensors(layout: &Layout) -> Vec<(usize, Vec<usize>)> {
@@ -141,28 +136,16 @@ fn layout_of(shapes: &[Vec<usize>]) -> Layout {
 /// Runs every case on `shapes` with `threads` threads, checking each step.
 fn fast_equals_reference(shapes: &[Vec<usize>], threads: usize, seed: u64) {
     let layout = layout_of(shapes);
-    let n = layout.total();
-    let pool = gradlab::pool::Pool::new(threads);
     for (spec, mut reference, tolerance) in cases(&layout) {
-        let mut rng = Rng(seed | 1);
-        let start = rng.vec(n);
-        let (mut fast, mut slow) = (start.clone(), start);
-        let mut opt: Box<dyn Optimizer<f64>> =
-            optim::build::<f64>(&spec, layout.clone(), &[], Options::default()).unwrap();
-        for t in 1..=STEPS {
-            let g = rng.vec(n);
-            pool.install(|| {
-                opt.step(&mut split(&layout, &mut fast), &split_ref(&layout, &g))
-                    .unwrap()
-            });
-            reference.step(t, &mut slow, &g);
-            for (i, (a, b)) in fast.iter().zip(&slow).enumerate() {
-                assert!(
-                    (a - b).abs() <= tolerance * (1.0 + b.abs()),
-                    "{spec}, {threads} thread(s), shapes {shapes:?}, step {t}, element {i}: fast {a} vs reference {b}"
-                );
-            }
-        }
+        assert_fast_equals_reference(
+            &spec,
+            reference.as_mut(),
+            &layout,
+            threads,
+            seed,
+            STEPS,
+            tolerance,
+        );
     }
 }
 

@@ -11,7 +11,7 @@ mod sgd_like;
 
 use adam_like::*;
 use common::*;
-use gradlab::optim::{self, plan::CHUNK, Layout, Optimizer, Options};
+use gradlab::optim::{self, plan::CHUNK, Layout, Options};
 use proptest::prelude::*;
 use sgd_like::*;
 
@@ -19,11 +19,6 @@ use sgd_like::*;
 /// operations differently (fused multiply-adds, lanes), each step adding a few ULPs.
 const TOLERANCE: f64 = 1e-12;
 const STEPS: usize = 12;
-
-/// A reference optimizer: the state it needs, one step over the flat parameters.
-trait Reference {
-    fn step(&mut self, t: usize, theta: &mut [f64], g: &[f64]);
-}
 
 /// The specs under test and their references over tensors of `lengths`.
 fn cases(lengths: &[usize]) -> Vec<(&'static str, Box<dyn Reference>)> {
@@ -327,28 +322,16 @@ fn layout_of(lengths: &[usize]) -> Layout {
 /// Runs every case on `lengths` with `threads` threads, checking each step.
 fn fast_equals_reference(lengths: &[usize], threads: usize, seed: u64) {
     let layout = layout_of(lengths);
-    let n = layout.total();
-    let pool = gradlab::pool::Pool::new(threads);
     for (spec, mut reference) in cases(lengths) {
-        let mut rng = Rng(seed | 1);
-        let start = rng.vec(n);
-        let (mut fast, mut slow) = (start.clone(), start);
-        let mut opt: Box<dyn Optimizer<f64>> =
-            optim::build::<f64>(spec, layout.clone(), &[], Options::default()).unwrap();
-        for t in 1..=STEPS {
-            let g = rng.vec(n);
-            pool.install(|| {
-                opt.step(&mut split(&layout, &mut fast), &split_ref(&layout, &g))
-                    .unwrap()
-            });
-            reference.step(t, &mut slow, &g);
-            for (i, (a, b)) in fast.iter().zip(&slow).enumerate() {
-                assert!(
-                    (a - b).abs() <= TOLERANCE * (1.0 + b.abs()),
-                    "{spec}, {threads} thread(s), lengths {lengths:?}, step {t}, element {i}: fast {a} vs reference {b}"
-                );
-            }
-        }
+        assert_fast_equals_reference(
+            spec,
+            reference.as_mut(),
+            &layout,
+            threads,
+            seed,
+            STEPS,
+            TOLERANCE,
+        );
     }
 }
 
