@@ -90,16 +90,12 @@ pub const MNIST_MEAN: f32 = 0.1307;
 /// MNIST's pixel standard deviation.
 pub const MNIST_STD: f32 = 0.3081;
 
-fn file_error(path: &Path, what: impl std::fmt::Display) -> Error {
-    Error::file(path, what.to_string())
-}
-
 /// What is at `path` when it is not a regular file (or a link to one): a folder, a FIFO, a
 /// device, a dangling link or a link loop, named. `Ok(false)` when nothing is there.
 fn check_regular_file(path: &Path) -> Result<bool> {
     match std::fs::metadata(path) {
         Ok(m) if m.is_file() => Ok(true),
-        Ok(m) => Err(file_error(
+        Ok(m) => Err(Error::file(
             path,
             format!(
                 "is {}, not a regular file",
@@ -108,14 +104,14 @@ fn check_regular_file(path: &Path) -> Result<bool> {
         )),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             match std::fs::symlink_metadata(path) {
-                Ok(_) => Err(file_error(
+                Ok(_) => Err(Error::file(
                     path,
                     "is a symbolic link to nothing (its target does not exist)",
                 )),
                 Err(_) => Ok(false),
             }
         }
-        Err(e) => Err(file_error(path, format!("cannot be opened: {e}"))),
+        Err(e) => Err(Error::file(path, format!("cannot be opened: {e}"))),
     }
 }
 
@@ -155,15 +151,15 @@ struct IdxReader<'a> {
 impl<'a> IdxReader<'a> {
     fn open(path: &'a Path) -> Result<Self> {
         if !check_regular_file(path)? {
-            return Err(file_error(path, "missing file"));
+            return Err(Error::file(path, "missing file"));
         }
-        let mut file =
-            std::fs::File::open(path).map_err(|e| file_error(path, format!("cannot read: {e}")))?;
+        let mut file = std::fs::File::open(path)
+            .map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
         let mut magic = Vec::with_capacity(2);
         (&mut file)
             .take(2)
             .read_to_end(&mut magic)
-            .map_err(|e| file_error(path, format!("cannot read: {e}")))?;
+            .map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
         let gzip = magic == [0x1f, 0x8b];
         let head = std::io::Cursor::new(magic).chain(file);
         let inner: Box<dyn Read> = if gzip {
@@ -182,9 +178,9 @@ impl<'a> IdxReader<'a> {
             .read_to_end(&mut out)
             .map_err(|e| {
                 if self.gzip {
-                    file_error(self.path, format!("broken gzip data: {e}"))
+                    Error::file(self.path, format!("broken gzip data: {e}"))
                 } else {
-                    file_error(self.path, format!("cannot read: {e}"))
+                    Error::file(self.path, format!("cannot read: {e}"))
                 }
             })?;
         Ok(out)
@@ -202,7 +198,7 @@ impl<'a> IdxReader<'a> {
         } else {
             format!("{} bytes", body.len())
         };
-        Err(file_error(
+        Err(Error::file(
             self.path,
             format!(
                 "truncated or oversized: the header promises {promise}, the file holds {holds}"
@@ -220,14 +216,14 @@ pub fn read_images(path: &Path) -> Result<(usize, usize, usize, Vec<u8>)> {
     let mut reader = IdxReader::open(path)?;
     let bytes = reader.read_at_most(16)?;
     if bytes.len() < 16 {
-        return Err(file_error(
+        return Err(Error::file(
             path,
             format!("too short for an IDX image header ({} bytes)", bytes.len()),
         ));
     }
     let magic = be_u32(&bytes, 0);
     if magic != 2051 {
-        return Err(file_error(
+        return Err(Error::file(
             path,
             format!("wrong magic number {magic}: an IDX image file has 2051"),
         ));
@@ -238,7 +234,7 @@ pub fn read_images(path: &Path) -> Result<(usize, usize, usize, Vec<u8>)> {
         be_u32(&bytes, 12) as usize,
     );
     if rows == 0 || cols == 0 {
-        return Err(file_error(
+        return Err(Error::file(
             path,
             format!(
                 "the header gives images of {rows}×{cols} pixels: each side must be at least 1"
@@ -248,7 +244,7 @@ pub fn read_images(path: &Path) -> Result<(usize, usize, usize, Vec<u8>)> {
     let expected = n
         .checked_mul(rows)
         .and_then(|v| v.checked_mul(cols))
-        .ok_or_else(|| file_error(path, "impossible image dimensions"))?;
+        .ok_or_else(|| Error::file(path, "impossible image dimensions"))?;
     let body = reader.body(
         expected,
         &format!("{n} images of {rows}×{cols} ({expected} bytes)"),
@@ -261,14 +257,14 @@ pub fn read_labels(path: &Path) -> Result<Vec<u8>> {
     let mut reader = IdxReader::open(path)?;
     let bytes = reader.read_at_most(8)?;
     if bytes.len() < 8 {
-        return Err(file_error(
+        return Err(Error::file(
             path,
             format!("too short for an IDX label header ({} bytes)", bytes.len()),
         ));
     }
     let magic = be_u32(&bytes, 0);
     if magic != 2049 {
-        return Err(file_error(
+        return Err(Error::file(
             path,
             format!("wrong magic number {magic}: an IDX label file has 2049"),
         ));
@@ -276,7 +272,7 @@ pub fn read_labels(path: &Path) -> Result<Vec<u8>> {
     let n = be_u32(&bytes, 4) as usize;
     let body = reader.body(n, &format!("{n} labels"))?;
     if let Some((i, l)) = body.iter().enumerate().find(|(_, l)| **l > 9) {
-        return Err(file_error(
+        return Err(Error::file(
             path,
             format!("label {i} is {l}, not a digit class 0-9"),
         ));
@@ -289,7 +285,7 @@ pub fn read_pair(images: &Path, labels: &Path) -> Result<Dataset> {
     let (n, rows, cols, pixels) = read_images(images)?;
     let labels_v = read_labels(labels)?;
     if labels_v.len() != n {
-        return Err(file_error(
+        return Err(Error::file(
             images,
             format!(
                 "holds {n} images but {} holds {} labels",
@@ -324,7 +320,7 @@ pub fn bundled() -> Result<Split> {
         &dir.join("labels-idx1-ubyte.gz"),
     )?;
     if all.len() < 10 {
-        return Err(file_error(&dir, format!("only {} examples", all.len())));
+        return Err(Error::file(&dir, format!("only {} examples", all.len())));
     }
     let cut = all.len() * 4 / 5;
     Ok(Split {
@@ -346,7 +342,7 @@ fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
             return Ok(p);
         }
     }
-    Err(file_error(
+    Err(Error::file(
         dir,
         format!("missing file {stem} (or {stem}.gz); expected the standard MNIST file names"),
     ))
@@ -357,15 +353,15 @@ pub fn load_dir(dir: &Path) -> Result<Split> {
     match std::fs::metadata(dir) {
         Ok(m) if m.is_dir() => {}
         Ok(m) => {
-            return Err(file_error(
+            return Err(Error::file(
                 dir,
                 format!("is {}, not a folder", describe_file_type(&m.file_type())),
             ))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(file_error(dir, "no such folder"))
+            return Err(Error::file(dir, "no such folder"))
         }
-        Err(e) => return Err(file_error(dir, format!("cannot be opened: {e}"))),
+        Err(e) => return Err(Error::file(dir, format!("cannot be opened: {e}"))),
     }
     let train = read_pair(
         &find(dir, "train-images-idx3-ubyte")?,
@@ -376,7 +372,7 @@ pub fn load_dir(dir: &Path) -> Result<Split> {
         &find(dir, "t10k-labels-idx1-ubyte")?,
     )?;
     if (train.rows, train.cols) != (test.rows, test.cols) {
-        return Err(file_error(
+        return Err(Error::file(
             dir,
             format!(
                 "train images are {}×{} but test images {}×{}",

@@ -216,6 +216,18 @@ impl From<Error> for candle_core::Error {
     }
 }
 
+/// Back into the core's error where the core calls the bridge (an objective, a closure): a
+/// core error comes back as it was, any other is carried whole as
+/// [`gradlab::Error::Callback`].
+impl From<Error> for gradlab::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Gradlab(e) => e,
+            other => gradlab::Error::Callback(Box::new(other)),
+        }
+    }
+}
+
 /// Shorthand for results with [`enum@Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

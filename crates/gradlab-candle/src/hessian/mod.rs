@@ -267,27 +267,23 @@ impl Objective for NetworkObjective<'_> {
         NetworkObjective::dim(self)
     }
     fn loss(&mut self, x: &[f64]) -> gradlab::Result<f64> {
-        let here = self.point().map_err(core)?;
-        self.set_point(x).map_err(core)?;
-        let r = self.loss_here().map_err(core);
-        self.set_point(&here).map_err(core)?;
+        let here = self.point()?;
+        self.set_point(x)?;
+        let r = self.loss_here().map_err(gradlab::Error::from);
+        self.set_point(&here)?;
         r
     }
     fn loss_grad(&mut self, x: &[f64], grad: &mut [f64]) -> gradlab::Result<f64> {
-        let here = self.point().map_err(core)?;
-        self.set_point(x).map_err(core)?;
-        let r = self.loss_grad_here(grad).map_err(core);
-        self.set_point(&here).map_err(core)?;
+        let here = self.point()?;
+        self.set_point(x)?;
+        let r = self.loss_grad_here(grad).map_err(gradlab::Error::from);
+        self.set_point(&here)?;
         r
     }
 }
 
 /// Why double backward gave nothing.
 const DETACHED: &str = "double backward gave no second derivative: the gradient's graph was detached (candle keeps it only on a thread that read CANDLE_GRAD_DO_NOT_DETACH before its first backward pass; run the Hessian inside gradlab_candle::hessian::with_second_order)";
-
-fn core(e: Error) -> gradlab::Error {
-    gradlab::Error::Callback(Box::new(e))
-}
 
 /// The Hessian of a network's loss at its current parameters.
 pub struct NetworkHessian<'a> {
@@ -427,11 +423,14 @@ impl HessianOperator for NetworkHessian<'_> {
                 .fd
                 .objective_mut()
                 .hvp_double_backward(v, out)
-                .map_err(core),
+                .map_err(gradlab::Error::from),
             HvpMethod::FiniteDifference => self.fd.hvp(v, out),
         }
     }
     fn loss_grad(&mut self, grad: &mut [f64]) -> gradlab::Result<f64> {
-        self.fd.objective_mut().loss_grad_here(grad).map_err(core)
+        self.fd
+            .objective_mut()
+            .loss_grad_here(grad)
+            .map_err(gradlab::Error::from)
     }
 }

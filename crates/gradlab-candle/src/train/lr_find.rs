@@ -26,17 +26,17 @@ pub fn lr_find(
         }
         let idx = &order[pos..(pos + config.batch_size).min(order.len())];
         pos += config.batch_size;
-        let (x, y) = batch(&split.train, idx).map_err(to_core)?;
+        let (x, y) = batch(&split.train, idx)?;
         let mut rng = step_rng(config.seed, step);
         step += 1;
-        let logits = model.forward(&x, true, &mut rng).map_err(to_core)?;
-        let loss = cross_entropy(&logits, &y).map_err(to_core)?;
-        let value = loss.to_scalar::<f32>().map_err(|e| to_core(e.into()))? as f64;
+        let logits = model.forward(&x, true, &mut rng)?;
+        let loss = cross_entropy(&logits, &y)?;
+        let value = loss.to_scalar::<f32>().map_err(Error::from)? as f64;
         if !value.is_finite() {
             return Ok(value);
         }
         opt.with_engine(|e| e.hypers_mut().iter_mut().for_each(|h| h.lr = lr));
-        let grads = loss.backward().map_err(|e| to_core(e.into()))?;
+        let grads = loss.backward().map_err(Error::from)?;
         let stepped = if opt.needs_closure() {
             // SAM, L-BFGS: the first evaluation is the one just made; more redo the batch.
             let mut first = Some(grads);
@@ -56,13 +56,9 @@ pub fn lr_find(
             if let Error::Gradlab(gradlab::Error::NonFiniteGradient { .. }) = e {
                 return Ok(f64::INFINITY);
             }
-            return Err(to_core(e));
+            return Err(e.into());
         }
         Ok(value)
     })?;
     Ok(result)
-}
-
-fn to_core(e: Error) -> gradlab::Error {
-    gradlab::Error::Callback(Box::new(e))
 }
