@@ -1,7 +1,7 @@
 //! `gradlab bench`: optimizer step time against the memory-bandwidth roofline.
 
 use anyhow::{bail, Result};
-use gradlab::bench::{bench, BenchResult};
+use gradlab::bench::{bench_together, BenchResult};
 use serde_json::json;
 use std::time::Instant;
 
@@ -33,6 +33,11 @@ pub struct BenchArgs {
     /// Timed steps (after 3 warm-up steps).
     #[arg(long, default_value_t = 20)]
     steps: usize,
+    /// Also time this optimizer spec, its steps alternating with --optimizer's in the same
+    /// run, and print how many times faster --optimizer is, round by round (e.g.
+    /// --optimizer 'adamw(state_dtype=bf16)' --against adamw).
+    #[arg(long)]
+    against: Option<String>,
     /// Also time the same AdamW step through candle: gradlab's in-place bridge and candle-nn's
     /// own AdamW (one f32 tensor).
     #[arg(long)]
@@ -91,18 +96,84 @@ pub fn run(args: BenchArgs, threads: usize) -> Result<()> {
     if args.params == 0 {
         bail!("--params must be at least 1");
     }
-    let r: BenchResult = match args.dtype.as_str() {
-        "f32" => bench::<f32>(optimizer, args.params, args.tensors, threads, args.steps)?,
-        "f64" => bench::<f64>(optimizer, args.params, args.tensors, threads, args.steps)?,
+    let mut specs = vec![optimizer];
+    specs.extend(args.against.as_deref());
+    let mut results: Vec<BenchResult> = match args.dtype.as_str() {
+        "f32" => bench_together::<f32>(&specs, args.params, args.tensors, threads, args.steps)?,
+        "f64" => bench_together::<f64>(&specs, args.params, args.tensors, threads, args.steps)?,
         other => bail!("--dtype '{other}' must be f32 or f64"),
     };
+    let r = results.remove(0);
+    let against = results.pop().map(|other| {
+        let speedup = Speedup::of(&r, &other);
+        (other, speedup)
+    });
     let candle = if args.candle {
         Some(candle_comparison(args.params, args.steps.min(10))?)
     } else {
         None
     };
     if args.json {
-        let mut v = json!({
+        let mut v = result_json(&r);
+        if let Some((c, g)) = candle {
+            v["candle_nn_adamw_ms"] = json!(c);
+            v["gradlab_candle_adamw_ms"] = json!(g);
+        }
+        if let Some((other, speedup)) = &against {
+            v["against"] = result_json(other);
+            v["speedup"] = json!({
+                "median": speedup.median,
+                "min": speedup.min,
+                "max": speedup.max,
+                "rounds": speedup.rounds,
+            });
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print_result(&r);
+        if let Some((c, g)) = candle {
+            println!("  candle-nn AdamW: {c:.2} ms/step; gradlab's AdamW on candle Vars: {g:.2} ms/step ({:.1}x)", c / g);
+        }
+        if let Some((other, s)) = &against {
+            print_result(other);
+            println!(
+                "{} is {:.2}x as fast as {} (median of {} same-run rounds; range {:.2}-{:.2}x)",
+                r.optimizer, s.median, other.optimizer, s.rounds, s.min, s.max
+            );
+        }
+    }
+    Ok(())
+}
+
+/// How many times faster one optimizer's steps were than another's, round by round.
+struct Speedup {
+    median: f64,
+    min: f64,
+    max: f64,
+    rounds: usize,
+}
+
+impl Speedup {
+    /// `slow`'s step time over `fast`'s, per round of [`bench_together`].
+    fn of(fast: &BenchResult, slow: &BenchResult) -> Speedup {
+        let ratios: Vec<f64> = fast
+            .step_ms
+            .iter()
+            .zip(&slow.step_ms)
+            .map(|(f, s)| s / f)
+            .collect();
+        Speedup {
+            median: median(ratios.clone()),
+            min: ratios.iter().copied().fold(f64::INFINITY, f64::min),
+            max: ratios.iter().copied().fold(0.0, f64::max),
+            rounds: ratios.len(),
+        }
+    }
+}
+
+/// A result as JSON.
+fn result_json(r: &BenchResult) -> serde_json::Value {
+    json!({
             "optimizer": r.optimizer,
             "params": r.params,
             "tensors": r.tensors,
@@ -116,37 +187,31 @@ pub fn run(args: BenchArgs, threads: usize) -> Result<()> {
             "fraction_of_roofline": r.fraction_of_roofline,
             "roofline_kernel": r.roofline_kernel,
             "roofline_elements": r.roofline_elements,
-        });
-        if let Some((c, g)) = candle {
-            v["candle_nn_adamw_ms"] = json!(c);
-            v["gradlab_candle_adamw_ms"] = json!(g);
-        }
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
-        println!(
-            "{} on {} {} parameters in {} tensor(s), {} thread(s)",
-            r.optimizer, r.params, r.dtype, r.tensors, r.threads
-        );
-        println!(
-            "  {:.3} ms/step, {:.3e} params/s",
-            r.ms_per_step, r.params_per_second
-        );
-        println!(
-            "  {:.1} GB/s effective ({} bytes/param) of a {:.1} GB/s roofline: {:.0}%",
-            r.effective_gbps,
-            r.bytes_per_param,
-            r.roofline_gbps,
-            100.0 * r.fraction_of_roofline
-        );
-        println!(
-            "  roofline: a[i] += s*b[i], the fastest of its variants here ({})",
-            r.roofline_kernel
-        );
-        if let Some((c, g)) = candle {
-            println!("  candle-nn AdamW: {c:.2} ms/step; gradlab's AdamW on candle Vars: {g:.2} ms/step ({:.1}x)", c / g);
-        }
-    }
-    Ok(())
+            "step_ms": r.step_ms,
+    })
+}
+
+/// A result as text.
+fn print_result(r: &BenchResult) {
+    println!(
+        "{} on {} {} parameters in {} tensor(s), {} thread(s)",
+        r.optimizer, r.params, r.dtype, r.tensors, r.threads
+    );
+    println!(
+        "  {:.3} ms/step, {:.3e} params/s",
+        r.ms_per_step, r.params_per_second
+    );
+    println!(
+        "  {:.1} GB/s effective ({} bytes/param) of a {:.1} GB/s roofline: {:.0}%",
+        r.effective_gbps,
+        r.bytes_per_param,
+        r.roofline_gbps,
+        100.0 * r.fraction_of_roofline
+    );
+    println!(
+        "  roofline: a[i] += s*b[i], the fastest of its variants here ({})",
+        r.roofline_kernel
+    );
 }
 
 /// `gradlab bench --train`: one epoch of the trainer, phase by phase.

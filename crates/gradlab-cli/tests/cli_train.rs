@@ -161,6 +161,50 @@ fn lr_find_on_a_network() {
 }
 
 #[test]
+fn bench_against_times_two_optimizers_in_one_run() {
+    let args = [
+        "bench",
+        "--optimizer",
+        "adamw(state_dtype=bf16)",
+        "--against",
+        "adamw",
+        "--params",
+        "50000",
+        "--steps",
+        "5",
+    ];
+    let (ok, stdout, stderr) = gradlab(&[&args[..], &["--json"]].concat());
+    assert!(ok, "{stderr}");
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    assert!(v["optimizer"]
+        .as_str()
+        .unwrap()
+        .contains("state_dtype=bf16"));
+    assert_eq!(v["bytes_per_param"], 20.0);
+    assert_eq!(v["against"]["bytes_per_param"], 28.0);
+    let (ours, theirs) = (&v["step_ms"], &v["against"]["step_ms"]);
+    assert_eq!(ours.as_array().unwrap().len(), 5);
+    assert_eq!(theirs.as_array().unwrap().len(), 5);
+    // The speedup is the median of the rounds' ratios, within their range.
+    let ratios: Vec<f64> = (0..5)
+        .map(|k| theirs[k].as_f64().unwrap() / ours[k].as_f64().unwrap())
+        .collect();
+    let s = &v["speedup"];
+    assert_eq!(s["rounds"], 5);
+    let mut sorted = ratios.clone();
+    sorted.sort_by(f64::total_cmp);
+    assert_eq!(s["median"].as_f64().unwrap(), sorted[2]);
+    assert_eq!(s["min"].as_f64().unwrap(), sorted[0]);
+    assert_eq!(s["max"].as_f64().unwrap(), sorted[4]);
+    let (ok, stdout, stderr) = gradlab(&args);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("as fast as adamw("), "{stdout}");
+    // A bad spec to compare with is refused by name.
+    let (ok, _, stderr) = gradlab(&["bench", "--against", "adamw(lr=-1)", "--params", "10"]);
+    assert!(!ok && stderr.contains("lr"), "{stderr}");
+}
+
+#[test]
 fn bench_train_splits_a_step_into_its_phases() {
     let (ok, stdout, stderr) = gradlab(&[
         "--threads",

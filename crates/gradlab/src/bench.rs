@@ -45,6 +45,9 @@ pub struct BenchResult {
     /// Elements of each of the roofline's two arrays (together as many bytes as the step's
     /// parameters, gradients and state).
     pub roofline_elements: usize,
+    /// Every timed step, round by round (in ms): with [`bench_together`], round `k` of two
+    /// results ran back to back.
+    pub step_ms: Vec<f64>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -251,64 +254,108 @@ pub fn bench<T: Real>(
     threads: usize,
     steps: usize,
 ) -> Result<BenchResult> {
-    // Parameters, gradients, up to three state buffers, and the roofline's two arrays as
-    // large as those five.
+    let mut results = bench_together::<T>(&[spec], params, tensors, threads, steps)?;
+    Ok(results.remove(0))
+}
+
+/// One optimizer under test: its state, parameters, roofline and timings.
+struct Contestant<T: Real> {
+    opt: Box<dyn optim::Optimizer<T>>,
+    params: Vec<T>,
+    roofline: Roofline<T>,
+    times: Vec<f64>,
+    roof_times: Vec<f64>,
+}
+
+/// [`bench()`] for several optimizers in one run: round by round, each takes its pair of steps
+/// and its pair of roofline passes in turn, so that a machine whose bandwidth drifts (shared
+/// VMs do) affects them alike, and the ratio of their times in one round is a same-run
+/// ratio ([`BenchResult::step_ms`]). Every optimizer steps its own copy of the parameters
+/// with the same gradients.
+pub fn bench_together<T: Real>(
+    specs: &[&str],
+    params: usize,
+    tensors: usize,
+    threads: usize,
+    steps: usize,
+) -> Result<Vec<BenchResult>> {
+    // Per optimizer: parameters, up to three state buffers, and the roofline's two arrays as
+    // large as those with the gradients; the gradients once.
     crate::memory::check_fits(
         &format!("benchmarking {params} parameters"),
-        (params as u128).checked_mul(10 * std::mem::size_of::<T>() as u128),
+        (params as u128)
+            .checked_mul((1 + 9 * specs.len() as u128) * std::mem::size_of::<T>() as u128),
     )?;
     let pool = Pool::new(threads.max(1));
     pool.install(|| {
         let layout = layout(params, tensors)?;
-        let mut opt = optim::build::<T>(spec, layout.clone(), &[], Options::default())?;
         let mut rng = crate::landscape::Rng::new(1);
-        let mut p: Vec<T> = (0..params).map(|_| T::from_f64(rng.normal())).collect();
+        let start: Vec<T> = (0..params).map(|_| T::from_f64(rng.normal())).collect();
         let g: Vec<T> = (0..params)
             .map(|_| T::from_f64(1e-3 * rng.normal()))
             .collect();
         let grads = layout.split(&g)?;
-        // Steps and roofline passes alternate in pairs, so that both see the same state of a
-        // machine whose bandwidth drifts (shared VMs do); only the second of each pair is
-        // timed, so that neither pays for writing back the other's data.
-        // The roofline streams over as many bytes as the step touches, so that caches (a
-        // large last-level cache holds much of a 16M-parameter step) favour neither.
-        let touched = opt.state_bytes() + 2 * params * std::mem::size_of::<T>();
-        let mut roofline = Roofline::<T>::new((touched / (2 * std::mem::size_of::<T>())).max(1));
-        let (mut times, mut roof_times) = (Vec::new(), Vec::new());
+        let mut contestants = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let opt = optim::build::<T>(spec, layout.clone(), &[], Options::default())?;
+            // The roofline streams over as many bytes as the step touches, so that caches (a
+            // large last-level cache holds much of a 16M-parameter step) favour neither.
+            let touched = opt.state_bytes() + 2 * params * std::mem::size_of::<T>();
+            let roofline = Roofline::<T>::new((touched / (2 * std::mem::size_of::<T>())).max(1));
+            contestants.push(Contestant {
+                opt,
+                params: start.clone(),
+                roofline,
+                times: Vec::new(),
+                roof_times: Vec::new(),
+            });
+        }
+        drop(start);
+        // Steps and roofline passes alternate in pairs, so that both see the same state of
+        // the machine; only the second of each pair is timed, so that neither pays for
+        // writing back the other's data.
         for k in 0..steps.max(1) + 2 {
-            let mut step_seconds = 0.0;
-            for _ in 0..2 {
-                let mut ps = layout.split_mut(&mut p)?;
-                let t0 = Instant::now();
-                opt.step(&mut ps, &grads)?;
-                step_seconds = t0.elapsed().as_secs_f64();
-            }
-            roofline.time_once();
-            let roof_seconds = roofline.time_once();
-            if k >= 2 {
-                times.push(step_seconds);
-                roof_times.push(roof_seconds);
+            for c in contestants.iter_mut() {
+                let mut step_seconds = 0.0;
+                for _ in 0..2 {
+                    let mut ps = layout.split_mut(&mut c.params)?;
+                    let t0 = Instant::now();
+                    c.opt.step(&mut ps, &grads)?;
+                    step_seconds = t0.elapsed().as_secs_f64();
+                }
+                c.roofline.time_once();
+                let roof_seconds = c.roofline.time_once();
+                if k >= 2 {
+                    c.times.push(step_seconds);
+                    c.roof_times.push(roof_seconds);
+                }
             }
         }
-        let seconds = median(times);
-        let roof = roofline.gbps(median(roof_times));
-        let bytes = opt.bytes_per_param();
-        let effective = bytes * params as f64 / seconds / 1e9;
-        Ok(BenchResult {
-            optimizer: opt.spec().to_string(),
-            params,
-            tensors: layout.segments().len(),
-            dtype: T::NAME,
-            threads: pool.threads(),
-            ms_per_step: seconds * 1e3,
-            params_per_second: params as f64 / seconds,
-            bytes_per_param: bytes,
-            effective_gbps: effective,
-            roofline_gbps: roof,
-            fraction_of_roofline: effective / roof,
-            roofline_kernel: roofline.variant.describe(),
-            roofline_elements: roofline.a.len(),
-        })
+        Ok(contestants
+            .into_iter()
+            .map(|c| {
+                let seconds = median(c.times.clone());
+                let roof = c.roofline.gbps(median(c.roof_times));
+                let bytes = c.opt.bytes_per_param();
+                let effective = bytes * params as f64 / seconds / 1e9;
+                BenchResult {
+                    optimizer: c.opt.spec().to_string(),
+                    params,
+                    tensors: layout.segments().len(),
+                    dtype: T::NAME,
+                    threads: pool.threads(),
+                    ms_per_step: seconds * 1e3,
+                    params_per_second: params as f64 / seconds,
+                    bytes_per_param: bytes,
+                    effective_gbps: effective,
+                    roofline_gbps: roof,
+                    fraction_of_roofline: effective / roof,
+                    roofline_kernel: c.roofline.variant.describe(),
+                    roofline_elements: c.roofline.a.len(),
+                    step_ms: c.times.iter().map(|t| t * 1e3).collect(),
+                }
+            })
+            .collect())
     })
 }
 
@@ -335,6 +382,25 @@ mod tests {
             streaming_axpy(&mut a64, &b64, 0.25);
             assert_eq!(a64, expected);
         }
+    }
+
+    /// Optimizers timed together take their steps round by round, each over its own bytes.
+    #[test]
+    fn optimizers_timed_together_alternate_round_by_round() {
+        let r =
+            bench_together::<f32>(&["lion", "adam(state_dtype=bf16)"], 40_000, 2, 1, 3).unwrap();
+        assert_eq!(r.len(), 2);
+        assert!(r[0].optimizer.starts_with("lion(") && r[1].optimizer.contains("bf16"));
+        for one in &r {
+            assert_eq!(one.step_ms.len(), 3);
+            assert!(one.step_ms.iter().all(|&t| t > 0.0));
+            assert!(one.step_ms.contains(&one.ms_per_step));
+        }
+        // 12 bytes per parameter each: Lion's f32 momentum, or Adam's two bf16 moments,
+        // besides the parameters and gradients.
+        assert_eq!(r[0].roofline_elements, 40_000 * 12 / 8);
+        assert_eq!(r[1].roofline_elements, 40_000 * 12 / 8);
+        assert!(bench_together::<f32>(&["adam", "adam(lr=-1)"], 10, 1, 1, 1).is_err());
     }
 
     /// The roofline covers the bytes the step touches and names the variant it ran.

@@ -200,3 +200,118 @@ fn small_moment_updates_are_not_lost() {
         v[0]
     );
 }
+
+/// A 64-bit FNV-1a hash of the bits of the parameters and of every state buffer.
+fn fingerprint<T: gradlab::Real>(p: &[T], opt: &dyn Optimizer<T>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |x: f64| {
+        for b in x.to_bits().to_le_bytes() {
+            h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+        }
+    };
+    p.iter().for_each(|x| eat(x.to_f64()));
+    for (_, values) in opt.state_dict().tensors.values() {
+        values.iter().for_each(|x| eat(x.to_f64()));
+    }
+    h
+}
+
+/// Twelve steps of `spec` (with `options`) from a fixed start and gradients, over tensors
+/// that cross the engine's chunks and pieces, fingerprinted.
+fn trajectory<T: gradlab::Real>(spec: &str, options: Options) -> u64 {
+    let layout = Layout::new([("w", vec![3, 7001]), ("b", vec![33]), ("s", vec![1])]).unwrap();
+    let n = layout.total();
+    let mut rng = Rng(2024);
+    let mut p: Vec<T> = rng.vec(n).into_iter().map(T::from_f64).collect();
+    let mut opt = optim::build::<T>(spec, layout.clone(), &[], options).unwrap();
+    for _ in 0..12 {
+        // Gradients over several orders of magnitude, some exactly zero.
+        let g: Vec<T> = rng
+            .vec(n)
+            .into_iter()
+            .enumerate()
+            .map(|(i, x)| {
+                T::from_f64(if i % 11 == 0 {
+                    0.0
+                } else {
+                    x * 10f64.powi(i as i32 % 7 - 3)
+                })
+            })
+            .collect();
+        opt.step(&mut split(&layout, &mut p), &split_ref(&layout, &g))
+            .unwrap();
+    }
+    fingerprint(&p, opt.as_ref())
+}
+
+/// Faster Adam loops must compute the same numbers: these fingerprints (f32 parameters,
+/// f64 parameters) were taken with the loops as they stood before the gradient checks were
+/// folded into pieces and before the plain (unclipped, no L2) variant (commit 69f6430), for
+/// f32 and bf16 state, both lerp forms, L2 and decoupled decay, AMSGrad and both clippings.
+/// A value clip that never binds takes the general loop and must match the plain one.
+#[test]
+fn adam_steps_are_unchanged_bit_for_bit() {
+    let clipped = |norm: Option<f64>, value: Option<f64>| Options {
+        clip_norm: norm,
+        clip_value: value,
+        ..Options::default()
+    };
+    let plain = Options::default;
+    let cases: [(&str, Options, [u64; 2], [u64; 2]); 7] = [
+        (
+            "adam(lr=0.01)",
+            plain(),
+            [0xcb5991519f804672, 0xee235ce419bc2a40],
+            [0x3922a04466930ce1, 0x1ec7c47ee6b540ae],
+        ),
+        (
+            "adamw(lr=0.01)",
+            plain(),
+            [0xac65eaacc8481cd3, 0xa497ec809a42afb7],
+            [0xb5d0a58451e61655, 0x5a9f3024c084c32a],
+        ),
+        (
+            "adam(lr=0.01, weight_decay=0.1)",
+            plain(),
+            [0x195fb97721160986, 0x92bcdf9dedd6b0ae],
+            [0xb1bacbd37e89e90f, 0x1a5bd9aac46032ca],
+        ),
+        (
+            "adam(lr=0.01, betas=(0.3, 0.99), amsgrad=true)",
+            plain(),
+            [0x0b8b0263ac276689, 0x3ce2e2f02162446d],
+            [0x5ec6c72e3f9cecc3, 0xbadca5cbd0becec8],
+        ),
+        (
+            "adamw(lr=0.01)",
+            clipped(Some(1.0), None),
+            [0x2f24f75c54795f90, 0xe3e0a50052459d5f],
+            [0x0ac779295d605b97, 0x88631842efb2b3d8],
+        ),
+        (
+            "adamw(lr=0.01)",
+            clipped(None, Some(0.05)),
+            [0xccae124d36af49a7, 0x0523cb71eb631031],
+            [0x7e38bbed1f9d2e67, 0xba074620d7b4b9f2],
+        ),
+        (
+            "adamw(lr=0.01)",
+            clipped(None, Some(1e30)),
+            [0xac65eaacc8481cd3, 0xa497ec809a42afb7],
+            [0xb5d0a58451e61655, 0x5a9f3024c084c32a],
+        ),
+    ];
+    for (spec, options, full, half) in cases {
+        let compact = format!("{}, state_dtype=bf16)", spec.trim_end_matches(')'));
+        for (spec, expected) in [(spec.to_string(), full), (compact, half)] {
+            let got = [
+                trajectory::<f32>(&spec, options.clone()),
+                trajectory::<f64>(&spec, options.clone()),
+            ];
+            assert_eq!(
+                got, expected,
+                "{spec} with {options:?}: {got:016x?} instead of {expected:016x?}"
+            );
+        }
+    }
+}

@@ -124,11 +124,14 @@ impl Rule for Adam {
     #[inline(always)]
     fn kernel<T: Real, B: Buffer<T>>(c: &AdamCoef, p: &mut [T], g: Grad<T>, s: Slots<B>) -> Sums {
         // One loop per variant, free of branches, so that it vectorises (without AMSGrad
-        // the third buffer is not touched).
-        if c.amsgrad {
-            adam_lerp::<T, _, _, _, true>(c, p, g, s.a, s.b, s.c);
-        } else {
-            adam_lerp::<T, _, _, _, false>(c, p, g, s.a, s.b, s.c);
+        // the third buffer is not touched; without clipping and L2 decay the gradient is
+        // used as it is).
+        let plain = c.l2 == 0.0 && g.is_unclipped();
+        match (c.amsgrad, plain) {
+            (true, true) => adam_lerp::<T, _, _, _, true, true>(c, p, g, s.a, s.b, s.c),
+            (true, false) => adam_lerp::<T, _, _, _, true, false>(c, p, g, s.a, s.b, s.c),
+            (false, true) => adam_lerp::<T, _, _, _, false, true>(c, p, g, s.a, s.b, s.c),
+            (false, false) => adam_lerp::<T, _, _, _, false, false>(c, p, g, s.a, s.b, s.c),
         }
         [0.0; 4]
     }
@@ -137,7 +140,7 @@ impl Rule for Adam {
 /// [`adam_loop`] with PyTorch's lerp form (which depends on whether `1 − β₁` is below one
 /// half) chosen once per chunk, outside the loop, so the loop has no branch left.
 #[inline(always)]
-fn adam_lerp<T, M, V, X, const AMSGRAD: bool>(
+fn adam_lerp<T, M, V, X, const AMSGRAD: bool, const PLAIN: bool>(
     c: &AdamCoef,
     p: &mut [T],
     g: Grad<T>,
@@ -151,17 +154,18 @@ fn adam_lerp<T, M, V, X, const AMSGRAD: bool>(
     X: Buffer<T>,
 {
     if (1.0 - c.b1).abs() < 0.5 {
-        adam_loop::<T, M, V, X, AMSGRAD, true>(c, p, g, m, v, vmax)
+        adam_loop::<T, M, V, X, AMSGRAD, PLAIN, true>(c, p, g, m, v, vmax)
     } else {
-        adam_loop::<T, M, V, X, AMSGRAD, false>(c, p, g, m, v, vmax)
+        adam_loop::<T, M, V, X, AMSGRAD, PLAIN, false>(c, p, g, m, v, vmax)
     }
 }
 
 /// The Adam update over a chunk, whatever its moments are stored in. Decoupled decay
-/// multiplies by `1 − γλ` (exactly 1 without decay) and L2 decay adds `λθ` (exactly 0
-/// without), so neither needs a branch.
+/// multiplies by `1 − γλ` (exactly 1 without decay), so it needs no branch. `PLAIN`: no L2
+/// decay (PyTorch adds `λθ` only when λ ≠ 0) and no clipping (see [`Grad::is_unclipped`]),
+/// so the raw gradient is `d`.
 #[inline(always)]
-fn adam_loop<T, M, V, X, const AMSGRAD: bool, const SMALL_WEIGHT: bool>(
+fn adam_loop<T, M, V, X, const AMSGRAD: bool, const PLAIN: bool, const SMALL_WEIGHT: bool>(
     c: &AdamCoef,
     p: &mut [T],
     g: Grad<T>,
@@ -175,8 +179,10 @@ fn adam_loop<T, M, V, X, const AMSGRAD: bool, const SMALL_WEIGHT: bool>(
     X: Buffer<T>,
 {
     let neg_step = T::from_f64(-c.step_size);
-    // Exactly `√v / bc2_sqrt` as PyTorch divides, without a division per element.
-    let bc2_sqrt = crate::real::Divisor::new(T::from_f64(c.bc2_sqrt));
+    // A true division: the divider has room for it beside the square root and the
+    // update's division, where `real::Divisor`'s five vector operations (the same quotient)
+    // slowed the bf16-state loop, which has little arithmetic to spare.
+    let bc2_sqrt = T::from_f64(c.bc2_sqrt);
     let betas = Betas::<T>::new(c.b1, c.b2);
     let eps = T::from_f64(c.eps);
     let l2 = T::from_f64(c.l2);
@@ -188,7 +194,11 @@ fn adam_loop<T, M, V, X, const AMSGRAD: bool, const SMALL_WEIGHT: bool>(
     }
     for (i, param) in p.iter_mut().enumerate() {
         let theta = *param * decay;
-        let d = g.at(i) + l2 * theta;
+        let d = if PLAIN {
+            g.raw_at(i)
+        } else {
+            g.at(i) + l2 * theta
+        };
         let m_new = betas.lerp_first_in::<SMALL_WEIGHT>(m.get(i), d);
         m.set(i, m_new);
         let v_new = betas.second(v.get(i), d);
@@ -200,7 +210,7 @@ fn adam_loop<T, M, V, X, const AMSGRAD: bool, const SMALL_WEIGHT: bool>(
         } else {
             v_new
         };
-        let denom = bc2_sqrt.divide(second.sqrt()) + eps;
+        let denom = second.sqrt() / bc2_sqrt + eps;
         *param = theta + neg_step * m_new / denom;
     }
 }

@@ -66,6 +66,22 @@ impl<'a, T: Real> Grad<'a, T> {
         }
     }
 
+    /// Whether processing leaves every element as it is (no scaling, no bound): `x · 1` is
+    /// `x` and no element compares above +∞ or below −∞, so [`Grad::raw_at`] may stand for
+    /// [`Grad::at`].
+    #[inline(always)]
+    pub fn is_unclipped(&self) -> bool {
+        self.scale == T::ONE && self.bound == T::from_f64(f64::INFINITY)
+    }
+
+    /// The raw gradient element `i` (`i` below the chunk length).
+    #[inline(always)]
+    pub fn raw_at(&self, i: usize) -> T {
+        debug_assert!(i < self.raw.len());
+        // SAFETY: kernels index below the parameter chunk's length, which equals raw's.
+        unsafe { *self.raw.get_unchecked(i) }
+    }
+
     /// The processed gradient element `i` (`i` below the chunk length).
     #[inline(always)]
     pub fn at(&self, i: usize) -> T {

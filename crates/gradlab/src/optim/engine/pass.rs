@@ -1,12 +1,13 @@
 //! One fused pass of a rule's kernel over the chunks of the layout on the thread pool, with
 //! the gradient check folded in, over f32/f64 or bfloat16 state.
 
-use super::gradient_check::{exact_square_sum, square_sum};
+use super::gradient_check::{checked_update, PIECE};
 use super::Engine;
 use crate::optim::bf16;
 use crate::optim::plan::Shared;
 use crate::optim::rule::{Buffer, Grad, Rule, Slots, Sums};
 use crate::Real;
+use std::ops::Range;
 
 impl<T: Real, R: Rule> Engine<T, R> {
     /// Runs one pass of the rule's pre-kernel (`PRE`) or update kernel over the chunks of every segment (`only == None`) or of one
@@ -45,46 +46,51 @@ impl<T: Real, R: Rule> Engine<T, R> {
             // is visited by exactly one thread, and the parameter borrow outlives the pass.
             unsafe {
                 let raw = &grads[c.seg][c.start..c.end];
-                if CHECK {
-                    let mut sum = crate::optim::simd::wide_call(
-                        #[inline(always)]
-                        || square_sum(raw),
-                    );
-                    if !sum.is_finite() {
-                        if raw.iter().all(|x| x.is_finite()) {
-                            sum = exact_square_sum(raw);
-                        } else {
-                            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-                        }
-                    }
-                    squares.slice(ci..ci + 1)[0] = sum;
-                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        partials.slice(ci..ci + 1)[0] = [0.0; 4];
-                        return;
-                    }
-                }
-                let grad = Grad::new(raw, scale, bound);
                 let p = (ptr as *mut T).add(c.start);
-                let (coef, n) = (&coefs[c.seg], c.end - c.start);
-                // Inlined, so that the kernel is compiled for the wide instructions.
-                partials.slice(ci..ci + 1)[0] = if !R::COMPACT_STATE || compact_slots == 0 {
-                    let [a, b, c] = std::array::from_fn(|k| slot_views[k].slice(global.clone()));
-                    crate::optim::simd::wide_call(
-                        #[inline(always)]
-                        || run::<PRE, R, T, _>(coef, p, n, grad, Slots { a, b, c }),
-                    )
+                let coef = &coefs[c.seg];
+                // Sums over pieces would be added in another order than over the chunk:
+                // rules whose sums count check the chunk as one piece.
+                let piece = if PRE || R::KERNEL_SUMS {
+                    raw.len()
                 } else {
-                    // bf16 buffers read and written by the kernel itself.
-                    let first = first_index + global.start as u64;
-                    let [a, b, c] = std::array::from_fn(|k| {
-                        let bits = compact_views[k].slice(global.clone());
-                        bf16::Bf16Slot::new(bits, first, step, k as u32)
-                    });
-                    crate::optim::simd::wide_call(
-                        #[inline(always)]
-                        || run::<PRE, R, T, _>(coef, p, n, grad, Slots { a, b, c }),
-                    )
+                    PIECE
                 };
+                // Inlined, so that the kernel is compiled for the wide instructions.
+                let (sum, sums) = crate::optim::simd::wide_call(
+                    #[inline(always)]
+                    || {
+                        checked_update::<CHECK, T>(
+                            raw,
+                            piece,
+                            stop,
+                            // The kernel over elements `r` of the chunk.
+                            #[inline(always)]
+                            |r: Range<usize>| -> Sums {
+                                let grad = Grad::new(&raw[r.clone()], scale, bound);
+                                let (p, n) = (p.add(r.start), r.len());
+                                let global = global.start + r.start..global.start + r.end;
+                                if !R::COMPACT_STATE || compact_slots == 0 {
+                                    let [a, b, c] = std::array::from_fn(|k| {
+                                        slot_views[k].slice(global.clone())
+                                    });
+                                    run::<PRE, R, T, _>(coef, p, n, grad, Slots { a, b, c })
+                                } else {
+                                    // bf16 buffers read and written by the kernel itself.
+                                    let first = first_index + global.start as u64;
+                                    let [a, b, c] = std::array::from_fn(|k| {
+                                        let bits = compact_views[k].slice(global.clone());
+                                        bf16::Bf16Slot::new(bits, first, step, k as u32)
+                                    });
+                                    run::<PRE, R, T, _>(coef, p, n, grad, Slots { a, b, c })
+                                }
+                            },
+                        )
+                    },
+                );
+                if CHECK {
+                    squares.slice(ci..ci + 1)[0] = sum;
+                }
+                partials.slice(ci..ci + 1)[0] = sums.unwrap_or([0.0; 4]);
             }
         };
         match only {
