@@ -170,6 +170,9 @@ fn moments<T: Real, M: Buffer<T>, V: Buffer<T>>(
 /// The update pass over a chunk (the moments are only read).
 #[inline(always)]
 fn step<T: Real, M: Buffer<T>, V: Buffer<T>>(c: &LambCoef, p: &mut [T], m: M, v: V) {
+    // A copy: the compiler cannot tell that writing the parameters leaves `*c` alone, and
+    // reloading it each element kept the loop from vectorising.
+    let c = *c;
     m.assert_len(p.len());
     v.assert_len(p.len());
     let neg = T::from_f64(-c.step_size * c.trust);
