@@ -12,6 +12,8 @@
 //! ε is added after the bias correction of √v, exactly as PyTorch does.
 
 use super::rule::{check, decay_terms, Betas, Buffer, Grad, Hyper, Rule, Scalars, Slots, Sums};
+#[cfg(target_arch = "x86_64")]
+use super::{adam_bf16, bf16::Bf16Slot};
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
@@ -144,8 +146,8 @@ fn adam_lerp<T, M, V, X, const AMSGRAD: bool, const PLAIN: bool>(
     c: &AdamCoef,
     p: &mut [T],
     g: Grad<T>,
-    m: M,
-    v: V,
+    mut m: M,
+    mut v: V,
     vmax: X,
 ) where
     T: Real,
@@ -153,11 +155,68 @@ fn adam_lerp<T, M, V, X, const AMSGRAD: bool, const PLAIN: bool>(
     V: Buffer<T>,
     X: Buffer<T>,
 {
-    if (1.0 - c.b1).abs() < 0.5 {
+    let small_weight = (1.0 - c.b1).abs() < 0.5;
+    #[cfg(target_arch = "x86_64")]
+    if !AMSGRAD && PLAIN && plain_bf16(c, p, &g, &mut m, &mut v, small_weight) {
+        return;
+    }
+    if small_weight {
         adam_loop::<T, M, V, X, AMSGRAD, PLAIN, true>(c, p, g, m, v, vmax)
     } else {
         adam_loop::<T, M, V, X, AMSGRAD, PLAIN, false>(c, p, g, m, v, vmax)
     }
+}
+
+/// The plain step (no AMSGrad, clipping or L2) of f32 parameters with bf16 moments through
+/// the hand-vectorised loop of [`adam_bf16`] where the processor has AVX-512 BW, the last
+/// elements (under one block) through [`adam_loop`]; false (nothing done) otherwise.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn plain_bf16<T: Real, M: Buffer<T>, V: Buffer<T>>(
+    c: &AdamCoef,
+    p: &mut [T],
+    g: &Grad<T>,
+    m: &mut M,
+    v: &mut V,
+    small_weight: bool,
+) -> bool {
+    if std::any::TypeId::of::<T>() != std::any::TypeId::of::<f32>()
+        || p.len() < adam_bf16::BLOCK
+        || !adam_bf16::available()
+    {
+        return false;
+    }
+    let (Some((m_bits, m_base)), Some((v_bits, v_base))) = (m.bf16_parts(), v.bf16_parts()) else {
+        return false;
+    };
+    // SAFETY: T is f32 (checked by its TypeId above): the same slice, retyped.
+    let p = unsafe { &mut *(p as *mut [T] as *mut [f32]) };
+    // SAFETY: as above.
+    let raw = unsafe { &*(g.raw() as *const [T] as *const [f32]) };
+    let k = adam_bf16::PlainAdam {
+        decay: c.decay_factor as f32,
+        b1: c.b1 as f32,
+        w1: (1.0 - c.b1) as f32,
+        b2: c.b2 as f32,
+        w2: (1.0 - c.b2) as f32,
+        bc2_sqrt: c.bc2_sqrt as f32,
+        eps: c.eps as f32,
+        neg_step: (-c.step_size) as f32,
+        small_weight,
+    };
+    // SAFETY: the processor has the instructions (available() above).
+    let done = unsafe { adam_bf16::step(&k, p, raw, m_bits, m_base, v_bits, v_base) };
+    let (p, raw) = (&mut p[done..], &raw[done..]);
+    let g = Grad::new(raw, 1.0, f32::INFINITY);
+    let m = Bf16Slot::from(m_bits, m_base, done);
+    let v = Bf16Slot::from(v_bits, v_base, done);
+    let none = Bf16Slot::from(&mut [], 0, 0);
+    if small_weight {
+        adam_loop::<f32, _, _, _, false, true, true>(c, p, g, m, v, none)
+    } else {
+        adam_loop::<f32, _, _, _, false, true, false>(c, p, g, m, v, none)
+    }
+    true
 }
 
 /// The Adam update over a chunk, whatever its moments are stored in. Decoupled decay
@@ -212,5 +271,94 @@ fn adam_loop<T, M, V, X, const AMSGRAD: bool, const PLAIN: bool, const SMALL_WEI
         };
         let denom = second.sqrt() / bc2_sqrt + eps;
         *param = theta + neg_step * m_new / denom;
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    /// Moments and gradients over many magnitudes, with NaN, ±∞ and zeros among the moments.
+    fn data(n: usize, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<u16>, Vec<u16>) {
+        let mut s = seed | 1;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        let mut values = |n: usize, scale: i32| -> Vec<f32> {
+            (0..n)
+                .map(|i| next() * 10f32.powi(i as i32 % 9 - scale))
+                .collect()
+        };
+        let (p, g) = (values(n, 4), values(n, 6));
+        let mut m: Vec<u16> = values(n, 6)
+            .iter()
+            .map(|&x| crate::optim::bf16::to_bf16_nearest(x))
+            .collect();
+        let mut v: Vec<u16> = values(n, 8)
+            .iter()
+            .map(|&x| crate::optim::bf16::to_bf16_nearest(x * x))
+            .collect();
+        for (i, special) in [
+            (3, f32::NAN),
+            (40, f32::INFINITY),
+            (41, f32::NEG_INFINITY),
+            (7, 0.0),
+        ] {
+            if i < n {
+                m[i] = crate::optim::bf16::to_bf16_nearest(special);
+                v[(i + 5) % n] = crate::optim::bf16::to_bf16_nearest(special.abs());
+            }
+        }
+        (p, g, m, v)
+    }
+
+    /// The hand-vectorised bf16 loop computes what the generic one does, bit for bit, for both
+    /// lerp forms, with and without decay, at lengths around its block.
+    #[test]
+    fn the_vectorised_bf16_loop_is_the_generic_one() {
+        if !adam_bf16::available() {
+            return;
+        }
+        for (b1, decay) in [(0.9, 1.0), (0.3, 1.0 - 1e-3), (0.9, 1.0 - 1e-4)] {
+            let c = AdamCoef {
+                step_size: 1e-3 / (1.0 - f64::powi(b1, 3)),
+                bc2_sqrt: (1.0 - 0.999f64.powi(3)).sqrt(),
+                b1,
+                b2: 0.999,
+                eps: 1e-8,
+                l2: 0.0,
+                decay_factor: decay,
+                amsgrad: false,
+            };
+            for n in [32, 33, 63, 64, 100, 1000] {
+                let (p, g, m, v) = data(n, n as u64 * 31 + (b1 * 10.0) as u64);
+                let (mut p1, mut m1, mut v1) = (p.clone(), m.clone(), v.clone());
+                let grad = Grad::new(&g, 1.0, f32::INFINITY);
+                let first = 12_345;
+                let (mut ms, mut vs) = (
+                    Bf16Slot::new(&mut m1, first, 7, 0),
+                    Bf16Slot::new(&mut v1, first, 7, 1),
+                );
+                assert!(plain_bf16(&c, &mut p1, &grad, &mut ms, &mut vs, b1 == 0.9));
+                let (mut p2, mut m2, mut v2) = (p, m, v);
+                let none = Bf16Slot::new(&mut [], 0, 0, 2);
+                let (ms, vs) = (
+                    Bf16Slot::new(&mut m2, first, 7, 0),
+                    Bf16Slot::new(&mut v2, first, 7, 1),
+                );
+                if b1 == 0.9 {
+                    adam_loop::<f32, _, _, _, false, true, true>(&c, &mut p2, grad, ms, vs, none);
+                } else {
+                    adam_loop::<f32, _, _, _, false, true, false>(&c, &mut p2, grad, ms, vs, none);
+                }
+                let bits = |x: &[f32]| x.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&p1), bits(&p2), "parameters, n {n}, b1 {b1}");
+                assert_eq!(m1, m2, "first moment, n {n}, b1 {b1}");
+                assert_eq!(v1, v2, "second moment, n {n}, b1 {b1}");
+            }
+        }
     }
 }

@@ -35,7 +35,7 @@ pub fn from_bf16(b: u16) -> f32 {
 /// dimensions) and γ the golden ratio's. For one element over the steps, and for one step
 /// over the elements, the bits are equidistributed, which makes the rounding unbiased on
 /// average; and `index·α` vectorises as one addition per element.
-const ALPHA: u32 = 0x91E1_0DA5;
+pub(crate) const ALPHA: u32 = 0x91E1_0DA5;
 const BETA: u32 = 0xC13F_A9A9;
 const GAMMA: u32 = 0x9E37_79B9;
 
@@ -55,6 +55,20 @@ impl<'a> Bf16Slot<'a> {
             .wrapping_add((step as u32).wrapping_mul(BETA))
             .wrapping_add(slot.wrapping_mul(GAMMA));
         Bf16Slot { bits, base }
+    }
+
+    /// The bits and the rounding base (element `i` is rounded with the high half of
+    /// `base + i·α`), for hand-vectorised loops.
+    pub(crate) fn parts(&mut self) -> (&mut [u16], u32) {
+        (self.bits, self.base)
+    }
+
+    /// The chunk from element `start` on.
+    pub(crate) fn from(bits: &'a mut [u16], base: u32, start: usize) -> Self {
+        Bf16Slot {
+            bits: &mut bits[start..],
+            base: base.wrapping_add((start as u32).wrapping_mul(ALPHA)),
+        }
     }
 
     /// Number of elements.

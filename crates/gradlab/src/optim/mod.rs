@@ -52,6 +52,7 @@ pub mod adadelta;
 pub mod adafactor;
 pub mod adagrad;
 pub mod adam;
+mod adam_bf16;
 pub mod adamax;
 pub mod ademamix;
 pub mod adopt;

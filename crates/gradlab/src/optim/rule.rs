@@ -50,6 +50,11 @@ pub trait Buffer<T: Real> {
     /// # Safety
     /// `i` is below the buffer's length.
     unsafe fn set_unchecked(&mut self, i: usize, x: T);
+    /// A bfloat16 buffer's bits and rounding base (see [`super::bf16::Bf16Slot`]), for
+    /// hand-vectorised loops; `None` for other storage.
+    fn bf16_parts(&mut self) -> Option<(&mut [u16], u32)> {
+        None
+    }
 }
 
 impl<T: Real> Buffer<T> for &mut [T] {
@@ -78,6 +83,9 @@ impl<T: Real> Buffer<T> for &mut [T] {
 }
 
 impl<T: Real> Buffer<T> for super::bf16::Bf16Slot<'_> {
+    fn bf16_parts(&mut self) -> Option<(&mut [u16], u32)> {
+        Some(self.parts())
+    }
     #[inline(always)]
     fn get(&self, i: usize) -> T {
         super::bf16::Bf16Slot::get(self, i)
