@@ -1,7 +1,7 @@
 //! `gradlab bench`: optimizer step time against the memory-bandwidth roofline.
 
 use anyhow::{bail, Result};
-use gradlab::bench::{bench_together, BenchResult};
+use gradlab::bench::{bench_together, median, BenchResult};
 use serde_json::json;
 use std::time::Instant;
 
@@ -45,11 +45,6 @@ pub struct BenchArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// Median ms per step of candle-nn's AdamW and of gradlab's bridge on one f32 tensor.

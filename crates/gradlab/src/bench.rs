@@ -50,7 +50,8 @@ pub struct BenchResult {
     pub step_ms: Vec<f64>,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The median of timings (the upper one of an even count; `v` must not be empty).
+pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }

@@ -195,10 +195,7 @@ fn plain_bf16<T: Real, M: Buffer<T>, V: Buffer<T>>(
     let raw = unsafe { &*(g.raw() as *const [T] as *const [f32]) };
     let k = adam_bf16::PlainAdam {
         decay: c.decay_factor as f32,
-        b1: c.b1 as f32,
-        w1: (1.0 - c.b1) as f32,
-        b2: c.b2 as f32,
-        w2: (1.0 - c.b2) as f32,
+        betas: Betas::new(c.b1, c.b2),
         bc2_sqrt: c.bc2_sqrt as f32,
         eps: c.eps as f32,
         neg_step: (-c.step_size) as f32,

@@ -7,6 +7,7 @@
 //! element and buffer, and 32 values packed to bf16 by one permutation instead of a shift and a
 //! narrowing store per 16.
 
+use super::rule::Betas;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
@@ -15,12 +16,8 @@ use std::arch::x86_64::*;
 pub(super) struct PlainAdam {
     /// Decoupled decay factor `1 − γλ` (1 without).
     pub decay: f32,
-    /// β₁ and `1 − β₁`.
-    pub b1: f32,
-    pub w1: f32,
-    /// β₂ and `1 − β₂`.
-    pub b2: f32,
-    pub w2: f32,
+    /// β₁, β₂ and their complements.
+    pub betas: Betas<f32>,
     /// `√(1 − β₂ᵗ)`.
     pub bc2_sqrt: f32,
     /// ε.
@@ -68,8 +65,8 @@ pub(super) unsafe fn step(
     let n = p.len() / BLOCK * BLOCK;
     assert!(g.len() >= n && m.len() >= n && v.len() >= n);
     let decay = _mm512_set1_ps(k.decay);
-    let (b1, w1) = (_mm512_set1_ps(k.b1), _mm512_set1_ps(k.w1));
-    let (b2, w2) = (_mm512_set1_ps(k.b2), _mm512_set1_ps(k.w2));
+    let (b1, w1) = (_mm512_set1_ps(k.betas.b1), _mm512_set1_ps(k.betas.w1));
+    let (b2, w2) = (_mm512_set1_ps(k.betas.b2), _mm512_set1_ps(k.betas.w2));
     let (bc2, eps, neg) = (
         _mm512_set1_ps(k.bc2_sqrt),
         _mm512_set1_ps(k.eps),

@@ -34,6 +34,19 @@ fn cases(lengths: &[usize]) -> Vec<(&'static str, Box<dyn Reference>)> {
             buf: z(),
         })
     };
+    let swats = |eps| -> Box<dyn Reference> {
+        Box::new(Swats {
+            lr: 0.01,
+            betas: (0.9, 0.999),
+            eps,
+            lengths: lengths.to_vec(),
+            m: z(),
+            v: z(),
+            v_sgd: z(),
+            lambda: vec![0.0; lengths.len()],
+            sgd_lr: vec![None; lengths.len()],
+        })
+    };
     let adam = |lr, betas, weight_decay, decoupled, amsgrad| -> Box<dyn Reference> {
         Box::new(Adam {
             lr,
@@ -267,35 +280,9 @@ fn cases(lengths: &[usize]) -> Vec<(&'static str, Box<dyn Reference>)> {
                 eta: 0.05,
             }),
         ),
-        (
-            "swats(lr=0.01)",
-            Box::new(Swats {
-                lr: 0.01,
-                betas: (0.9, 0.999),
-                eps: 1e-9,
-                lengths: lengths.to_vec(),
-                m: z(),
-                v: z(),
-                v_sgd: z(),
-                lambda: vec![0.0; lengths.len()],
-                sgd_lr: vec![None; lengths.len()],
-            }),
-        ),
-        (
-            // A large ε: tensors switch to SGD within the test's steps.
-            "swats(lr=0.01, eps=0.05)",
-            Box::new(Swats {
-                lr: 0.01,
-                betas: (0.9, 0.999),
-                eps: 0.05,
-                lengths: lengths.to_vec(),
-                m: z(),
-                v: z(),
-                v_sgd: z(),
-                lambda: vec![0.0; lengths.len()],
-                sgd_lr: vec![None; lengths.len()],
-            }),
-        ),
+        ("swats(lr=0.01)", swats(1e-9)),
+        // A large ε: tensors switch to SGD within the test's steps.
+        ("swats(lr=0.01, eps=0.05)", swats(0.05)),
         (
             "lion(lr=0.001, weight_decay=0.1)",
             Box::new(Lion {
