@@ -4,13 +4,14 @@
 //! ([`Optimizer::bytes_per_param`](crate::optim::Optimizer::bytes_per_param)) divided by the memory bandwidth. The roofline is
 //! measured in the same process, on the same threads, with the read-modify-write kernel
 //! `a[i] += s·b[i]` (12 bytes per f32 element, 24 per f64) run the fastest of several ways
-//! (task sizes, one range per thread, ordinary or non-temporal stores; chosen at the start),
+//! (task sizes, one range per thread, ordinary or non-temporal stores, with or without
+//! software prefetching as the optimizers' loops do; chosen at the start),
 //! over as many bytes as the step touches (parameters, gradients, state: a last-level cache
 //! of hundreds of MB holds much of either), in pairs of passes alternating with pairs of steps
 //! so that both see the same state of the machine. `bench/peers/roofline.py` checks it
 //! against a C/OpenMP build of the same loop.
 
-use crate::optim::{self, Layout, Options};
+use crate::optim::{self, prefetch, Layout, Options};
 use crate::pool::Pool;
 use crate::{Real, Result};
 use std::time::Instant;
@@ -86,11 +87,14 @@ enum Stores {
 struct Variant {
     split: Split,
     stores: Stores,
+    /// Requests the lines [`prefetch::AHEAD`] elements on, as the optimizers' loops do.
+    prefetch: bool,
 }
 
 impl Variant {
     /// Every variant tried: the optimizers' own chunking, larger tasks, one range per thread,
-    /// each with ordinary and with non-temporal stores.
+    /// each with ordinary and with non-temporal stores, each with and without software
+    /// prefetching.
     fn all() -> Vec<Variant> {
         let splits = [
             Split::Tasks(optim::plan::CHUNK),
@@ -104,7 +108,14 @@ impl Variant {
         };
         splits
             .iter()
-            .flat_map(|&split| stores.iter().map(move |&stores| Variant { split, stores }))
+            .flat_map(|&split| stores.iter().map(move |&stores| (split, stores)))
+            .flat_map(|(split, stores)| {
+                [false, true].map(|prefetch| Variant {
+                    split,
+                    stores,
+                    prefetch,
+                })
+            })
             .collect()
     }
 
@@ -117,7 +128,8 @@ impl Variant {
             Stores::Cached => "cached stores",
             Stores::Streaming => "non-temporal stores",
         };
-        format!("{split}, {stores}")
+        let prefetch = if self.prefetch { ", prefetching" } else { "" };
+        format!("{split}, {stores}{prefetch}")
     }
 }
 
@@ -139,6 +151,7 @@ impl<T: Real> Roofline<T> {
             variant: Variant {
                 split: Split::PerThread,
                 stores: Stores::Cached,
+                prefetch: false,
             },
         };
         let mut best = (f64::INFINITY, roofline.variant);
@@ -163,11 +176,29 @@ impl<T: Real> Roofline<T> {
             Split::Tasks(len) => len,
             Split::PerThread => n.div_ceil(crate::pool::current_threads().max(1)),
         };
-        let stores = self.variant.stores;
+        let (stores, prefetch) = (self.variant.stores, self.variant.prefetch);
         let t0 = Instant::now();
         crate::pool::for_each_chunk(&mut self.a, chunk, |i, a| {
             let b = &b[i * chunk..i * chunk + a.len()];
             match stores {
+                Stores::Cached if prefetch => crate::optim::simd::wide_call(
+                    #[inline(always)]
+                    || {
+                        let whole = prefetch::whole_blocks(a.len());
+                        for start in (0..whole).step_by(prefetch::BLOCK) {
+                            for at in prefetch::ahead::<T>(start) {
+                                prefetch::line(a.as_ptr(), at);
+                                prefetch::line(b.as_ptr(), at);
+                            }
+                            for i in start..start + prefetch::BLOCK {
+                                a[i] += s * b[i];
+                            }
+                        }
+                        for i in whole..a.len() {
+                            a[i] += s * b[i];
+                        }
+                    },
+                ),
                 Stores::Cached => crate::optim::simd::wide_call(
                     #[inline(always)]
                     || {
@@ -176,7 +207,7 @@ impl<T: Real> Roofline<T> {
                         }
                     },
                 ),
-                Stores::Streaming => streaming_axpy(a, b, s),
+                Stores::Streaming => streaming_axpy(a, b, s, prefetch),
             }
         });
         let seconds = t0.elapsed().as_secs_f64();
@@ -190,8 +221,9 @@ impl<T: Real> Roofline<T> {
 }
 
 /// `a[i] += s·b[i]` writing whole cache lines of `a` with non-temporal stores (ordinary
-/// stores for the unaligned head and the tail).
-fn streaming_axpy<T: Real>(a: &mut [T], b: &[T], s: T) {
+/// stores for the unaligned head and the tail), requesting the lines [`prefetch::AHEAD`]
+/// elements on with `prefetch`.
+fn streaming_axpy<T: Real>(a: &mut [T], b: &[T], s: T, prefetch: bool) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_sfence, _mm_stream_si128};
@@ -209,6 +241,10 @@ fn streaming_axpy<T: Real>(a: &mut [T], b: &[T], s: T) {
                 let mut line = [T::ZERO; 16];
                 for k in 0..lines {
                     let at = k * per_line;
+                    if prefetch {
+                        prefetch::line(a_body.as_ptr(), at + prefetch::AHEAD);
+                        prefetch::line(b_body.as_ptr(), at + prefetch::AHEAD);
+                    }
                     let (x, y) = (&a_body[at..at + per_line], &b_body[at..at + per_line]);
                     for ((out, &x), &y) in line.iter_mut().zip(x).zip(y) {
                         *out = x + s * y;
@@ -232,8 +268,11 @@ fn streaming_axpy<T: Real>(a: &mut [T], b: &[T], s: T) {
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    for (x, y) in a.iter_mut().zip(b) {
-        *x += s * *y;
+    {
+        let _ = prefetch;
+        for (x, y) in a.iter_mut().zip(b) {
+            *x += s * *y;
+        }
     }
 }
 
@@ -370,18 +409,44 @@ mod tests {
     fn streaming_stores_compute_the_same_sums() {
         for (offset, len) in [(0, 0), (1, 5), (3, 1000), (0, 64), (7, 4099)] {
             let b: Vec<f32> = (0..len + offset).map(|i| (i as f32).sin()).collect();
-            let mut plain: Vec<f32> = (0..len + offset).map(|i| (i as f32).cos()).collect();
-            let mut streamed = plain.clone();
-            streaming_axpy(&mut streamed[offset..], &b[offset..], 0.5);
-            for (x, y) in plain[offset..].iter_mut().zip(&b[offset..]) {
-                *x += 0.5 * *y;
+            let plain: Vec<f32> = (0..len + offset).map(|i| (i as f32).cos()).collect();
+            for prefetch in [false, true] {
+                let mut plain = plain.clone();
+                let mut streamed = plain.clone();
+                streaming_axpy(&mut streamed[offset..], &b[offset..], 0.5, prefetch);
+                for (x, y) in plain[offset..].iter_mut().zip(&b[offset..]) {
+                    *x += 0.5 * *y;
+                }
+                assert_eq!(plain, streamed, "offset {offset}, len {len}");
+                let b64: Vec<f64> = b.iter().map(|&x| x as f64).collect();
+                let mut a64: Vec<f64> = plain.iter().map(|&x| x as f64).collect();
+                let expected: Vec<f64> = a64.iter().zip(&b64).map(|(x, y)| x + 0.25 * y).collect();
+                streaming_axpy(&mut a64, &b64, 0.25, prefetch);
+                assert_eq!(a64, expected);
             }
-            assert_eq!(plain, streamed, "offset {offset}, len {len}");
-            let b64: Vec<f64> = b.iter().map(|&x| x as f64).collect();
-            let mut a64: Vec<f64> = plain.iter().map(|&x| x as f64).collect();
-            let expected: Vec<f64> = a64.iter().zip(&b64).map(|(x, y)| x + 0.25 * y).collect();
-            streaming_axpy(&mut a64, &b64, 0.25);
-            assert_eq!(a64, expected);
+        }
+    }
+
+    /// Every way of running the roofline kernel computes `a[i] += s·b[i]` over every element
+    /// (lengths that leave a partial task, block and cache line).
+    #[test]
+    fn every_roofline_variant_computes_the_kernel() {
+        let variants = Variant::all();
+        assert_eq!(
+            variants.len(),
+            if cfg!(target_arch = "x86_64") { 12 } else { 6 }
+        );
+        for n in [1, prefetch::BLOCK + 3, optim::plan::CHUNK + 77] {
+            for &variant in &variants {
+                let mut roofline = Roofline::<f64> {
+                    a: vec![1.0; n],
+                    b: (0..n).map(|i| i as f64).collect(),
+                    variant,
+                };
+                roofline.time_once();
+                let wrong = (0..n).find(|&i| roofline.a[i] != 1.0 + 0.5 * i as f64);
+                assert_eq!(wrong, None, "n = {n}, {}", variant.describe());
+            }
         }
     }
 

@@ -13,7 +13,7 @@
 
 use super::rule::{check, decay_terms, Betas, Buffer, Grad, Hyper, Rule, Scalars, Slots, Sums};
 #[cfg(target_arch = "x86_64")]
-use super::{adam_bf16, bf16::Bf16Slot};
+use super::{adam_bf16, bf16::Bf16Slot, prefetch};
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
@@ -219,7 +219,8 @@ fn plain_bf16<T: Real, M: Buffer<T>, V: Buffer<T>>(
 /// The Adam update over a chunk, whatever its moments are stored in. Decoupled decay
 /// multiplies by `1 − γλ` (exactly 1 without decay), so it needs no branch. `PLAIN`: no L2
 /// decay (PyTorch adds `λθ` only when λ ≠ 0) and no clipping (see [`Grad::is_unclipped`]),
-/// so the raw gradient is `d`.
+/// so the raw gradient is `d`. It runs in blocks, requesting the parameters' and moments'
+/// cache lines [`prefetch::AHEAD`] elements on before each.
 #[inline(always)]
 fn adam_loop<T, M, V, X, const AMSGRAD: bool, const PLAIN: bool, const SMALL_WEIGHT: bool>(
     c: &AdamCoef,
@@ -248,26 +249,54 @@ fn adam_loop<T, M, V, X, const AMSGRAD: bool, const PLAIN: bool, const SMALL_WEI
     if AMSGRAD {
         vmax.assert_len(p.len());
     }
-    for (i, param) in p.iter_mut().enumerate() {
-        let theta = *param * decay;
-        let d = if PLAIN {
-            g.raw_at(i)
-        } else {
-            g.at(i) + l2 * theta
-        };
-        let m_new = betas.lerp_first_in::<SMALL_WEIGHT>(m.get(i), d);
-        m.set(i, m_new);
-        let v_new = betas.second(v.get(i), d);
-        v.set(i, v_new);
-        let second = if AMSGRAD {
-            let top = vmax.get(i).max(v_new);
-            vmax.set(i, top);
-            top
-        } else {
-            v_new
-        };
-        let denom = second.sqrt() / bc2_sqrt + eps;
-        *param = theta + neg_step * m_new / denom;
+    // The update of element `i` (`param` = p[i]), written once for the whole blocks and the
+    // tail (a macro: a closure would not be inlined into the wide-instruction build of the
+    // caller). Unchecked access: the compiler does not see the blocks' indices bounded.
+    macro_rules! update {
+        ($i:expr, $param:expr) => {{
+            let (i, param): (usize, &mut T) = ($i, $param);
+            // SAFETY: `param` is p[i], so i < p.len(), and every buffer holds at least
+            // p.len() elements (asserted above).
+            unsafe {
+                let theta = *param * decay;
+                let d = if PLAIN {
+                    g.raw_at(i)
+                } else {
+                    g.at(i) + l2 * theta
+                };
+                let m_new = betas.lerp_first_in::<SMALL_WEIGHT>(m.get_unchecked(i), d);
+                m.set_unchecked(i, m_new);
+                let v_new = betas.second(v.get_unchecked(i), d);
+                v.set_unchecked(i, v_new);
+                let second = if AMSGRAD {
+                    let top = vmax.get_unchecked(i).max(v_new);
+                    vmax.set_unchecked(i, top);
+                    top
+                } else {
+                    v_new
+                };
+                let denom = second.sqrt() / bc2_sqrt + eps;
+                *param = theta + neg_step * m_new / denom;
+            }
+        }};
+    }
+    let whole = prefetch::whole_blocks(p.len());
+    for start in (0..whole).step_by(prefetch::BLOCK) {
+        // The gradients are in the cache: the gradient check has just read them.
+        for at in prefetch::ahead::<T>(start) {
+            prefetch::line(p.as_ptr(), at);
+            m.prefetch(at);
+            v.prefetch(at);
+            if AMSGRAD {
+                vmax.prefetch(at);
+            }
+        }
+        for (j, param) in p[start..start + prefetch::BLOCK].iter_mut().enumerate() {
+            update!(start + j, param);
+        }
+    }
+    for (j, param) in p[whole..].iter_mut().enumerate() {
+        update!(whole + j, param);
     }
 }
 

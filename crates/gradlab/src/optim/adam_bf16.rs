@@ -5,8 +5,11 @@
 //! fingerprints of `tests/compact_state.rs`). What the generic loop cannot get from the
 //! compiler: the rounding bits as one running sum per buffer instead of a multiplication per
 //! element and buffer, and 32 values packed to bf16 by one permutation instead of a shift and a
-//! narrowing store per 16.
+//! narrowing store per 16. Like the generic loop it requests the cache lines it will need
+//! [`AHEAD`] elements on ([`super::prefetch`]).
 
+#[cfg(target_arch = "x86_64")]
+use super::prefetch::{self, AHEAD};
 use super::rule::Betas;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -102,6 +105,12 @@ pub(super) unsafe fn step(
     );
     let mut i = 0;
     while i < n {
+        // The lines AHEAD elements on (the gradients are in the cache: the check read them).
+        let at = i + AHEAD;
+        prefetch::line(p.as_ptr(), at);
+        prefetch::line(p.as_ptr(), at + 16);
+        prefetch::line(m.as_ptr(), at);
+        prefetch::line(v.as_ptr(), at);
         let mut m_out = [_mm512_setzero_si512(); 2];
         let mut v_out = [_mm512_setzero_si512(); 2];
         for h in 0..2 {

@@ -71,6 +71,12 @@ impl<'a> Bf16Slot<'a> {
         }
     }
 
+    /// Requests the cache line of element `i` (see [`super::prefetch::line`]).
+    #[inline(always)]
+    pub(crate) fn prefetch(&self, i: usize) {
+        super::prefetch::line(self.bits.as_ptr(), i);
+    }
+
     /// Number of elements.
     #[inline(always)]
     pub fn len(&self) -> usize {

@@ -72,6 +72,7 @@ pub mod muon;
 pub mod nadam;
 mod options;
 pub mod plan;
+pub(crate) mod prefetch;
 pub mod prodigy;
 pub mod radam;
 pub mod rmsprop;

@@ -55,9 +55,20 @@ pub trait Buffer<T: Real> {
     fn bf16_parts(&mut self) -> Option<(&mut [u16], u32)> {
         None
     }
+    /// Requests the cache line of element `i` ahead of a loop that will read it (a hint that
+    /// never faults: `i` may lie past the end). Storage that is not a contiguous array
+    /// ignores it.
+    #[inline(always)]
+    fn prefetch(&self, i: usize) {
+        let _ = i;
+    }
 }
 
 impl<T: Real> Buffer<T> for &mut [T] {
+    #[inline(always)]
+    fn prefetch(&self, i: usize) {
+        super::prefetch::line(self.as_ptr(), i);
+    }
     #[inline(always)]
     fn get(&self, i: usize) -> T {
         self[i]
@@ -83,6 +94,10 @@ impl<T: Real> Buffer<T> for &mut [T] {
 }
 
 impl<T: Real> Buffer<T> for super::bf16::Bf16Slot<'_> {
+    #[inline(always)]
+    fn prefetch(&self, i: usize) {
+        super::bf16::Bf16Slot::prefetch(self, i);
+    }
     fn bf16_parts(&mut self) -> Option<(&mut [u16], u32)> {
         Some(self.parts())
     }
