@@ -282,8 +282,11 @@ fn adam_loop<T, M, V, X, const AMSGRAD: bool, const PLAIN: bool, const SMALL_WEI
     }
     let whole = prefetch::whole_blocks(p.len());
     for start in (0..whole).step_by(prefetch::BLOCK) {
-        // The gradients are in the cache: the gradient check has just read them.
         for at in prefetch::ahead::<T>(start) {
+            prefetch::line(
+                g.raw().as_ptr(),
+                at - prefetch::AHEAD + prefetch::GRADIENTS_AHEAD,
+            );
             prefetch::line(p.as_ptr(), at);
             m.prefetch(at);
             v.prefetch(at);

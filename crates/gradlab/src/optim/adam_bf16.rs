@@ -9,7 +9,7 @@
 //! [`AHEAD`] elements on ([`super::prefetch`]).
 
 #[cfg(target_arch = "x86_64")]
-use super::prefetch::{self, AHEAD};
+use super::prefetch::{self, AHEAD, GRADIENTS_AHEAD};
 use super::rule::Betas;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -105,12 +105,14 @@ pub(super) unsafe fn step(
     );
     let mut i = 0;
     while i < n {
-        // The lines AHEAD elements on (the gradients are in the cache: the check read them).
+        // The lines AHEAD elements on, the gradients' GRADIENTS_AHEAD on (see there).
         let at = i + AHEAD;
         prefetch::line(p.as_ptr(), at);
         prefetch::line(p.as_ptr(), at + 16);
         prefetch::line(m.as_ptr(), at);
         prefetch::line(v.as_ptr(), at);
+        prefetch::line(g.as_ptr(), i + GRADIENTS_AHEAD);
+        prefetch::line(g.as_ptr(), i + GRADIENTS_AHEAD + 16);
         let mut m_out = [_mm512_setzero_si512(); 2];
         let mut v_out = [_mm512_setzero_si512(); 2];
         for h in 0..2 {
