@@ -11,9 +11,10 @@
 //! ```
 //! ε is added after the bias correction of √v, exactly as PyTorch does.
 
+use super::prefetch;
 use super::rule::{check, decay_terms, Betas, Buffer, Grad, Hyper, Rule, Scalars, Slots, Sums};
 #[cfg(target_arch = "x86_64")]
-use super::{adam_bf16, bf16::Bf16Slot, prefetch};
+use super::{adam_bf16, bf16::Bf16Slot};
 use crate::spec::{Args, Spec};
 use crate::{Real, Result};
 
@@ -220,7 +221,8 @@ fn plain_bf16<T: Real, M: Buffer<T>, V: Buffer<T>>(
 /// multiplies by `1 − γλ` (exactly 1 without decay), so it needs no branch. `PLAIN`: no L2
 /// decay (PyTorch adds `λθ` only when λ ≠ 0) and no clipping (see [`Grad::is_unclipped`]),
 /// so the raw gradient is `d`. It runs in blocks, requesting the parameters' and moments'
-/// cache lines [`prefetch::AHEAD`] elements on before each.
+/// cache lines [`prefetch::AHEAD`] elements on, the gradients' [`prefetch::GRADIENTS_AHEAD`],
+/// before each.
 #[inline(always)]
 fn adam_loop<T, M, V, X, const AMSGRAD: bool, const PLAIN: bool, const SMALL_WEIGHT: bool>(
     c: &AdamCoef,
@@ -283,10 +285,8 @@ fn adam_loop<T, M, V, X, const AMSGRAD: bool, const PLAIN: bool, const SMALL_WEI
     let whole = prefetch::whole_blocks(p.len());
     for start in (0..whole).step_by(prefetch::BLOCK) {
         for at in prefetch::ahead::<T>(start) {
-            prefetch::line(
-                g.raw().as_ptr(),
-                at - prefetch::AHEAD + prefetch::GRADIENTS_AHEAD,
-            );
+            let gradient_at = at + (prefetch::GRADIENTS_AHEAD - prefetch::AHEAD);
+            prefetch::line(g.raw().as_ptr(), gradient_at);
             prefetch::line(p.as_ptr(), at);
             m.prefetch(at);
             v.prefetch(at);
